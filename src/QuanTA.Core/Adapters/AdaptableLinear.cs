@@ -1,0 +1,101 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Adapters;
+
+/// <summary>
+/// A frozen linear layer (state-dict keys <c>weight</c>, <c>bias</c> exactly as Hugging Face names them) with one optional
+/// <see cref="Adapter"/> slot. Backbones build every projection from this class, so injecting an adapter never has to
+/// replace modules: <see cref="Attach"/> fills the slot, <see cref="Merge"/> folds ΔW into the weight for zero-overhead
+/// inference, <see cref="Unmerge"/> restores W0 exactly from a kept master copy (no drift, unlike an in-place bf16 subtract).
+/// </summary>
+public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // names match Hugging Face state-dict keys
+    /// <summary>The frozen base weight W0, [out, in].</summary>
+    public Parameter weight;
+    /// <summary>The frozen bias, or null.</summary>
+    public Parameter? bias;
+#pragma warning restore IDE1006
+    Adapter? _adapter;
+    Tensor? _master; // W0 while merged
+
+    /// <summary>Creates a frozen layer with zero weights (loaded later from a checkpoint).</summary>
+    public AdaptableLinear(int inFeatures, int outFeatures, bool hasBias, ScalarType dtype = ScalarType.Float32, Device? device = null)
+        : base(nameof(AdaptableLinear))
+    {
+        InFeatures = inFeatures; OutFeatures = outFeatures;
+        weight = new Parameter(zeros(outFeatures, inFeatures, dtype: dtype, device: device), requires_grad: false);
+        if (hasBias) bias = new Parameter(zeros(outFeatures, dtype: dtype, device: device), requires_grad: false);
+        RegisterComponents();
+    }
+
+    /// <summary>Input features.</summary>
+    public int InFeatures { get; }
+    /// <summary>Output features.</summary>
+    public int OutFeatures { get; }
+    /// <summary>The attached adapter, if any.</summary>
+    public Adapter? Adapter => _adapter;
+    /// <summary>True while ΔW is folded into <see cref="weight"/>.</summary>
+    public bool IsMerged => _master is not null;
+
+    /// <summary>Attaches (or replaces) the adapter; it is registered as a child named after its method ("quanta", "lora").</summary>
+    public void Attach(Adapter adapter)
+    {
+        if (IsMerged) throw new InvalidOperationException("Unmerge before attaching a new adapter.");
+        if (adapter.InFeatures != InFeatures || adapter.OutFeatures != OutFeatures)
+            throw new ArgumentException($"Adapter is {adapter.InFeatures}→{adapter.OutFeatures} but the layer is {InFeatures}→{OutFeatures}.");
+        if (_adapter is not null) Detach()?.Dispose();
+        _adapter = adapter;
+        register_module(adapter.Method, adapter);
+    }
+
+    /// <summary>Removes the adapter (unmerging first) and returns it.</summary>
+    public Adapter? Detach()
+    {
+        if (_adapter is null) return null;
+        if (IsMerged) Unmerge();
+        var a = _adapter; _adapter = null;
+        register_module(a.Method, null!); // a null module unregisters the child
+        return a;
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        var y = nn.functional.linear(x, weight, bias);     // (…, out) = x W0ᵀ + b
+        if (_adapter is null || IsMerged) return y;
+        return y.add_(_adapter.Delta(x));                   // + Δ(x)
+    }
+
+    /// <summary>W ← W0 + ΔW, computed in fp32 from the kept master copy, then cast to the weight's dtype. Checks for NaN first.</summary>
+    public void Merge()
+    {
+        if (_adapter is null || IsMerged) return;
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var delta = _adapter.DeltaWeight().to(weight.device);
+        if (!delta.isfinite().all().item<bool>())
+            throw new InvalidOperationException("Refusing to merge: the adapter's ΔW contains NaN or infinity.");
+        var master = weight.detach().clone().DetachFromDisposeScope();
+        weight.copy_((master.to_type(ScalarType.Float32) + delta).to_type(weight.dtype));
+        _master = master;
+    }
+
+    /// <summary>Restores W0 exactly (bit for bit) from the master copy kept by <see cref="Merge"/>.</summary>
+    public void Unmerge()
+    {
+        if (_master is null) return;
+        using var _ = no_grad();
+        weight.copy_(_master);
+        _master.Dispose(); _master = null;
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) { _master?.Dispose(); _master = null; }
+        base.Dispose(disposing);
+    }
+}

@@ -1,0 +1,1 @@
+Console.WriteLine("HighRankDemo: see issue 3");

@@ -1,0 +1,1 @@
+// QuanTA.MLNet: the ML.NET surface over QuanTA.Core.

@@ -137,6 +137,37 @@ public sealed class QuanTAAdapter : Adapter
         return (rT - rS).narrow(1, 0, _out).t().contiguous().MoveToOuterDisposeScope(); // (out, in)
     }
 
+    /// <summary>The full operator M_T (or M_S with <paramref name="frozen"/>), [D, D] fp32, y = M x in the D-space.</summary>
+    public Tensor Operator(bool frozen = false)
+    {
+        using var scope = NewDisposeScope();
+        var e = eye(Layout.D, dtype: ScalarType.Float32, device: TensorS(0).device);    // (D, D)
+        var r = frozen ? Chain(e, TensorS) : Chain(e, TensorT);                          // row j = (M e_j)ᵀ
+        return r.t().contiguous().MoveToOuterDisposeScope();                             // (D, D)
+    }
+
+    /// <summary>Copies tensors from the official implementation's dictionaries, keyed "-1 -2", "-1 -3", … (shape
+    /// [d_m, d_n, d_m, d_n]), into T_i and S_i. Needs full-rank tensors and one tensor per pair (as the official code has).</summary>
+    public void CopyFromOfficial(IReadOnlyDictionary<string, Tensor> t, IReadOnlyDictionary<string, Tensor> s)
+    {
+        if (Rank is not null) throw new InvalidOperationException("Official QuanTA tensors are full rank; this adapter has a per-tensor rank.");
+        if (Layout.Pairs.Distinct().Count() != Layout.TensorCount)
+            throw new InvalidOperationException("Official QuanTA has one tensor per pair; this chain repeats pairs.");
+        using var _ = no_grad();
+        for (int i = 0; i < Layout.TensorCount; i++)
+        {
+            string key = Layout.Pairs[i].OfficialKey(Layout.AxisCount);
+            var shape = Layout.TensorShape(i);
+            foreach (var (dict, dst, what) in new[] { (t, TensorT(i), "T"), (s, TensorS(i), "S") })
+            {
+                if (!dict.TryGetValue(key, out var src)) throw new KeyNotFoundException($"Official {what} tensor '{key}' is missing.");
+                if (!src.shape.SequenceEqual(shape))
+                    throw new ArgumentException($"Official {what}['{key}'] has shape [{string.Join(", ", src.shape)}]; expected [{string.Join(", ", shape)}].");
+                dst.copy_(src);
+            }
+        }
+    }
+
     /// <summary>Applies the chain to rows of h (M, D): each tensor contracts its two axes, in <see cref="AxisLayout.Pairs"/> order.
     /// Returns (M, D) with row = M_chain · row.</summary>
     Tensor Chain(Tensor h, Func<int, Tensor> tensor)

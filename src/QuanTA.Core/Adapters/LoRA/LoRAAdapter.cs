@@ -46,10 +46,11 @@ public sealed class LoRAAdapter : Adapter
     public double Alpha { get; }
     /// <summary>alpha / r.</summary>
     public double Scale => Alpha / Rank;
-    /// <summary>A [r, in] (fp32, trainable).</summary>
-    public Parameter A => get_parameter("A")!;
-    /// <summary>B [out, r] (fp32, trainable).</summary>
-    public Parameter B => get_parameter("B")!;
+    // (C# names differ from the state-dict names "A"/"B": Module.to() reflects on members named like parameters.)
+    /// <summary>A [r, in] (fp32, trainable; state-dict name "A").</summary>
+    public Parameter LoraA => get_parameter("A")!;
+    /// <summary>B [out, r] (fp32, trainable; state-dict name "B").</summary>
+    public Parameter LoraB => get_parameter("B")!;
 
     /// <inheritdoc/>
     public override Tensor Delta(Tensor x)
@@ -57,15 +58,15 @@ public sealed class LoRAAdapter : Adapter
         if (x.shape[^1] != _in) throw new ArgumentException($"LoRA adapter expects input (…, {_in}); got ({string.Join(", ", x.shape)}).");
         using var scope = NewDisposeScope();
         var h = _dropout is null ? x : _dropout.call(x);                    // (…, in)
-        var z = h.matmul(A.to(x.dtype).t());                                  // (…, r)
-        return z.matmul(B.to(x.dtype).t()).mul_(Scale).MoveToOuterDisposeScope(); // (…, out)
+        var z = h.matmul(LoraA.to(x.dtype).t());                                  // (…, r)
+        return z.matmul(LoraB.to(x.dtype).t()).mul_(Scale).MoveToOuterDisposeScope(); // (…, out)
     }
 
     /// <inheritdoc/>
     public override Tensor DeltaWeight()
     {
         using var scope = NewDisposeScope();
-        return B.matmul(A).mul(Scale).MoveToOuterDisposeScope();              // (out, r)(r, in) = (out, in)
+        return LoraB.matmul(LoraA).mul(Scale).MoveToOuterDisposeScope();              // (out, r)(r, in) = (out, in)
     }
 
     /// <inheritdoc/>

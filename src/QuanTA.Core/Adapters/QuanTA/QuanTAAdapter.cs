@@ -126,22 +126,22 @@ public sealed class QuanTAAdapter : Adapter
         return y.reshape([.. lead, _out]).MoveToOuterDisposeScope();
     }
 
-    /// <summary>ΔW = top-left out×in block of (M_T − M_S) in fp32, [out, in]: the chain run on the first `in` basis vectors
+    /// <summary>ΔW = top-left out×in block of (M_T − M_S) in the parameters' dtype (fp32), [out, in]: the chain run on the first `in` basis vectors
     /// of the D-space (differentiable with respect to T).</summary>
     public override Tensor DeltaWeight()
     {
         using var scope = NewDisposeScope();
-        var e = eye(_in, Layout.D, dtype: ScalarType.Float32, device: TensorS(0).device); // (in, D): row j = e_j
+        var e = eye(_in, Layout.D, dtype: TensorS(0).dtype, device: TensorS(0).device); // (in, D): row j = e_j
         var rT = Chain(e, TensorT);                                                   // (in, D): row j = (M_T e_j)ᵀ
         var rS = Chain(e, TensorS);                                                // (in, D)
         return (rT - rS).narrow(1, 0, _out).t().contiguous().MoveToOuterDisposeScope(); // (out, in)
     }
 
-    /// <summary>The full operator M_T (or M_S with <paramref name="frozen"/>), [D, D] fp32, y = M x in the D-space.</summary>
+    /// <summary>The full operator M_T (or M_S with <paramref name="frozen"/>), [D, D] in the parameters' dtype, y = M x in the D-space.</summary>
     public Tensor Operator(bool frozen = false)
     {
         using var scope = NewDisposeScope();
-        var e = eye(Layout.D, dtype: ScalarType.Float32, device: TensorS(0).device);    // (D, D)
+        var e = eye(Layout.D, dtype: TensorS(0).dtype, device: TensorS(0).device);    // (D, D)
         var r = frozen ? Chain(e, TensorS) : Chain(e, TensorT);                          // row j = (M e_j)ᵀ
         return r.t().contiguous().MoveToOuterDisposeScope();                             // (D, D)
     }

@@ -16,8 +16,12 @@ public class QuanTAAdapterTests(ITestOutputHelper output)
         var x = randn([3, 2, inF], dtype: ScalarType.Float64, generator: g);
         var w = randn([3, 2, adapter.OutFeatures], dtype: ScalarType.Float64, generator: g);
         Func<double> loss = () => { using var _ = no_grad(); using var s = NewDisposeScope(); return (adapter.Delta(x) * w).sum().item<double>(); };
+        x.requires_grad = true;
         var l = (adapter.Delta(x) * w).sum();
         l.backward();
+        using (no_grad())   // the input's gradient is w ΔW (upstream layers depend on it)
+            Assert.True(TestUtil.RelErr(x.grad!, w.matmul(adapter.DeltaWeight())) < 1e-10, $"{label}: input gradient");
+        x.requires_grad = false;
         const double eps = 1e-6;
         double worst = 0;
         foreach (var (name, p) in adapter.named_parameters())

@@ -120,7 +120,7 @@ public sealed class QuanTAAdapter : Adapter
         {
             var p = nn.functional.pad(h, [0, Layout.D - _in]);               // (M, D), zero-padded
             var yT = Chain(p, i => TensorT(i).to(h.dtype));                   // (M, D) = p M_Tᵀ
-            var yS = Chain(p, i => TensorS(i).to(h.dtype));                        // (M, D) = p M_Sᵀ
+            var yS = Chain(p, i => TensorS(i).to(h.dtype));                   // (M, D) = p M_Sᵀ (x's gradient flows through it too)
             y = (yT - yS).narrow(1, 0, _out);                                 // (M, out), cropped
         }
         return y.reshape([.. lead, _out]).MoveToOuterDisposeScope();
@@ -133,7 +133,8 @@ public sealed class QuanTAAdapter : Adapter
         using var scope = NewDisposeScope();
         var e = eye(_in, Layout.D, dtype: TensorS(0).dtype, device: TensorS(0).device); // (in, D): row j = e_j
         var rT = Chain(e, TensorT);                                                   // (in, D): row j = (M_T e_j)ᵀ
-        var rS = Chain(e, TensorS);                                                // (in, D)
+        Tensor rS;
+        using (no_grad()) rS = Chain(e, TensorS);                                    // (in, D), constant
         return (rT - rS).narrow(1, 0, _out).t().contiguous().MoveToOuterDisposeScope(); // (out, in)
     }
 

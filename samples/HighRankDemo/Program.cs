@@ -13,7 +13,7 @@
 // Note: QuanTA's update is M_T − M_S with S a random frozen init, so what it can reach is M_S + (chain manifold),
 // not every full-rank matrix; the table shows where that helps and where it does not.
 //
-// Usage: dotnet run --project samples/HighRankDemo -c Release [-- --steps 1500 --out spectra.png]
+// Usage: dotnet run --project samples/HighRankDemo -c Release [-- --steps 800 --out artifacts/highrank-spectra.png]
 using QuanTA.Core.Adapters;
 using ScottPlot;
 using QuanTA.Core.Runtime;
@@ -21,7 +21,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 int steps = 800;
-string outPng = "highrank-spectra.png";
+string outPng = Path.Combine("artifacts", "highrank-spectra.png");
 for (int i = 0; i < args.Length - 1; i++)
 {
     if (args[i] == "--steps") steps = int.Parse(args[i + 1]);
@@ -98,6 +98,7 @@ for (int t = 0; t < targets.Length; t++)
     plot.Axes.SetLimitsY(-8.5, 1);
     plot.ShowLegend(ScottPlot.Alignment.LowerLeft);
 }
+Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outPng))!);
 multiplot.SavePng(outPng, 1400, 1000);
 Console.WriteLine($"wrote {Path.GetFullPath(outPng)}");
 

@@ -47,6 +47,7 @@ public sealed class QuanTAAdapter : Adapter
         ArgumentNullException.ThrowIfNull(layout);
         layout.ValidateFor(inFeatures, outFeatures);
         if (rank is int rr && rr < 1) throw new ArgumentException($"QuanTA rank must be ≥ 1 or null; got {rr}.", nameof(rank));
+        if (dropout is < 0 or >= 1 || double.IsNaN(dropout)) throw new ArgumentException($"Dropout must be in [0, 1); got {dropout}.", nameof(dropout));
         _in = inFeatures; _out = outFeatures; Layout = layout; Rank = rank;
         int nT = layout.TensorCount;
         _lowRank = new bool[nT];
@@ -61,24 +62,24 @@ public sealed class QuanTAAdapter : Adapter
             if (rank is int r && r < k)
             {
                 _lowRank[i] = true;
-                var u = new Parameter(empty(k, r).uniform_(-bound, bound, generator), requires_grad: true);   // (k, r)
+                var u = new Parameter(empty(k, r, dtype: ScalarType.Float32).uniform_(-bound, bound, generator), requires_grad: true);   // (k, r)
                 double bv = Math.Sqrt(3.0 / r);
-                var v = new Parameter(empty(r, k).uniform_(-bv, bv, generator), requires_grad: true);         // (r, k)
+                var v = new Parameter(empty(r, k, dtype: ScalarType.Float32).uniform_(-bv, bv, generator), requires_grad: true);         // (r, k)
                 register_parameter($"T_{i}_U", u);
                 register_parameter($"T_{i}_V", v);
                 init = u.matmul(v).view(shape);                                                             // (d_m, d_n, d_m, d_n)
             }
             else
             {
-                var t = new Parameter(empty(shape).uniform_(-bound, bound, generator), requires_grad: true);  // (d_m, d_n, d_m, d_n)
+                var t = new Parameter(empty(shape, dtype: ScalarType.Float32).uniform_(-bound, bound, generator), requires_grad: true);  // (d_m, d_n, d_m, d_n)
                 register_parameter($"T_{i}", t);
                 init = t;
             }
-            register_buffer($"S_{i}", init.detach().clone());
+            register_buffer($"S_{i}", init.detach().clone());                                               // frozen copy
+            if (_lowRank[i]) init.Dispose();
             _equations[i] = Equation(layout.AxisCount, layout.Pairs[i]);
             _equationsT[i] = Equation(layout.AxisCount, layout.Pairs[i], transposed: true);
         }
-        if (dropout is < 0 or >= 1 || double.IsNaN(dropout)) throw new ArgumentException($"Dropout must be in [0, 1); got {dropout}.", nameof(dropout));
         DropoutP = dropout;
         if (dropout > 0) { _dropout = nn.Dropout(dropout); register_module("dropout", _dropout); }
     }
@@ -224,7 +225,7 @@ public sealed class QuanTAAdapter : Adapter
             ["rank"] = Rank is int r ? r : "full",
             ["rank_bounds"] = new[] { lo, hi },
             ["dropout"] = DropoutP,
-        ["trainable_parameters"] = TrainableParameterCount,
+            ["trainable_parameters"] = TrainableParameterCount,
         };
     }
 }

@@ -9,7 +9,8 @@ namespace QuanTA.Core.Training;
 /// A model-agnostic fine-tuning loop in the habits of the Hugging Face Trainer: AdamW over the trainable tensors only, a
 /// per-step learning rate (linear / cosine / constant with warmup), gradient accumulation, global-norm clipping, a NaN/inf
 /// guard, cancellation within one micro-batch, progress events, validation with early stopping and best-model tracking, and
-/// atomic checkpoints from which a resumed run continues bit for bit (CPU, fixed seed).
+/// atomic checkpoints from which a resumed run continues bit for bit (CPU, fixed seed; on CUDA the GPU generator's state
+/// cannot be saved with TorchSharp 0.107, so dropout masks after a resume differ).
 /// <para>Each micro-batch (fetching it from the source included) runs in its own dispose scope, so tensors made by the batch
 /// source and the loss function are freed every step. <see cref="IDisposable"/> batches are disposed after use.</para>
 /// </summary>
@@ -184,8 +185,14 @@ public sealed class Trainer<TBatch> : IDisposable
         {
             t.Log?.Invoke("The batch source does not know its length; counting the batches of one epoch.");
             long n = 0;
-            foreach (var b in data.GetBatches(0, 0)) { n++; (b as IDisposable)?.Dispose(); }
-            return n;
+            using var e = data.GetBatches(0, 0).GetEnumerator();
+            while (true)
+            {
+                using var scope = NewDisposeScope();   // tensors a source makes while counting are freed too
+                if (!e.MoveNext()) return n;
+                n++;
+                (e.Current as IDisposable)?.Dispose();
+            }
         }
 
         void Resume(string from)
@@ -204,6 +211,9 @@ public sealed class Trainer<TBatch> : IDisposable
                 throw new InvalidOperationException($"Checkpoint '{checkpoint}' was saved with {peek.BatchesPerEpoch} batches per epoch and gradient accumulation " +
                                                     $"{peek.GradientAccumulationSteps}; this run has {_bpe} and {o.GradientAccumulationSteps}. Resume needs the same data and batching.");
             _state = Checkpoints.Load(checkpoint, t._saved, t._optimizer);
+            // TorchSharp 0.107 cannot read or set a CUDA generator's state: re-seed it per position (deterministic, but
+            // GPU dropout masks differ from an uninterrupted run; on CPU the resume is bit-exact).
+            if (torch.cuda.is_available()) torch.cuda.manual_seed_all(o.Seed + _state.Step);
             _lastSavedStep = _state.Step;
             _lastCheckpoint = checkpoint;
             if (o.RestoreBestAtEnd && _state.BestCheckpoint is not null && o.CheckpointDir is not null)
@@ -239,7 +249,9 @@ public sealed class Trainer<TBatch> : IDisposable
                 var batch = batches.Current;
                 try
                 {
-                    var r = lossFn(batch);
+                    TrainStepResult r;
+                    try { r = lossFn(batch); }
+                    catch (OperationCanceledException) when (ct.IsCancellationRequested) { Cancel(epoch); throw; }
                     if (r.Loss is null || r.Loss.numel() != 1)
                         throw new InvalidOperationException("The loss function must return a scalar loss tensor.");
                     var loss = r.Loss.to_type(ScalarType.Float64).item<double>();

@@ -62,6 +62,8 @@ public class CheckpointTests
         o.ValidateEverySteps = 3;                                // best tracking + best checkpoint kept through pruning
         var (expected, full) = Run(o, initSeed: 21, validate: true);
         Assert.Equal(5, full.History.Validations.Count);
+        Assert.Equal(full.BestStep, Checkpoints.Verify(full.BestCheckpoint!).Step);   // kept although older than the last 2
+        Assert.Equal(3, Checkpoints.List(dirA.Path).Count);
 
         var rng = new Random(2024);
         var segment = Options(dirB.Path);

@@ -14,6 +14,19 @@ namespace QuanTA.Core.Training;
 /// <para>Each micro-batch (fetching it from the source included) runs in its own dispose scope, so tensors made by the batch
 /// source and the loss function are freed every step. <see cref="IDisposable"/> batches are disposed after use.</para>
 /// </summary>
+/// <example>
+/// <code>
+/// AdapterInjector.Inject(model, new QuanTAConfig { Layout = [16, 8, 8, 4] }, TargetModules.Names("q_proj", "v_proj"));
+/// using var trainer = Trainer&lt;LmBatch&gt;.ForModule(model, new TrainerOptions { CheckpointDir = "ckpt", CheckpointEverySteps = 500 });
+/// var result = trainer.Train(BatchSource.FromList(batches, shuffle: true), b =>
+/// {
+///     var logits = model.forward(b.InputIds, b.AttentionMask);                 // (B, T, V)
+///     var loss = Losses.CausalLM(logits, b.Labels, out var targetTokens);      // labels: Losses.PromptMaskedLabels(...)
+///     return new TrainStepResult(loss, targetTokens);
+/// }, progress: new Progress&lt;TrainingProgress&gt;(p => Console.WriteLine(p)), cancellationToken: token);
+/// // after a crash or Ctrl+C: same options with ResumeFrom = "ckpt" continue where the last checkpoint left off.
+/// </code>
+/// </example>
 /// <typeparam name="TBatch">What the batch source yields and the loss function consumes.</typeparam>
 public sealed class Trainer<TBatch> : IDisposable
 {

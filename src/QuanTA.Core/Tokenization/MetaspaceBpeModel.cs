@@ -18,18 +18,20 @@ internal sealed class MetaspaceBpeModel : ITokenizerModel
     readonly TextPipeline _pipeline;
     readonly Dictionary<string, int> _vocab;
     readonly string?[] _idToToken;
-    readonly bool _byteFallback, _fuseUnknown, _stripLeadingSpace;
+    readonly bool _byteFallback, _fuseUnknown, _decodeByteFallback;
+    readonly LeadingSpace _leading;
     readonly int? _unkId;
     readonly int[] _byteIds = new int[256];
 
     public MetaspaceBpeModel(Dictionary<string, int> vocab, IReadOnlyList<string> merges, TextPipeline pipeline,
-        bool byteFallback, string? unknownToken, bool fuseUnknown, bool stripLeadingSpace)
+        bool byteFallback, string? unknownToken, bool fuseUnknown, LeadingSpace leading, bool decodeByteFallback)
     {
         _vocab = vocab;
         _pipeline = pipeline;
         _byteFallback = byteFallback;
         _fuseUnknown = fuseUnknown;
-        _stripLeadingSpace = stripLeadingSpace;
+        _leading = leading;
+        _decodeByteFallback = decodeByteFallback;
         _unkId = unknownToken is not null && vocab.TryGetValue(unknownToken, out var u) ? u : null;
         VocabCount = vocab.Count == 0 ? 0 : vocab.Values.Max() + 1;
         _idToToken = new string?[VocabCount];
@@ -91,5 +93,5 @@ internal sealed class MetaspaceBpeModel : ITokenizerModel
 
     public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
 
-    public string DecodeTokens(IReadOnlyList<string> tokens) => MetaspaceText.Decode(tokens, _stripLeadingSpace);
+    public string DecodeTokens(IReadOnlyList<string> tokens) => MetaspaceText.Decode(tokens, _leading, _decodeByteFallback);
 }

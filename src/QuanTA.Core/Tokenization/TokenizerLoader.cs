@@ -116,7 +116,8 @@ internal static class TokenizerLoader
         {
             if (ignoreMerges)
                 throw new NotSupportedException($"'{path}': ignore_merges is only supported for byte-level BPE.");
-            tokModel = new MetaspaceBpeModel(vocab, merges, pipeline, byteFallback, unk, fuseUnk, StripsLeadingSpace(decoder));
+            tokModel = new MetaspaceBpeModel(vocab, merges, pipeline, byteFallback, unk, fuseUnk, LeadingSpaceOf(decoder),
+                DecoderHas(decoder, "ByteFallback"));
         }
 
         var added = new List<AddedToken>();
@@ -205,15 +206,22 @@ internal static class TokenizerLoader
     }
 
     // LLaMA decoder: Sequence[Replace, ByteFallback, Fuse, Strip(start=1)]; Metaspace decoder: prepend_scheme != never.
-    static bool StripsLeadingSpace(JsonElement? decoder)
+    static LeadingSpace LeadingSpaceOf(JsonElement? decoder)
     {
-        if (decoder is not { ValueKind: JsonValueKind.Object } d) return false;
+        if (decoder is not { ValueKind: JsonValueKind.Object } d) return LeadingSpace.Keep;
         var type = d.TryGetProperty("type", out var t) ? t.GetString() : null;
-        if (type == "Strip") return d.TryGetProperty("start", out var st) && st.GetInt32() > 0;
+        if (type == "Strip")
+            return d.TryGetProperty("start", out var st) && st.GetInt32() > 0 ? LeadingSpace.StripOne : LeadingSpace.Keep;
         if (type == "Metaspace")
-            return d.TryGetProperty("prepend_scheme", out var ps) ? ps.GetString() != "never"
+        {
+            bool prepends = d.TryGetProperty("prepend_scheme", out var ps) ? ps.GetString() != "never"
                 : !d.TryGetProperty("add_prefix_space", out var aps) || aps.ValueKind != JsonValueKind.False;
-        return d.TryGetProperty("decoders", out var list) && list.EnumerateArray().Any(x => StripsLeadingSpace(x));
+            return prepends ? LeadingSpace.DropInFirstToken : LeadingSpace.Keep;
+        }
+        if (d.TryGetProperty("decoders", out var list))
+            foreach (var x in list.EnumerateArray())
+                if (LeadingSpaceOf(x) is var l && l != LeadingSpace.Keep) return l;
+        return LeadingSpace.Keep;
     }
 
     static JsonElement? Opt(JsonElement root, string name) =>

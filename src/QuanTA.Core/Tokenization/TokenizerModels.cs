@@ -127,7 +127,7 @@ internal sealed class SentencePieceModel : ITokenizerModel
 
     public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
 
-    public string DecodeTokens(IReadOnlyList<string> tokens) => MetaspaceText.Decode(tokens, stripLeadingSpace: true);
+    public string DecodeTokens(IReadOnlyList<string> tokens) => MetaspaceText.Decode(tokens, LeadingSpace.StripOne);
 }
 
 /// <summary>Decoding of SentencePiece-style tokens, as the HF LLaMA decoder (Replace "▁"→" ", ByteFallback, Fuse, Strip).</summary>
@@ -141,17 +141,32 @@ internal static class MetaspaceText
                byte.TryParse(t.AsSpan(3, 2), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out b);
     }
 
-    /// <summary>Joins tokens: "▁" becomes a space, byte tokens are fused into UTF-8, then one leading space is
-    /// removed when <paramref name="stripLeadingSpace"/> (the dummy prefix).</summary>
-    public static string Decode(IReadOnlyList<string> tokens, bool stripLeadingSpace)
+    /// <summary>Joins tokens: "▁" becomes a space, byte tokens are fused into UTF-8, and the dummy prefix is removed
+    /// as <paramref name="leading"/> says. Without <paramref name="byteFallback"/> (no ByteFallback decoder) byte
+    /// tokens stay as their text, as HF does.</summary>
+    public static string Decode(IReadOnlyList<string> tokens, LeadingSpace leading, bool byteFallback = true)
     {
         var bytes = new List<byte>();
-        foreach (var t in tokens)
+        for (int i = 0; i < tokens.Count; i++)
         {
-            if (TryParseByteToken(t, out var b)) bytes.Add(b);
-            else bytes.AddRange(Encoding.UTF8.GetBytes(t.Replace('\u2581', ' ')));
+            var t = tokens[i];
+            if (byteFallback && TryParseByteToken(t, out var b)) { bytes.Add(b); continue; } // HF decoders.ByteFallback
+            // HF decoders.Metaspace: in the first token every "▁" is dropped, elsewhere it is a space.
+            t = i == 0 && leading == LeadingSpace.DropInFirstToken ? t.Replace("\u2581", "") : t.Replace('\u2581', ' ');
+            bytes.AddRange(Encoding.UTF8.GetBytes(t));
         }
         var text = Encoding.UTF8.GetString(bytes.ToArray());
-        return stripLeadingSpace && text.StartsWith(' ') ? text[1..] : text;
+        return leading == LeadingSpace.StripOne && text.StartsWith(' ') ? text[1..] : text;
     }
+}
+
+/// <summary>How a SentencePiece-style decoder removes the dummy-prefix space.</summary>
+internal enum LeadingSpace
+{
+    /// <summary>Nothing removed.</summary>
+    Keep,
+    /// <summary>One leading space of the whole text (LLaMA decoder's Strip(start=1); sentencepiece).</summary>
+    StripOne,
+    /// <summary>Every "▁" of the first token (HF Metaspace decoder with a prepend scheme).</summary>
+    DropInFirstToken,
 }

@@ -1,3 +1,5 @@
+using QuanTA.Core.Generation;
+
 namespace QuanTA.Core.Tokenization;
 
 /// <summary>
@@ -25,7 +27,7 @@ namespace QuanTA.Core.Tokenization;
 /// <para>Thread safety: an instance is immutable after <see cref="FromPretrained"/>; <see cref="Encode"/>,
 /// <see cref="EncodeBatch"/>, <see cref="CountTokens"/> and <see cref="Decode"/> may be called concurrently.</para>
 /// </remarks>
-public sealed class HfTokenizer
+public sealed class HfTokenizer : ITextCodec
 {
     readonly ITokenizerModel _model;
     readonly AddedTokenSplitter _splitter;
@@ -266,6 +268,12 @@ public sealed class HfTokenizer
 
     /// <summary>True for special ids (special added tokens, bos, eos, unk, pad).</summary>
     public bool IsSpecial(int id) => _specialIds.Contains(id);
+
+    /// <summary><see cref="ITextCodec"/> for <see cref="TextGenerator"/>: <c>Encode(text, addSpecialTokens: true)</c>.</summary>
+    IReadOnlyList<int> ITextCodec.Encode(string text) => Encode(text);
+
+    /// <summary><see cref="ITextCodec"/> for <see cref="TextGenerator"/>: <c>Decode(ids, skipSpecialTokens: true)</c>.</summary>
+    string ITextCodec.Decode(IReadOnlyList<int> ids) => Decode(ids);
 
     /// <inheritdoc/>
     public override string ToString() => $"HfTokenizer({Kind}, vocab {VocabSize}, bos {BosId?.ToString() ?? "none"}, eos {EosId?.ToString() ?? "none"}, pad {PadId?.ToString() ?? "none"})";

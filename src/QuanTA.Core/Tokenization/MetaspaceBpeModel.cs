@@ -22,6 +22,7 @@ internal sealed class MetaspaceBpeModel : ITokenizerModel
     readonly LeadingSpace _leading;
     readonly int? _unkId;
     readonly int[] _byteIds = new int[256];
+    readonly bool _canSplitAtWordStarts;
 
     public MetaspaceBpeModel(Dictionary<string, int> vocab, IReadOnlyList<string> merges, TextPipeline pipeline,
         bool byteFallback, string? unknownToken, bool fuseUnknown, LeadingSpace leading, bool decodeByteFallback)
@@ -38,6 +39,17 @@ internal sealed class MetaspaceBpeModel : ITokenizerModel
         foreach (var (token, id) in vocab) _idToToken[id] = token;
         for (int b = 0; b < 256; b++) _byteIds[b] = vocab.TryGetValue($"<0x{b:X2}>", out var id) ? id : -1;
         _bpe = BpeTokenizer.Create(new BpeOptions(vocab) { Merges = merges, ByteLevel = false });
+        // Merges only make vocabulary entries, so if no entry has "▁" right after another character, no token can
+        // span such a place: the text may be cut there and merged piecewise with the same result (much faster for
+        // long texts; SentencePiece vocabularies have this property).
+        _canSplitAtWordStarts = !vocab.Keys.Any(HasInnerWordStart);
+    }
+
+    static bool HasInnerWordStart(string token)
+    {
+        for (int i = 1; i < token.Length; i++)
+            if (token[i] == '\u2581' && token[i - 1] != '\u2581') return true;
+        return false;
     }
 
     public string Kind => "SentencePiece-style BPE (tokenizer.json)";
@@ -45,7 +57,14 @@ internal sealed class MetaspaceBpeModel : ITokenizerModel
 
     public void EncodePlain(string text, bool atStart, List<int> ids)
     {
-        foreach (var word in _pipeline.PreTokenize(_pipeline.Normalize(text), atStart)) EncodeWord(word, ids);
+        foreach (var word in _pipeline.PreTokenize(_pipeline.Normalize(text), atStart))
+        {
+            if (!_canSplitAtWordStarts) { EncodeWord(word, ids); continue; }
+            int start = 0;
+            for (int i = 1; i < word.Length; i++)
+                if (word[i] == '\u2581' && word[i - 1] != '\u2581') { EncodeWord(word[start..i], ids); start = i; }
+            EncodeWord(word[start..], ids);
+        }
     }
 
     void EncodeWord(string word, List<int> ids)

@@ -45,7 +45,7 @@ switch (verb)
     {
         if (device.type != DeviceType.CUDA) { Console.Error.WriteLine("suite needs a CUDA device (set QUANTA_LIBTORCH_DIR)."); return 2; }
         var shape = Arg("--shape", "tinyllama");
-        var methods = Arg("--methods", "quanta,lora,frozen,quanta-layer").Split(',');
+        var methods = Arg("--methods", "quanta,lora,frozen,quanta-layer").Split(',', StringSplitOptions.RemoveEmptyEntries);
         var result = new Dictionary<string, object> { ["gpu"] = Arg("--gpu-name", ""), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"), ["seq"] = seq };
         void Add(string key, Func<object> f)
         {

@@ -1,0 +1,222 @@
+using System.Runtime.InteropServices;
+using QuanTA.Core.Runtime;
+
+namespace QuanTA.Core.Distributed;
+
+/// <summary>
+/// Finds and binds the real NCCL library (<c>libnccl.so.2</c>) and the CUDA runtime calls the communicator needs.
+/// Search order (first hit wins):
+/// <list type="number">
+/// <item>an explicit path (a file, or a folder holding <c>libnccl.so.2</c>) passed by the caller;</item>
+/// <item>the <c>QUANTA_NCCL_PATH</c> environment variable (file or folder);</item>
+/// <item>the libtorch directory in use (<see cref="TorchRuntime.LibTorchDirectory"/>, else <c>QUANTA_LIBTORCH_DIR</c>);</item>
+/// <item>the PyTorch install's nvidia-nccl wheel: <c>&lt;libtorch dir&gt;/../../nvidia/nccl/lib/libnccl.so.2</c>
+///       (i.e. <c>site-packages/nvidia/nccl/lib</c>);</item>
+/// <item>the system loader's search (<c>LD_LIBRARY_PATH</c>, ldconfig) for <c>libnccl.so.2</c>.</item>
+/// </list>
+/// Absent everywhere → <see cref="DllNotFoundException"/> listing every place tried.
+/// </summary>
+public sealed unsafe class NcclLibrary
+{
+    /// <summary>Environment variable naming <c>libnccl.so.2</c> or the folder holding it.</summary>
+    public const string NcclPathEnv = "QUANTA_NCCL_PATH";
+    /// <summary>The NCCL library's file name (soname).</summary>
+    public const string FileName = "libnccl.so.2";
+
+    static readonly object Gate = new();
+    static NcclLibrary? _loaded;
+
+    /// <summary>Full path (or soname for the system search) of the loaded library.</summary>
+    public string Path { get; }
+    /// <summary>NCCL version as reported by <c>ncclGetVersion</c> (e.g. 22703 for 2.27.3).</summary>
+    public int Version { get; }
+
+    internal readonly delegate* unmanaged<NcclUniqueId*, int> GetUniqueId;
+    internal readonly delegate* unmanaged<IntPtr*, int, NcclUniqueId, int, int> CommInitRank;
+    internal readonly delegate* unmanaged<IntPtr, IntPtr, nuint, int, int, IntPtr, IntPtr, int> AllReduce;
+    internal readonly delegate* unmanaged<IntPtr, IntPtr, nuint, int, int, IntPtr, IntPtr, int> Broadcast;
+    internal readonly delegate* unmanaged<IntPtr, int> CommDestroy;
+    internal readonly delegate* unmanaged<IntPtr, int> CommAbort;
+    internal readonly delegate* unmanaged<IntPtr, int*, int> CommGetAsyncError;
+    readonly delegate* unmanaged<int, IntPtr> _getErrorString;
+
+    NcclLibrary(string path, IntPtr handle)
+    {
+        Path = path;
+        IntPtr F(string name) => NativeLibrary.TryGetExport(handle, name, out var p) ? p
+            : throw new EntryPointNotFoundException($"{path} has no export '{name}': is it really NCCL ≥ 2.10?");
+        GetUniqueId = (delegate* unmanaged<NcclUniqueId*, int>)F("ncclGetUniqueId");
+        CommInitRank = (delegate* unmanaged<IntPtr*, int, NcclUniqueId, int, int>)F("ncclCommInitRank");
+        AllReduce = (delegate* unmanaged<IntPtr, IntPtr, nuint, int, int, IntPtr, IntPtr, int>)F("ncclAllReduce");
+        Broadcast = (delegate* unmanaged<IntPtr, IntPtr, nuint, int, int, IntPtr, IntPtr, int>)F("ncclBroadcast");
+        CommDestroy = (delegate* unmanaged<IntPtr, int>)F("ncclCommDestroy");
+        CommAbort = (delegate* unmanaged<IntPtr, int>)F("ncclCommAbort");
+        CommGetAsyncError = (delegate* unmanaged<IntPtr, int*, int>)F("ncclCommGetAsyncError");
+        _getErrorString = (delegate* unmanaged<int, IntPtr>)F("ncclGetErrorString");
+        var getVersion = (delegate* unmanaged<int*, int>)F("ncclGetVersion");
+        int v; Check(getVersion(&v), "ncclGetVersion"); Version = v;
+    }
+
+    /// <summary>
+    /// The places searched, in order, for the given explicit path (see the type's summary). Entries without a slash are
+    /// names for the system loader. Exposed so a user (and the tests) can see exactly where NCCL is looked for.
+    /// </summary>
+    public static IReadOnlyList<string> Candidates(string? explicitPath = null, Func<string, string?>? getEnv = null)
+    {
+        getEnv ??= Environment.GetEnvironmentVariable;
+        var list = new List<string>();
+        void AddFileOrDir(string? p)
+        {
+            if (string.IsNullOrWhiteSpace(p)) return;
+            list.Add(Directory.Exists(p) || p.EndsWith('/') ? System.IO.Path.Combine(p, FileName) : p);
+        }
+        AddFileOrDir(explicitPath);
+        AddFileOrDir(getEnv(NcclPathEnv));
+        var torchDir = TorchRuntime.LibTorchDirectory ?? getEnv(TorchRuntime.LibTorchDirEnv);
+        if (!string.IsNullOrWhiteSpace(torchDir))
+        {
+            list.Add(System.IO.Path.Combine(torchDir, FileName));
+            list.Add(System.IO.Path.GetFullPath(System.IO.Path.Combine(torchDir, "..", "..", "nvidia", "nccl", "lib", FileName)));
+        }
+        list.Add(FileName);
+        return list.Distinct().ToList();
+    }
+
+    /// <summary>Loads NCCL once per process (later calls return the same library; the path of the first call wins).</summary>
+    /// <exception cref="DllNotFoundException">no candidate could be loaded; the message lists each place and why it failed.</exception>
+    public static NcclLibrary Load(string? explicitPath = null)
+    {
+        lock (Gate)
+        {
+            if (_loaded is not null) return _loaded;
+            var tried = new List<string>();
+            foreach (var c in Candidates(explicitPath))
+            {
+                bool isName = !c.Contains('/');
+                if (!isName && !File.Exists(c)) { tried.Add($"{c} (no such file)"); continue; }
+                try
+                {
+                    var h = NativeLibrary.Load(c);
+                    return _loaded = new NcclLibrary(c, h);
+                }
+                catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or EntryPointNotFoundException)
+                {
+                    tried.Add($"{c} ({(isName ? "system loader search: " : "")}{e.Message.Split('\n')[0]})");
+                }
+            }
+            throw new DllNotFoundException(
+                $"NCCL ({FileName}) was not found. Tried, in order:\n  " + string.Join("\n  ", tried) +
+                $"\nSet {NcclPathEnv} to the file or its folder (a CUDA PyTorch install ships it in site-packages/nvidia/nccl/lib; " +
+                $"with {TorchRuntime.LibTorchDirEnv} pointing at that install's torch/lib it is found automatically), or install NCCL system-wide.");
+        }
+    }
+
+    /// <summary>NCCL's description of a result code.</summary>
+    public string ErrorString(int result) => Marshal.PtrToStringAnsi(_getErrorString(result)) ?? $"ncclResult {result}";
+
+    /// <summary>Throws <see cref="NcclException"/> for a non-success result code.</summary>
+    public void Check(int result, string call)
+    {
+        if (result != 0) throw new NcclException(result, $"{call} failed: {ErrorString(result)} (ncclResult {result}). Set NCCL_DEBUG=INFO for NCCL's own log.");
+    }
+}
+
+/// <summary>An NCCL call returned an error.</summary>
+public sealed class NcclException(int result, string message) : Exception(message)
+{
+    /// <summary>The <c>ncclResult_t</c> code.</summary>
+    public int Result { get; } = result;
+}
+
+/// <summary><c>ncclUniqueId</c>: 128 opaque bytes that rank 0 creates and every rank passes to <c>ncclCommInitRank</c>.</summary>
+[StructLayout(LayoutKind.Sequential, Size = Bytes)]
+public unsafe struct NcclUniqueId
+{
+    /// <summary>Size of the id (NCCL_UNIQUE_ID_BYTES).</summary>
+    public const int Bytes = 128;
+    fixed byte _internal[Bytes];
+
+    /// <summary>The id's bytes (for the rendezvous store).</summary>
+    public byte[] ToArray() { var a = new byte[Bytes]; fixed (byte* p = _internal) new ReadOnlySpan<byte>(p, Bytes).CopyTo(a); return a; }
+
+    /// <summary>Rebuilds an id from its 128 bytes.</summary>
+    public static NcclUniqueId FromArray(byte[] bytes)
+    {
+        if (bytes.Length != Bytes) throw new ArgumentException($"An NCCL unique id has {Bytes} bytes (got {bytes.Length}).");
+        var id = new NcclUniqueId();
+        bytes.CopyTo(new Span<byte>(id._internal, Bytes));
+        return id;
+    }
+}
+
+/// <summary>
+/// The few CUDA runtime calls the NCCL communicator needs (select the device, query/synchronize the default stream),
+/// bound from the <c>libcudart</c> that libtorch already loaded.
+/// </summary>
+internal static unsafe class CudaRuntime
+{
+    static readonly object Gate = new();
+    static bool _tried;
+    static delegate* unmanaged<int, int> _setDevice;
+    static delegate* unmanaged<IntPtr, int> _streamQuery;
+    static delegate* unmanaged<IntPtr, int> _streamSynchronize;
+    static delegate* unmanaged<int, IntPtr> _getErrorString;
+
+    public static bool Available { get { Bind(); return _setDevice != null; } }
+
+    static void Bind()
+    {
+        lock (Gate)
+        {
+            if (_tried) return;
+            _tried = true;
+            var names = new List<string> { "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so" };
+            var torchDir = TorchRuntime.LibTorchDirectory;
+            if (torchDir != null)
+                foreach (var sub in new[] { "cu13/lib", "cuda_runtime/lib" })
+                    foreach (var n in new[] { "libcudart.so.13", "libcudart.so.12" })
+                        names.Add(Path.GetFullPath(Path.Combine(torchDir, "..", "..", "nvidia", sub, n)));
+            foreach (var n in names)
+            {
+                if (n.Contains('/') && !File.Exists(n)) continue;
+                if (!NativeLibrary.TryLoad(n, out var h)) continue;
+                if (!NativeLibrary.TryGetExport(h, "cudaSetDevice", out var sd)) continue;
+                _setDevice = (delegate* unmanaged<int, int>)sd;
+                _streamQuery = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(h, "cudaStreamQuery");
+                _streamSynchronize = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(h, "cudaStreamSynchronize");
+                _getErrorString = (delegate* unmanaged<int, IntPtr>)NativeLibrary.GetExport(h, "cudaGetErrorString");
+                return;
+            }
+        }
+    }
+
+    static void Check(int err, string call)
+    {
+        if (err != 0) throw new InvalidOperationException($"{call} failed: {Marshal.PtrToStringAnsi(_getErrorString(err))} (cudaError {err}).");
+    }
+
+    public static void SetDevice(int device)
+    {
+        Bind();
+        if (_setDevice == null)
+            throw new DllNotFoundException($"The CUDA runtime (libcudart) could not be found to select GPU {device}. Start one process per GPU with CUDA_VISIBLE_DEVICES=<gpu> and LOCAL_RANK=0 instead, or put libcudart on LD_LIBRARY_PATH.");
+        Check(_setDevice(device), $"cudaSetDevice({device})");
+    }
+
+    /// <summary>True when all work queued on <paramref name="stream"/> is done; throws on a CUDA error.</summary>
+    public static bool StreamDone(IntPtr stream)
+    {
+        Bind();
+        if (_streamQuery == null) return true;
+        var e = _streamQuery(stream);
+        if (e == 600) return false; // cudaErrorNotReady
+        Check(e, "cudaStreamQuery");
+        return true;
+    }
+
+    public static void StreamSynchronize(IntPtr stream)
+    {
+        Bind();
+        if (_streamSynchronize != null) Check(_streamSynchronize(stream), "cudaStreamSynchronize");
+    }
+}

@@ -53,18 +53,21 @@ public static class CommunicatorExtensions
 
     /// <summary>
     /// Checks that every rank passes the same <paramref name="value"/> (e.g. the number of trainable parameters), so that a
-    /// mismatch is a clear error instead of a wrong or hung collective. Uses Σv and Σv² (equal only when all v are equal).
+    /// mismatch is a clear error on every rank instead of a wrong or hung collective: rank 0's value is broadcast, each
+    /// rank compares, and the mismatch count is summed so that all ranks fail together.
     /// </summary>
     public static void EnsureSameOnAllRanks(this ICommunicator comm, long value, string what)
     {
         if (comm.WorldSize == 1) return;
         using var scope = NewDisposeScope();
-        var t = tensor(new[] { (double)value, (double)value * value }, dtype: ScalarType.Float64, device: comm.Device);
-        comm.AllReduceSum(t);
-        var s = t.cpu().data<double>().ToArray();
-        double mean = s[0] / comm.WorldSize, var = s[1] / comm.WorldSize - mean * mean;
-        if (Math.Abs(mean - value) > 0.5 || var > 0.5 * Math.Max(1, mean))
-            throw new InvalidOperationException($"Rank {comm.Rank}: {what} differs between ranks (this rank: {value}, mean over ranks: {mean:0.##}). Every rank must build the same model and adapter configuration.");
+        var root = tensor(new[] { (double)value }, dtype: ScalarType.Float64, device: comm.Device);
+        comm.Broadcast(root, 0);
+        var rootValue = (long)root.cpu().item<double>();
+        var mismatches = tensor(new[] { rootValue == value ? 0.0 : 1.0 }, dtype: ScalarType.Float64, device: comm.Device);
+        comm.AllReduceSum(mismatches);
+        var n = (int)mismatches.cpu().item<double>();
+        if (n > 0)
+            throw new InvalidOperationException($"Rank {comm.Rank}: {what} differs between ranks (rank 0: {rootValue}, this rank: {value}; {n} rank(s) differ from rank 0). Every rank must build the same model and adapter configuration.");
     }
 }
 

@@ -104,7 +104,7 @@ public sealed class InProcessCommunicator : ICommunicator
         public readonly Tensor?[] Slots = new Tensor?[worldSize];
         readonly object _gate = new();
         readonly bool[] _arrived = new bool[worldSize];
-        readonly bool[] _left = new bool[worldSize];
+        readonly List<int> _left = new();
         int _count;
         long _generation;
 
@@ -139,14 +139,15 @@ public sealed class InProcessCommunicator : ICommunicator
 
         void ThrowIfSomeoneLeft(int rank, string what)
         {
-            var left = Enumerable.Range(0, WorldSize).Where(r => _left[r] && r != rank).ToArray();
+            var left = _left.Where(r => r != rank).ToArray();
             if (left.Length > 0)
-                throw new InvalidOperationException($"Rank {rank}: {what} cannot complete: rank(s) {string.Join(", ", left)} left the group (ended or failed).");
+                throw new InvalidOperationException($"Rank {rank}: {what} cannot complete: rank {left[0]} left the group (ended or failed)" +
+                                                    (left.Length > 1 ? $"; then rank(s) {string.Join(", ", left.Skip(1))} left too." : "."));
         }
 
         public void Leave(int rank)
         {
-            lock (_gate) { _left[rank] = true; Monitor.PulseAll(_gate); }
+            lock (_gate) { if (!_left.Contains(rank)) _left.Add(rank); Monitor.PulseAll(_gate); }
         }
     }
 }

@@ -210,25 +210,28 @@ public sealed class TcpStore : IDisposable
                 ? $"rank(s) {string.Join(", ", missingRanks)} did not arrive"
                 : $"key(s) {string.Join(", ", Missing)} were never set";
             var never = Enumerable.Range(0, o.WorldSize).Except(Connected).Except(Departed).ToArray();
-            var detail = (Departed.Length > 0 ? $"; rank(s) {string.Join(", ", Departed)} disconnected without leaving (crashed or killed)" : "")
-                       + (never.Length > 0 ? $"; rank(s) {string.Join(", ", never)} never connected to the rendezvous at {o.MasterAddr}:{o.MasterPort}" : "");
-            return Status == WaitStatus.RankLeft
-                ? new IOException($"Rank {o.Rank}: {what} cannot complete: {who}{detail}. Ending this rank instead of waiting.")
-                : new TimeoutException($"Rank {o.Rank}: {what} timed out after {timeout.TotalSeconds:0.#} s: {who}{detail}.");
+            var neverText = never.Length > 0 ? $"; rank(s) {string.Join(", ", never)} never connected to the rendezvous at {o.MasterAddr}:{o.MasterPort}" : "";
+            if (Status == WaitStatus.RankLeft)
+                return new IOException($"Rank {o.Rank}: {what} cannot complete: rank(s) {string.Join(", ", Departed)} disconnected without leaving " +
+                                       $"(crashed or killed; see that rank's log); {who}{neverText}. Ending this rank instead of waiting.");
+            var departedText = Departed.Length > 0 ? $"; rank(s) {string.Join(", ", Departed)} disconnected without leaving (crashed or killed)" : "";
+            return new TimeoutException($"Rank {o.Rank}: {what} timed out after {timeout.TotalSeconds:0.#} s: {who}{departedText}{neverText}.");
         }
     }
 }
 
-/// <summary>The rank-0 side of <see cref="TcpStore"/>: an in-memory dictionary served to one connection per rank.</summary>
+/// <summary>
+/// The rank-0 side of <see cref="TcpStore"/>: an in-memory dictionary served to one connection per rank, each on its own
+/// background thread (a handful of ranks per host; no thread-pool threads are blocked).
+/// </summary>
 sealed class TcpStoreServer : IDisposable
 {
     readonly TcpListener _listener;
-    readonly CancellationTokenSource _stop = new();
+    volatile bool _stopped;
     readonly object _gate = new();
     readonly Dictionary<string, byte[]> _data = new();
     readonly HashSet<int> _connected = new(), _departed = new();
     readonly List<TcpClient> _clients = new();
-    TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     TcpStoreServer(TcpListener listener) => _listener = listener;
 
@@ -245,7 +248,7 @@ sealed class TcpStoreServer : IDisposable
                                   $"Pick a free {ProcessGroupOptions.MasterPortEnv}.", e);
         }
         var server = new TcpStoreServer(listener);
-        _ = Task.Run(server.AcceptLoop);
+        new Thread(server.AcceptLoop) { IsBackground = true, Name = "quanta-store-accept" }.Start();
         return server;
     }
 
@@ -255,39 +258,43 @@ sealed class TcpStoreServer : IDisposable
         return IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip);
     }
 
-    async Task AcceptLoop()
+    void AcceptLoop()
     {
-        while (!_stop.IsCancellationRequested)
+        while (!_stopped)
         {
             TcpClient c;
-            try { c = await _listener.AcceptTcpClientAsync(_stop.Token); }
-            catch { return; }
+            try { c = _listener.AcceptTcpClient(); }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException or InvalidOperationException) { return; }
             c.NoDelay = true;
-            lock (_gate) _clients.Add(c);
-            _ = Task.Run(() => Serve(c));
+            lock (_gate)
+            {
+                if (_stopped) { c.Dispose(); return; }
+                _clients.Add(c);
+            }
+            new Thread(() => Serve(c)) { IsBackground = true, Name = "quanta-store-conn" }.Start();
         }
     }
 
-    async Task Serve(TcpClient client)
+    void Serve(TcpClient client)
     {
         int rank = -1; bool clean = false;
         try
         {
             using var stream = client.GetStream();
             using var r = new BinaryReader(stream); using var w = new BinaryWriter(stream);
-            while (!_stop.IsCancellationRequested)
+            while (!_stopped)
             {
                 var op = (TcpStore.Op)r.ReadByte();
                 switch (op)
                 {
                     case TcpStore.Op.Hello:
                         rank = r.ReadInt32();
-                        lock (_gate) { _connected.Add(rank); _departed.Remove(rank); }
+                        lock (_gate) { _connected.Add(rank); _departed.Remove(rank); Monitor.PulseAll(_gate); }
                         w.Write((byte)0); break;
                     case TcpStore.Op.Set:
                     {
                         var key = r.ReadString(); var value = r.ReadBytes(r.ReadInt32());
-                        lock (_gate) { _data[key] = value; Signal(); }
+                        lock (_gate) { _data[key] = value; Monitor.PulseAll(_gate); }
                         w.Write((byte)0); break;
                     }
                     case TcpStore.Op.Get:
@@ -298,15 +305,15 @@ sealed class TcpStoreServer : IDisposable
                     }
                     case TcpStore.Op.Check:
                     {
-                        var key = r.ReadString();
-                        lock (_gate) w.Write(_data.ContainsKey(key));
-                        break;
+                        var key = r.ReadString(); bool has;
+                        lock (_gate) has = _data.ContainsKey(key);
+                        w.Write(has); break;
                     }
                     case TcpStore.Op.Wait:
                     {
                         var timeout = TimeSpan.FromMilliseconds(r.ReadInt64());
                         var keys = new string[r.ReadInt32()]; for (int i = 0; i < keys.Length; i++) keys[i] = r.ReadString();
-                        (await WaitFor(keys, timeout)).Write(w);
+                        WaitFor(keys, timeout).Write(w);
                         break;
                     }
                     case TcpStore.Op.Bye:
@@ -324,40 +331,42 @@ sealed class TcpStoreServer : IDisposable
             {
                 if (rank >= 0) { _connected.Remove(rank); if (!clean) _departed.Add(rank); }
                 _clients.Remove(client);
-                Signal();
+                Monitor.PulseAll(_gate);
             }
             client.Dispose();
         }
     }
 
-    async Task<TcpStore.WaitReply> WaitFor(string[] keys, TimeSpan timeout)
+    /// <summary>Blocks until all keys exist (Ok), a rank has dropped (RankLeft) or the timeout passes (Timeout).</summary>
+    TcpStore.WaitReply WaitFor(string[] keys, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        while (true)
+        lock (_gate)
         {
-            Task changed;
-            TcpStore.WaitReply Reply(TcpStore.WaitStatus s, string[] missing) => new(s, missing, _connected.Order().ToArray(), _departed.Order().ToArray());
-            lock (_gate)
+            while (true)
             {
                 var missing = keys.Where(k => !_data.ContainsKey(k)).ToArray();
-                if (missing.Length == 0) return Reply(TcpStore.WaitStatus.Ok, missing);
-                if (_departed.Count > 0) return Reply(TcpStore.WaitStatus.RankLeft, missing);
-                if (DateTime.UtcNow >= deadline) return Reply(TcpStore.WaitStatus.Timeout, missing);
-                changed = _changed.Task;
+                var status = missing.Length == 0 ? TcpStore.WaitStatus.Ok
+                           : _departed.Count > 0 ? TcpStore.WaitStatus.RankLeft
+                           : DateTime.UtcNow >= deadline || _stopped ? TcpStore.WaitStatus.Timeout
+                           : (TcpStore.WaitStatus?)null;
+                if (status is { } s) return new(s, missing, _connected.Order().ToArray(), _departed.Order().ToArray());
+                var remaining = deadline - DateTime.UtcNow;
+                if (remaining > TimeSpan.Zero) Monitor.Wait(_gate, remaining);
             }
-            var remaining = deadline - DateTime.UtcNow;
-            if (remaining > TimeSpan.Zero) await Task.WhenAny(changed, Task.Delay(remaining, _stop.Token)).ConfigureAwait(false);
-            if (_stop.IsCancellationRequested) throw new ObjectDisposedException(nameof(TcpStoreServer));
         }
     }
 
-    void Signal() { var old = _changed; _changed = new(TaskCreationOptions.RunContinuationsAsynchronously); old.TrySetResult(); }
-
     public void Dispose()
     {
-        if (_stop.IsCancellationRequested) return;
-        _stop.Cancel();
+        lock (_gate)
+        {
+            if (_stopped) return;
+            _stopped = true;
+            foreach (var c in _clients) c.Dispose();
+            _clients.Clear();
+            Monitor.PulseAll(_gate);
+        }
         _listener.Stop();
-        lock (_gate) { foreach (var c in _clients) c.Dispose(); _clients.Clear(); }
     }
 }

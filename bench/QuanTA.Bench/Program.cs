@@ -4,7 +4,7 @@ using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-// quanta-bench: GPU benchmark program. Verbs: probe (libtorch/CUDA check + bf16 GEMM TFLOP/s).
+// quanta-bench: GPU benchmark program. Verbs: probe (libtorch/CUDA check + bf16 GEMM TFLOP/s), ddp (data-parallel over NCCL, see DistributedBench.cs).
 var verb = args.Length > 0 ? args[0] : "probe";
 TorchRuntime.Initialize();
 var device = TorchRuntime.CudaAvailable ? torch.CUDA : torch.CPU;
@@ -26,6 +26,8 @@ switch (verb)
         Console.WriteLine(JsonSerializer.Serialize(new { verb, n, dtype = dtype.ToString(), tflops = Math.Round(tflops, 1) }));
         break;
     }
+    case "ddp":
+        return DistributedBench.Run(args[1..]);
     default:
         Console.Error.WriteLine($"unknown verb '{verb}'"); return 2;
 }

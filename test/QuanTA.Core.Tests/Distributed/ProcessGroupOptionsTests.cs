@@ -56,3 +56,27 @@ public class ProcessGroupOptionsTests
         Assert.Contains(expectedInMessage, e.Message);
     }
 }
+
+public class DistributedContextTests
+{
+    [Fact]
+    public void OneProcessNeedsNoStoreAndWritesOnItsOwn()
+    {
+        using var d = DistributedContext.Initialize(ProcessGroupOptions.Single);
+        Assert.Null(d.Store);
+        Assert.True(d.IsWriter);
+        Assert.Equal(1, d.WorldSize);
+        Assert.Equal(10, d.Shard(10).Rows.Count);
+        int writes = 0; d.WriteOnRankZero(() => writes++); Assert.Equal(1, writes);
+    }
+
+    [Fact]
+    public void SeveralProcessesWithoutCudaIsAClearError()
+    {
+        if (QuanTA.Core.Runtime.TorchRuntime.CudaAvailable) return;   // about CPU-only machines
+        var g = new ProcessGroupOptions { Rank = 0, WorldSize = 2, MasterPort = LocalLauncher.FreePort(), Timeout = TimeSpan.FromSeconds(2) };
+        var e = Assert.Throws<InvalidOperationException>(() => DistributedContext.Initialize(g));
+        Assert.Contains("NCCL", e.Message);
+        Assert.Contains("QUANTA_LIBTORCH_DIR", e.Message);
+    }
+}

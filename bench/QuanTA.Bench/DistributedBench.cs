@@ -103,6 +103,8 @@ public static class DistributedBench
         Options o;
         try { o = Options.Parse(args); }
         catch (Exception e) when (e is ArgumentException or FormatException) { Console.Error.WriteLine($"ddp: {e.Message}"); return 2; }
+        // Started by torchrun / srun (the variables are already set): be one rank of the data-parallel run.
+        if (o.Role is null && o.Backend != "inproc" && Environment.GetEnvironmentVariable(ProcessGroupOptions.WorldSizeEnv) is not null) o = o with { Role = o.Backend == "store" ? "store" : "ddp" };
         if (o.Role is not null) return RunChild(o);
         return o.Backend == "inproc" ? RunInProcess(o) : RunParent(o);
     }

@@ -179,7 +179,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
                 _nccl.CommAbort(_comm); _comm = IntPtr.Zero;
                 throw new TimeoutException($"Rank {Rank}: NCCL {what} did not finish within {_timeout.TotalSeconds:0.#} s — another rank has probably died or stopped calling collectives. The communicator was aborted.");
             }
-            if (spin.NextSpinWillYield && sw.ElapsedMilliseconds > 50) Thread.Sleep(1); else spin.SpinOnce();
+            if (sw.ElapsedMilliseconds > 50) Thread.Sleep(1); else spin.SpinOnce(sleep1Threshold: -1);   // spin (no 1 ms sleeps) for the usual short waits
         }
         CheckAsync(what);
     }

@@ -86,29 +86,31 @@ public sealed unsafe class NcclLibrary
     /// <exception cref="DllNotFoundException">no candidate could be loaded; the message lists each place and why it failed.</exception>
     public static NcclLibrary Load(string? explicitPath = null)
     {
-        lock (Gate)
+        lock (Gate) return _loaded ??= LoadFirst(Candidates(explicitPath));
+    }
+
+    /// <summary>Loads the first loadable candidate, without the process-wide cache (tests bind a stand-in library this way).</summary>
+    internal static NcclLibrary LoadFirst(IEnumerable<string> candidates)
+    {
+        var tried = new List<string>();
+        foreach (var c in candidates)
         {
-            if (_loaded is not null) return _loaded;
-            var tried = new List<string>();
-            foreach (var c in Candidates(explicitPath))
+            bool isName = !c.Contains('/');
+            if (!isName && !File.Exists(c)) { tried.Add($"{c} (no such file)"); continue; }
+            try
             {
-                bool isName = !c.Contains('/');
-                if (!isName && !File.Exists(c)) { tried.Add($"{c} (no such file)"); continue; }
-                try
-                {
-                    var h = NativeLibrary.Load(c);
-                    return _loaded = new NcclLibrary(c, h);
-                }
-                catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or EntryPointNotFoundException)
-                {
-                    tried.Add($"{c} ({(isName ? "system loader search: " : "")}{e.Message.Split('\n')[0]})");
-                }
+                var h = NativeLibrary.Load(c);
+                return new NcclLibrary(c, h);
             }
-            throw new DllNotFoundException(
-                $"NCCL ({FileName}) was not found. Tried, in order:\n  " + string.Join("\n  ", tried) +
-                $"\nSet {NcclPathEnv} to the file or its folder (a CUDA PyTorch install ships it in site-packages/nvidia/nccl/lib; " +
-                $"with {TorchRuntime.LibTorchDirEnv} pointing at that install's torch/lib it is found automatically), or install NCCL system-wide.");
+            catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or EntryPointNotFoundException)
+            {
+                tried.Add($"{c} ({(isName ? "system loader search: " : "")}{e.Message.Split('\n')[0]})");
+            }
         }
+        throw new DllNotFoundException(
+            $"NCCL ({FileName}) was not found. Tried, in order:\n  " + string.Join("\n  ", tried) +
+            $"\nSet {NcclPathEnv} to the file or its folder (a CUDA PyTorch install ships it in site-packages/nvidia/nccl/lib; " +
+            $"with {TorchRuntime.LibTorchDirEnv} pointing at that install's torch/lib it is found automatically), or install NCCL system-wide.");
     }
 
     /// <summary>NCCL's description of a result code.</summary>

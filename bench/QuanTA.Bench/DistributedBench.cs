@@ -19,6 +19,8 @@ using static TorchSharp.torch;
 public static class DistributedBench
 {
     const string ResultPrefix = "QUANTA_RESULT ";
+    static readonly JsonSerializerOptions Json = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+    static readonly JsonSerializerOptions JsonIndented = new(Json) { WriteIndented = true };
 
     /// <summary>Options of the ddp verb (all have defaults; <c>--key value</c> on the command line).</summary>
     public sealed record Options
@@ -120,14 +122,14 @@ public static class DistributedBench
             var res = LocalLauncher.Run(exe, args, new LaunchOptions { NprocPerNode = n, RankTimeout = TimeSpan.FromSeconds(o.TimeoutS) });
             if (!res.Succeeded) { Console.Error.WriteLine($"ddp: {role} run with {n} rank(s) failed: exit codes [{string.Join(", ", res.ExitCodes)}], rank {res.FirstFailedRank} first."); return null; }
             var line = res.StandardOutput[0].LastOrDefault(l => l.StartsWith(ResultPrefix));
-            return line is null ? null : JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(line[ResultPrefix.Length..]);
+            return line is null ? null : JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(line[ResultPrefix.Length..], Json);
         }
 
         if (o.Backend == "store")
         {
             var r = Launch(o.NprocPerNode, "store");
             if (r is null) return 1;
-            Console.WriteLine(JsonSerializer.Serialize(r));
+            Console.WriteLine(JsonSerializer.Serialize(r, Json));
             return 0;
         }
         var single = Launch(1, "single");
@@ -139,7 +141,7 @@ public static class DistributedBench
 
     static int Report(Options o, Dictionary<string, JsonElement> single, Dictionary<string, JsonElement> ddp)
     {
-        double[] L(Dictionary<string, JsonElement> d, string k) => d[k].EnumerateArray().Select(x => x.GetDouble()).ToArray();
+        double[] L(Dictionary<string, JsonElement> d, string k) => d[k].EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? double.Parse(x.GetString()!, CultureInfo.InvariantCulture) : x.GetDouble()).ToArray();
         var lossSingle = L(single, "losses_doubled_batch"); var lossDdp = L(ddp, "losses");
         var absDiff = lossSingle.Zip(lossDdp, (a, b) => Math.Abs(a - b)).ToArray();
         double tps = ddp["tokens_per_s"].GetDouble(), tps1 = single["tokens_per_s_batch"].GetDouble();
@@ -161,7 +163,7 @@ public static class DistributedBench
             ["max_rel_loss_diff"] = lossSingle.Zip(absDiff, (a, d) => d / Math.Max(1e-12, Math.Abs(a))).Max(),
             ["ddp_rank0"] = ddp, ["single"] = single,
         };
-        var json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true });
+        var json = JsonSerializer.Serialize(report, JsonIndented);
         Console.WriteLine(json);
         if (o.Out is { } path) { Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!); File.WriteAllText(path, json); }
         return 0;
@@ -215,7 +217,7 @@ public static class DistributedBench
             comm.Barrier();
             store.Barrier("done");
         }
-        if (group.Rank == 0) Console.WriteLine(ResultPrefix + JsonSerializer.Serialize(result));
+        if (group.Rank == 0) Console.WriteLine(ResultPrefix + JsonSerializer.Serialize(result, Json));
         return 0;
     }
 
@@ -237,7 +239,7 @@ public static class DistributedBench
         }, TaskCreationOptions.LongRunning)).ToArray();
         Task.WaitAll(threads);
         var ddp = new Dictionary<string, object?> { ["losses"] = threads[0].Result.Losses, ["tokens_per_s"] = threads[0].Result.TokensPerS * o.NprocPerNode };
-        JsonElement J(object? x) => JsonSerializer.SerializeToElement(x);
+        JsonElement J(object? x) => JsonSerializer.SerializeToElement(x, Json);
         return Report(o, single.ToDictionary(kv => kv.Key, kv => J(kv.Value)), ddp.ToDictionary(kv => kv.Key, kv => J(kv.Value)));
     }
 
@@ -332,13 +334,20 @@ public static class DistributedBench
 
     static void cuda_synchronize(Device d) => torch.cuda.synchronize(d);
 
+    static bool _deviceRngFailed;
+
     /// <summary>A generator on <paramref name="device"/> when libtorch supports one there, else on the CPU (then tensors are moved).</summary>
     static Generator NewGenerator(ulong seed, Device device)
     {
-        try { return new Generator(seed, device); }
-        catch (Exception) { return new Generator(seed); }
+        if (!_deviceRngFailed && device.type != DeviceType.CPU)
+        {
+            try { return new Generator(seed, device); }
+            catch (Exception e) { _deviceRngFailed = true; Console.Error.WriteLine($"ddp: no {device} generator ({e.Message}); generating on the CPU."); }
+        }
+        return new Generator(seed);
     }
 
+    /// <summary>Seeded normal samples on <paramref name="device"/> (identical on every rank: same seed, same software).</summary>
     static Tensor Randn(long[] shape, Generator g, Device device)
         => g.device.type == device.type ? randn(shape, generator: g, device: device) : randn(shape, generator: g).to(device);
 

@@ -46,16 +46,11 @@ public sealed class InProcessCommunicator : ICommunicator
         Check(tensor);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        _group.Slots[Rank] = tensor;
+        Deposit(tensor);
         _group.Arrive(Rank, "all-reduce");                       // every rank's input is in Slots
+        CheckSameLayout("all-reduce");                           // every rank sees the same verdict, before touching any tensor
         var sum = _group.Slots[0]!.clone();
-        for (int r = 1; r < WorldSize; r++)
-        {
-            var other = _group.Slots[r]!;
-            if (!other.shape.SequenceEqual(tensor.shape) || other.dtype != tensor.dtype)
-                throw new InvalidOperationException($"Rank {Rank}: all-reduce of [{string.Join(",", tensor.shape)}] {tensor.dtype}, but rank {r} passed [{string.Join(",", other.shape)}] {other.dtype}.");
-            sum.add_(other);
-        }
+        for (int r = 1; r < WorldSize; r++) sum.add_(_group.Slots[r]!);
         if (average) sum.div_(WorldSize);
         _group.Arrive(Rank, "all-reduce (read)");                // nobody reads the inputs any more
         tensor.copy_(sum);
@@ -68,16 +63,30 @@ public sealed class InProcessCommunicator : ICommunicator
         Check(tensor);
         if (root < 0 || root >= WorldSize) throw new ArgumentOutOfRangeException(nameof(root), $"Broadcast root {root} is not a rank of a world of {WorldSize}.");
         using var _ = no_grad();
-        _group.Slots[Rank] = tensor;
+        Deposit(tensor);
         _group.Arrive(Rank, "broadcast");
-        var src = _group.Slots[root]!;
-        if (Rank != root)
-        {
-            if (!src.shape.SequenceEqual(tensor.shape)) throw new InvalidOperationException($"Rank {Rank}: broadcast shape [{string.Join(",", tensor.shape)}] differs from root {root}'s [{string.Join(",", src.shape)}].");
-            tensor.copy_(src);
-        }
+        CheckSameLayout("broadcast");
+        if (Rank != root) tensor.copy_(_group.Slots[root]!);
         _group.Arrive(Rank, "broadcast (read)");
         _group.Slots[Rank] = null;
+    }
+
+    void Deposit(Tensor t)
+    {
+        _group.Slots[Rank] = t;
+        _group.Layouts[Rank] = $"[{string.Join(",", t.shape)}] {t.dtype}";
+    }
+
+    /// <summary>Compares the layouts recorded before the barrier (never the tensors: a failing rank may dispose its own).</summary>
+    void CheckSameLayout(string what)
+    {
+        var layouts = _group.Layouts;
+        for (int r = 1; r < WorldSize; r++)
+            if (layouts[r] != layouts[0])
+            {
+                _group.Slots[Rank] = null;
+                throw new InvalidOperationException($"Rank {Rank}: {what} of different tensors: rank 0 passed {layouts[0]}, rank {r} passed {layouts[r]}. Every rank must pass the same shape and dtype.");
+            }
     }
 
     /// <inheritdoc/>
@@ -102,6 +111,7 @@ public sealed class InProcessCommunicator : ICommunicator
     {
         public readonly int WorldSize = worldSize;
         public readonly Tensor?[] Slots = new Tensor?[worldSize];
+        public readonly string?[] Layouts = new string?[worldSize];
         readonly object _gate = new();
         readonly bool[] _arrived = new bool[worldSize];
         readonly List<int> _left = new();

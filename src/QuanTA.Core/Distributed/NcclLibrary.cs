@@ -11,8 +11,8 @@ namespace QuanTA.Core.Distributed;
 /// <item>the <c>QUANTA_NCCL_PATH</c> environment variable (file or folder);</item>
 /// <item>the libtorch directory in use (<see cref="TorchRuntime.LibTorchDirectory"/>, else <c>QUANTA_LIBTORCH_DIR</c>);</item>
 /// <item>the PyTorch install's nvidia-nccl wheel: <c>&lt;libtorch dir&gt;/../../nvidia/nccl/lib/libnccl.so.2</c>
-///       (i.e. <c>site-packages/nvidia/nccl/lib</c>);</item>
-/// <item>the system loader's search (<c>LD_LIBRARY_PATH</c>, ldconfig) for <c>libnccl.so.2</c>.</item>
+///       (i.e. <c>site-packages/nvidia/nccl/lib</c>), or <c>nvidia/cu13/lib</c>, <c>nvidia/cu12/lib</c>;</item>
+/// <item>the system loader's search for <c>libnccl.so.2</c>: a copy libtorch already loaded (PyTorch links NCCL), <c>LD_LIBRARY_PATH</c>, ldconfig.</item>
 /// </list>
 /// Absent everywhere → <see cref="DllNotFoundException"/> listing every place tried.
 /// </summary>
@@ -77,6 +77,8 @@ public sealed unsafe class NcclLibrary
         {
             list.Add(System.IO.Path.Combine(torchDir, FileName));
             list.Add(System.IO.Path.GetFullPath(System.IO.Path.Combine(torchDir, "..", "..", "nvidia", "nccl", "lib", FileName)));
+            foreach (var cu in new[] { "cu13", "cu12" })   // layouts of the per-CUDA-version NVIDIA wheels
+                list.Add(System.IO.Path.GetFullPath(System.IO.Path.Combine(torchDir, "..", "..", "nvidia", cu, "lib", FileName)));
         }
         list.Add(FileName);
         return list.Distinct().ToList();

@@ -16,6 +16,8 @@ public class NcclLibraryTests
             "/opt/nccl/lib/libnccl.so.2",
             "/py/site-packages/torch/lib/libnccl.so.2",
             "/py/site-packages/nvidia/nccl/lib/libnccl.so.2",
+            "/py/site-packages/nvidia/cu13/lib/libnccl.so.2",
+            "/py/site-packages/nvidia/cu12/lib/libnccl.so.2",
             "libnccl.so.2",
         }, c);
     }

@@ -10,6 +10,7 @@ using static TorchSharp.torch;
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
 //   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-layer | lora | frozen)
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
+//   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
 var verb = args.Length > 0 ? args[0] : "probe";
 string Arg(string name, string def) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : def; }
 TorchRuntime.Initialize();
@@ -63,6 +64,8 @@ switch (verb)
         if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"quanta_dotnet_{shape}.json"), JsonSerializer.Serialize(result, opts)); }
         break;
     }
+    case "ddp":
+        return DistributedBench.Run(args[1..]);
     default:
         Console.Error.WriteLine($"unknown verb '{verb}' (probe | train | suite)"); return 2;
 }

@@ -18,6 +18,7 @@ public static class GenerateCommand
         var topK = new Option<int?>("--top-k") { Description = "Sample among the k most likely tokens only." };
         var seed = new Option<long?>("--seed") { Description = "Seed for sampling (reproducible output)." };
         var stop = new Option<string[]>("--stop") { Description = "Stop before this string (repeatable).", AllowMultipleArgumentsPerToken = false };
+        var adapter = ModelFolder.AdapterOption();
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string?>("--dtype") { Description = "Weight precision: fp32, fp16 or bf16 (default: fp32 on CPU, bf16 on CUDA)." };
         var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole sequence at every step instead of using the KV cache (slow; for checks)." };
@@ -25,7 +26,7 @@ public static class GenerateCommand
 
         var cmd = new Command("generate", "Continue a prompt with a Hugging Face LLaMA-family model (prints the continuation only).")
         {
-            model, prompt, maxNew, greedy, temperature, topP, topK, seed, stop, device, dtype, noCache, stats,
+            model, adapter, prompt, maxNew, greedy, temperature, topP, topK, seed, stop, device, dtype, noCache, stats,
         };
         cmd.SetAction(r => ModelFolder.Run(() =>
         {
@@ -44,7 +45,7 @@ public static class GenerateCommand
                 UseCache = !r.GetValue(noCache),
             };
             options.Validate();
-            var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype));
+            var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype), r.GetValue(adapter));
             using var _ = m;
             var generator = new TextGenerator(m, codec);
             var stdout = Console.Out;

@@ -1,5 +1,7 @@
+using System.CommandLine;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Tokenizers;
+using QuanTA.Core.Adapters;
 using QuanTA.Core.Generation;
 using QuanTA.Core.Models;
 using QuanTA.Core.Runtime;
@@ -33,8 +35,14 @@ internal static class ModelFolder
         _ => throw new ArgumentException($"--dtype '{s}' is not one of fp32, fp16, bf16."),
     };
 
-    /// <summary>Loads the causal LM and its tokenizer from a Hugging Face folder.</summary>
-    public static (CausalLM Model, ITextCodec Codec) Load(string? dir, string device, string? dtype)
+    /// <summary>The --adapter option shared by the model verbs.</summary>
+    public static Option<string?> AdapterOption() => new("--adapter")
+    {
+        Description = "Adapter weights saved by QuanTA.MLNet (a .safetensors file with its .json next to it) to apply to the model.",
+    };
+
+    /// <summary>Loads the causal LM (plus an optional adapter file) and its tokenizer from a Hugging Face folder.</summary>
+    public static (CausalLM Model, ITextCodec Codec) Load(string? dir, string device, string? dtype, string? adapter = null)
     {
         if (string.IsNullOrWhiteSpace(dir)) throw new ArgumentException("--model is required (a Hugging Face model folder).");
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"--model '{dir}' is not a directory.");
@@ -42,6 +50,15 @@ internal static class ModelFolder
         var dev = TorchRuntime.ParseDevice(device);
         var codec = BpeFolderCodec.Load(dir);
         var model = CausalLM.FromPretrained(dir, ParseDType(dtype), dev);
+        if (!string.IsNullOrWhiteSpace(adapter))
+        {
+            try
+            {
+                AdapterFile.Load(model, adapter);
+                model.eval();                                  // the new adapter modules too (dropout off)
+            }
+            catch { model.Dispose(); throw; }
+        }
         return (model, codec);
     }
 }

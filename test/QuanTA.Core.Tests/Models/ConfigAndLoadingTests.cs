@@ -201,4 +201,17 @@ public class ConfigAndLoadingTests
         var e = Assert.Throws<NotSupportedException>(() => model.forward(longIds, null));
         Assert.Contains("sliding_window", e.Message);
     }
+
+    [Fact]
+    public void GenerationConfigEosIdsAreAddedToTheModelEos()
+    {
+        var dir = Fixture.CopyToTemp("llama-tiny");
+        File.WriteAllText(Path.Combine(dir, "generation_config.json"), "{\"eos_token_id\": [0, 749], \"pad_token_id\": 1}");
+        var cfg = HfModelConfig.Load(dir);
+        Assert.Equal(new[] { 0, 749 }, cfg.EosTokenIds);
+        using var model = CausalLM.FromPretrained(dir);
+        var prompt = Fixture.Reference("llama-tiny")["greedy_prompt_ids"][0].data<long>().ToArray();
+        var ids = new QuanTA.Core.Generation.TextGenerator(model).GenerateIds([prompt], new() { MaxNewTokens = 12 })[0];
+        Assert.Equal(new long[] { 749 }, ids);                                                     // greedy's first token is 749
+    }
 }

@@ -67,9 +67,10 @@ public sealed class TextGenerator
         {
             if (final is not null) break;
             var text = codec.Decode(gen);
-            var safe = text.Length - holdBack;
+            var end = text.Length;
+            while (end > 0 && text[end - 1] == '\uFFFD') end--;                              // an unfinished UTF-8 sequence may still complete
+            var safe = Math.Min(end, text.Length - holdBack);
             while (safe > emitted && char.IsHighSurrogate(text[safe - 1])) safe--;
-            if (text.EndsWith('\uFFFD')) safe = Math.Min(safe, text.Length - 1);             // unfinished byte sequence
             if (safe > emitted) { yield return text[emitted..safe]; emitted = safe; }
             await Task.Yield();
         }

@@ -34,7 +34,7 @@ public class QuanTABankTests
     public void BankDeltaEqualsEachAdaptersDeltaWeight()
     {
         using var m = Build();
-        var bank = QuanTABank.Create(m);
+        using var bank = QuanTABank.Create(m);
         Assert.Equal(4, bank.AdapterCount);
         Assert.Equal(3, bank.GroupCount);
         using var scope = NewDisposeScope();
@@ -52,26 +52,56 @@ public class QuanTABankTests
     public void FusedForwardAndGradientsMatchThePerLayerPath()
     {
         using var m = Build();
-        var bank = QuanTABank.Create(m);
+        using var bank = QuanTABank.Create(m);
         using var g = new Generator(9);
         var xs = m.Layers.Select(l => randn(5, l.InFeatures, generator: g)).ToArray();
+        var adapters = m.Layers.Select(l => (QuanTAAdapter)l.Adapter!).ToArray();
+        int nT = adapters[0].Layout.TensorCount;
 
-        Tensor[] Run(bool fused)
+        // Per-layer path: gradients land on each adapter's own T_i.
+        Tensor lossPlain;
+        using (var s1 = NewDisposeScope())
         {
-            foreach (var p in m.parameters()) p.grad?.zero_();
-            using var scope = NewDisposeScope();
-            if (fused) bank.Materialize(ScalarType.Float32);
+            var loss = m.Layers.Select((l, i) => l.forward(xs[i]).pow(2).sum()).Aggregate((a, b) => a + b);
+            loss.backward();
+            lossPlain = loss.detach().clone().DetachFromDisposeScope();
+        }
+        var plainGrads = adapters.Select(a => Enumerable.Range(0, nT).Select(i => a.TensorT(i).grad!.clone()).ToArray()).ToArray();
+
+        // Fused path: gradients land on the bank's stacked parameters; slice l of group g = layer l of that group.
+        using (var s2 = NewDisposeScope())
+        {
+            bank.Materialize(ScalarType.Float32);
             var loss = m.Layers.Select((l, i) => l.forward(xs[i]).pow(2).sum()).Aggregate((a, b) => a + b);
             loss.backward();
             bank.Clear();
-            return m.parameters().Where(p => p.requires_grad).Select(p => p.grad!.clone().DetachFromDisposeScope())
-                .Append(loss.detach().clone().DetachFromDisposeScope()).ToArray();
+            Assert.True(TestUtil.RelErr(loss, lossPlain) < 1e-6);
         }
+        var stacked = bank.OptimizerParameters(m).Where(p => p.Name.StartsWith("quanta_bank")).Select(p => p.Parameter).ToArray();
+        Assert.Equal(3 * nT, stacked.Length);
+        // Layers 0 and 3 share group 0 (32→32), layer 1 is group 1 (32→8), layer 2 group 2 (16→32).
+        (int Group, int Slice)[] where = [(0, 0), (1, 0), (2, 0), (0, 1)];
+        for (int l = 0; l < adapters.Length; l++)
+            for (int i = 0; i < nT; i++)
+            {
+                var fused = stacked[where[l].Group * nT + i].grad![where[l].Slice];
+                Assert.True(TestUtil.RelErr(fused, plainGrads[l][i]) < 1e-5, $"layer {l} tensor {i}");
+            }
+        // Only the stacked tensors (not the adapters' aliased T_i) are handed to the optimizer.
+        Assert.Equal(stacked.Length, bank.OptimizerParameters(m).Count);
+    }
 
-        var plain = Run(false);
-        var fused = Run(true);
-        Assert.Equal(plain.Length, fused.Length);
-        for (int i = 0; i < plain.Length; i++) Assert.True(TestUtil.RelErr(fused[i], plain[i]) < 1e-5, $"tensor {i}: {TestUtil.RelErr(fused[i], plain[i])}");
+    [Fact]
+    public void AdaptersSeeTheBanksUpdatedValues()
+    {
+        using var m = Build();
+        using var bank = QuanTABank.Create(m);
+        var a = (QuanTAAdapter)m.Layers[3].Adapter!;
+        using (no_grad()) foreach (var p in bank.Parameters) p.add_(1.0);
+        using var scope = NewDisposeScope();
+        bank.Materialize(ScalarType.Float32);
+        Assert.True(TestUtil.RelErr(a.StepDeltaWeight!, a.DeltaWeight()) < 1e-6);
+        bank.Clear();
     }
 
     [Fact]
@@ -79,7 +109,7 @@ public class QuanTABankTests
     {
         using var m = new Stack((32, 32), (32, 8));
         AdapterInjector.Inject(m, new QuanTAConfig { Layout = [2, 4, 4], Seed = 1 }, TargetModules.All());
-        var bank = QuanTABank.Create(m);
+        using var bank = QuanTABank.Create(m);
         using var scope = NewDisposeScope();
         bank.Materialize(ScalarType.BFloat16);
         foreach (var l in m.Layers) Assert.Equal(0.0, l.Adapter!.StepDeltaWeight!.abs().max().item<BFloat16>().ToSingle());

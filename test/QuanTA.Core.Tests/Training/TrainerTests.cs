@@ -138,6 +138,23 @@ public class TrainerTests
     }
 
     [Fact]
+    public void CancellationObservedInsideTheLossFunctionAlsoLeavesACheckpoint()
+    {
+        using var dir = new TempDir();
+        using var net = new ToyNet(seed: 5);
+        using var cts = new CancellationTokenSource();
+        var calls = 0;
+        var loss = ToyData.MseLoss(net);
+        using var trainer = Trainer<ToyBatch>.ForModule(net, new TrainerOptions { Epochs = 1, CheckpointDir = dir.Path });
+        Assert.ThrowsAny<OperationCanceledException>(() => trainer.Train(BatchSource.FromList(ToyData.Batches(40, 4)), b =>
+        {
+            if (++calls == 4) { cts.Cancel(); cts.Token.ThrowIfCancellationRequested(); }
+            return loss(b);
+        }, cancellationToken: cts.Token));
+        Assert.Equal(3, Checkpoints.Verify(Assert.Single(Checkpoints.List(dir.Path))).Step);
+    }
+
+    [Fact]
     public void EarlyStoppingAfterPatienceAndBestParametersRestored()
     {
         using var net = new ToyNet(seed: 6);

@@ -1,28 +1,14 @@
-using Microsoft.ML.Tokenizers;
 using QuanTA.Core.Generation;
 using QuanTA.Core.Models;
+using QuanTA.Core.Tokenization;
 using QuanTA.Core.Tests.Models;
 using System.Text.Json;
 
 namespace QuanTA.Core.Tests.Generation;
 
-/// <summary>Text-level generation: decoding, streaming, stop strings (with the fixture's byte-level BPE files).</summary>
+/// <summary>Text-level generation with the folder's tokenizer: decoding, streaming, stop strings, batched prompts.</summary>
 public class TextGenerationTests
 {
-    /// <summary>A minimal codec over vocab.json + merges.txt (the fixtures add no bos).</summary>
-    sealed class BpeCodec : ITextCodec
-    {
-        readonly CodeGenTokenizer _tok;
-        public BpeCodec(string dir)
-        {
-            using var v = File.OpenRead(Path.Combine(dir, "vocab.json"));
-            using var m = File.OpenRead(Path.Combine(dir, "merges.txt"));
-            _tok = CodeGenTokenizer.Create(v, m, addPrefixSpace: false, addBeginOfSentence: false, addEndOfSentence: false);
-        }
-        public IReadOnlyList<int> Encode(string text) => _tok.EncodeToIds(text, false, false, false);
-        public string Decode(IReadOnlyList<int> ids) => _tok.Decode(ids.Where(i => i > 1)) ?? "";   // 0, 1: <|endoftext|>, <|pad|>
-    }
-
     static string Json(string name, string key)
         => JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixture.Dir(name), "reference.json"))).RootElement.GetProperty(key) switch
         {
@@ -36,7 +22,7 @@ public class TextGenerationTests
     public async Task StreamingGenerateAndIdsAgree(string name)
     {
         using var model = CausalLM.FromPretrained(Fixture.Dir(name));
-        var codec = new BpeCodec(Fixture.Dir(name));
+        var codec = HfTokenizer.FromPretrained(Fixture.Dir(name));
         var g = new TextGenerator(model, codec);
         var prompt = Json(name, "prompts");
         var expected = Json(name, "decoded_greedy")[prompt.Length..];                          // transformers' continuation
@@ -52,7 +38,7 @@ public class TextGenerationTests
     public async Task StopStringsCutTheTextInBothPaths()
     {
         using var model = CausalLM.FromPretrained(Fixture.Dir("llama-tiny"));
-        var g = new TextGenerator(model, new BpeCodec(Fixture.Dir("llama-tiny")));
+        var g = new TextGenerator(model, HfTokenizer.FromPretrained(Fixture.Dir("llama-tiny")));
         var prompt = Json("llama-tiny", "prompts");
         var full = g.Generate(prompt, new GenerationOptions { MaxNewTokens = 12 });               // "areare…"
         var stop = full.Substring(3, 3);
@@ -69,7 +55,7 @@ public class TextGenerationTests
     public void BatchedTextPromptsMatchSingleOnes()
     {
         using var model = CausalLM.FromPretrained(Fixture.Dir("qwen2-tiny"));
-        var g = new TextGenerator(model, new BpeCodec(Fixture.Dir("qwen2-tiny")));
+        var g = new TextGenerator(model, HfTokenizer.FromPretrained(Fixture.Dir("qwen2-tiny")));
         string[] prompts = ["the cat sat on", "bull: a formal proclamation", "somatosensory: of"];
         var o = new GenerationOptions { MaxNewTokens = 6 };
         var batched = g.Generate(prompts, o);

@@ -90,6 +90,9 @@ public class GeneratorTests(ITestOutputHelper output)
             using var t = LogitsSampler.Next(logits, o, rng);
             Assert.Equal(3L, t.item<long>());
         }
+        // A vanishing top_p still keeps the most likely token (never an empty distribution).
+        using var logits2 = tensor(new float[] { 3f, 0f, 1f, 2f }).unsqueeze(0);
+        using (var t = LogitsSampler.Next(logits2, o with { TopP = 1e-9 }, rng)) Assert.Equal(0L, t.item<long>());
         Assert.Throws<ArgumentException>(() => new GenerationOptions { Greedy = false, TopP = 0 }.Validate());
         Assert.Throws<ArgumentException>(() => new GenerationOptions { Greedy = false, Temperature = -1 }.Validate());
     }

@@ -214,4 +214,20 @@ public class ConfigAndLoadingTests
         var ids = new QuanTA.Core.Generation.TextGenerator(model).GenerateIds([prompt], new() { MaxNewTokens = 12 })[0];
         Assert.Equal(new long[] { 749 }, ids);                                                     // greedy's first token is 749
     }
+
+    [Fact]
+    public void BareDecoderCheckpointWithoutModelPrefixLoads()
+    {
+        // qwen2-tiny ties lm_head to the embedding, so a LlamaModel-style checkpoint ("layers.0…", no "model.") is complete.
+        var dir = Fixture.CopyToTemp("qwen2-tiny");
+        var path = Path.Combine(dir, "model.safetensors");
+        var sd = Safetensors.LoadStateDict(path);
+        Safetensors.SaveStateDict(path, sd.ToDictionary(kv => kv.Key.StartsWith("model.") ? kv.Key["model.".Length..] : kv.Key, kv => kv.Value));
+        var r = Fixture.Reference("qwen2-tiny");
+        using var model = CausalLM.FromPretrained(dir);
+        using var _ = no_grad();
+        using var pos = arange(12L).unsqueeze(0).expand(3, -1);
+        using var logits = model.forward(r["input_ids"], r["attention_mask"], pos);
+        Assert.True(Fixture.MaxAbsDiff(logits, r["logits"]) < 1e-4);
+    }
 }

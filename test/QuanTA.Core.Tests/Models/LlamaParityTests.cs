@@ -92,6 +92,11 @@ public class LlamaParityTests(ITestOutputHelper output)
         using var model = (LlamaForCausalLM)CausalLM.FromPretrained(Fixture.Dir("qwen2-tiny"));
         Assert.True(model.Config.TieWordEmbeddings);
         Assert.Same(model.lm_head.weight, model.model.embed_tokens.weight);
+        // The shared weight is counted once (as transformers' model.parameters() does):
+        // embed 1024·128 + 2 × (q,k,v with bias, o, gate/up/down, 2 norms) + final norm.
+        Assert.DoesNotContain("lm_head.weight", model.named_parameters().Select(p => p.name));
+        long layer = (128 * 128 + 128) + 2 * (64 * 128 + 64) + 128 * 128 + 3 * 128 * 384 + 2 * 128;
+        Assert.Equal(1024 * 128 + 2 * layer + 128, model.parameters().Sum(p => p.numel()));
         Assert.True(model.model.layers[0].self_attn.q_proj.bias is not null);
         Assert.Null(model.model.layers[0].self_attn.o_proj.bias);
     }

@@ -56,7 +56,7 @@ public static class GenerateCommand
                 stdout.Flush();
             }
             clock.Stop();
-            if (!Console.IsOutputRedirected) stdout.WriteLine();   // a terminal gets a newline; captured output is exact
+            if (!Console.IsOutputRedirected) Console.Error.WriteLine();   // end the terminal line without adding to stdout
             if (r.GetValue(stats))
                 Console.Error.WriteLine($"{generator.LastTokenCount} tokens in {clock.Elapsed.TotalSeconds:F3} s " +
                                         $"({generator.LastTokenCount / clock.Elapsed.TotalSeconds:F1} tokens/s, device {m.Device}, cache {(options.UseCache ? "on" : "off")})");

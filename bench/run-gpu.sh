@@ -9,6 +9,8 @@ mkdir -p /tmp/qb "$out" && tar -xJf "$bundle" -C /tmp/qb
 export QUANTA_LIBTORCH_DIR=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 export PYTHONUNBUFFERED=1 OUT="$out" SHAPE="$shape"
+# the peer takes its batch from B (default 8): use the same batch as our shape table (llama7b: 4)
+[ "$shape" = llama7b ] && export B=${B:-4}
 if [ "${SKIP_PEER:-0}" != 1 ]; then
   python3 bench/peer/run_peer.py 2>&1 | grep -v Warning
   [ "${SKIP_DECODE:-0}" != 1 ] && python3 bench/peer/peer_decode.py 2>&1 | grep -v Warning

@@ -113,7 +113,14 @@ public sealed class QuanTAFineTuneOptions
     /// N(N−1)/2 pairs in the official order.</summary>
     public (int, int)[]? Pairs;
 
-    /// <summary>Modules to adapt: name suffixes (e.g. "q_proj"), a regex prefixed with "re:", or "all-linear".
+    /// <summary>QuanTA: number of tensors (the first K pairs of the official order, cycling for deeper chains). Null (default) = all
+    /// N(N−1)/2 pairs. Ignored when <see cref="Pairs"/> is set.</summary>
+    public int? TensorCount;
+
+    /// <summary>QuanTA: per-tensor rank (each tensor factored as k×r · r×k). Null (default) = full-rank tensors (the paper's).</summary>
+    public int? Rank;
+
+    /// <summary>Modules to adapt: name suffixes (e.g. "q_proj"), one "regex:PATTERN" (whole-name match), or "all-linear".
     /// Default q_proj, v_proj (the paper's).</summary>
     public string[] TargetModules = ["q_proj", "v_proj"];
 
@@ -235,8 +242,10 @@ public sealed class QuanTAFineTuneOptions
             foreach (var (m, k) in Pairs)
                 Check(m != k && m >= 0 && k >= 0 && m < n && k < n, nameof(Pairs), $"pair ({m},{k}) must name two different axes in [0, {n}).");
         }
+        Check(TensorCount is null or > 0, nameof(TensorCount), $"must be positive or null (got {TensorCount}).");
+        Check(Rank is null or > 0, nameof(Rank), $"must be positive or null (got {Rank}).");
         Check(TargetModules is { Length: > 0 } && TargetModules.All(t => !string.IsNullOrWhiteSpace(t)), nameof(TargetModules),
-            "give at least one module name suffix (e.g. \"q_proj\"), a \"re:\" regex or \"all-linear\".");
+            "give at least one module name suffix (e.g. \"q_proj\"), a \"regex:\" pattern or \"all-linear\".");
         Check(Dropout is >= 0 and < 1, nameof(Dropout), $"must be in [0, 1) (got {Dropout}).");
         Check(LoRARank > 0, nameof(LoRARank), $"must be positive (got {LoRARank}).");
         Check(LoRAAlpha > 0, nameof(LoRAAlpha), $"must be positive (got {LoRAAlpha}).");

@@ -100,13 +100,13 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
     /// <summary>The options persisted with a model (everything that shapes the adapter and inference).</summary>
     sealed record SavedOptions(QuanTATask Task, string TextColumnName, string? SecondTextColumnName, string LabelColumnName,
         string TargetTextColumnName, string ScoreColumnName, string PredictedLabelColumnName, string GeneratedTextColumnName,
-        AdapterMethod Adapter, int[]? AxisLayout, int AxisCount, int[][]? Pairs, string[] TargetModules, float Dropout, int LoRARank,
+        AdapterMethod Adapter, int[]? AxisLayout, int AxisCount, int[][]? Pairs, int? TensorCount, int? Rank, string[] TargetModules, float Dropout, int LoRARank,
         float LoRAAlpha, int MaxSequenceLength, TruncationPolicy Truncation, int? Seed, int MaxNewTokens, bool Greedy,
         float Temperature, float TopP, string[] StopStrings, int InferenceBatchSize, ClassificationMode ClassificationMode)
     {
         public static SavedOptions From(QuanTAFineTuneOptions o) => new(o.Task, o.TextColumnName, o.SecondTextColumnName, o.LabelColumnName,
             o.TargetTextColumnName, o.ScoreColumnName, o.PredictedLabelColumnName, o.GeneratedTextColumnName, o.Adapter, o.AxisLayout,
-            o.AxisCount, o.Pairs?.Select(p => new[] { p.Item1, p.Item2 }).ToArray(), o.TargetModules, o.Dropout, o.LoRARank, o.LoRAAlpha,
+            o.AxisCount, o.Pairs?.Select(p => new[] { p.Item1, p.Item2 }).ToArray(), o.TensorCount, o.Rank, o.TargetModules, o.Dropout, o.LoRARank, o.LoRAAlpha,
             o.MaxSequenceLength, o.Truncation, o.Seed, o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings,
             o.InferenceBatchSize, o.ClassificationMode);
 
@@ -115,7 +115,7 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
             Task = Task, TextColumnName = TextColumnName, SecondTextColumnName = SecondTextColumnName, LabelColumnName = LabelColumnName,
             TargetTextColumnName = TargetTextColumnName, ScoreColumnName = ScoreColumnName, PredictedLabelColumnName = PredictedLabelColumnName,
             GeneratedTextColumnName = GeneratedTextColumnName, Adapter = Adapter, AxisLayout = AxisLayout, AxisCount = AxisCount,
-            Pairs = Pairs?.Select(p => (p[0], p[1])).ToArray(), TargetModules = TargetModules, Dropout = Dropout, LoRARank = LoRARank,
+            Pairs = Pairs?.Select(p => (p[0], p[1])).ToArray(), TensorCount = TensorCount, Rank = Rank, TargetModules = TargetModules, Dropout = Dropout, LoRARank = LoRARank,
             LoRAAlpha = LoRAAlpha, MaxSequenceLength = MaxSequenceLength, Truncation = Truncation, Seed = Seed, MaxNewTokens = MaxNewTokens,
             Greedy = Greedy, Temperature = Temperature, TopP = TopP, StopStrings = StopStrings, InferenceBatchSize = InferenceBatchSize,
             ClassificationMode = ClassificationMode,

@@ -146,7 +146,7 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
         {
             if (_options.Task == QuanTATask.TextClassification) return (_model.ClassProbabilities(encoded), null);
             var settings = GenerationSettingsFor(_options);
-            return (null, encoded.Select(e => _model.Generate(e, settings)).ToArray());
+            return (null, _model.Generate(encoded, settings));
         }
     }
 

@@ -32,6 +32,7 @@ internal interface ILanguageModel : IDisposable
     /// <summary>Outputs of the classification head, or null for a causal LM.</summary>
     int? NumLabels { get; }
 
-    /// <summary>Generates continuation ids for one prompt (causal LM only); stops at EOS or a stop string.</summary>
-    int[] Generate(int[] promptIds, GenerationSettings settings, ITextTokenizer tokenizer);
+    /// <summary>Generated continuation text for each prompt (causal LM only, batched); stops at EOS or MaxNewTokens
+    /// (stop strings are cut by the caller).</summary>
+    string[] Generate(IReadOnlyList<int[]> prompts, GenerationSettings settings, ITextTokenizer tokenizer);
 }

@@ -61,7 +61,7 @@ internal sealed class FineTuneModel : IDisposable
             }
             var baseKeys = lm.Module.state_dict().Keys.ToHashSet();
             torch.manual_seed(seed);
-            var injection = CoreBackend.Inject(lm.Module, options);
+            var injection = CoreBackend.Inject(lm.Module, options, seed);
             if (options.Task == QuanTATask.TextClassification)
                 foreach (var (name, p) in lm.Module.named_parameters())
                     if (name.StartsWith("score.", StringComparison.Ordinal)) p.requires_grad = true;   // PEFT SEQ_CLS: head trained too
@@ -169,18 +169,20 @@ internal sealed class FineTuneModel : IDisposable
         return Enumerable.Range(0, rows.Count).Select(i => flat.AsSpan(i * NumClasses, NumClasses).ToArray()).ToArray();
     }
 
-    /// <summary>Generated continuation text for one encoded prompt.</summary>
-    public string Generate(EncodedRow prompt, GenerationSettings settings)
+    /// <summary>Generated continuation texts for a batch of encoded prompts, each cut before its first stop string.</summary>
+    public string[] Generate(IReadOnlyList<EncodedRow> prompts, GenerationSettings settings)
     {
         using var _ = torch.no_grad();
-        var ids = _lm.Generate(prompt.Ids, settings, Tokenizer);
-        var text = Tokenizer.Decode(ids);
-        foreach (var stop in settings.StopStrings)
+        var texts = _lm.Generate(prompts.Select(p => p.Ids).ToList(), settings, Tokenizer);
+        return texts.Select(text =>
         {
-            int at = stop.Length == 0 ? -1 : text.IndexOf(stop, StringComparison.Ordinal);
-            if (at >= 0) text = text[..at];
-        }
-        return text;
+            foreach (var stop in settings.StopStrings)
+            {
+                int at = stop.Length == 0 ? -1 : text.IndexOf(stop, StringComparison.Ordinal);
+                if (at >= 0) text = text[..at];
+            }
+            return text;
+        }).ToArray();
     }
 
     /// <summary>Sum of target-token negative log-likelihood and the number of target tokens (for perplexity).</summary>

@@ -78,11 +78,24 @@ public static class QuanTACatalog
         return mlContext;
     }
 
-    /// <summary><c>RegisterQuanTA()</c> then <c>mlContext.Model.Load(path, out inputSchema)</c>.</summary>
+    /// <summary><c>RegisterQuanTA()</c> then <c>mlContext.Model.Load(path, out inputSchema)</c>; a QuanTA load failure (base model
+    /// missing or different, …) is rethrown as itself rather than wrapped in ML.NET's reflection exceptions.</summary>
     public static ITransformer LoadWithQuanTA(this ModelOperationsCatalog model, MLContext mlContext, string path, out DataViewSchema inputSchema)
     {
         mlContext.RegisterQuanTA();
-        return model.Load(path, out inputSchema);
+        try { return model.Load(path, out inputSchema); }
+        catch (Exception e) when (Innermost(e) is { } inner && inner != e &&
+                                  inner.StackTrace?.Contains(typeof(QuanTAFineTuneTransformer).FullName!, StringComparison.Ordinal) == true)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
+            throw;
+        }
+    }
+
+    static Exception Innermost(Exception e)
+    {
+        while (e.InnerException is not null) e = e.InnerException;
+        return e;
     }
 
     /// <summary>Checks that the ML.NET internals QuanTA.MLNet uses for Model.Save/Load exist in the installed ML.NET; throws

@@ -202,7 +202,7 @@ public sealed class QuanTAFineTuneOptions
     /// <summary>Optional callback receiving one report per optimizer step.</summary>
     public IProgress<QuanTAProgress>? Progress;
 
-    /// <summary>Cancels <c>Fit</c> between micro-batches (<c>mlContext.CancelExecution()</c> works too).</summary>
+    /// <summary>Cancels <c>Fit</c> between micro-batches.</summary>
     public CancellationToken CancellationToken;
 
     /// <summary>Checks every option and throws an <see cref="ArgumentException"/> naming the first bad one and what is expected.</summary>

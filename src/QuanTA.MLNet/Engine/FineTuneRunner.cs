@@ -9,7 +9,7 @@ namespace QuanTA.MLNet.Engine;
 /// <summary>
 /// The training loop of <c>Fit</c>: streams micro-batches from the data view, AdamW over the trainable parameters only,
 /// warm-up + linear/cosine/constant schedule, gradient accumulation, grad-norm clipping, a NaN guard, cancellation
-/// (options token and <c>mlContext.CancelExecution()</c>), and progress through ML.NET channels and <see cref="IProgress{T}"/>.
+/// (options token, and ML.NET's own CheckAlive), and progress through ML.NET channels and <see cref="IProgress{T}"/>.
 /// </summary>
 internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions options, IHost host, int seed)
 {

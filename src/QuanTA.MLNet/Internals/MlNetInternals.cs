@@ -237,7 +237,7 @@ internal static class MlNetInternals
     public static int? Seed(IHostEnvironment env) =>
         HostEnvironmentInternalType.Value.IsInstanceOfType(env) ? (int?)EnvSeed.Value.GetValue(env) : null;
 
-    /// <summary>ML.NET's <c>CheckAlive</c>: throws <see cref="OperationCanceledException"/> after <c>mlContext.CancelExecution()</c>.</summary>
+    /// <summary>ML.NET's <c>CheckAlive</c>: throws when ML.NET's (internal) cancellation of the environment was requested.</summary>
     public static void CheckAlive(IHostEnvironment env) => Call(ContractsCheckAlive.Value, null, env);
 
     // ---- schema shapes ----

@@ -29,14 +29,15 @@ internal sealed class AddedTokenSplitter
         _byFirstChar = _byLengthDesc.GroupBy(t => t.Content[0]).ToDictionary(g => g.Key, g => g.ToArray());
     }
 
-    /// <summary>A piece of split text: an added token (<see cref="Token"/> set) or plain text to be tokenized by the model.</summary>
-    public readonly record struct Piece(string Text, AddedToken? Token);
+    /// <summary>A piece of split text: an added token (<see cref="Token"/> set) or plain text to be tokenized by the
+    /// model; <see cref="Start"/> is its offset in the input.</summary>
+    public readonly record struct Piece(string Text, AddedToken? Token, int Start);
 
     /// <summary>Splits <paramref name="text"/> into plain-text pieces and added tokens, in order; empty plain pieces are dropped.</summary>
     public List<Piece> Split(string text)
     {
         var pieces = new List<Piece>();
-        if (_byLengthDesc.Length == 0) { if (text.Length > 0) pieces.Add(new Piece(text, null)); return pieces; }
+        if (_byLengthDesc.Length == 0) { if (text.Length > 0) pieces.Add(new Piece(text, null, 0)); return pieces; }
         int plainStart = 0, i = 0;
         while (i < text.Length)
         {
@@ -45,11 +46,11 @@ internal sealed class AddedTokenSplitter
             int start = i, end = i + match.Content.Length;
             if (match.LStrip) while (start > plainStart && char.IsWhiteSpace(text[start - 1])) start--;
             if (match.RStrip) while (end < text.Length && char.IsWhiteSpace(text[end])) end++;
-            if (start > plainStart) pieces.Add(new Piece(text[plainStart..start], null));
-            pieces.Add(new Piece(match.Content, match));
+            if (start > plainStart) pieces.Add(new Piece(text[plainStart..start], null, plainStart));
+            pieces.Add(new Piece(match.Content, match, i));
             plainStart = i = end;
         }
-        if (plainStart < text.Length) pieces.Add(new Piece(text[plainStart..], null));
+        if (plainStart < text.Length) pieces.Add(new Piece(text[plainStart..], null, plainStart));
         return pieces;
     }
 

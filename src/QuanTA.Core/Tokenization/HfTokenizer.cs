@@ -1,10 +1,17 @@
+using QuanTA.Core.Generation;
+
 namespace QuanTA.Core.Tokenization;
 
 /// <summary>
 /// The tokenizer of a local Hugging Face model folder, built on Microsoft.ML.Tokenizers, giving the same ids as
-/// <c>AutoTokenizer.from_pretrained(dir)</c>. Supported: byte-level BPE <c>tokenizer.json</c> (GPT-2, LLaMA-3 with
-/// <c>ignore_merges</c>, Qwen2; the folder's own split regex and normalizer are used), SentencePiece
-/// <c>tokenizer.model</c> (LLaMA-1/2, Mistral), and a bare <c>vocab.json</c> + <c>merges.txt</c> (GPT-2 style).
+/// <c>AutoTokenizer.from_pretrained(dir)</c>. Supported, in this order of preference:
+/// <list type="bullet">
+/// <item><c>tokenizer.json</c> with a byte-level BPE (GPT-2, LLaMA-3 with <c>ignore_merges</c>, Qwen2): the folder's own
+/// split regex(es), normalizer and added tokens are used;</item>
+/// <item><c>tokenizer.json</c> with a SentencePiece-style BPE (LLaMA-2, Mistral: Metaspace "▁" words, byte fallback);</item>
+/// <item><c>tokenizer.model</c> alone (SentencePiece BPE through Microsoft.ML.Tokenizers' <c>LlamaTokenizer</c>);</item>
+/// <item><c>vocab.json</c> + <c>merges.txt</c> (GPT-2 style byte-level BPE).</item>
+/// </list>
 /// </summary>
 /// <remarks>
 /// <para>Encoding follows HF: added tokens (e.g. <c>&lt;|endoftext|&gt;</c>) are found in the raw text first and map to their
@@ -12,10 +19,15 @@ namespace QuanTA.Core.Tokenization;
 /// of the tokenizer.json post-processor template are added (e.g. LLaMA-3's <c>&lt;|begin_of_text|&gt;</c>); explicit
 /// <c>add_bos_token</c> / <c>add_eos_token</c> in tokenizer_config.json override that; a SentencePiece model without
 /// either adds BOS only (LLaMA's default).</para>
+/// <para>Known differences: split regexes run on .NET's <see cref="System.Text.RegularExpressions.Regex"/>, where letters
+/// and digits outside the BMP (e.g. mathematical alphanumerics) are not <c>\p{L}</c>/<c>\p{N}</c>; with only a
+/// <c>tokenizer.model</c>, Microsoft.ML.Tokenizers 2.0.1 breaks ties between equal-score merges right-to-left where
+/// sentencepiece goes left-to-right, so a run of one repeated piece (e.g. three spaces) may split differently
+/// (same text, same length). Folders that ship tokenizer.json are not affected by the latter.</para>
 /// <para>Thread safety: an instance is immutable after <see cref="FromPretrained"/>; <see cref="Encode"/>,
 /// <see cref="EncodeBatch"/>, <see cref="CountTokens"/> and <see cref="Decode"/> may be called concurrently.</para>
 /// </remarks>
-public sealed class HfTokenizer
+public sealed class HfTokenizer : ITextCodec
 {
     readonly ITokenizerModel _model;
     readonly AddedTokenSplitter _splitter;
@@ -257,6 +269,12 @@ public sealed class HfTokenizer
     /// <summary>True for special ids (special added tokens, bos, eos, unk, pad).</summary>
     public bool IsSpecial(int id) => _specialIds.Contains(id);
 
+    /// <summary><see cref="ITextCodec"/> for <see cref="TextGenerator"/>: <c>Encode(text, addSpecialTokens: true)</c>.</summary>
+    IReadOnlyList<int> ITextCodec.Encode(string text) => Encode(text);
+
+    /// <summary><see cref="ITextCodec"/> for <see cref="TextGenerator"/>: <c>Decode(ids, skipSpecialTokens: true)</c>.</summary>
+    string ITextCodec.Decode(IReadOnlyList<int> ids) => Decode(ids);
+
     /// <inheritdoc/>
     public override string ToString() => $"HfTokenizer({Kind}, vocab {VocabSize}, bos {BosId?.ToString() ?? "none"}, eos {EosId?.ToString() ?? "none"}, pad {PadId?.ToString() ?? "none"})";
 
@@ -267,7 +285,7 @@ public sealed class HfTokenizer
         foreach (var piece in _splitter.Split(text))
         {
             if (piece.Token is { } added) ids.Add(added.Id);
-            else _model.EncodePlain(piece.Text, ids);
+            else _model.EncodePlain(piece.Text, piece.Start == 0, ids);
         }
         return ids;
     }

@@ -14,10 +14,13 @@ internal sealed class TextPipeline
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
     readonly List<Func<string, string>> _normalizers = new();
-    readonly List<Func<string, IEnumerable<string>>> _splitters = new();
+    readonly List<Func<string, bool, IEnumerable<string>>> _splitters = new();
 
     /// <summary>True when a ByteLevel pre-tokenizer was found (the model then works on byte-level characters).</summary>
     public bool HasByteLevel { get; private set; }
+
+    /// <summary>True when a Metaspace pre-tokenizer was found (SentencePiece-style "▁" words).</summary>
+    public bool HasMetaspace { get; private set; }
 
     /// <summary>The regex patterns used for splitting, outermost first (for diagnostics and tests).</summary>
     public List<string> Patterns { get; } = new();
@@ -47,14 +50,17 @@ internal sealed class TextPipeline
         return text;
     }
 
-    /// <summary>Splits a normalized plain-text piece into pre-tokens (words), applying every splitter in turn.</summary>
-    public List<string> PreTokenize(string text)
+    /// <summary>
+    /// Splits a normalized plain-text piece into pre-tokens (words), applying every splitter in turn.
+    /// <paramref name="atStart"/>: the piece begins the input (Metaspace <c>prepend_scheme: "first"</c> prepends "▁" only then).
+    /// </summary>
+    public List<string> PreTokenize(string text, bool atStart = true)
     {
         var words = new List<string> { text };
         foreach (var split in _splitters)
         {
             var next = new List<string>();
-            foreach (var w in words) next.AddRange(split(w));
+            for (int i = 0; i < words.Count; i++) next.AddRange(split(words[i], atStart && i == 0));
             words = next;
         }
         words.RemoveAll(w => w.Length == 0);
@@ -111,6 +117,15 @@ internal sealed class TextPipeline
                 if (Bool(t, "add_prefix_space", false)) _splitters.Add(PrefixSpace);
                 if (Bool(t, "use_regex", true)) AddRegexSplit(Gpt2Pattern, "Isolated");
                 break;
+            case "Metaspace":
+                HasMetaspace = true;
+                var replacement = t.TryGetProperty("replacement", out var rep) ? rep.GetString() ?? "\u2581" : "\u2581";
+                // tokenizers >= 0.19: prepend_scheme always|first|never; older files: add_prefix_space true|false.
+                var scheme = t.TryGetProperty("prepend_scheme", out var ps) && ps.ValueKind == JsonValueKind.String
+                    ? ps.GetString() : Bool(t, "add_prefix_space", true) ? "always" : "never";
+                bool splitWords = Bool(t, "split", true);
+                _splitters.Add((s, atStart) => Metaspace(s, atStart, replacement, scheme!, splitWords));
+                break;
             case "Split":
                 if (Bool(t, "invert", false))
                     throw new NotSupportedException("tokenizer.json Split pre-tokenizer with invert=true is not supported.");
@@ -122,7 +137,7 @@ internal sealed class TextPipeline
                 break;
             default:
                 throw new NotSupportedException(
-                    $"tokenizer.json pre_tokenizer type '{type}' is not supported (supported: Sequence, ByteLevel, Split).");
+                    $"tokenizer.json pre_tokenizer type '{type}' is not supported (supported: Sequence, ByteLevel, Split, Metaspace).");
         }
     }
 
@@ -130,7 +145,28 @@ internal sealed class TextPipeline
         e.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : fallback;
 
     // HF ByteLevel(add_prefix_space=true): a space is prepended unless the text already starts with one.
-    static IEnumerable<string> PrefixSpace(string s) => [s.StartsWith(' ') ? s : " " + s];
+    static IEnumerable<string> PrefixSpace(string s, bool atStart) => [s.StartsWith(' ') ? s : " " + s];
+
+    // HF Metaspace: spaces become the replacement ("▁"), which is prepended (unless already there) always, or only to
+    // the piece that begins the input ("first"); with split, every "▁" starts a new word (MergedWithNext).
+    static IEnumerable<string> Metaspace(string s, bool atStart, string replacement, string scheme, bool split)
+    {
+        if (s.Length == 0) return [s];
+        s = s.Replace(" ", replacement, StringComparison.Ordinal);
+        if ((scheme == "always" || (scheme == "first" && atStart)) && !s.StartsWith(replacement, StringComparison.Ordinal))
+            s = replacement + s;
+        if (!split) return [s];
+        var words = new List<string>();
+        int start = 0;
+        for (int i = s.IndexOf(replacement, 1, StringComparison.Ordinal); i > 0 && i < s.Length;
+             i = s.IndexOf(replacement, i + replacement.Length, StringComparison.Ordinal))
+        {
+            words.Add(s[start..i]);
+            start = i;
+        }
+        words.Add(s[start..]);
+        return words;
+    }
 
     void AddRegexSplit(string pattern, string behavior)
     {
@@ -140,8 +176,8 @@ internal sealed class TextPipeline
         Patterns.Add(pattern);
         _splitters.Add(behavior switch
         {
-            "Isolated" => s => SplitIsolated(rx, s, keepMatches: true),
-            "Removed" => s => SplitIsolated(rx, s, keepMatches: false),
+            "Isolated" => (s, _) => SplitIsolated(rx, s, keepMatches: true),
+            "Removed" => (s, _) => SplitIsolated(rx, s, keepMatches: false),
             _ => throw new NotSupportedException(
                 $"tokenizer.json Split behavior '{behavior}' is not supported (supported: Isolated, Removed)."),
         });

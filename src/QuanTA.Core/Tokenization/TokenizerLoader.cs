@@ -3,8 +3,10 @@ using System.Text.Json;
 namespace QuanTA.Core.Tokenization;
 
 /// <summary>
-/// Finds and reads the tokenizer files of a Hugging Face folder. Preference: a byte-level BPE <c>tokenizer.json</c>;
-/// else <c>tokenizer.model</c> (SentencePiece); else <c>vocab.json</c> + <c>merges.txt</c> (GPT-2 byte-level BPE).
+/// Finds and reads the tokenizer files of a Hugging Face folder. Preference, as <c>AutoTokenizer</c> (fast): a BPE
+/// <c>tokenizer.json</c> (byte-level, or SentencePiece-style with Metaspace/byte fallback); else <c>tokenizer.model</c>
+/// (SentencePiece, through Microsoft.ML.Tokenizers' LlamaTokenizer); else <c>vocab.json</c> + <c>merges.txt</c>
+/// (GPT-2 byte-level BPE).
 /// </summary>
 internal static class TokenizerLoader
 {
@@ -57,8 +59,8 @@ internal static class TokenizerLoader
         notUsable = null;
         var model = root.GetProperty("model");
         var type = model.TryGetProperty("type", out var t) ? t.GetString() : null;
-        const string supported = "Supported: byte-level BPE tokenizer.json (GPT-2, LLaMA-3, Qwen2, ...), " +
-                                 "SentencePiece tokenizer.model (LLaMA-2, Mistral), vocab.json + merges.txt.";
+        const string supported = "Supported: BPE tokenizer.json, byte-level (GPT-2, LLaMA-3, Qwen2, ...) or SentencePiece-style " +
+                                 "(LLaMA-2, Mistral); SentencePiece tokenizer.model; vocab.json + merges.txt.";
         if (type != "BPE")
         {
             notUsable = $"'{path}' holds a '{type}' model, which is not supported. {supported}";
@@ -73,27 +75,50 @@ internal static class TokenizerLoader
             if (spmPath is not null) return null;
             throw new NotSupportedException(notUsable, e);
         }
-        var decoderType = Opt(root, "decoder") is { } d && d.TryGetProperty("type", out var dt) ? dt.GetString() : null;
-        if (!pipeline.HasByteLevel && decoderType != "ByteLevel")
+        var decoder = Opt(root, "decoder");
+        bool byteLevel = pipeline.HasByteLevel || DecoderHas(decoder, "ByteLevel");
+        bool byteFallback = model.TryGetProperty("byte_fallback", out var bf) && bf.ValueKind == JsonValueKind.True;
+        bool metaspace = pipeline.HasMetaspace || DecoderHas(decoder, "Metaspace") || DecoderHas(decoder, "ByteFallback");
+        if (!byteLevel && !metaspace)
         {
-            notUsable = $"'{path}' holds a BPE model without a ByteLevel pre-tokenizer (e.g. SentencePiece-style BPE), " +
-                        $"which is not supported from tokenizer.json; put the model's tokenizer.model next to it. {supported}";
+            notUsable = $"'{path}' holds a BPE model with neither a ByteLevel nor a Metaspace (SentencePiece-style) " +
+                        $"pre-tokenizer/decoder, which is not supported. {supported}";
             if (spmPath is not null) return null;
             throw new NotSupportedException(notUsable);
         }
-        if (model.TryGetProperty("byte_fallback", out var bf) && bf.ValueKind == JsonValueKind.True)
+        if (byteLevel && byteFallback)
             throw new NotSupportedException($"'{path}': byte-level BPE with byte_fallback=true is not supported.");
         foreach (var name in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
             if (model.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String && v.GetString() is { Length: > 0 })
-                throw new NotSupportedException($"'{path}': BPE '{name}' is not supported for byte-level BPE.");
+                throw new NotSupportedException($"'{path}': BPE '{name}' is not supported.");
 
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
         var merges = new List<string>();
         foreach (var m in model.GetProperty("merges").EnumerateArray())
-            merges.Add(m.ValueKind == JsonValueKind.Array ? $"{m[0].GetString()} {m[1].GetString()}" : m.GetString()!);
+        {
+            var (l, r) = m.ValueKind == JsonValueKind.Array ? (m[0].GetString()!, m[1].GetString()!) : SplitMerge(m.GetString()!);
+            if (l.Contains(' ') || r.Contains(' '))
+                throw new NotSupportedException($"'{path}': a merge holds a token with a space ('{l}' + '{r}'), which is not supported.");
+            merges.Add($"{l} {r}");
+        }
         bool ignoreMerges = model.TryGetProperty("ignore_merges", out var im) && im.ValueKind == JsonValueKind.True;
         string? unk = model.TryGetProperty("unk_token", out var u) && u.ValueKind == JsonValueKind.String ? u.GetString() : null;
+        bool fuseUnk = model.TryGetProperty("fuse_unk", out var fu) && fu.ValueKind == JsonValueKind.True;
+
+        ITokenizerModel tokModel;
+        if (byteLevel)
+        {
+            var kind = ignoreMerges ? "byte-level BPE, ignore_merges (tokenizer.json, LLaMA-3 style)" : "byte-level BPE (tokenizer.json)";
+            tokModel = new ByteLevelBpeModel(vocab, merges, pipeline, ignoreMerges, unk, kind);
+        }
+        else
+        {
+            if (ignoreMerges)
+                throw new NotSupportedException($"'{path}': ignore_merges is only supported for byte-level BPE.");
+            tokModel = new MetaspaceBpeModel(vocab, merges, pipeline, byteFallback, unk, fuseUnk, LeadingSpaceOf(decoder),
+                DecoderHas(decoder, "ByteFallback"));
+        }
 
         var added = new List<AddedToken>();
         if (root.TryGetProperty("added_tokens", out var at) && at.ValueKind == JsonValueKind.Array)
@@ -104,9 +129,7 @@ internal static class TokenizerLoader
         PaddingSide? padSide = Opt(root, "padding") is { } pad && pad.TryGetProperty("direction", out var dir)
             ? (dir.GetString() == "Left" ? PaddingSide.Left : PaddingSide.Right) : null;
 
-        var kind = ignoreMerges ? "byte-level BPE, ignore_merges (tokenizer.json, LLaMA-3 style)" : "byte-level BPE (tokenizer.json)";
-        var bpe = new ByteLevelBpeModel(vocab, merges, pipeline, ignoreMerges, unk, kind);
-        return new Parts(bpe, added, prefix, suffix, padSide, path);
+        return new Parts(tokModel, added, prefix, suffix, padSide, path);
     }
 
     static Parts FromVocabAndMerges(string vocabPath, string mergesPath, TokenizerConfigFiles cfg)
@@ -166,6 +189,39 @@ internal static class TokenizerLoader
                 throw new NotSupportedException(
                     $"'{path}': post_processor type '{type}' is not supported (supported: TemplateProcessing, ByteLevel, Sequence, BertProcessing, RobertaProcessing).");
         }
+    }
+
+    static (string, string) SplitMerge(string merge)
+    {
+        int i = merge.IndexOf(' ');
+        return i <= 0 ? throw new InvalidDataException($"Bad merge entry '{merge}' (expected \"left right\").") : (merge[..i], merge[(i + 1)..]);
+    }
+
+    // decoder of the given type, directly or inside a Sequence.
+    static bool DecoderHas(JsonElement? decoder, string type)
+    {
+        if (decoder is not { ValueKind: JsonValueKind.Object } d) return false;
+        if (d.TryGetProperty("type", out var t) && t.GetString() == type) return true;
+        return d.TryGetProperty("decoders", out var list) && list.EnumerateArray().Any(x => DecoderHas(x, type));
+    }
+
+    // LLaMA decoder: Sequence[Replace, ByteFallback, Fuse, Strip(start=1)]; Metaspace decoder: prepend_scheme != never.
+    static LeadingSpace LeadingSpaceOf(JsonElement? decoder)
+    {
+        if (decoder is not { ValueKind: JsonValueKind.Object } d) return LeadingSpace.Keep;
+        var type = d.TryGetProperty("type", out var t) ? t.GetString() : null;
+        if (type == "Strip")
+            return d.TryGetProperty("start", out var st) && st.GetInt32() > 0 ? LeadingSpace.StripOne : LeadingSpace.Keep;
+        if (type == "Metaspace")
+        {
+            bool prepends = d.TryGetProperty("prepend_scheme", out var ps) ? ps.GetString() != "never"
+                : !d.TryGetProperty("add_prefix_space", out var aps) || aps.ValueKind != JsonValueKind.False;
+            return prepends ? LeadingSpace.DropInFirstToken : LeadingSpace.Keep;
+        }
+        if (d.TryGetProperty("decoders", out var list))
+            foreach (var x in list.EnumerateArray())
+                if (LeadingSpaceOf(x) is var l && l != LeadingSpace.Keep) return l;
+        return LeadingSpace.Keep;
     }
 
     static JsonElement? Opt(JsonElement root, string name) =>

@@ -16,8 +16,9 @@ internal interface ITokenizerModel
     /// <summary>One more than the largest id of the model vocabulary.</summary>
     int VocabCount { get; }
 
-    /// <summary>Appends the ids of a plain-text piece (normalization and pre-tokenization included).</summary>
-    void EncodePlain(string text, List<int> ids);
+    /// <summary>Appends the ids of a plain-text piece (normalization and pre-tokenization included);
+    /// <paramref name="atStart"/> tells whether the piece begins the input text.</summary>
+    void EncodePlain(string text, bool atStart, List<int> ids);
 
     /// <summary>Id of a vocabulary entry, given as stored in the vocabulary.</summary>
     bool TryGetId(string token, out int id);
@@ -67,9 +68,9 @@ internal sealed class ByteLevelBpeModel : ITokenizerModel
     /// <summary>The split patterns in use (from the tokenizer's own pre-tokenizer).</summary>
     public IReadOnlyList<string> Patterns => _pipeline.Patterns;
 
-    public void EncodePlain(string text, List<int> ids)
+    public void EncodePlain(string text, bool atStart, List<int> ids)
     {
-        foreach (var word in _pipeline.PreTokenize(_pipeline.Normalize(text)))
+        foreach (var word in _pipeline.PreTokenize(_pipeline.Normalize(text), atStart))
         {
             if (_ignoreMerges && _vocab.TryGetValue(ByteLevelAlphabet.Encode(word), out var whole)) { ids.Add(whole); continue; }
             ids.AddRange(_bpe.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
@@ -119,25 +120,53 @@ internal sealed class SentencePieceModel : ITokenizerModel
     /// <summary>The SentencePiece EOS id stored in the model file.</summary>
     public int ModelEosId => _sp.EndOfSentenceId;
 
-    public void EncodePlain(string text, List<int> ids) =>
+    public void EncodePlain(string text, bool atStart, List<int> ids) =>
         ids.AddRange(_sp.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false));
 
     public bool TryGetId(string token, out int id) => _vocab.TryGetValue(token, out id);
 
     public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
 
-    public string DecodeTokens(IReadOnlyList<string> tokens)
+    public string DecodeTokens(IReadOnlyList<string> tokens) => MetaspaceText.Decode(tokens, LeadingSpace.StripOne);
+}
+
+/// <summary>Decoding of SentencePiece-style tokens, as the HF LLaMA decoder (Replace "▁"→" ", ByteFallback, Fuse, Strip).</summary>
+internal static class MetaspaceText
+{
+    /// <summary>Byte-fallback token <c>&lt;0xNN&gt;</c> → its byte.</summary>
+    public static bool TryParseByteToken(string t, out byte b)
+    {
+        b = 0;
+        return t.Length == 6 && t.StartsWith("<0x", StringComparison.Ordinal) && t[5] == '>' &&
+               byte.TryParse(t.AsSpan(3, 2), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out b);
+    }
+
+    /// <summary>Joins tokens: "▁" becomes a space, byte tokens are fused into UTF-8, and the dummy prefix is removed
+    /// as <paramref name="leading"/> says. Without <paramref name="byteFallback"/> (no ByteFallback decoder) byte
+    /// tokens stay as their text, as HF does.</summary>
+    public static string Decode(IReadOnlyList<string> tokens, LeadingSpace leading, bool byteFallback = true)
     {
         var bytes = new List<byte>();
-        foreach (var t in tokens)
+        for (int i = 0; i < tokens.Count; i++)
         {
-            if (t.Length == 6 && t.StartsWith("<0x", StringComparison.Ordinal) && t[5] == '>' &&
-                byte.TryParse(t.AsSpan(3, 2), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out var b))
-                bytes.Add(b);
-            else
-                bytes.AddRange(Encoding.UTF8.GetBytes(t.Replace('\u2581', ' ')));
+            var t = tokens[i];
+            if (byteFallback && TryParseByteToken(t, out var b)) { bytes.Add(b); continue; } // HF decoders.ByteFallback
+            // HF decoders.Metaspace: in the first token every "▁" is dropped, elsewhere it is a space.
+            t = i == 0 && leading == LeadingSpace.DropInFirstToken ? t.Replace("\u2581", "") : t.Replace('\u2581', ' ');
+            bytes.AddRange(Encoding.UTF8.GetBytes(t));
         }
         var text = Encoding.UTF8.GetString(bytes.ToArray());
-        return text.StartsWith(' ') ? text[1..] : text;
+        return leading == LeadingSpace.StripOne && text.StartsWith(' ') ? text[1..] : text;
     }
+}
+
+/// <summary>How a SentencePiece-style decoder removes the dummy-prefix space.</summary>
+internal enum LeadingSpace
+{
+    /// <summary>Nothing removed.</summary>
+    Keep,
+    /// <summary>One leading space of the whole text (LLaMA decoder's Strip(start=1); sentencepiece).</summary>
+    StripOne,
+    /// <summary>Every "▁" of the first token (HF Metaspace decoder with a prepend scheme).</summary>
+    DropInFirstToken,
 }

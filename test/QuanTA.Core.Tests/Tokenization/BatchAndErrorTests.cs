@@ -145,6 +145,7 @@ public class BatchAndErrorTests
         var tok = Tiny();
         Assert.Throws<ArgumentNullException>(() => tok.Encode(null!));
         Assert.Throws<ArgumentOutOfRangeException>(() => tok.Decode([5, -1]));
+        Assert.Equal(tok.Decode([67]), tok.Decode([67, tok.VocabSize + 10])); // embedding padding rows are skipped, as HF
         Assert.Throws<ArgumentException>(() => tok.EncodeBatch([]));
         Assert.Throws<ArgumentException>(() => tok.EncodeBatch(["a"], padToMaxLength: true));
     }

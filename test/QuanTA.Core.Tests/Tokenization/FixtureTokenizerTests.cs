@@ -95,6 +95,15 @@ public class FixtureTokenizerTests
     }
 
     [Fact]
+    public void WorksAsTheGeneratorsTextCodec()
+    {
+        QuanTA.Core.Generation.ITextCodec codec = HfTokenizer.FromPretrained(FixtureFolder.Dir("llama-tiny"));
+        var prompt = FixtureFolder.Prompts("llama-tiny")[0];
+        Assert.Equal(FixtureFolder.Int64Rows("llama-tiny", "greedy_prompt_ids")![0].Select(i => (int)i), codec.Encode(prompt));
+        Assert.Equal(prompt, codec.Decode([.. codec.Encode(prompt), 0])); // eos skipped
+    }
+
+    [Fact]
     public void VocabJsonAndMergesTxtGiveTheSameIds()
     {
         using var dir = new FixtureFolder.TempCopy("llama-tiny", "vocab.json", "merges.txt", "tokenizer_config.json", "config.json");

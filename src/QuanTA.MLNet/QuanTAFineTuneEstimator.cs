@@ -103,7 +103,8 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
         {
             var runner = new FineTuneRunner(model, o, _host, o.Seed.Value);
             runner.Run(train, validation);
-            if (o.LossCurvePngPath is not null) LossCurve.SavePng(o.LossCurvePngPath, runner.StepLosses, runner.ValidationLosses, o);
+            if (o.LossCurvePngPath is not null)
+                Plotting.LossCurvePlot.SavePng(o.LossCurvePngPath, runner.History, $"QuanTA fine-tuning ({o.Task}, {o.Adapter}, lr {o.LearningRate:G3})");
             var keep = o.Clone();
             keep.ValidationSet = null; keep.Progress = null; keep.CancellationToken = default;
             return new QuanTAFineTuneTransformer(_env, model, keep, labels, reference, runner.StepLosses.ToArray())

@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using QuanTA.Core.Training;
 
 namespace QuanTA.MLNet;
 
@@ -18,17 +19,6 @@ public enum AdapterMethod
     QuanTA,
     /// <summary>LoRA: the low-rank baseline ΔW = (α/r)·B·A.</summary>
     LoRA,
-}
-
-/// <summary>Learning-rate schedule after warm-up.</summary>
-public enum LearningRateSchedule
-{
-    /// <summary>Linear decay to zero (the paper's choice).</summary>
-    Linear,
-    /// <summary>Cosine decay to zero.</summary>
-    Cosine,
-    /// <summary>Constant after warm-up.</summary>
-    Constant,
 }
 
 /// <summary>What to do with a text longer than <see cref="QuanTAFineTuneOptions.MaxSequenceLength"/> tokens.</summary>
@@ -147,7 +137,7 @@ public sealed class QuanTAFineTuneOptions
     /// <summary>Peak learning rate of AdamW. Default 1e-4 (the paper's DROP setting).</summary>
     public double LearningRate = 1e-4;
 
-    /// <summary>Schedule after warm-up. Default linear decay (the paper's).</summary>
+    /// <summary>Schedule after warm-up (QuanTA.Core.Training.LearningRateSchedule). Default linear decay (the paper's).</summary>
     public LearningRateSchedule Schedule = LearningRateSchedule.Linear;
 
     /// <summary>Fraction of steps with linear warm-up from 0. Default 0 (the paper's).</summary>

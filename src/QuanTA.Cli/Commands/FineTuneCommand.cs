@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using QuanTA.Core.Training;
 using QuanTA.MLNet;
 
 namespace QuanTA.Cli.Commands;

@@ -1,3 +1,4 @@
+using QuanTA.Core.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.PyBridge;
@@ -131,23 +132,16 @@ internal sealed class FineTuneModel : IDisposable
         var (ids, mask) = Collate(rows);
         var logits = ClassLogits(ids, mask);                                             // (B, C)
         var target = torch.tensor(labels.Select(l => (long)l).ToArray(), device: Device);  // (B,)
-        return nn.functional.cross_entropy(logits, target);
+        return Losses.Classification(logits, target);
     }
 
     /// <summary>Causal-LM loss averaged over target tokens only (prompt and padding labelled -100). Caller owns the scope.</summary>
     public Tensor LanguageModelLoss(IReadOnlyList<EncodedRow> rows)
     {
         var (ids, mask) = Collate(rows);
-        var labels = ids.clone();                                                         // (B, T)
-        for (int i = 0; i < rows.Count; i++)
-        {
-            labels[i, ..rows[i].PromptLength] = -100;
-            labels[i, rows[i].Ids.Length..] = -100;
-        }
+        var labels = Losses.PromptMaskedLabels(ids, mask, rows.Select(r => r.PromptLength).ToList());   // (B, T), -100 on prompt/pad
         var logits = _lm.Forward(ids, mask);                                              // (B, T, V)
-        var shifted = logits[.., ..^1, ..].to_type(ScalarType.Float32);                   // predict token t+1 from ≤ t
-        var next = labels[.., 1..];                                                       // (B, T-1)
-        return nn.functional.cross_entropy(shifted.reshape(-1, shifted.shape[^1]), next.reshape(-1), ignore_index: -100);
+        return Losses.CausalLM(logits, labels, out _);                                    // mean over target tokens
     }
 
     Tensor ClassLogits(Tensor ids, Tensor mask)

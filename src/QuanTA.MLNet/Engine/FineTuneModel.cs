@@ -64,8 +64,11 @@ internal sealed class FineTuneModel : IDisposable
             torch.manual_seed(seed);
             var injection = CoreBackend.Inject(lm.Module, options, seed);
             if (options.Task == QuanTATask.TextClassification)
+            {
                 foreach (var (name, p) in lm.Module.named_parameters())
                     if (name.StartsWith("score.", StringComparison.Ordinal)) p.requires_grad = true;   // PEFT SEQ_CLS: head trained too
+                injection = injection with { TrainableParameters = lm.Module.parameters().Where(p => p.requires_grad).Sum(p => p.numel()) };
+            }
             lm.Module.eval();
             return new FineTuneModel(lm, tokenizer, options.Task, options.Task == QuanTATask.TextClassification ? numClasses : 0,
                 device, options.MaxSequenceLength, injection, baseKeys);

@@ -102,6 +102,19 @@ public class BadInputTests
     }
 
     [Fact]
+    public void CancellationStopsFitAndDisposeFreesTheModel()
+    {
+        var o = Options(); o.CancellationToken = new CancellationToken(canceled: true);
+        Assert.ThrowsAny<OperationCanceledException>(() => Ml.Transforms.QuanTAFineTune(o).Fit(SmallData()));
+
+        var data = ToyData.View(Ml, ToyData.Classification(4, seed: 1));
+        var chain = Ml.Transforms.Conversion.MapValueToKey("Label").Append(Ml.Transforms.QuanTAFineTune(Options())).Fit(data);
+        var quanta = chain.LastTransformer;
+        chain.Dispose();   // TransformerChain disposes its steps
+        Assert.Throws<ObjectDisposedException>(() => quanta.Transform(data));
+    }
+
+    [Fact]
     public void LayoutThatCannotCoverATargetIsNamed()
     {
         var o = Options(); o.AxisLayout = [4, 4, 4];   // 64 < 128

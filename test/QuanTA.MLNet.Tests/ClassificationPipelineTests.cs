@@ -28,6 +28,7 @@ public sealed class ClassificationFixture : IDisposable
             AxisLayout = [8, 4, 4],        // 128 = 8·4·4 (hidden size of the fixture)
             Epochs = 4, BatchSize = 8, LearningRate = 3e-3, MaxSequenceLength = 32,
             LossCurvePngPath = LossCurve,
+            ValidationSet = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(Train).Transform(Test),
             Progress = new SyncProgress<QuanTAProgress>(Progress.Add),
         };
         var pipeline = Ml.Transforms.Conversion.MapValueToKey("Label")
@@ -61,11 +62,41 @@ public class ClassificationPipelineTests(ClassificationFixture f) : IClassFixtur
         Assert.Equal(4 * 6, losses.Count);   // 48 rows / 8 per batch × 4 epochs
         double first = losses.Take(3).Average(), last = losses.TakeLast(3).Average();
         Assert.True(last < 0.5 * first, $"loss fell only from {first:F3} to {last:F3}");
-        Assert.Equal(losses.Count, f.Progress.Count);
-        Assert.Equal(Enumerable.Range(1, losses.Count), f.Progress.Select(p => p.Step));
+        var steps = f.Progress.Where(p => p.ValidationLoss is null).ToList();
+        Assert.Equal(losses.Count, steps.Count);
+        Assert.Equal(Enumerable.Range(1, losses.Count), steps.Select(p => p.Step));
         Assert.True(f.Progress[^1].LearningRate < f.Progress[0].LearningRate);   // linear decay
         Assert.Contains(f.Log, m => m.Contains("step 24/24") && m.Contains("loss") && m.Contains("tokens/s"));
         Assert.True(new FileInfo(f.LossCurve).Length > 1000);
+    }
+
+    [Fact]
+    public void ValidationLossIsReportedEachEpochAndFalls()
+    {
+        var v = f.QuanTA.ValidationLosses;
+        Assert.Equal(4, v.Count);
+        Assert.True(v[^1] < 0.5 * v[0], string.Join(", ", v));
+        Assert.Equal(v, f.Progress.Where(p => p.ValidationLoss is not null).Select(p => p.ValidationLoss!.Value));
+        Assert.Contains(f.Log, m => m.Contains("validation loss"));
+    }
+
+    [Fact]
+    public void EstimatorOutputSchemaFeedsDownstreamEstimators()
+    {
+        var options = new QuanTAFineTuneOptions { BaseModelPath = ToyData.Fixture("llama-tiny-seqcls") };
+        var pipeline = f.Ml.Transforms.Conversion.MapValueToKey("Label")
+            .Append(f.Ml.Transforms.QuanTAFineTune(options))
+            .Append(f.Ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
+        var shape = pipeline.GetOutputSchema(Internals.MlNetInternals.ShapeOf(f.Train.Schema));
+        var score = shape.Single(c => c.Name == "Score");
+        Assert.Equal(SchemaShape.Column.VectorKind.Vector, score.Kind);
+        Assert.Equal(NumberDataViewType.Single, score.ItemType);
+        Assert.Contains(score.Annotations, a => a.Name == "SlotNames");
+        Assert.Contains(shape, c => c.Name == "PredictedLabel" && c.ItemType is TextDataViewType);   // MapKeyToValue accepted it
+        // and the fitted model's real schema agrees
+        var schema = f.Model.GetOutputSchema(f.Train.Schema);
+        Assert.Equal(3, ((VectorDataViewType)schema["Score"].Type).Size);
+        Assert.IsType<TextDataViewType>(schema["PredictedLabel"].Type);
     }
 
     [Fact]

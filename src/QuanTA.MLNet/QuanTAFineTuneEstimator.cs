@@ -98,7 +98,7 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
 
         TorchRuntime.Initialize();
         var device = TorchRuntime.ResolveDevice(MlNetInternals.GpuDeviceId(_env), MlNetInternals.FallbackToCpu(_env));
-        var model = FineTuneModel.Create(o, labels?.Count ?? 0, device, o.Seed.Value);
+        var model = FineTuneModel.Create(o, labels?.Count ?? 0, device, o.Seed.Value, labels?.KeyNames);
         try
         {
             var runner = new FineTuneRunner(model, o, _host, o.Seed.Value);

@@ -33,8 +33,13 @@ public enum TruncationPolicy
 /// <summary>How a classification is computed from the base model.</summary>
 public enum ClassificationMode
 {
-    /// <summary>The base is a <c>…ForSequenceClassification</c> checkpoint: its <c>score</c> head gives one logit per class.</summary>
+    /// <summary>The base is a <c>…ForSequenceClassification</c> checkpoint: its <c>score</c> head gives one logit per class
+    /// (trained together with the adapter, as PEFT does for sequence classification).</summary>
     Head,
+    /// <summary>The base is a causal LM: each class is scored by the mean log-probability of its name (the label's key value,
+    /// after a space) following the text, as the paper does on commonsense tasks; training is causal-LM loss on the correct
+    /// name's tokens. <c>Score</c> is the softmax of those mean log-probabilities.</summary>
+    Verbalizer,
 }
 
 /// <summary>One progress report from <c>Fit</c> (also logged through ML.NET's channels).</summary>

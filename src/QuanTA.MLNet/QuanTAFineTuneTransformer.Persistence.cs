@@ -71,7 +71,7 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
 
         TorchRuntime.Initialize();
         var device = TorchRuntime.ResolveDevice(MlNetInternals.GpuDeviceId(env), MlNetInternals.FallbackToCpu(env));
-        var model = FineTuneModel.Create(options, labels?.Count ?? 0, device, options.Seed ?? 1);
+        var model = FineTuneModel.Create(options, labels?.Count ?? 0, device, options.Seed ?? 1, labels?.KeyNames);
         try
         {
             model.LoadTrainedState(state!);

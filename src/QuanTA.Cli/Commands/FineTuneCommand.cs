@@ -27,6 +27,7 @@ public static class FineTuneCommand
         var text2Col = new Option<string?>("--second-text-column") { Description = "Optional second text column (sentence pairs)." };
         var labelCol = new Option<string>("--label-column") { Description = "Label column (classification).", DefaultValueFactory = _ => d.LabelColumnName };
         var targetCol = new Option<string>("--target-column") { Description = "Target text column (generation).", DefaultValueFactory = _ => d.TargetTextColumnName };
+        var mode = new Option<string>("--classification-mode") { Description = "head (a …ForSequenceClassification base) or verbalizer (a causal LM scores each label name).", DefaultValueFactory = _ => "head" };
         var adapter = new Option<string>("--adapter") { Description = "quanta or lora.", DefaultValueFactory = _ => "quanta" };
         var layout = new Option<string?>("--axis-layout") { Description = "QuanTA axis layout, e.g. 16,8,8,4 (default: derived per layer)." };
         var axisCount = new Option<int>("--axis-count") { Description = "Axes when the layout is derived.", DefaultValueFactory = _ => d.AxisCount };
@@ -50,7 +51,7 @@ public static class FineTuneCommand
 
         var cmd = new Command("finetune", "Fine-tune a QuanTA/LoRA adapter on TSV/CSV data and save an ML.NET model .zip.")
         {
-            task, baseModel, train, validation, output, textCol, text2Col, labelCol, targetCol, adapter, layout, axisCount, targets, dropout,
+            task, baseModel, train, validation, output, textCol, text2Col, labelCol, targetCol, mode, adapter, layout, axisCount, targets, dropout,
             loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, seed, lossCurve, export, device,
         };
         cmd.SetAction(r => CliRun.Run(() =>
@@ -61,6 +62,8 @@ public static class FineTuneCommand
                 BaseModelPath = r.GetValue(baseModel)!,
                 TextColumnName = r.GetValue(textCol)!, SecondTextColumnName = r.GetValue(text2Col),
                 LabelColumnName = r.GetValue(labelCol)!, TargetTextColumnName = r.GetValue(targetCol)!,
+                ClassificationMode = Enum.TryParse<ClassificationMode>(r.GetValue(mode), true, out var m) ? m
+                    : throw new ArgumentException($"--classification-mode '{r.GetValue(mode)}' is not head or verbalizer."),
                 Adapter = r.GetValue(adapter)!.ToLowerInvariant() switch
                 {
                     "quanta" => AdapterMethod.QuanTA, "lora" => AdapterMethod.LoRA,

@@ -34,6 +34,9 @@ internal sealed class LabelValues
     /// <summary>Class names for display / SlotNames ("0", "1", … when the label has no key values).</summary>
     public IReadOnlyList<string> Names => _code is null ? Enumerable.Range(0, Count).Select(i => i.ToString(CultureInfo.InvariantCulture)).ToArray() : _values;
 
+    /// <summary>The key values as strings, or null when the label has none.</summary>
+    public IReadOnlyList<string>? KeyNames => _code is null ? null : _values;
+
     /// <summary>Reads count and key values from a key-typed label column.</summary>
     public static LabelValues From(DataViewSchema.Column label)
     {

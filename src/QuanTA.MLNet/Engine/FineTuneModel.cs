@@ -18,13 +18,17 @@ internal sealed class FineTuneModel : IDisposable
 {
     readonly ILanguageModel _lm;
     readonly HashSet<string> _baseKeys;
+    readonly int[][]? _verbalized;   // Verbalizer mode: the token ids of " {class name}" per class
 
     FineTuneModel(ILanguageModel lm, ITextTokenizer tokenizer, QuanTATask task, int numClasses, Device device, int maxLen,
-        InjectionSummary injection, HashSet<string> baseKeys)
+        InjectionSummary injection, HashSet<string> baseKeys, int[][]? verbalized)
     {
         _lm = lm; Tokenizer = tokenizer; Task = task; NumClasses = numClasses; Device = device; MaxSequenceLength = maxLen;
-        Injection = injection; _baseKeys = baseKeys;
+        Injection = injection; _baseKeys = baseKeys; _verbalized = verbalized;
     }
+
+    /// <summary>True when classes are scored by a causal LM as verbalized answers rather than by a classification head.</summary>
+    public bool IsVerbalizer => _verbalized is not null;
 
     /// <summary>The task.</summary>
     public QuanTATask Task { get; }
@@ -43,35 +47,48 @@ internal sealed class FineTuneModel : IDisposable
     /// <summary>True while adapters are folded into the base weights.</summary>
     public bool IsMerged { get; private set; }
 
-    /// <summary>Loads the base model, checks the head against <paramref name="numClasses"/>, injects adapters with a fixed seed
-    /// and (classification) makes the head trainable.</summary>
-    public static FineTuneModel Create(QuanTAFineTuneOptions options, int numClasses, Device device, int seed)
+    /// <summary>Loads the base model, checks the head against <paramref name="numClasses"/> (or, in Verbalizer mode, tokenizes the
+    /// <paramref name="classNames"/>), injects adapters with a fixed seed and (head mode) makes the head trainable.</summary>
+    public static FineTuneModel Create(QuanTAFineTuneOptions options, int numClasses, Device device, int seed,
+        IReadOnlyList<string>? classNames = null)
     {
-        var (lm, tokenizer) = CoreBackend.Load(options.BaseModelPath, options.Task, device);
+        bool classification = options.Task == QuanTATask.TextClassification;
+        bool verbalizer = classification && options.ClassificationMode == ClassificationMode.Verbalizer;
+        var (lm, tokenizer) = CoreBackend.Load(options.BaseModelPath, verbalizer ? QuanTATask.TextGeneration : options.Task, device);
         try
         {
-            if (options.Task == QuanTATask.TextClassification)
+            int[][]? verbalized = null;
+            if (classification && numClasses < 2) throw new ArgumentException($"Classification needs at least 2 classes; the label column has {numClasses}.");
+            if (verbalizer)
+            {
+                if (classNames is null || classNames.Count != numClasses)
+                    throw new ArgumentException("ClassificationMode.Verbalizer needs class names: the label column must carry key values " +
+                        "(MapValueToKey over a text column).");
+                verbalized = classNames.Select(n => tokenizer.Encode(" " + n.Trim(), addSpecialTokens: false)).ToArray();
+                var empty = classNames.Where((n, i) => verbalized[i].Length == 0).FirstOrDefault();
+                if (empty is not null) throw new ArgumentException($"Class name '{empty}' has no tokens to score.");
+            }
+            else if (classification)
             {
                 int head = lm.NumLabels ?? throw new ArgumentException(
-                    $"The base model in '{options.BaseModelPath}' has no classification head; text classification needs a " +
-                    "…ForSequenceClassification checkpoint (config.json \"architectures\").");
+                    $"The base model in '{options.BaseModelPath}' has no classification head; use a …ForSequenceClassification checkpoint " +
+                    "(config.json \"architectures\") or ClassificationMode.Verbalizer with a causal LM.");
                 if (numClasses > head)
                     throw new ArgumentException($"The label column has {numClasses} classes but the base model's classification head " +
                         $"in '{options.BaseModelPath}' has only {head} outputs (config.json num_labels/id2label).");
-                if (numClasses < 2) throw new ArgumentException($"Classification needs at least 2 classes; the label column has {numClasses}.");
             }
             var baseKeys = lm.Module.state_dict().Keys.ToHashSet();
             torch.manual_seed(seed);
             var injection = CoreBackend.Inject(lm.Module, options, seed);
-            if (options.Task == QuanTATask.TextClassification)
+            if (classification && !verbalizer)
             {
                 foreach (var (name, p) in lm.Module.named_parameters())
                     if (name.StartsWith("score.", StringComparison.Ordinal)) p.requires_grad = true;   // PEFT SEQ_CLS: head trained too
                 injection = injection with { TrainableParameters = lm.Module.parameters().Where(p => p.requires_grad).Sum(p => p.numel()) };
             }
             lm.Module.eval();
-            return new FineTuneModel(lm, tokenizer, options.Task, options.Task == QuanTATask.TextClassification ? numClasses : 0,
-                device, options.MaxSequenceLength, injection, baseKeys);
+            return new FineTuneModel(lm, tokenizer, options.Task, classification ? numClasses : 0,
+                device, options.MaxSequenceLength, injection, baseKeys, verbalized);
         }
         catch
         {
@@ -82,14 +99,36 @@ internal sealed class FineTuneModel : IDisposable
 
     // ---------------------------------------------------------------- tokenization
 
-    /// <summary>Classification input: text (+ newline + second text), truncated on the right to the budget.</summary>
+    /// <summary>Classification input: text (+ newline + second text), truncated on the right to the budget. Verbalizer mode:
+    /// the prompt only, cut from the left to leave room for the longest class name.</summary>
     public EncodedRow EncodeClassification(string text, string? secondText)
     {
-        var ids = Tokenizer.Encode(secondText is null ? text : text + "\n" + secondText, addSpecialTokens: true);
+        if (_verbalized is not null)
+        {
+            var p = Tokenizer.Encode(Join(text, secondText), addSpecialTokens: true);
+            int room = MaxSequenceLength - _verbalized.Max(v => v.Length);
+            return p.Length > room ? new EncodedRow(p[^room..], room, true) : new EncodedRow(p, p.Length, false);
+        }
+        var ids = Tokenizer.Encode(Join(text, secondText), addSpecialTokens: true);
         bool truncated = ids.Length > MaxSequenceLength;
         if (truncated) ids = ids[..MaxSequenceLength];
         return new EncodedRow(ids, 0, truncated);
     }
+
+    static string Join(string text, string? second) => second is null ? text : text + "\n" + second;
+
+    /// <summary>A training row: classification input (head mode), prompt + the label's verbalization (verbalizer mode) or
+    /// prompt + target (generation).</summary>
+    public EncodedRow EncodeTraining(string text, string? secondText, int label, string? target)
+    {
+        if (Task == QuanTATask.TextGeneration) return EncodeGeneration(text, target);
+        var e = EncodeClassification(text, secondText);
+        return _verbalized is null ? e : e with { Ids = [.. e.Ids, .. _verbalized[label]] };
+    }
+
+    /// <summary>The training loss of a batch in the model's mode (caller owns the dispose scope).</summary>
+    public Tensor TrainingLoss(IReadOnlyList<EncodedRow> rows, IReadOnlyList<int> labels) =>
+        Task == QuanTATask.TextClassification && _verbalized is null ? ClassificationLoss(rows, labels) : LanguageModelLoss(rows);
 
     /// <summary>Generation input: prompt ids, then (training) target ids + EOS. Over budget, the prompt is cut from the left
     /// (the target is kept); a target alone over budget is cut on the right.</summary>
@@ -147,6 +186,17 @@ internal sealed class FineTuneModel : IDisposable
         return Losses.CausalLM(logits, labels, out _);                                    // mean over target tokens
     }
 
+    /// <summary>Per row: mean log-probability of the tokens after the prompt. Returns (N,) fp32.</summary>
+    Tensor MeanTargetLogProb(IReadOnlyList<EncodedRow> rows)
+    {
+        var (ids, mask) = Collate(rows);
+        var labels = Losses.PromptMaskedLabels(ids, mask, rows.Select(r => r.PromptLength).ToList())[.., 1..];   // (N, T-1)
+        var logp = nn.functional.log_softmax(_lm.Forward(ids, mask)[.., ..^1, ..].to_type(ScalarType.Float32), -1); // (N, T-1, V)
+        var keep = labels.ne(Losses.IgnoreIndex);                                         // (N, T-1)
+        var picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1);      // (N, T-1)
+        return (picked * keep).sum(1) / keep.sum(1).clamp_min(1);                         // (N,)
+    }
+
     Tensor ClassLogits(Tensor ids, Tensor mask)
     {
         var logits = _lm.Forward(ids, mask).to_type(ScalarType.Float32);                 // (B, head)
@@ -155,13 +205,24 @@ internal sealed class FineTuneModel : IDisposable
 
     // ---------------------------------------------------------------- inference
 
-    /// <summary>Softmax class probabilities for each row.</summary>
+    /// <summary>Softmax class probabilities for each row: of the head's logits, or (verbalizer) of each class name's mean
+    /// token log-probability after the prompt (the paper's commonsense scoring).</summary>
     public float[][] ClassProbabilities(IReadOnlyList<EncodedRow> rows)
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
-        var (ids, mask) = Collate(rows);
-        var probs = nn.functional.softmax(ClassLogits(ids, mask), -1).cpu();             // (B, C)
+        Tensor scores;                                                                    // (B, C)
+        if (_verbalized is null)
+        {
+            var (ids, mask) = Collate(rows);
+            scores = ClassLogits(ids, mask);
+        }
+        else
+        {
+            var candidates = rows.SelectMany(r => _verbalized.Select(v => new EncodedRow([.. r.Ids, .. v], r.PromptLength, r.Truncated))).ToList();
+            scores = MeanTargetLogProb(candidates).reshape(rows.Count, NumClasses);
+        }
+        var probs = nn.functional.softmax(scores, -1).cpu();                              // (B, C)
         var flat = probs.data<float>().ToArray();
         return Enumerable.Range(0, rows.Count).Select(i => flat.AsSpan(i * NumClasses, NumClasses).ToArray()).ToArray();
     }

@@ -82,9 +82,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         {
             MlNetInternals.CheckAlive(host);
             var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
-            var loss = model.Task == QuanTATask.TextClassification
-                ? model.ClassificationLoss(encoded, batch.Select(r => r.Label).ToList())
-                : model.LanguageModelLoss(encoded);
+            var loss = model.TrainingLoss(encoded, batch.Select(r => r.Label).ToList());
             return new TrainStepResult(loss, encoded.Sum(e => (long)e.Ids.Length));
         }, validation is null ? null : () => Evaluate(validation), progress, o.CancellationToken);
         History = result.History;
@@ -93,9 +91,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
 
     EncodedRow Encode(InputRow r, ref int truncated)
     {
-        var e = model.Task == QuanTATask.TextClassification
-            ? model.EncodeClassification(r.Text, r.SecondText)
-            : model.EncodeGeneration(r.Text, r.Target);
+        var e = model.EncodeTraining(r.Text, r.SecondText, r.Label, r.Target);
         if (e.Truncated)
         {
             if (options.Truncation == TruncationPolicy.Error)
@@ -117,9 +113,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
             using var scope = torch.NewDisposeScope();
             using var _ = torch.no_grad();
-            var loss = model.Task == QuanTATask.TextClassification
-                ? model.ClassificationLoss(encoded, batch.Select(r => r.Label).ToList())
-                : model.LanguageModelLoss(encoded);
+            var loss = model.TrainingLoss(encoded, batch.Select(r => r.Label).ToList());
             sum += loss.item<float>() * batch.Length; n += batch.Length;
         }
         return n == 0 ? double.NaN : sum / n;

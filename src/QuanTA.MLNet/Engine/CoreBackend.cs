@@ -25,8 +25,8 @@ internal static class CoreBackend
             throw new DirectoryNotFoundException($"Base model folder '{baseModelPath}' not found (BaseModelPath).");
         var tokenizer = new TokenizerAdapter(HfTokenizer.FromPretrained(baseModelPath));
         ILanguageModel model = task == QuanTATask.TextClassification
-            ? new SequenceClassifier(LlamaForSequenceClassification.FromPretrained(baseModelPath, ScalarType.Float32, device))
-            : new CausalModel(CausalLM.FromPretrained(baseModelPath, ScalarType.Float32, device));
+            ? new SequenceClassifier(LlamaForSequenceClassification.FromPretrained(baseModelPath, null, device))
+            : new CausalModel(CausalLM.FromPretrained(baseModelPath, null, device));
         return (model, tokenizer);
     }
 

@@ -10,6 +10,7 @@ using static TorchSharp.torch;
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
 //   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-layer | lora | frozen)
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
+//   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
 var verb = args.Length > 0 ? args[0] : "probe";
 string Arg(string name, string def) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : def; }
 TorchRuntime.Initialize();
@@ -45,7 +46,7 @@ switch (verb)
     {
         if (device.type != DeviceType.CUDA) { Console.Error.WriteLine("suite needs a CUDA device (set QUANTA_LIBTORCH_DIR)."); return 2; }
         var shape = Arg("--shape", "tinyllama");
-        var methods = Arg("--methods", "quanta,lora,frozen,quanta-layer").Split(',');
+        var methods = Arg("--methods", "quanta,lora,frozen,quanta-layer").Split(',', StringSplitOptions.RemoveEmptyEntries);
         var result = new Dictionary<string, object> { ["gpu"] = Arg("--gpu-name", ""), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"), ["seq"] = seq };
         void Add(string key, Func<object> f)
         {
@@ -63,6 +64,8 @@ switch (verb)
         if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"quanta_dotnet_{shape}.json"), JsonSerializer.Serialize(result, opts)); }
         break;
     }
+    case "ddp":
+        return DistributedBench.Run(args[1..]);
     default:
         Console.Error.WriteLine($"unknown verb '{verb}' (probe | train | suite)"); return 2;
 }

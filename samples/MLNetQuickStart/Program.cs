@@ -1,11 +1,15 @@
 // The README's ML.NET snippet, runnable: `dotnet run --project samples/MLNetQuickStart` from the repository root.
-// Base models: the tiny LLaMA fixtures (pass other Hugging Face folders as arguments: <classifier> <causal-lm>).
+// Base models: the tiny LLaMA fixtures (pass other Hugging Face folders as arguments: <classifier> <causal-lm>);
+// add --gpu to train on CUDA device 0 (mlContext.GpuDeviceId; needs a CUDA libtorch, see docs).
 using Microsoft.ML;
 using QuanTA.MLNet;
 
+bool gpu = args.Contains("--gpu");
+args = args.Where(a => a != "--gpu").ToArray();
 string clsBase = args.Length > 0 ? args[0] : "test/fixtures/llama-tiny-seqcls";
 string lmBase = args.Length > 1 ? args[1] : "test/fixtures/llama-tiny";
 var ml = new MLContext(seed: 1);
+if (gpu) { ml.GpuDeviceId = 0; ml.FallbackToCpu = false; }
 
 // ---- text classification: label = which keyword the text mentions -------------------------------------------------
 var train = ml.Data.LoadFromEnumerable(Toy.Reviews(48, seed: 1));
@@ -24,7 +28,7 @@ Console.WriteLine($"classification: micro-accuracy {metrics.MicroAccuracy:F3}, l
 ml.Model.Save(model, train.Schema, "classifier.zip");
 model.Dispose();
 
-var fresh = new MLContext().RegisterQuanTA();        // once per MLContext that only loads
+var fresh = new MLContext { GpuDeviceId = ml.GpuDeviceId, FallbackToCpu = ml.FallbackToCpu }.RegisterQuanTA();   // once per MLContext that only loads
 using (var loaded = (IDisposable)fresh.Model.Load("classifier.zip", out _))
 {
     var engine = fresh.Model.CreatePredictionEngine<Review, ReviewPrediction>((ITransformer)loaded);

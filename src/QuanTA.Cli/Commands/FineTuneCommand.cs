@@ -79,7 +79,7 @@ public static class FineTuneCommand
                     : throw new ArgumentException($"--schedule '{r.GetValue(schedule)}' is not linear, cosine or constant."),
                 WarmupRatio = r.GetValue(warmup), WeightDecay = r.GetValue(decay), MaxGradNorm = r.GetValue(clip),
                 MaxSequenceLength = r.GetValue(maxLen), Seed = r.GetValue(seed), LossCurvePngPath = r.GetValue(lossCurve),
-                Progress = new Progress<QuanTAProgress>(p => Console.Error.WriteLine(
+                Progress = new SyncProgress(p => Console.Error.WriteLine(
                     $"epoch {p.Epoch + 1} step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:G3} tokens/s {p.TokensPerSecond:F0}" +
                     (p.ValidationLoss is double v ? $" validation loss {v:F4}" : ""))),
             };
@@ -112,6 +112,12 @@ public static class FineTuneCommand
             .Append(ml.Transforms.QuanTAFineTune(o))
             .Append(ml.Transforms.Conversion.MapKeyToValue(o.PredictedLabelColumnName))
         : ml.Transforms.QuanTAFineTune(o);
+
+    /// <summary>Reports on the training thread, so lines print in order (Progress&lt;T&gt; posts to the thread pool).</summary>
+    sealed class SyncProgress(Action<QuanTAProgress> report) : IProgress<QuanTAProgress>
+    {
+        public void Report(QuanTAProgress value) => report(value);
+    }
 
     /// <summary>Owns a fitted chain and disposes its QuanTA transformer.</summary>
     sealed class DisposableChain(ITransformer chain) : IDisposable

@@ -116,7 +116,7 @@ public class ClassificationPipelineTests(ClassificationFixture f) : IClassFixtur
     [Fact]
     public void PredictionEngineMatchesBatchedTransform()
     {
-        var rows = ToyData.Classification(10, seed: 3);
+        var rows = ToyData.Classification(37, seed: 3);   // crosses the 16-row inference batches
         var batched = f.Model.Transform(ToyData.View(f.Ml, rows));
         var scores = batched.GetColumn<float[]>("Score").ToList();
         var labels = batched.GetColumn<string>("PredictedLabel").ToList();
@@ -127,6 +127,34 @@ public class ClassificationPipelineTests(ClassificationFixture f) : IClassFixtur
             Assert.Equal(labels[i], p.PredictedLabel);
             for (int k = 0; k < p.Score.Length; k++) Assert.Equal(scores[i][k], p.Score[k], 1e-5f);
         }
+    }
+
+    [Fact]
+    public void TransformIsLazyAndSkippedRowsStayAligned()
+    {
+        var rows = ToyData.Classification(40, seed: 6);
+        var all = f.Model.Transform(ToyData.View(f.Ml, rows)).GetColumn<float[]>("Score").ToList();
+
+        // read the scores of every third row only: the look-ahead cursor must skip the rows in between
+        var scored = f.Model.Transform(ToyData.View(f.Ml, rows));
+        using (var cursor = scored.GetRowCursor(scored.Schema))
+        {
+            var score = cursor.GetGetter<VBuffer<float>>(scored.Schema["Score"]);
+            VBuffer<float> v = default;
+            for (int i = 0; cursor.MoveNext(); i++)
+            {
+                if (i % 3 != 0) continue;
+                score(ref v);
+                Assert.Equal(all[i], v.DenseValues().ToArray());
+            }
+        }
+
+        // nothing runs before a cursor reads an output column: bad rows only fail then, and pass-through columns never fail
+        rows[5].Text = "";
+        var lazy = f.Model.Transform(ToyData.View(f.Ml, rows));
+        Assert.Equal(rows.Select(r => r.Text), lazy.GetColumn<string>("Text"));
+        var ex = Assert.Throws<InvalidDataException>(() => lazy.GetColumn<float[]>("Score").ToList());
+        Assert.Contains("'Text' is empty", ex.Message);
     }
 
     [Fact]

@@ -115,3 +115,40 @@ public class QuanTABankTests
         foreach (var l in m.Layers) Assert.Equal(0.0, l.Adapter!.StepDeltaWeight!.abs().max().item<BFloat16>().ToSingle());
     }
 }
+
+/// <summary>The blocked chain (pairs grouped into blocks that act as one GEMM) equals the per-pair chain for every block size.</summary>
+public class QuanTAChainBlockTests
+{
+    static QuanTAChainBlockTests() => TestUtil.Init();
+
+    [Theory]
+    [InlineData(1)]     // one pair per block (the plain chain)
+    [InlineData(8)]
+    [InlineData(16)]    // [2,2,2,4]: blocks {2,3}+{1,2,3}, {0,3}, {1,2}+{0,1,2}+{0,1,2}
+    [InlineData(1024)]  // everything in one block
+    public void BlockedDeltaEqualsTheAdaptersDeltaWeight(int cap)
+    {
+        foreach (var (inF, outF) in new[] { (32, 32), (32, 12), (20, 32) })
+        {
+            using var layer = new AdaptableLinear(inF, outF, false);
+            AdapterInjector.Inject(layer, new QuanTAConfig { Layout = [2, 2, 2, 4], Seed = 2 }, TargetModules.All());
+            TestUtil.Randomize(layer, 0.3, 5);
+            var a = (QuanTAAdapter)layer.Adapter!;
+            using var bank = QuanTABank.Create(layer, blockCap: cap);
+            using var scope = NewDisposeScope();
+            bank.Materialize(ScalarType.Float32);
+            Assert.True(TestUtil.RelErr(a.StepDeltaWeight!, a.DeltaWeight()) < 1e-6, $"cap {cap}, {inF}->{outF}");
+            bank.Clear();
+        }
+    }
+
+    [Fact]
+    public void PartitionGroupsConsecutivePairsUpToTheCap()
+    {
+        var blocks = QuanTAChainBlocks.Partition(new AxisLayout([2, 2, 2, 4]), 16);
+        Assert.Equal(new[] { "1,2,3:0,1", "0,3:2", "0,1,2:3,4,5" },
+            blocks.Select(b => $"{string.Join(",", b.Axes)}:{string.Join(",", b.PairIndices)}"));
+        var paper = QuanTAChainBlocks.Partition(new AxisLayout([16, 8, 8, 4]), 1024);
+        Assert.Equal(3, paper.Count);
+    }
+}

@@ -33,9 +33,10 @@ public sealed class QuanTABank : IDisposable
 
     readonly Group[] _groups;
     readonly bool _cacheFrozen;
+    readonly int _blockCap;
     readonly Dictionary<(int Group, ScalarType DType), Tensor> _frozenCache = [];
 
-    QuanTABank(Group[] groups, bool cacheFrozen) { _groups = groups; _cacheFrozen = cacheFrozen; }
+    QuanTABank(Group[] groups, bool cacheFrozen, int blockCap) { _groups = groups; _cacheFrozen = cacheFrozen; _blockCap = blockCap; }
 
     /// <summary>The stacked trainable tensors (one per group and chain position); give these to the optimizer.</summary>
     public IEnumerable<Parameter> Parameters => _groups.SelectMany(g => g.Stacked);
@@ -62,8 +63,13 @@ public sealed class QuanTABank : IDisposable
     public int GroupCount => _groups.Length;
 
     /// <summary>Collects the full-rank, dropout-free QuanTA adapters attached to <paramref name="model"/>'s layers.</summary>
-    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true)
+    /// <param name="model">The model with QuanTA adapters attached.</param>
+    /// <param name="cacheFrozenOperator">Keep crop(M_S) per compute dtype instead of recomputing it every step.</param>
+    /// <param name="blockCap">Largest subspace (product of local dims) a block of consecutive pairs may span; 1 = one pair per
+    /// block (<see cref="QuanTAChainBlocks"/>).</param>
+    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = 1024)
     {
+        if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
         var adapters = AdapterInjector.LinearLayers(model)
             .Select(x => x.Layer.Adapter).OfType<QuanTAAdapter>()
             .Where(a => a.Rank is null && a.DropoutP == 0).ToList();
@@ -71,7 +77,7 @@ public sealed class QuanTABank : IDisposable
             .GroupBy(a => (Key: $"{string.Join(",", a.Layout.Dims)}|{string.Join(" ", a.Layout.Pairs)}", a.InFeatures, a.OutFeatures))
             .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray()))
             .ToArray();
-        return new QuanTABank(groups, cacheFrozenOperator);
+        return new QuanTABank(groups, cacheFrozenOperator, blockCap);
     }
 
     /// <summary>Re-points <paramref name="target"/>'s storage at <paramref name="view"/> (in place, <c>set_</c>).</summary>
@@ -126,7 +132,7 @@ public sealed class QuanTABank : IDisposable
         var g = _groups[gi];
         var dev = g.Stacked[0].device;
         var t = g.Stacked.Select(p => p.to_type(dtype)).ToArray();                     // (L, d_m, d_n, d_m, d_n) each
-        var mT = CroppedOperator(g, t, dtype, dev);                                    // (L, out, in)
+        var mT = QuanTAChainBlocks.CroppedOperator(g.Layout, t, g.In, g.Out, _blockCap, dtype, dev);   // (L, out, in)
         return mT - FrozenOperator(gi, dtype);
     }
 
@@ -139,7 +145,7 @@ public sealed class QuanTABank : IDisposable
         using var scope = NewDisposeScope();
         var s = Enumerable.Range(0, g.Layout.TensorCount)
             .Select(i => stack(g.Adapters.Select(a => a.TensorS(i)).ToArray()).to_type(dtype)).ToArray();
-        var mS = CroppedOperator(g, s, dtype, g.Stacked[0].device);
+        var mS = QuanTAChainBlocks.CroppedOperator(g.Layout, s, g.In, g.Out, _blockCap, dtype, g.Stacked[0].device);
         if (!_cacheFrozen) return mS.MoveToOuterDisposeScope();
         mS = mS.DetachFromDisposeScope();
         _frozenCache[(gi, dtype)] = mS;
@@ -151,34 +157,5 @@ public sealed class QuanTABank : IDisposable
     {
         foreach (var t in _frozenCache.Values) t.Dispose();
         _frozenCache.Clear();
-    }
-
-    /// <summary>crop_{out×in}(M) for the stacked chain: with in ≤ out the chain runs on the `in` column basis vectors,
-    /// otherwise the transposed chain (reverse order, each tensor transposed) runs on the `out` row basis vectors.</summary>
-    static Tensor CroppedOperator(Group g, Tensor[] tensors, ScalarType dtype, Device dev)
-    {
-        var lay = g.Layout; int L = g.Adapters.Length, n = lay.AxisCount;
-        bool columns = g.In <= g.Out;
-        int basis = columns ? g.In : g.Out;
-        long[] view = [L, basis, .. lay.Dims.Select(d => (long)d)];
-        var x = eye(basis, lay.D, dtype: dtype, device: dev).unsqueeze(0).expand(L, basis, lay.D).reshape(view); // (L, b, d0..dN-1)
-        var order = columns ? Enumerable.Range(0, lay.TensorCount) : Enumerable.Range(0, lay.TensorCount).Reverse();
-        foreach (var i in order)
-            x = einsum(Equation(n, lay.Pairs[i], transposed: !columns), x, tensors[i]);   // contract axes (m, n) of every basis vector
-        var r = x.reshape(L, basis, lay.D);                                                // columns: r[l, j] = (M e_j)ᵀ; rows: r[l, i] = row i of M
-        return columns
-            ? r.narrow(2, 0, g.Out).transpose(1, 2)                                        // (L, out, in)
-            : r.narrow(2, 0, g.In);                                                        // (L, out, in)
-    }
-
-    /// <summary>Batched einsum for one pair, e.g. N=4, (1,3): "lzABCD,lYZBD->lzAYCZ"; transposed: "lzABCD,lBDYZ->lzAYCZ"
-    /// (Tᵀ: the tensor's input indices become its output indices).</summary>
-    static string Equation(int n, AxisPair p, bool transposed)
-    {
-        var inAxes = Enumerable.Range(0, n).Select(i => (char)('A' + i)).ToArray();
-        var outAxes = (char[])inAxes.Clone();
-        outAxes[p.M] = 'Y'; outAxes[p.N] = 'Z';
-        var tensor = transposed ? $"{inAxes[p.M]}{inAxes[p.N]}YZ" : $"YZ{inAxes[p.M]}{inAxes[p.N]}";
-        return $"lz{new string(inAxes)},l{tensor}->lz{new string(outAxes)}";
     }
 }

@@ -1,0 +1,127 @@
+using Microsoft.ML.Runtime;
+using QuanTA.Core.Training;
+using QuanTA.MLNet.Data;
+using QuanTA.MLNet.Internals;
+using TorchSharp;
+
+namespace QuanTA.MLNet.Engine;
+
+/// <summary>
+/// Runs <c>Fit</c>'s training through QuanTA.Core's <see cref="Trainer{TBatch}"/> (AdamW over the trainable tensors, schedule,
+/// accumulation, clipping, NaN guard): streams micro-batches of rows from the data view (one cursor pass per epoch, shuffled
+/// per epoch with a seed when the view can shuffle), and reports through ML.NET channels, a progress channel and
+/// <see cref="IProgress{T}"/>. Cancellation: the options' token and ML.NET's own CheckAlive.
+/// </summary>
+internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions options, IHost host, int seed)
+{
+    /// <summary>The trainer's history (per-step loss, learning rate, validations).</summary>
+    public TrainingHistory History { get; private set; } = new();
+
+    /// <summary>Mean loss of each optimizer step.</summary>
+    public IReadOnlyList<double> StepLosses => History.Steps.Select(s => s.Loss).ToArray();
+
+    /// <summary>Validation loss after each epoch (when a validation set is given).</summary>
+    public IReadOnlyList<double> ValidationLosses => History.Validations.Select(v => v.Metric).ToArray();
+
+    /// <summary>Runs all epochs over <paramref name="train"/>.</summary>
+    public void Run(InputRowReader train, InputRowReader? validation)
+    {
+        var o = options;
+        long rows = train.Count();
+        if (rows == 0) throw new InvalidDataException("The training data has no rows.");
+        long batchesPerEpoch = (rows + o.BatchSize - 1) / o.BatchSize;
+        var trainerOptions = new TrainerOptions
+        {
+            Epochs = o.Epochs, BatchSize = o.BatchSize, GradientAccumulationSteps = o.GradientAccumulationSteps,
+            LearningRate = o.LearningRate, Schedule = o.Schedule, WarmupRatio = o.WarmupRatio, WeightDecay = o.WeightDecay,
+            MaxGradNorm = o.MaxGradNorm, Seed = seed, LogEveryNSteps = 1, GreaterIsBetter = false, RestoreBestAtEnd = false,
+        };
+        using var trainer = Trainer<InputRow[]>.ForModule(model.Module, trainerOptions);
+        using var ch = host.Start("QuanTA fine-tuning");
+        using var pch = host.StartProgressChannel("QuanTA fine-tuning");
+        TrainingProgress? last = null;
+        pch.SetHeader(new ProgressHeader(["Loss", "Learning rate", "Tokens/s"], ["Epochs", "Steps"]), e =>
+        {
+            if (last is null) return;
+            e.SetProgress(0, last.Epoch, o.Epochs);
+            e.SetProgress(1, last.Step, last.TotalSteps);
+            e.SetMetric(0, last.Loss); e.SetMetric(1, last.LearningRate); e.SetMetric(2, last.TokensPerSecond);
+        });
+        trainer.Log = m => ch.Info(MessageSensitivity.None, m);
+        ch.Info(MessageSensitivity.None, $"QuanTA fine-tuning: {o.Task}, {o.Adapter} on {model.Injection.AdaptedModules.Count} modules, " +
+            $"{model.Injection.TrainableParameters:N0} trainable of {model.Injection.TotalParameters:N0} parameters; {rows} rows, " +
+            $"{o.Epochs} epochs × {batchesPerEpoch} batches (batch {o.BatchSize}, accumulation {o.GradientAccumulationSteps}), device {model.Device}.");
+
+        int truncated = 0;
+        var progress = new Reporter(p =>
+        {
+            if (p.Kind == TrainingEventKind.Step)
+            {
+                last = p;
+                ch.Info(MessageSensitivity.None, $"epoch {p.Epoch + 1}/{o.Epochs} step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} " +
+                    $"lr {p.LearningRate:G3} tokens/s {p.TokensPerSecond:F0}");
+                pch.Checkpoint(p.Loss, p.LearningRate, p.TokensPerSecond);
+                o.Progress?.Report(new QuanTAProgress(p.Epoch, (int)p.Step, (int)p.TotalSteps, p.Loss, p.LearningRate, p.TokensPerSecond));
+            }
+            else if (p.Kind == TrainingEventKind.Validation && p.ValidationMetric is double v)
+            {
+                ch.Info(MessageSensitivity.None, $"epoch {p.Epoch + 1}/{o.Epochs} validation loss {v:F4}");
+                o.Progress?.Report(new QuanTAProgress(p.Epoch, (int)p.Step, (int)p.TotalSteps, last?.Loss ?? double.NaN,
+                    last?.LearningRate ?? 0, last?.TokensPerSecond ?? 0, v));
+            }
+            else if (p.Kind == TrainingEventKind.EpochEnd && truncated > 0)
+            {
+                ch.Warning(MessageSensitivity.None, $"{truncated} rows were longer than MaxSequenceLength = {o.MaxSequenceLength} tokens " +
+                    "and were truncated (set Truncation = TruncationPolicy.Error to fail instead).");
+                truncated = 0;
+            }
+        });
+
+        var source = BatchSource.FromFactory(epoch => train.Read(new Random(unchecked(seed * 7919 + epoch))).Chunk(o.BatchSize), batchesPerEpoch);
+        var result = trainer.Train(source, batch =>
+        {
+            MlNetInternals.CheckAlive(host);
+            var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
+            var loss = model.TrainingLoss(encoded, batch.Select(r => r.Label).ToList());
+            return new TrainStepResult(loss, encoded.Sum(e => (long)e.Ids.Length));
+        }, validation is null ? null : () => Evaluate(validation), progress, o.CancellationToken);
+        History = result.History;
+        model.SetTraining(false);
+    }
+
+    EncodedRow Encode(InputRow r, ref int truncated)
+    {
+        var e = model.EncodeTraining(r.Text, r.SecondText, r.Label, r.Target);
+        if (e.Truncated)
+        {
+            if (options.Truncation == TruncationPolicy.Error)
+                throw new InvalidDataException($"Row {r.Row} is longer than MaxSequenceLength = {options.MaxSequenceLength} tokens " +
+                    "(Truncation = Error). Raise MaxSequenceLength or shorten the text.");
+            truncated++;
+        }
+        return e;
+    }
+
+    /// <summary>Mean loss over a data view (called by the trainer under no_grad, in eval mode).</summary>
+    double Evaluate(InputRowReader data)
+    {
+        double sum = 0; long n = 0;
+        int truncated = 0;
+        foreach (var batch in data.Read().Chunk(options.BatchSize))
+        {
+            MlNetInternals.CheckAlive(host);
+            var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
+            using var scope = torch.NewDisposeScope();
+            using var _ = torch.no_grad();
+            var loss = model.TrainingLoss(encoded, batch.Select(r => r.Label).ToList());
+            sum += loss.item<float>() * batch.Length; n += batch.Length;
+        }
+        return n == 0 ? double.NaN : sum / n;
+    }
+
+    /// <summary>Reports synchronously on the training thread (Progress&lt;T&gt; would post to the thread pool).</summary>
+    sealed class Reporter(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}

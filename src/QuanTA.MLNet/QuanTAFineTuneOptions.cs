@@ -154,6 +154,14 @@ public sealed class QuanTAFineTuneOptions
     /// <summary>Gradient-norm clipping threshold; 0 disables. Default 1.0 (the paper's).</summary>
     public double MaxGradNorm = 1.0;
 
+    /// <summary>
+    /// Fused QuanTA training (<see cref="QuanTA.Core.Adapters.QuanTABank"/>): each step materializes ΔW for all adapted layers
+    /// at once (one batched, blocked chain) and every layer runs one GEMM with W0 + ΔW; the optimizer updates a few stacked
+    /// tensors. Same result as the per-layer path. Null (default): on for CUDA, off on CPU. Applies to full-rank QuanTA
+    /// adapters without dropout.
+    /// </summary>
+    public bool? FusedQuanTA;
+
     /// <summary>Maximum tokens per row (prompt + target for generation). Default 256.</summary>
     public int MaxSequenceLength = 256;
 

@@ -2,7 +2,9 @@ using Microsoft.ML.Runtime;
 using QuanTA.Core.Training;
 using QuanTA.MLNet.Data;
 using QuanTA.MLNet.Internals;
+using QuanTA.Core.Adapters;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace QuanTA.MLNet.Engine;
 
@@ -36,7 +38,12 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             LearningRate = o.LearningRate, Schedule = o.Schedule, WarmupRatio = o.WarmupRatio, WeightDecay = o.WeightDecay,
             MaxGradNorm = o.MaxGradNorm, Seed = seed, LogEveryNSteps = 1, GreaterIsBetter = false, RestoreBestAtEnd = false,
         };
-        using var trainer = Trainer<InputRow[]>.ForModule(model.Module, trainerOptions);
+        // Fused QuanTA (all layers' ΔW per step, stacked trainable tensors) on CUDA by default; per-layer path otherwise.
+        using var bank = CreateBank();
+        var computeDType = model.Module.parameters().First(p => !p.requires_grad).dtype;
+        using var trainer = bank is null
+            ? Trainer<InputRow[]>.ForModule(model.Module, trainerOptions)
+            : new Trainer<InputRow[]>(bank.OptimizerParameters(model.Module), trainerOptions, model.Module, AdapterBuffers(model.Module));
         using var ch = host.Start("QuanTA fine-tuning");
         using var pch = host.StartProgressChannel("QuanTA fine-tuning");
         TrainingProgress? last = null;
@@ -82,11 +89,32 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         {
             MlNetInternals.CheckAlive(host);
             var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
+            bank?.Materialize(computeDType);                   // this micro-batch's ΔW for every adapted layer (in the step's scope)
             var loss = model.TrainingLoss(encoded, batch.Select(r => r.Label).ToList());
             return new TrainStepResult(loss, encoded.Sum(e => (long)e.Ids.Length));
-        }, validation is null ? null : () => Evaluate(validation), progress, o.CancellationToken);
+        }, validation is null ? null : () => { bank?.Clear(); return Evaluate(validation); }, progress, o.CancellationToken);
+        bank?.Clear();
         History = result.History;
         model.SetTraining(false);
+    }
+
+    QuanTABank? CreateBank()
+    {
+        if (options.Adapter != AdapterMethod.QuanTA || !(options.FusedQuanTA ?? model.Device.type == DeviceType.CUDA)) return null;
+        var bank = QuanTABank.Create(model.Module);
+        if (bank.AdapterCount > 0) return bank;
+        bank.Dispose();
+        return null;
+    }
+
+    /// <summary>Buffers of the modules that own trainable parameters (the adapters' frozen S), saved with checkpoints.</summary>
+    static List<(string, Tensor)> AdapterBuffers(nn.Module module)
+    {
+        var state = new List<(string, Tensor)>();
+        foreach (var (prefix, m) in module.named_modules())
+            if (m is Adapter)
+                foreach (var (name, buffer) in m.named_buffers(recurse: false)) state.Add((prefix + "." + name, buffer));
+        return state;
     }
 
     EncodedRow Encode(InputRow r, ref int truncated)

@@ -1,0 +1,296 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using Microsoft.ML;
+using QuanTA.MLNet.AutoML;
+
+namespace QuanTA.MLNet
+{
+    /// <summary>The entry point of QuanTA sweeps on an <see cref="MLContext"/> (AutoML's <c>mlContext.Auto()</c> counterpart).</summary>
+    public static class QuanTASweepCatalog
+    {
+        /// <summary>A sweep over QuanTA layouts / LoRA ranks and training settings, starting from <paramref name="baseOptions"/>
+        /// (base model, columns, batch size, … — everything not searched).</summary>
+        public static QuanTASweepExperiment QuanTASweep(this MLContext mlContext, QuanTAFineTuneOptions baseOptions) => new(mlContext, baseOptions);
+    }
+}
+
+namespace QuanTA.MLNet.AutoML
+{
+    /// <summary>
+    /// An AutoML-style experiment over QuanTA options: <c>SetData → SetMetric → SetBudget → SetConstraint → Run</c>. The search space
+    /// (<see cref="QuanTASearchSpace"/>, generated from the model's hidden size) is sampled with a fixed seed; asynchronous successive
+    /// halving (<see cref="SuccessiveHalvingTuner"/>) spends the budget with epochs as the resource; configurations over the
+    /// trainable-parameter constraint are rejected before training (counted from config.json, <see cref="ModelShape"/>). Each trial
+    /// is isolated: an exception (bad layout, out of memory, divergence to NaN) is recorded and the sweep goes on. With an output
+    /// folder, <c>trials.json</c> and <c>leaderboard.csv</c> are rewritten after every trial and <c>pareto.png</c> at the end; running
+    /// again on the same folder resumes: trials found there are taken as they are, not trained again.
+    /// </summary>
+    public sealed class QuanTASweepExperiment
+    {
+        readonly MLContext _ml;
+        readonly QuanTAFineTuneOptions _baseOptions;
+        IDataView? _train, _validation;
+        SweepMetric _metric = SweepMetric.ValidationLoss;
+        (string Name, Func<ITransformer, IDataView, double> Evaluate, bool GreaterIsBetter)? _custom;
+        int _maxTrials = 20;
+        TimeSpan _maxTime = TimeSpan.FromHours(1);
+        double? _maxFraction;
+        long? _maxTrainable;
+        int _seed = 1, _eta = 3;
+        SearchSpace? _space;
+        ModelShape? _shape;
+        string? _output;
+        bool _resume = true;
+        ISweepTrialRunner? _runner;
+
+        /// <summary>Creates an experiment; <paramref name="baseOptions"/> supplies everything the search does not set.</summary>
+        public QuanTASweepExperiment(MLContext mlContext, QuanTAFineTuneOptions baseOptions)
+        {
+            ArgumentNullException.ThrowIfNull(mlContext);
+            ArgumentNullException.ThrowIfNull(baseOptions);
+            _ml = mlContext;
+            _baseOptions = baseOptions.Clone();
+        }
+
+        /// <summary>Raised after every trial (run or reused), on the thread that called <see cref="Run"/>.</summary>
+        public event Action<SweepTrialResult>? TrialCompleted;
+
+        /// <summary>Training and validation data (same columns; the label as text for classification — it is mapped to a key
+        /// inside). Without validation data, 20 % of <paramref name="train"/> is held out (seeded).</summary>
+        public QuanTASweepExperiment SetData(IDataView train, IDataView? validation = null)
+        {
+            ArgumentNullException.ThrowIfNull(train);
+            if (validation is null)
+            {
+                var split = _ml.Data.TrainTestSplit(train, 0.2, seed: _seed);
+                (_train, _validation) = (split.TrainSet, split.TestSet);
+            }
+            else (_train, _validation) = (train, validation);
+            return this;
+        }
+
+        /// <summary>The metric to optimize (default <see cref="SweepMetric.ValidationLoss"/>).</summary>
+        public QuanTASweepExperiment SetMetric(SweepMetric metric) { _metric = metric; _custom = null; return this; }
+
+        /// <summary>A custom metric: <paramref name="evaluate"/> gets the fitted model (key mapping + QuanTA) and the raw validation data.</summary>
+        public QuanTASweepExperiment SetMetric(string name, Func<ITransformer, IDataView, double> evaluate, bool greaterIsBetter)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(name);
+            ArgumentNullException.ThrowIfNull(evaluate);
+            _custom = (name, evaluate, greaterIsBetter);
+            return this;
+        }
+
+        /// <summary>Stops after <paramref name="maxTrials"/> trials (promotions count; default 20) or when <paramref name="maxTime"/>
+        /// has passed (default 1 h; a trial still running then is cancelled and recorded as such).</summary>
+        public QuanTASweepExperiment SetBudget(int maxTrials, TimeSpan? maxTime = null)
+        {
+            if (maxTrials < 1) throw new ArgumentOutOfRangeException(nameof(maxTrials), maxTrials, "The trial budget must be at least 1.");
+            if (maxTime is { } t && t <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(maxTime), t, "The time budget must be positive.");
+            _maxTrials = maxTrials;
+            if (maxTime is { } tt) _maxTime = tt;
+            return this;
+        }
+
+        /// <summary>Only configurations with at most this share of trainable parameters (e.g. 0.001 = 0.1 %) and/or this many
+        /// trainable parameters are trained; others are rejected before training.</summary>
+        public QuanTASweepExperiment SetConstraint(double? maxTrainableFraction = null, long? maxTrainableParameters = null)
+        {
+            if (maxTrainableFraction is { } f && f is not (> 0 and <= 1))
+                throw new ArgumentOutOfRangeException(nameof(maxTrainableFraction), f, "Expected a fraction in (0, 1], e.g. 0.001 for 0.1 %.");
+            if (maxTrainableParameters is { } p && p < 1)
+                throw new ArgumentOutOfRangeException(nameof(maxTrainableParameters), p, "Expected a positive parameter count.");
+            (_maxFraction, _maxTrainable) = (maxTrainableFraction, maxTrainableParameters);
+            return this;
+        }
+
+        /// <summary>Seed of the sampler (and of each trial's adapter initialisation unless the base options set one). Default 1.</summary>
+        public QuanTASweepExperiment SetSeed(int seed) { _seed = seed; return this; }
+
+        /// <summary>Successive halving's reduction factor η (default 3).</summary>
+        public QuanTASweepExperiment SetReductionFactor(int eta)
+        {
+            if (eta < 2) throw new ArgumentOutOfRangeException(nameof(eta), eta, "η must be at least 2.");
+            _eta = eta;
+            return this;
+        }
+
+        /// <summary>A custom search space over <see cref="QuanTASweepParameters"/> (default: <see cref="QuanTASearchSpace.Create"/>
+        /// for the base model's hidden size). Its "Epochs" range is the successive-halving resource.</summary>
+        public QuanTASweepExperiment SetSearchSpace(SearchSpace space)
+        {
+            ArgumentNullException.ThrowIfNull(space);
+            if (space.Type != typeof(QuanTASweepParameters))
+                throw new ArgumentException($"The search space must be read from {nameof(QuanTASweepParameters)} (got {space.Type.Name}).", nameof(space));
+            _space = space;
+            return this;
+        }
+
+        /// <summary>The model's layers for parameter counting (default: read from the base model's config.json).</summary>
+        public QuanTASweepExperiment SetModelShape(ModelShape shape) { _shape = shape ?? throw new ArgumentNullException(nameof(shape)); return this; }
+
+        /// <summary>Folder for trials.json, leaderboard.csv and pareto.png; with <paramref name="resume"/> (default) trials already
+        /// recorded there are reused, not trained again.</summary>
+        public QuanTASweepExperiment SetOutputFolder(string folder, bool resume = true)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+            (_output, _resume) = (folder, resume);
+            return this;
+        }
+
+        /// <summary>Replaces the trial runner (default: ML.NET fit + evaluation), e.g. for custom training or tests.</summary>
+        public QuanTASweepExperiment SetTrialRunner(ISweepTrialRunner runner) { _runner = runner ?? throw new ArgumentNullException(nameof(runner)); return this; }
+
+        /// <summary>Runs the sweep until a budget is spent, the space is used up or <paramref name="cancellationToken"/> fires.</summary>
+        public QuanTASweepResult Run(CancellationToken cancellationToken = default)
+        {
+            bool trainsHead = _baseOptions.Task == QuanTATask.TextClassification && _baseOptions.ClassificationMode == ClassificationMode.Head;
+            var shape = _shape ?? ModelShape.FromConfig(_baseOptions.BaseModelPath, trainsHead);
+            var space = _space ?? QuanTASearchSpace.Create(shape.HiddenSize);
+            var runner = _runner ?? new MlNetTrialRunner(_ml,
+                _train ?? throw new InvalidOperationException("Call SetData(train, validation) before Run()."), _validation!, _metric, _custom?.Evaluate);
+            var (metricName, greater) = _custom is { } c ? (c.Name, c.GreaterIsBetter)
+                : (_metric.ToString(), _metric is SweepMetric.MacroAccuracy or SweepMetric.MicroAccuracy);
+            var (minEpochs, maxEpochs) = EpochRange(space);
+            var tuner = new SuccessiveHalvingTuner(minEpochs, maxEpochs, _eta, greater);
+            var baseOptions = _baseOptions.Clone();
+            baseOptions.Seed ??= _seed;
+            baseOptions.Validate();
+
+            var previous = new Dictionary<(string, int), SweepTrialResult>();
+            if (_output is not null && _resume)
+                foreach (var t in SweepResultFiles.ReadTrials(_output).Where(t => t.Status != SweepTrialStatus.Cancelled))
+                    previous.TryAdd((t.Description, t.Epochs), t);
+
+            var random = new Random(_seed);
+            var configs = new List<(QuanTASweepParameters P, IReadOnlyDictionary<string, object> Raw, ParameterCount Count)>();
+            var seen = new HashSet<string>();
+            var trials = new List<SweepTrialResult>();
+            var rejected = new List<SweepRejection>();
+            int reused = 0;
+            string stop;
+            var clock = Stopwatch.StartNew();
+            QuanTASweepResult Result(string why) => new()
+            {
+                MetricName = metricName, GreaterIsBetter = greater, Trials = trials.ToArray(), Rejected = rejected.ToArray(),
+                ReusedTrials = reused, StopReason = why, OutputFolder = _output,
+            };
+
+            while (true)
+            {
+                if (cancellationToken.IsCancellationRequested) { stop = "cancelled"; break; }
+                if (trials.Count >= _maxTrials) { stop = "trial budget"; break; }
+                if (clock.Elapsed >= _maxTime) { stop = "time budget"; break; }
+                if (tuner.Next() is not { } job) { stop = "search space exhausted"; break; }
+                if (job.IsNew && !Draw(space, shape, trainsHead, baseOptions, random, seen, configs, rejected)) { tuner.MarkExhausted(); continue; }
+
+                var (p, raw, count) = configs[job.ConfigId];
+                string description = p.Describe();
+                var result = new SweepTrialResult
+                {
+                    Id = trials.Count, ConfigId = job.ConfigId, Rung = job.Rung, Epochs = job.Epochs, Adapter = p.Adapter, Description = description,
+                    Parameters = raw.ToDictionary(kv => kv.Key, kv => Convert.ToString(kv.Value, CultureInfo.InvariantCulture) ?? ""),
+                    TrainableParameters = count.Trainable, TrainablePercent = 100 * count.TrainableFraction,
+                };
+                if (previous.TryGetValue((description, job.Epochs), out var old))
+                {
+                    result = result with { Metric = old.Metric, Status = old.Status, Error = old.Error, Seconds = old.Seconds };
+                    reused++;
+                }
+                else
+                {
+                    var trial = new SweepTrial(result.Id, job.ConfigId, job.Rung, p, p.ApplyTo(baseOptions, job.Epochs), count);
+                    result = RunIsolated(runner, trial, result, clock, cancellationToken);
+                }
+                trials.Add(result);
+                if (result.Status == SweepTrialStatus.Cancelled)
+                {
+                    tuner.Withdraw(job);
+                    stop = cancellationToken.IsCancellationRequested ? "cancelled" : "time budget";
+                    if (_output is not null) SweepResultFiles.Write(_output, Result(stop));
+                    TrialCompleted?.Invoke(result);
+                    break;
+                }
+                tuner.Report(job, result.Status == SweepTrialStatus.Succeeded ? result.Metric : null);
+                if (_output is not null) SweepResultFiles.Write(_output, Result("running"));
+                TrialCompleted?.Invoke(result);
+            }
+
+            var final = Result(stop);
+            if (_output is not null)
+            {
+                SweepResultFiles.Write(_output, final);
+                if (final.Leaderboard.Count > 0) SweepPlot.SavePng(Path.Combine(_output, SweepResultFiles.PlotFileName), final);
+            }
+            return final;
+        }
+
+        SweepTrialResult RunIsolated(ISweepTrialRunner runner, SweepTrial trial, SweepTrialResult result, Stopwatch clock, CancellationToken outer)
+        {
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(outer);
+            var left = _maxTime - clock.Elapsed;
+            cts.CancelAfter(left > TimeSpan.Zero ? left : TimeSpan.Zero);
+            var watch = Stopwatch.StartNew();
+            try
+            {
+                double metric = runner.Run(trial, cts.Token);
+                if (!double.IsFinite(metric))
+                    return result with { Status = SweepTrialStatus.Failed, Error = $"The metric is {metric} (training diverged?).", Seconds = watch.Elapsed.TotalSeconds };
+                return result with { Status = SweepTrialStatus.Succeeded, Metric = metric, Seconds = watch.Elapsed.TotalSeconds };
+            }
+            catch (Exception e) when (Unwrap(e) is OperationCanceledException && cts.IsCancellationRequested)
+            {
+                return result with { Status = SweepTrialStatus.Cancelled, Error = outer.IsCancellationRequested ? "cancelled" : "time budget reached", Seconds = watch.Elapsed.TotalSeconds };
+            }
+            catch (Exception e)
+            {
+                var inner = Unwrap(e);
+                return result with { Status = SweepTrialStatus.Failed, Error = $"{inner.GetType().Name}: {inner.Message}", Seconds = watch.Elapsed.TotalSeconds };
+            }
+        }
+
+        static Exception Unwrap(Exception e)
+        {
+            while (e is TargetInvocationException or AggregateException && e.InnerException is not null) e = e.InnerException!;
+            return e;
+        }
+
+        /// <summary>Draws configurations until one is new, fits the model and meets the constraint (gives up after 200 draws in a row).</summary>
+        bool Draw(SearchSpace space, ModelShape shape, bool trainsHead, QuanTAFineTuneOptions baseOptions, Random random, HashSet<string> seen,
+            List<(QuanTASweepParameters, IReadOnlyDictionary<string, object>, ParameterCount)> configs, List<SweepRejection> rejected)
+        {
+            for (int attempt = 0; attempt < 200; attempt++)
+            {
+                var raw = space.Sample(random);
+                var p = space.ToObject<QuanTASweepParameters>(raw);
+                var description = p.Describe();
+                if (!seen.Add(description)) continue;
+                ParameterCount count;
+                try { count = shape.Count(p.ApplyTo(baseOptions, 1), trainsHead); }
+                catch (ArgumentException e) { rejected.Add(new SweepRejection(description, e.Message)); continue; }
+                if (_maxFraction is { } f && count.TrainableFraction > f)
+                {
+                    rejected.Add(new SweepRejection(description, string.Create(CultureInfo.InvariantCulture,
+                        $"{count.Trainable:N0} trainable parameters = {100 * count.TrainableFraction:F4} % > {100 * f:G4} %")));
+                    continue;
+                }
+                if (_maxTrainable is { } m && count.Trainable > m)
+                {
+                    rejected.Add(new SweepRejection(description, $"{count.Trainable:N0} trainable parameters > {m:N0}"));
+                    continue;
+                }
+                configs.Add((p, raw, count));
+                return true;
+            }
+            return false;
+        }
+
+        static (int Min, int Max) EpochRange(SearchSpace space) => space["Epochs"] switch
+        {
+            RangeOption r => ((int)r.Min, (int)r.Max),
+            ChoiceOption c => (c.Candidates.Cast<int>().Min(), c.Candidates.Cast<int>().Max()),
+            var o => throw new ArgumentException($"The Epochs parameter must be a range or a choice (got {o.GetType().Name})."),
+        };
+    }
+}

@@ -107,7 +107,7 @@ public sealed class RangeOption : SearchOption
     public override object Default(IReadOnlyDictionary<string, object> sampled) =>
         Convert(Init ?? (LogBase ? Math.Sqrt(Min * Max) : (Min + Max) / 2));
 
-    object Convert(double x) => ValueType == typeof(int) ? (int)Math.Round(x) : ValueType == typeof(float) ? (float)x : x;
+    object Convert(double x) => ValueType == typeof(int) ? (object)(int)Math.Round(x) : ValueType == typeof(float) ? (object)(float)x : (object)x;
 }
 
 /// <summary>True or false (AutoML's <see cref="BooleanChoiceAttribute"/>).</summary>

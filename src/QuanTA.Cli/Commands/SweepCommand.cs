@@ -1,0 +1,113 @@
+using System.CommandLine;
+using System.Globalization;
+using QuanTA.MLNet;
+using QuanTA.MLNet.AutoML;
+
+namespace QuanTA.Cli.Commands;
+
+/// <summary>
+/// <c>quanta sweep</c>: an AutoML-style search over QuanTA layouts / LoRA ranks, target modules, learning rate and epochs
+/// (successive halving, fixed seed) on TSV/CSV data — the library's <c>mlContext.QuanTASweep(...)</c>. Writes trials.json,
+/// leaderboard.csv and pareto.png to the output folder, prints the leaderboard and the Pareto front; running it again on the
+/// same folder resumes the sweep.
+/// </summary>
+public static class SweepCommand
+{
+    /// <summary>Builds the verb.</summary>
+    public static Command Create()
+    {
+        var d = new QuanTAFineTuneOptions();
+        var task = new Option<string>("--task") { Description = "classification or generation.", DefaultValueFactory = _ => "classification" };
+        var baseModel = new Option<string>("--base-model") { Description = "Hugging Face model folder (…ForSequenceClassification for classification).", Required = true };
+        var train = new Option<string>("--train") { Description = "Training data: .tsv or .csv with a header row.", Required = true };
+        var validation = new Option<string?>("--validation") { Description = "Validation data (same columns); default: 20 % of --train held out." };
+        var output = new Option<string>("--output") { Description = "Folder for trials.json, leaderboard.csv, pareto.png (resumed when it has trials.json).", Required = true };
+        var textCol = new Option<string>("--text-column") { Description = "Text (prompt) column.", DefaultValueFactory = _ => d.TextColumnName };
+        var text2Col = new Option<string?>("--second-text-column") { Description = "Optional second text column." };
+        var labelCol = new Option<string>("--label-column") { Description = "Label column (classification).", DefaultValueFactory = _ => d.LabelColumnName };
+        var targetCol = new Option<string>("--target-column") { Description = "Target text column (generation).", DefaultValueFactory = _ => d.TargetTextColumnName };
+        var metric = new Option<string>("--metric") { Description = "validation-loss, macro-accuracy, micro-accuracy or log-loss.", DefaultValueFactory = _ => "validation-loss" };
+        var trials = new Option<int>("--trials") { Description = "Trial budget (successive-halving promotions count).", DefaultValueFactory = _ => 20 };
+        var minutes = new Option<double>("--time-minutes") { Description = "Time budget in minutes.", DefaultValueFactory = _ => 60 };
+        var maxPercent = new Option<double?>("--max-trainable-percent") { Description = "Constraint: at most this % of parameters trainable (e.g. 0.1)." };
+        var maxParams = new Option<long?>("--max-trainable") { Description = "Constraint: at most this many trainable parameters." };
+        var adapters = new Option<string>("--adapters") { Description = "Adapters to search: quanta, lora or quanta,lora.", DefaultValueFactory = _ => "quanta,lora" };
+        var axisCounts = new Option<string>("--axis-counts") { Description = "Axis counts N whose layouts (factorizations of the hidden size) are searched.", DefaultValueFactory = _ => "2,3,4" };
+        var targets = new Option<string?>("--target-modules") { Description = "Target-module choices separated by '|', e.g. \"q_proj,v_proj|all-linear\" (default: the search space's)." };
+        var epochs = new Option<string>("--epochs") { Description = "Epoch range min-max (the successive-halving resource).", DefaultValueFactory = _ => "1-9" };
+        var lr = new Option<string>("--lr-range") { Description = "Learning-rate range min,max (log scale).", DefaultValueFactory = _ => "1e-4,3e-2" };
+        var eta = new Option<int>("--eta") { Description = "Successive-halving reduction factor.", DefaultValueFactory = _ => 3 };
+        var batch = new Option<int>("--batch-size") { Description = "Rows per micro-batch.", DefaultValueFactory = _ => d.BatchSize };
+        var maxLen = new Option<int>("--max-seq-len") { Description = "Tokens per row.", DefaultValueFactory = _ => d.MaxSequenceLength };
+        var seed = new Option<int>("--seed") { Description = "Seed of the sampler and of every trial.", DefaultValueFactory = _ => 1 };
+        var noResume = new Option<bool>("--no-resume") { Description = "Ignore trials already in the output folder." };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
+
+        var cmd = new Command("sweep", "Search QuanTA layouts / LoRA ranks and training settings (successive halving); writes a leaderboard.")
+        {
+            task, baseModel, train, validation, output, textCol, text2Col, labelCol, targetCol, metric, trials, minutes, maxPercent, maxParams,
+            adapters, axisCounts, targets, epochs, lr, eta, batch, maxLen, seed, noResume, device,
+        };
+        cmd.SetAction(r => CliRun.Run(() =>
+        {
+            var o = new QuanTAFineTuneOptions
+            {
+                Task = FineTuneCommand.ParseTask(r.GetValue(task)!), BaseModelPath = r.GetValue(baseModel)!,
+                TextColumnName = r.GetValue(textCol)!, SecondTextColumnName = r.GetValue(text2Col),
+                LabelColumnName = r.GetValue(labelCol)!, TargetTextColumnName = r.GetValue(targetCol)!,
+                BatchSize = r.GetValue(batch), MaxSequenceLength = r.GetValue(maxLen), Seed = r.GetValue(seed),
+            };
+            var shape = ModelShape.FromConfig(o.BaseModelPath, o.Task == QuanTATask.TextClassification);
+            var space = QuanTASearchSpace.Create(shape.HiddenSize, Ints(r.GetValue(axisCounts)!, "--axis-counts"));
+            var methods = r.GetValue(adapters)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(a => a.ToLowerInvariant() switch
+                {
+                    "quanta" => "QuanTA", "lora" => "LoRA",
+                    _ => throw new ArgumentException($"--adapters '{a}' is not quanta or lora."),
+                }).Distinct().Cast<object>().ToArray();
+            space.With("Adapter", new ChoiceOption(methods));
+            if (r.GetValue(targets) is { } t)
+                space.With("TargetModules", new ChoiceOption(t.Split('|', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Cast<object>().ToArray()));
+            var e = Ints(r.GetValue(epochs)!.Replace('-', ','), "--epochs");
+            if (e.Length != 2 || e[0] < 1 || e[1] < e[0]) throw new ArgumentException($"--epochs '{r.GetValue(epochs)}' is not a range such as 1-9.");
+            space.With("Epochs", new RangeOption(e[0], e[1], null, false, typeof(int)));
+            var l = r.GetValue(lr)!.Split(',').Select(s => double.Parse(s, NumberStyles.Float, CultureInfo.InvariantCulture)).ToArray();
+            if (l.Length != 2) throw new ArgumentException($"--lr-range '{r.GetValue(lr)}' is not min,max such as 1e-4,3e-2.");
+            space.With("LearningRate", new RangeOption(l[0], l[1], null, true, typeof(double)));
+
+            var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed));
+            var data = TextData.Load(ml, r.GetValue(train)!);
+            var valid = r.GetValue(validation) is { } vPath ? TextData.Load(ml, vPath) : null;
+            var experiment = ml.QuanTASweep(o).SetSeed(r.GetValue(seed)).SetData(data, valid).SetSearchSpace(space).SetModelShape(shape)
+                .SetMetric(r.GetValue(metric)!.ToLowerInvariant() switch
+                {
+                    "validation-loss" => SweepMetric.ValidationLoss, "macro-accuracy" => SweepMetric.MacroAccuracy,
+                    "micro-accuracy" => SweepMetric.MicroAccuracy, "log-loss" => SweepMetric.LogLoss,
+                    var m => throw new ArgumentException($"--metric '{m}' is not validation-loss, macro-accuracy, micro-accuracy or log-loss."),
+                })
+                .SetBudget(r.GetValue(trials), TimeSpan.FromMinutes(r.GetValue(minutes)))
+                .SetConstraint(r.GetValue(maxPercent) / 100, r.GetValue(maxParams))
+                .SetReductionFactor(r.GetValue(eta))
+                .SetOutputFolder(r.GetValue(output)!, resume: !r.GetValue(noResume));
+            experiment.TrialCompleted += x => Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"trial {x.Id} ({x.Epochs} epochs) {x.Status} {(x.Metric is double m ? m.ToString("F4", CultureInfo.InvariantCulture) : x.Error)} " +
+                $"{x.TrainableParameters:N0} params {x.Seconds:F1}s  {x.Description}"));
+            var result = experiment.Run();
+            Console.WriteLine($"stopped: {result.StopReason}; {result.Trials.Count} trials ({result.ReusedTrials} reused), " +
+                $"{result.Leaderboard.Count} succeeded, {result.Rejected.Count} configurations rejected");
+            Console.Write(result.FormatLeaderboard());
+            Console.WriteLine("Pareto front (trainable parameters → metric):");
+            foreach (var p in result.ParetoFront)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {p.TrainableParameters,10:N0}  {p.Metric,10:F4}  {p.Description} ({p.Epochs} epochs)"));
+            Console.WriteLine($"results: {Path.GetFullPath(r.GetValue(output)!)}");
+            return result.Leaderboard.Count > 0 ? 0 : 1;
+        }));
+        return cmd;
+    }
+
+    static int[] Ints(string text, string option)
+    {
+        try { return text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(); }
+        catch (FormatException) { throw new ArgumentException($"{option} '{text}' is not a comma-separated list of integers."); }
+    }
+}

@@ -28,7 +28,7 @@ public static class SweepPlot
         line.LegendText = "Pareto front";
         line.ConnectStyle = ScottPlot.ConnectStyle.StepHorizontal;
         line.LineWidth = 2;
-        line.MarkerSize = 0;
+        line.MarkerSize = 4;
         plot.Title($"Sweep: {result.MetricName} vs trainable parameters ({ok.Count} trials)");
         plot.XLabel("log10(trainable parameters)");
         plot.YLabel(result.MetricName + (result.GreaterIsBetter ? " (higher is better)" : " (lower is better)"));

@@ -2,14 +2,15 @@
 // successive halving over epochs, a trial/time budget and a trainable-parameter cap; prints the leaderboard and the Pareto
 // front, and writes trials.json, leaderboard.csv and pareto.png. Runs on CPU in a few minutes:
 //   dotnet run --project samples/Sweep [-- <base model folder> <output folder>]
-// Default base model: the tiny LLaMA classifier fixture (hidden size 128). Running it again resumes from the output folder.
+// Default base model: the tiny LLaMA classifier fixture (hidden size 128); default output folder artifacts/sweep (git-ignored).
+// Running it again resumes from the output folder.
 using System.Globalization;
 using Microsoft.ML;
 using QuanTA.MLNet;
 using QuanTA.MLNet.AutoML;
 
 string baseModel = args.Length > 0 ? args[0] : FindUp("test/fixtures/llama-tiny-seqcls");
-string output = args.Length > 1 ? args[1] : "sweep-output";
+string output = args.Length > 1 ? args[1] : Path.Combine("artifacts", "sweep");
 var ml = new MLContext(seed: 1);
 
 // ---- a small task: label = which keyword the text mentions (the rest is filler) --------------------------------------

@@ -1,0 +1,58 @@
+using System.CommandLine;
+using QuanTA.Core.Generation;
+
+namespace QuanTA.Cli.Commands;
+
+/// <summary><c>quanta generate</c>: continue a prompt with a Hugging Face model folder; prints only the continuation.</summary>
+public static class GenerateCommand
+{
+    /// <summary>Builds the verb.</summary>
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face model folder (config.json, model.safetensors, tokenizer files).", Required = true };
+        var prompt = new Option<string>("--prompt") { Description = "The text to continue.", Required = true };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 32 };
+        var greedy = new Option<bool>("--greedy") { Description = "Pick the most likely token at every step (the default unless sampling options are given)." };
+        var temperature = new Option<double?>("--temperature") { Description = "Sample with this temperature (> 0)." };
+        var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling: keep the most likely tokens up to this total probability (0, 1]." };
+        var topK = new Option<int?>("--top-k") { Description = "Sample among the k most likely tokens only." };
+        var seed = new Option<long?>("--seed") { Description = "Seed for sampling (reproducible output)." };
+        var stop = new Option<string[]>("--stop") { Description = "Stop before this string (repeatable).", AllowMultipleArgumentsPerToken = false };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
+        var dtype = new Option<string?>("--dtype") { Description = "Weight precision: fp32, fp16 or bf16 (default: fp32 on CPU, bf16 on CUDA)." };
+
+        var cmd = new Command("generate", "Continue a prompt with a Hugging Face LLaMA-family model (prints the continuation only).")
+        {
+            model, prompt, maxNew, greedy, temperature, topP, topK, seed, stop, device, dtype,
+        };
+        cmd.SetAction(r => ModelFolder.Run(() =>
+        {
+            var sampling = r.GetValue(temperature) is not null || r.GetValue(topP) is not null || r.GetValue(topK) is not null;
+            if (sampling && r.GetValue(greedy))
+                throw new ArgumentException("--greedy cannot be combined with --temperature/--top-p/--top-k.");
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = r.GetValue(maxNew),
+                Greedy = !sampling,
+                Temperature = r.GetValue(temperature) ?? 1.0,
+                TopP = r.GetValue(topP) ?? 1.0,
+                TopK = r.GetValue(topK) ?? 0,
+                Seed = r.GetValue(seed),
+                StopStrings = r.GetValue(stop) ?? [],
+            };
+            options.Validate();
+            var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype));
+            using var _ = m;
+            var generator = new TextGenerator(m, codec);
+            var stdout = Console.Out;
+            foreach (var piece in generator.StreamAsync(r.GetValue(prompt)!, options).ToBlockingEnumerable())
+            {
+                stdout.Write(piece);
+                stdout.Flush();
+            }
+            if (!Console.IsOutputRedirected) stdout.WriteLine();   // a terminal gets a newline; captured output is exact
+            return 0;
+        }));
+        return cmd;
+    }
+}

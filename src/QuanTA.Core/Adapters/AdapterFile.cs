@@ -1,0 +1,185 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using TorchSharp.PyBridge;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Adapters;
+
+/// <summary>
+/// Exports and imports the adapters of a model (not the frozen base): a safetensors file of every adapter tensor, keyed
+/// <c>{layer}.{method}.{tensor}</c> (e.g. <c>model.layers.0.self_attn.q_proj.quanta.T_0</c>, <c>….quanta.S_0</c>,
+/// <c>….lora.A</c>), and next to it a JSON file (same path, extension ".json") with the format version, each layer's options
+/// (method, in/out, layout, pairs, rank, alpha, dropout) and every tensor's shape. QuanTA's frozen S is saved too: it is the
+/// random init, needed to reproduce ΔW = crop(M_T − M_S).
+/// </summary>
+public static class AdapterFile
+{
+    /// <summary>Format tag written to the JSON.</summary>
+    public const string Format = "quanta-mlnet-adapter";
+    /// <summary>Format version written to the JSON.</summary>
+    public const int Version = 1;
+
+    /// <summary>The JSON path that goes with <paramref name="safetensorsPath"/>.</summary>
+    public static string ConfigPath(string safetensorsPath) => Path.ChangeExtension(safetensorsPath, ".json");
+
+    /// <summary>Writes the adapters of <paramref name="model"/> to <paramref name="path"/> (safetensors) and its JSON.</summary>
+    public static void Save(nn.Module model, string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        var adapted = AdapterInjector.LinearLayers(model).Where(l => l.Layer.Adapter is not null).ToList();
+        if (adapted.Count == 0) throw new InvalidOperationException("The model has no attached adapters to save.");
+        using var scope = NewDisposeScope();
+        var tensors = new Dictionary<string, Tensor>();
+        var layers = new JsonObject();
+        var shapes = new JsonObject();
+        foreach (var (name, layer) in adapted)
+        {
+            var a = layer.Adapter!;
+            foreach (var (k, t) in a.state_dict())
+            {
+                string key = $"{name}.{a.Method}.{k}";
+                tensors[key] = t.detach().cpu().contiguous();
+                shapes[key] = new JsonArray(t.shape.Select(d => (JsonNode)d).ToArray());
+            }
+            layers[name] = JsonSerializer.SerializeToNode(a.Describe());
+        }
+        var json = new JsonObject
+        {
+            ["format"] = Format,
+            ["version"] = Version,
+            ["method"] = string.Join(",", adapted.Select(l => l.Layer.Adapter!.Method).Distinct()),
+            ["targets"] = new JsonArray(adapted.Select(l => (JsonNode)l.Name).ToArray()),
+            ["layers"] = layers,
+            ["tensors"] = shapes,
+        };
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        Safetensors.SaveStateDict(path, tensors);
+        File.WriteAllText(ConfigPath(path), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>
+    /// Loads adapters saved by <see cref="Save"/> into <paramref name="model"/>. Layers that have no adapter get one built from
+    /// the JSON (then every non-adapter parameter is frozen); layers that have one must match it exactly. Any difference
+    /// (a layer missing on either side, method, layer size, layout, a tensor's name or shape — a transposed factor
+    /// included) throws naming the tensor and both shapes. Values are copied into the existing parameters and buffers.
+    /// </summary>
+    public static InjectionReport Load(nn.Module model, string path)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"Adapter weights file not found: {path}", path);
+        var cfgPath = ConfigPath(path);
+        if (!File.Exists(cfgPath)) throw new FileNotFoundException($"Adapter config not found next to the weights: {cfgPath}", cfgPath);
+        var json = JsonNode.Parse(File.ReadAllText(cfgPath)) as JsonObject
+            ?? throw new InvalidDataException($"{cfgPath} is not a JSON object.");
+        if ((string?)json["format"] != Format)
+            throw new InvalidDataException($"{cfgPath} is not a {Format} file (format = '{json["format"]}').");
+        if ((int?)json["version"] is not int v || v > Version)
+            throw new InvalidDataException($"{cfgPath} has format version {json["version"]}; this library reads version ≤ {Version}.");
+        var layersJson = json["layers"] as JsonObject ?? throw new InvalidDataException($"{cfgPath} has no 'layers' object.");
+
+        var modelLayers = AdapterInjector.LinearLayers(model).ToDictionary(l => l.Name, l => l.Layer);
+        foreach (var (name, _) in layersJson)
+            if (!modelLayers.ContainsKey(name))
+                throw new InvalidDataException($"The adapter file has layer '{name}', which the model does not have (model layers e.g. {string.Join(", ", modelLayers.Keys.Take(6))}).");
+        foreach (var (name, layer) in modelLayers)
+            if (layer.Adapter is not null && !layersJson.ContainsKey(name))
+                throw new InvalidDataException($"Layer '{name}' has a {layer.Adapter.Method} adapter but the adapter file has none for it.");
+
+        // build missing adapters from the JSON (before touching any weight, so a bad file changes nothing)
+        var toAttach = new List<(AdaptableLinear, Adapter)>();
+        foreach (var (name, node) in layersJson)
+        {
+            var layer = modelLayers[name];
+            var desc = node as JsonObject ?? throw new InvalidDataException($"Layer '{name}' entry in {cfgPath} is not an object.");
+            int inF = (int)desc["in_features"]!, outF = (int)desc["out_features"]!;
+            if (inF != layer.InFeatures || outF != layer.OutFeatures)
+                throw new InvalidDataException($"Layer '{name}': the adapter file is for {inF}→{outF} but the model's layer is {layer.InFeatures}→{layer.OutFeatures}.");
+            string method = (string)desc["method"]!;
+            if (layer.Adapter is { } existing)
+            {
+                if (existing.Method != method)
+                    throw new InvalidDataException($"Layer '{name}': the adapter file holds a {method} adapter but the model's is {existing.Method}.");
+                using var probe = FromDescription(desc, name);
+                if (!SameOptions(existing, probe))
+                    throw new InvalidDataException($"Layer '{name}': the adapter file's options ({Options(probe)}) differ from the model's adapter ({Options(existing)}).");
+            }
+            else toAttach.Add((layer, FromDescription(desc, name)));
+        }
+
+        using var tensors = new DisposableDict(Safetensors.LoadStateDict(path));
+        try
+        {
+            // check every tensor: names and shapes, both ways
+            var expected = new Dictionary<string, Tensor>();
+            foreach (var (name, _) in layersJson)
+            {
+                var a = modelLayers[name].Adapter ?? toAttach.First(t => t.Item1 == modelLayers[name]).Item2;
+                foreach (var (k, t) in a.state_dict()) expected[$"{name}.{a.Method}.{k}"] = t;
+            }
+            foreach (var (key, t) in expected)
+            {
+                if (!tensors.Dict.TryGetValue(key, out var src))
+                    throw new InvalidDataException($"Adapter tensor '{key}' (shape [{string.Join(", ", t.shape)}]) is missing from {path}.");
+                if (!src.shape.SequenceEqual(t.shape))
+                    throw new InvalidDataException(
+                        $"Adapter tensor '{key}' has shape [{string.Join(", ", src.shape)}] in {path} but the model expects [{string.Join(", ", t.shape)}]" +
+                        (src.numel() == t.numel() ? " (same number of elements: a transposed or reshaped factor?)." : "."));
+            }
+            foreach (var key in tensors.Dict.Keys)
+                if (!expected.ContainsKey(key))
+                    throw new InvalidDataException($"{path} has tensor '{key}', which the model's adapters do not have.");
+        }
+        catch { foreach (var (_, a) in toAttach) a.Dispose(); throw; }
+
+        foreach (var (layer, a) in toAttach) { a.to(layer.weight.device); layer.Attach(a); }
+        using (no_grad())
+            foreach (var (name, _) in layersJson)
+            {
+                var a = modelLayers[name].Adapter!;
+                foreach (var (k, t) in a.state_dict())
+                    t.copy_(tensors.Dict[$"{name}.{a.Method}.{k}"].to(t.dtype, t.device));
+            }
+        AdapterInjector.FreezeAllButAdapters(model);
+        return AdapterInjector.Report(model);
+    }
+
+    /// <summary>Rebuilds an adapter from the options <see cref="Adapter.Describe"/> wrote.</summary>
+    static Adapter FromDescription(JsonObject d, string layerName)
+    {
+        int inF = (int)d["in_features"]!, outF = (int)d["out_features"]!;
+        double dropout = (double?)d["dropout"] ?? 0;
+        switch ((string?)d["method"])
+        {
+            case "quanta":
+                var dims = d["layout"]!.AsArray().Select(x => (int)x!).ToArray();
+                var pairs = d["pairs"]!.AsArray().Select(p => new AxisPair((int)p![0]!, (int)p[1]!)).ToArray();
+                int? rank = d["rank"] is JsonValue rv && rv.TryGetValue<int>(out var r) ? r : null;
+                return new QuanTAAdapter(inF, outF, new AxisLayout(dims, pairs), rank, dropout);
+            case "lora":
+                return new LoRAAdapter(inF, outF, (int)d["rank"]!, (double)d["alpha"]!, dropout);
+            default:
+                throw new InvalidDataException($"Layer '{layerName}': unknown adapter method '{d["method"]}' (expected quanta or lora).");
+        }
+    }
+
+    static bool SameOptions(Adapter a, Adapter b) => (a, b) switch
+    {
+        (QuanTAAdapter x, QuanTAAdapter y) => x.Layout.Dims.SequenceEqual(y.Layout.Dims) && x.Layout.Pairs.SequenceEqual(y.Layout.Pairs) && x.Rank == y.Rank,
+        (LoRAAdapter x, LoRAAdapter y) => x.Rank == y.Rank && x.Alpha == y.Alpha,
+        _ => false,
+    };
+
+    static string Options(Adapter a) => a switch
+    {
+        QuanTAAdapter q => $"layout {q.Layout}, rank {(q.Rank?.ToString() ?? "full")}",
+        LoRAAdapter l => $"r={l.Rank}, alpha={l.Alpha}",
+        _ => a.GetType().Name,
+    };
+
+    sealed class DisposableDict(Dictionary<string, Tensor> dict) : IDisposable
+    {
+        public Dictionary<string, Tensor> Dict { get; } = dict;
+        public void Dispose() { foreach (var t in Dict.Values) t.Dispose(); }
+    }
+}

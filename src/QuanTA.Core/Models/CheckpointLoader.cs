@@ -1,0 +1,77 @@
+using System.Text.Json.Nodes;
+using TorchSharp;
+using TorchSharp.PyBridge;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Models;
+
+/// <summary>
+/// Strict loading of Hugging Face safetensors checkpoints (<c>model.safetensors</c> or the shards listed in
+/// <c>model.safetensors.index.json</c>) into a module whose state-dict keys are the Hugging Face names.
+/// Tensors are read with TorchSharp.PyBridge and cast to each parameter's dtype and device.
+/// </summary>
+public static class CheckpointLoader
+{
+    /// <summary>The safetensors files of a model folder, in shard order.</summary>
+    /// <exception cref="FileNotFoundException">the folder holds neither file.</exception>
+    public static IReadOnlyList<string> FindWeightFiles(string modelDir)
+    {
+        var single = Path.Combine(modelDir, "model.safetensors");
+        if (File.Exists(single)) return [single];
+        var index = Path.Combine(modelDir, "model.safetensors.index.json");
+        if (File.Exists(index))
+        {
+            var map = (JsonNode.Parse(File.ReadAllText(index)) as JsonObject)?["weight_map"] as JsonObject
+                ?? throw new InvalidDataException($"'{index}' has no \"weight_map\" object.");
+            var files = map.Select(kv => kv.Value!.GetValue<string>()).Distinct().Order(StringComparer.Ordinal)
+                .Select(f => Path.Combine(modelDir, f)).ToList();
+            foreach (var f in files)
+                if (!File.Exists(f)) throw new FileNotFoundException($"Shard '{f}' listed in '{index}' is missing.", f);
+            return files;
+        }
+        throw new FileNotFoundException(
+            $"'{modelDir}' holds neither model.safetensors nor model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors).");
+    }
+
+    /// <summary>
+    /// Copies every checkpoint tensor into the parameter of the same name. Throws on a shape mismatch (naming the key and
+    /// both shapes), on keys the model lacks, and on model keys the checkpoint lacks, except <paramref name="ignoredKeys"/>
+    /// (skipped if present) and <paramref name="optionalKeys"/> (loaded if present, allowed to be missing).
+    /// Returns the names that were loaded.
+    /// </summary>
+    public static ISet<string> Load(nn.Module model, string modelDir, IReadOnlyCollection<string> ignoredKeys, IReadOnlyCollection<string>? optionalKeys = null)
+    {
+        var expected = model.state_dict();
+        foreach (var k in ignoredKeys) expected.Remove(k);
+        var loaded = new HashSet<string>();
+        var unexpected = new List<string>();
+        using var _ = no_grad();
+        foreach (var file in FindWeightFiles(modelDir))
+        {
+            var sd = Safetensors.LoadStateDict(file);
+            try
+            {
+                foreach (var (key, src) in sd)
+                {
+                    if (ignoredKeys.Contains(key) || key.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) continue;
+                    if (!expected.TryGetValue(key, out var dst)) { unexpected.Add(key); continue; }
+                    if (!src.shape.SequenceEqual(dst.shape))
+                        throw new InvalidDataException(
+                            $"Checkpoint tensor '{key}' in '{Path.GetFileName(file)}' has shape [{string.Join(", ", src.shape)}] but the model expects [{string.Join(", ", dst.shape)}] (check config.json).");
+                    dst.copy_(src);                                    // casts dtype, moves device
+                    loaded.Add(key);
+                }
+            }
+            finally { foreach (var t in sd.Values) t.Dispose(); }
+        }
+        var missing = expected.Keys.Where(k => !loaded.Contains(k) && !(optionalKeys?.Contains(k) ?? false)).ToList();
+        if (missing.Count > 0 || unexpected.Count > 0)
+            throw new InvalidDataException(
+                $"Checkpoint in '{modelDir}' does not match the {model.GetType().Name} built from config.json: " +
+                (missing.Count > 0 ? $"missing {missing.Count} key(s): {List(missing)}. " : "") +
+                (unexpected.Count > 0 ? $"unexpected {unexpected.Count} key(s): {List(unexpected)}." : ""));
+        return loaded;
+    }
+
+    static string List(List<string> keys) => string.Join(", ", keys.Take(8)) + (keys.Count > 8 ? $", … ({keys.Count - 8} more)" : "");
+}

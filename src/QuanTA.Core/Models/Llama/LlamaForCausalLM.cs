@@ -1,0 +1,60 @@
+using QuanTA.Core.Adapters;
+using QuanTA.Core.Generation;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Models.Llama;
+
+/// <summary>
+/// transformers' <c>LlamaForCausalLM</c> (also Qwen2ForCausalLM / MistralForCausalLM): <c>model</c> + <c>lm_head</c>.
+/// With tie_word_embeddings the lm_head and model.embed_tokens share one weight parameter (do not move a tied model
+/// with <c>.to()</c>; load it on the device you want instead).
+/// </summary>
+public sealed class LlamaForCausalLM : CausalLM
+{
+#pragma warning disable IDE1006 // HF state-dict names
+    /// <summary>The decoder stack.</summary>
+    public LlamaModel model;
+    /// <summary>lm_head: hidden → vocab.</summary>
+    public AdaptableLinear lm_head;
+#pragma warning restore IDE1006
+
+    /// <summary>Creates an unloaded model (zero weights) of the given shape, on <paramref name="device"/> in <paramref name="dtype"/>.</summary>
+    public LlamaForCausalLM(HfModelConfig config, ScalarType dtype = ScalarType.Float32, Device? device = null)
+        : base(nameof(LlamaForCausalLM), config)
+    {
+        lm_head = new AdaptableLinear(config.HiddenSize, config.VocabSize, false, dtype, device);
+        var embed = config.TieWordEmbeddings
+            ? lm_head.weight
+            : new Parameter(zeros(config.VocabSize, config.HiddenSize, dtype: dtype, device: device), requires_grad: false);
+        model = new LlamaModel(config, embed, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <summary>Loads a Hugging Face folder; see <see cref="CausalLM.FromPretrained"/>.</summary>
+    public static new LlamaForCausalLM FromPretrained(string modelDir, ScalarType? dtype = null, Device? device = null)
+    {
+        var config = HfModelConfig.Load(modelDir);
+        var dev = ResolveDevice(device);
+        var m = new LlamaForCausalLM(config, ResolveDType(dtype, dev), dev);
+        try
+        {
+            // A tied checkpoint has no lm_head.weight (or a duplicate of the embedding, which transformers ignores).
+            CheckpointLoader.Load(m, modelDir, config.TieWordEmbeddings ? ["lm_head.weight"] : []);
+        }
+        catch { m.Dispose(); throw; }
+        m.eval();
+        return m;
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null, KVCache? cache = null, bool lastTokenOnly = false)
+    {
+        using var scope = NewDisposeScope();
+        var h = model.Forward(inputIds, attentionMask, positionIds, cache);          // (B, T, C)
+        if (lastTokenOnly) h = h[.., ^1..];                                          // (B, 1, C)
+        var logits = lm_head.forward(h).to_type(ScalarType.Float32);                  // (B, T, V) fp32
+        return logits.MoveToOuterDisposeScope();
+    }
+}

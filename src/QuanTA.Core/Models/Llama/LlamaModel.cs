@@ -1,0 +1,116 @@
+using QuanTA.Core.Generation;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Models.Llama;
+
+/// <summary>A token-embedding table (state-dict key <c>weight</c>, [vocab, hidden]); can share its weight with a tied lm_head.</summary>
+public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // HF state-dict name
+    /// <summary>The embedding matrix, [vocab, hidden] (frozen).</summary>
+    public Parameter weight;
+#pragma warning restore IDE1006
+
+    /// <summary>Wraps an existing parameter (tied embeddings) or a fresh zero table.</summary>
+    public TokenEmbedding(Parameter weight) : base(nameof(TokenEmbedding))
+    {
+        this.weight = weight;
+        RegisterComponents();
+    }
+
+    /// <summary>ids (B, T) int64 → (B, T, hidden).</summary>
+    public override Tensor forward(Tensor ids)
+    {
+        using var scope = NewDisposeScope();
+        var flat = weight.index_select(0, ids.reshape(-1));                      // (B·T, C)
+        return flat.view(ids.shape[0], ids.shape[1], weight.shape[1]).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// The LLaMA decoder stack (transformers' <c>LlamaModel</c>): embed_tokens → layers → norm. Also runs Qwen2 and
+/// Mistral (their differences are biases and settings in <see cref="HfModelConfig"/>).
+/// </summary>
+public sealed class LlamaModel : nn.Module
+{
+#pragma warning disable IDE1006 // HF state-dict names
+    /// <summary>embed_tokens.</summary>
+    public TokenEmbedding embed_tokens;
+    /// <summary>layers.0 … layers.N-1.</summary>
+    public ModuleList<LlamaDecoderLayer> layers;
+    /// <summary>Final norm.</summary>
+    public LlamaRMSNorm norm;
+#pragma warning restore IDE1006
+    readonly LlamaRotaryEmbedding _rope;
+
+    /// <summary>Creates the stack; <paramref name="embedWeight"/> is the (possibly shared) embedding parameter.</summary>
+    public LlamaModel(HfModelConfig c, Parameter embedWeight, ScalarType dtype, Device? device) : base(nameof(LlamaModel))
+    {
+        Config = c;
+        embed_tokens = new TokenEmbedding(embedWeight);
+        layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers)
+            .Select(i => new LlamaDecoderLayer(c, i, dtype, device)).ToArray());
+        norm = new LlamaRMSNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        _rope = new LlamaRotaryEmbedding(c.HeadDim, c.Rope);
+        RegisterComponents();
+    }
+
+    /// <summary>The configuration the stack was built from.</summary>
+    public HfModelConfig Config { get; }
+
+    /// <summary>The rotary embedding (its inverse frequencies are exposed for checks).</summary>
+    public LlamaRotaryEmbedding RotaryEmbedding => _rope;
+
+    /// <summary>
+    /// input_ids (B, T) int64 → hidden states (B, T, C) after the final norm.
+    /// <paramref name="attentionMask"/> (B, S) with S = cached + T (1 = real token, 0 = padding), or null for no padding.
+    /// Position ids default to <c>cumsum(mask) − 1</c> (padding → 1), as transformers' <c>generate</c> does, so left- and
+    /// right-padded rows give the same results as unpadded ones; without a mask they are past … past+T−1.
+    /// </summary>
+    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? positionIds = null, KVCache? cache = null)
+    {
+        if (inputIds.dim() != 2 || inputIds.dtype != ScalarType.Int64)
+            throw new ArgumentException($"input_ids must be a 2-D int64 tensor (B, T); got {inputIds.dtype} [{string.Join(", ", inputIds.shape)}].", nameof(inputIds));
+        using var scope = NewDisposeScope();
+        var (B, T) = (inputIds.shape[0], inputIds.shape[1]);
+        var past = cache?.SeqLength ?? 0;
+        var S = past + T;
+        if (Config.SlidingWindow is int w && S > w)
+            throw new NotSupportedException($"Sequence length {S} exceeds sliding_window {w}; sliding-window attention is not implemented ({Config.ModelType}).");
+        if (cache is not null && cache.NumLayers != layers.Count)
+            throw new ArgumentException($"The KV cache has {cache.NumLayers} layers but the model has {layers.Count}.", nameof(cache));
+        var device = inputIds.device;
+
+        Tensor? mask = null;                                                          // (B, 1, T, S) bool
+        var qIdx = arange(past, S, dtype: ScalarType.Int64, device: device);          // (T)
+        var kIdx = arange(0, S, dtype: ScalarType.Int64, device: device);             // (S)
+        if (attentionMask is not null)
+        {
+            if (attentionMask.dim() != 2 || attentionMask.shape[0] != B || attentionMask.shape[1] != S)
+                throw new ArgumentException($"attention_mask must be (B, cached + T) = ({B}, {S}); got [{string.Join(", ", attentionMask.shape)}].", nameof(attentionMask));
+            var m = attentionMask.to(device).to_type(ScalarType.Int64);
+            if (m.eq(1).all().item<bool>()) attentionMask = null;                     // no padding: plain causal
+            else
+            {
+                positionIds ??= (m.cumsum(-1) - 1).masked_fill(m.eq(0), 1)[.., (int)past..];  // (B, T)
+                var causal = kIdx.unsqueeze(0) <= qIdx.unsqueeze(1);                   // (T, S)
+                var allowed = causal.unsqueeze(0).logical_and(m.ne(0).unsqueeze(1));   // (B, T, S)
+                // A padding query with nothing to attend to (left padding) attends to itself instead of producing NaN.
+                var diag = kIdx.unsqueeze(0) == qIdx.unsqueeze(1);                     // (T, S)
+                var empty = allowed.any(-1, keepdim: true).logical_not();              // (B, T, 1)
+                mask = allowed.logical_or(empty.logical_and(diag.unsqueeze(0))).unsqueeze(1);
+            }
+        }
+        if (attentionMask is null && past > 0 && T > 1)
+            mask = (kIdx.unsqueeze(0) <= qIdx.unsqueeze(1)).unsqueeze(0).unsqueeze(0).expand(B, 1, T, S);
+        positionIds ??= qIdx.unsqueeze(0).expand(B, T);                               // (B, T)
+
+        var x = embed_tokens.forward(inputIds);                                       // (B, T, C)
+        var (cos, sin) = _rope.Forward(positionIds.to(device), x.dtype);              // (B, T, hd)
+        foreach (var layer in layers)
+            x = layer.Forward(x, cos, sin, mask, cache);
+        return norm.forward(x).MoveToOuterDisposeScope();                             // (B, T, C)
+    }
+}

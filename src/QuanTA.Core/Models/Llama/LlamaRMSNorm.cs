@@ -1,0 +1,33 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Models.Llama;
+
+/// <summary>RMSNorm as transformers computes it: normalize in fp32, cast back, then scale by <c>weight</c>.</summary>
+public sealed class LlamaRMSNorm : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // HF state-dict name
+    /// <summary>The scale γ, [hidden].</summary>
+    public Parameter weight;
+#pragma warning restore IDE1006
+    readonly double _eps;
+
+    /// <summary>Creates a norm with unit scale.</summary>
+    public LlamaRMSNorm(int hiddenSize, double eps, ScalarType dtype, Device? device) : base(nameof(LlamaRMSNorm))
+    {
+        _eps = eps;
+        weight = new Parameter(ones(hiddenSize, dtype: dtype, device: device), requires_grad: false);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = x.to_type(ScalarType.Float32);                     // (…, C) in fp32
+        var variance = h.pow(2).mean([-1], keepdim: true);          // (…, 1)
+        h = h * rsqrt(variance + _eps);
+        return (weight * h.to_type(x.dtype)).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,90 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Training;
+
+/// <summary>
+/// Loss functions of fine-tuning, computed in fp32 whatever the logits' dtype (bf16 logits are upcast first, as HF does).
+/// </summary>
+public static class Losses
+{
+    /// <summary>Label value that contributes no loss (PyTorch / HF <c>ignore_index</c>).</summary>
+    public const long IgnoreIndex = -100;
+
+    /// <summary>
+    /// Causal-LM loss as in HF <c>LlamaForCausalLM</c>: position t predicts token t+1, so logits[:, :-1] are scored against
+    /// labels[:, 1:]; labels equal to <see cref="IgnoreIndex"/> (prompt, padding) are skipped; the result is the mean over the
+    /// target tokens of the whole batch.
+    /// </summary>
+    /// <param name="logits">[B, T, V] any float dtype.</param>
+    /// <param name="labels">[B, T] int64, aligned with the input ids (not shifted), <see cref="IgnoreIndex"/> where no loss is wanted.</param>
+    /// <param name="targetTokens">Number of target tokens the mean is over.</param>
+    /// <returns>Scalar fp32 loss.</returns>
+    /// <exception cref="ArgumentException">wrong ranks/shapes/dtypes, or no target token in the batch.</exception>
+    public static Tensor CausalLM(Tensor logits, Tensor labels, out long targetTokens)
+    {
+        if (logits.dim() != 3) throw new ArgumentException($"Causal-LM logits must be [batch, time, vocab]; got shape [{string.Join(", ", logits.shape)}].", nameof(logits));
+        if (labels.dim() != 2 || labels.shape[0] != logits.shape[0] || labels.shape[1] != logits.shape[1])
+            throw new ArgumentException($"Labels must be [batch, time] = [{logits.shape[0]}, {logits.shape[1]}] to match the logits; got [{string.Join(", ", labels.shape)}].", nameof(labels));
+        if (labels.dtype != ScalarType.Int64) throw new ArgumentException($"Labels must be int64 token ids; got {labels.dtype}.", nameof(labels));
+        using var scope = NewDisposeScope();
+        long vocab = logits.shape[2];
+        var shiftLogits = logits[.., ..^1, ..].to_type(ScalarType.Float32).reshape(-1, vocab);   // (B·(T-1), V)
+        var shiftLabels = labels[.., 1..].reshape(-1).to(logits.device);                          // (B·(T-1))
+        var mask = shiftLabels.ne(IgnoreIndex);
+        targetTokens = mask.sum().item<long>();
+        if (targetTokens == 0)
+            throw new ArgumentException("The batch has no target token: every label after the first position is -100 " +
+                                        "(is the prompt longer than the maximum sequence length, truncating the whole answer?).", nameof(labels));
+        CheckRange(shiftLabels.masked_select(mask), vocab, "vocabulary size");
+        var loss = nn.functional.cross_entropy(shiftLogits, shiftLabels, ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean);
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Classification cross-entropy (mean over the batch).</summary>
+    /// <param name="logits">[B, C] any float dtype.</param>
+    /// <param name="labels">[B] int64 class indices in 0..C-1.</param>
+    /// <returns>Scalar fp32 loss.</returns>
+    public static Tensor Classification(Tensor logits, Tensor labels)
+    {
+        if (logits.dim() != 2) throw new ArgumentException($"Classification logits must be [batch, classes]; got [{string.Join(", ", logits.shape)}].", nameof(logits));
+        if (labels.dim() != 1 || labels.shape[0] != logits.shape[0])
+            throw new ArgumentException($"Labels must be [batch] = [{logits.shape[0]}]; got [{string.Join(", ", labels.shape)}].", nameof(labels));
+        if (labels.dtype != ScalarType.Int64) throw new ArgumentException($"Labels must be int64 class indices; got {labels.dtype}.", nameof(labels));
+        using var scope = NewDisposeScope();
+        var l = labels.to(logits.device);
+        CheckRange(l, logits.shape[1], "number of classes");
+        return nn.functional.cross_entropy(logits.to_type(ScalarType.Float32), l).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Labels for prompt → target training: a copy of <paramref name="inputIds"/> with <see cref="IgnoreIndex"/> on padding
+    /// (<paramref name="attentionMask"/> = 0) and on the first <paramref name="promptLengths"/>[i] real tokens of each row, so the
+    /// loss covers only the target tokens (the paper's DROP recipe). Works for left and right padding.
+    /// </summary>
+    /// <param name="inputIds">[B, T] int64.</param>
+    /// <param name="attentionMask">[B, T], 1 for real tokens.</param>
+    /// <param name="promptLengths">Prompt tokens (BOS included, if any) per row.</param>
+    /// <returns>[B, T] int64 labels.</returns>
+    public static Tensor PromptMaskedLabels(Tensor inputIds, Tensor attentionMask, IReadOnlyList<int> promptLengths)
+    {
+        if (inputIds.dim() != 2) throw new ArgumentException($"input_ids must be [batch, time]; got [{string.Join(", ", inputIds.shape)}].", nameof(inputIds));
+        if (!attentionMask.shape.SequenceEqual(inputIds.shape)) throw new ArgumentException("attention_mask must have the shape of input_ids.", nameof(attentionMask));
+        if (promptLengths.Count != inputIds.shape[0]) throw new ArgumentException($"{promptLengths.Count} prompt lengths for {inputIds.shape[0]} rows.", nameof(promptLengths));
+        using var scope = NewDisposeScope();
+        var real = attentionMask.to_type(ScalarType.Int64).ne(0);                                        // (B, T)
+        var rank = real.to_type(ScalarType.Int64).cumsum(1);                                              // 1-based index among real tokens
+        var prompt = tensor(promptLengths.Select(p => (long)p).ToArray(), device: inputIds.device).unsqueeze(1); // (B, 1)
+        var keep = real.logical_and(rank.gt(prompt));                                                    // real and after the prompt
+        return inputIds.to_type(ScalarType.Int64).masked_fill(keep.logical_not(), IgnoreIndex).MoveToOuterDisposeScope();
+    }
+
+    static void CheckRange(Tensor labels, long size, string what)
+    {
+        if (labels.numel() == 0) return;
+        var min = labels.min().item<long>();
+        var max = labels.max().item<long>();
+        if (min < 0 || max >= size)
+            throw new ArgumentException($"Label values must lie in 0..{size - 1} (the {what}); found {(min < 0 ? min : max)}.", "labels");
+    }
+}

@@ -29,6 +29,9 @@ public sealed record PretrainOptions
     // ---- optimisation ----
     /// <summary>Optimizer steps.</summary>
     public int Steps { get; init; } = 600;
+    /// <summary>Wall-clock budget of the training loop in minutes (0 = none): from step 11 on, the step count is
+    /// re-estimated every step to fit it (at most <see cref="Steps"/>), and the cosine schedule follows that count.</summary>
+    public double Minutes { get; init; }
     /// <summary>Sequences of <see cref="Context"/> tokens per step.</summary>
     public int Batch { get; init; } = 32;
     /// <summary>Peak learning rate (AdamW, β = 0.9 / 0.95).</summary>
@@ -43,9 +46,11 @@ public sealed record PretrainOptions
     public double ClipNorm { get; init; } = 1.0;
     /// <summary>Random seed (initialisation and block order).</summary>
     public int Seed { get; init; } = 1234;
+    /// <summary>Device: cpu, cuda or cuda:N (CUDA needs a CUDA libtorch, e.g. QUANTA_LIBTORCH_DIR).</summary>
+    public string Device { get; init; } = "cpu";
     /// <summary>CPU threads for libtorch (0 = libtorch's default).</summary>
     public int Threads { get; init; } = 0;
-    /// <summary>Evaluate a validation subset and save the model every this many steps.</summary>
+    /// <summary>Evaluate a validation subset every this many steps; the model is saved when that perplexity improves.</summary>
     public int EvalEvery { get; init; } = 100;
     /// <summary>Validation sequences used by the periodic evaluation (the final one uses every line).</summary>
     public int EvalLines { get; init; } = 512;

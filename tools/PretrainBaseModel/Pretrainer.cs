@@ -18,6 +18,7 @@ namespace QuanTA.Tools.PretrainBaseModel;
 /// </summary>
 public sealed class Pretrainer(PretrainOptions o, TextWriter log)
 {
+    int _steps = o.Steps; // lowered to fit --minutes
     /// <summary>config.json of the model to train, transformers-4 layout (top-level rope_theta), readable by both 4.x and 5.x.</summary>
     public JsonObject ConfigJson(int vocabSize) => new()
     {
@@ -50,10 +51,10 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
 
     /// <summary>Builds the model from <paramref name="config"/> and initialises it like transformers' LlamaPreTrainedModel
     /// (normal(0, initializer_range) for matrices and embeddings, ones for RMSNorm weights); every parameter trainable.</summary>
-    public static LlamaForCausalLM Create(HfModelConfig config, int seed)
+    public static LlamaForCausalLM Create(HfModelConfig config, int seed, Device device)
     {
         manual_seed(seed);
-        var model = new LlamaForCausalLM(config, ScalarType.Float32);
+        var model = new LlamaForCausalLM(config, ScalarType.Float32, device);
         using var _ = no_grad();
         foreach (var (name, p) in model.named_parameters())
         {
@@ -83,12 +84,20 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
         var csv = new StreamWriter(Path.Combine(o.Out, "pretraining-log.csv")) { AutoFlush = true };
         csv.WriteLine("step,epoch,loss,lr,tokens_per_s,val_ppl");
         var sw = Stopwatch.StartNew();
-        double emaLoss = double.NaN, lastValPpl = double.NaN;
+        double emaLoss = double.NaN, lastValPpl = double.NaN, bestValPpl = double.PositiveInfinity;
+        int bestStep = 0;
         long tokensSeen = 0;
         var recent = new Queue<double>();
 
-        for (int step = 1; step <= o.Steps; step++)
+        for (int step = 1; step <= _steps; step++)
         {
+            if (o.Minutes > 0 && step > 10)
+            {
+                // fit the run into the budget (7% kept for evaluations), re-estimated every step as the machine's load changes
+                double perStep = sw.Elapsed.TotalSeconds / (step - 1);
+                int fit = step + (int)((o.Minutes * 60 * 0.93 - sw.Elapsed.TotalSeconds) / perStep);
+                _steps = Math.Clamp(fit, step, o.Steps);
+            }
             var lr = LearningRate(step);
             foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
             var idx = new long[o.Batch];
@@ -100,7 +109,7 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
             double loss;
             using (var scope = NewDisposeScope())
             {
-                var block = trainBlocks.index_select(0, tensor(idx));              // (B, T+1)
+                var block = trainBlocks.index_select(0, tensor(idx)).to(model.Device); // (B, T+1)
                 var x = block[.., ..^1];                                          // (B, T)
                 var y = block[.., 1..];                                           // (B, T)
                 var logits = model.forward(x, null);                              // (B, T, V)
@@ -118,20 +127,25 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
             if (recent.Count > 20) recent.Dequeue();
 
             double tps = tokensSeen / sw.Elapsed.TotalSeconds;
-            bool evalNow = step % o.EvalEvery == 0 || step == o.Steps;
+            bool evalNow = step % o.EvalEvery == 0 || step == _steps;
             if (evalNow)
             {
                 lastValPpl = Perplexity(model, validationLines.Take(o.EvalLines).ToList(), o.Context);
-                Save(model, o.Out);
+                if (lastValPpl < bestValPpl)
+                {
+                    bestValPpl = lastValPpl;
+                    bestStep = step;
+                    Save(model, o.Out);
+                }
             }
             csv.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{step},{epoch},{loss:F4},{lr:E3},{tps:F0},{(evalNow ? lastValPpl.ToString("F3", CultureInfo.InvariantCulture) : "")}"));
             if (step % 10 == 0 || step == 1 || evalNow)
             {
-                var eta = TimeSpan.FromSeconds(sw.Elapsed.TotalSeconds / step * (o.Steps - step));
+                var eta = TimeSpan.FromSeconds(sw.Elapsed.TotalSeconds / step * (_steps - step));
                 var val = evalNow ? string.Create(CultureInfo.InvariantCulture, $"  val ppl ({o.EvalLines} lines) {lastValPpl:F2}") : "";
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"step {step,5}/{o.Steps} epoch {epoch} loss {loss:F3} (ema {emaLoss:F3}) lr {lr:E2} {tps:F0} tok/s elapsed {sw.Elapsed:hh\\:mm\\:ss} eta {eta:hh\\:mm\\:ss}{val}"));
+                    $"step {step,5}/{_steps} epoch {epoch} loss {loss:F3} (ema {emaLoss:F3}) lr {lr:E2} {tps:F0} tok/s elapsed {sw.Elapsed:hh\\:mm\\:ss} eta {eta:hh\\:mm\\:ss}{val}"));
                 log.Flush();
             }
         }
@@ -139,7 +153,9 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
         optimizer.Dispose();
         return new JsonObject
         {
-            ["steps"] = o.Steps,
+            ["steps"] = _steps,
+            ["saved_step"] = bestStep,
+            ["saved_step_val_ppl_subset"] = Math.Round(bestValPpl, 3),
             ["batch_sequences"] = o.Batch,
             ["context"] = o.Context,
             ["tokens_seen"] = tokensSeen,
@@ -153,7 +169,7 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
     public double LearningRate(int step)
     {
         if (step <= o.Warmup) return o.Lr * step / o.Warmup;
-        double progress = (double)(step - o.Warmup) / Math.Max(1, o.Steps - o.Warmup);
+        double progress = Math.Min(1.0, (double)(step - o.Warmup) / Math.Max(1, _steps - o.Warmup));
         return o.Lr * (o.MinLrRatio + (1 - o.MinLrRatio) * 0.5 * (1 + Math.Cos(Math.PI * progress)));
     }
 
@@ -174,7 +190,9 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
             {
                 using var scope = NewDisposeScope();
                 var (ids, mask, labels) = TokenData.EvalBatch(sorted.GetRange(i, Math.Min(batch, sorted.Count - i)), context);
-                var logits = model.forward(ids, mask);                                           // (B, T, V)
+                var dev = model.Device;
+                labels = labels.to(dev);
+                var logits = model.forward(ids.to(dev), mask.to(dev));                           // (B, T, V)
                 var sum = nn.functional.cross_entropy(logits.view(-1, logits.shape[2]), labels.view(-1),
                     ignore_index: -100, reduction: nn.Reduction.Sum);
                 nll += sum.item<float>();
@@ -203,7 +221,7 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
         foreach (var (name, p) in model.named_parameters())
         {
             if (model.Config.TieWordEmbeddings && name == "lm_head.weight") continue;
-            sd[name] = p.detach().to_type(dtype).contiguous();
+            sd[name] = p.detach().to_type(dtype).cpu().contiguous();
         }
         var tmp = Path.Combine(dir, "model.safetensors.tmp");
         Safetensors.SaveStateDict(tmp, sd);
@@ -221,7 +239,7 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
         for (int i = 0; i < maxNewTokens && ids.Count < model.Config.MaxPositionEmbeddings; i++)
         {
             using var scope = NewDisposeScope();
-            var logits = model.forward(tensor(ids.ToArray()).unsqueeze(0), null, lastTokenOnly: true);  // (1, 1, V)
+            var logits = model.forward(tensor(ids.ToArray()).unsqueeze(0).to(model.Device), null, lastTokenOnly: true);  // (1, 1, V)
             var next = (int)logits[0, 0].argmax().item<long>();
             if (next == TokenData.EndOfText) break;
             generated.Add(next);

@@ -19,6 +19,7 @@ catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }
 var total = Stopwatch.StartNew();
 TorchRuntime.Initialize();
 if (o.Threads > 0) torch.set_num_threads(o.Threads);
+var device = TorchRuntime.ParseDevice(o.Device);
 Console.WriteLine($"libtorch threads: {torch.get_num_threads()}; options: {o}");
 
 // ---- data ----
@@ -33,7 +34,7 @@ Console.WriteLine($"train: {train.Lines.Count:N0} gloss lines, {train.TokenCount
 // ---- model ----
 var trainer = new Pretrainer(o, Console.Out);
 var config = HfModelConfig.Parse(trainer.ConfigJson(vocabSize).ToJsonString(), "generated config.json");
-using var model = Pretrainer.Create(config, o.Seed);
+using var model = Pretrainer.Create(config, o.Seed, device);
 long nParams = model.parameters().Sum(p => p.numel());
 Console.WriteLine($"LlamaForCausalLM: {nParams:N0} parameters, all trainable");
 
@@ -45,7 +46,7 @@ if (Path.GetFullPath(o.Out) != Path.GetFullPath(o.Tokenizer))
 var summary = trainer.Train(model, blocks, validation.Lines);
 
 // ---- reload through the public loading path and evaluate ----
-using var loaded = CausalLM.FromPretrained(o.Out);
+using var loaded = CausalLM.FromPretrained(o.Out, torch.ScalarType.Float32, device);
 var ppl = Pretrainer.Perplexity(loaded, validation.Lines, o.Context);
 Console.WriteLine($"validation perplexity (all {validation.Lines.Count:N0} gloss lines, reloaded {o.SaveDtype} checkpoint): {ppl:F3}");
 
@@ -66,6 +67,7 @@ summary["validation_gloss_lines"] = validation.Lines.Count;
 summary["validation_tokens"] = validation.TokenCount;
 summary["validation_perplexity"] = Math.Round(ppl, 3);
 summary["threads"] = torch.get_num_threads();
+summary["device"] = device.ToString();
 summary["total_seconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
 summary["greedy_samples"] = samples;
 summary["command_line"] = "dotnet run -c Release --project tools/PretrainBaseModel -- " + string.Join(' ', args);

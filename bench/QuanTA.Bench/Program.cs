@@ -1,14 +1,23 @@
 using System.Diagnostics;
 using System.Text.Json;
+using QuanTA.Bench;
 using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-// quanta-bench: GPU benchmark program. Verbs: probe (libtorch/CUDA check + bf16 GEMM TFLOP/s).
+// quanta-bench: the GPU benchmark program. Prints one JSON line per measurement and, with --out DIR, writes them to
+// DIR/quanta_dotnet_<shape>.json. Verbs:
+//   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
+//   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-layer | lora | frozen)
+//   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
+//   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
 var verb = args.Length > 0 ? args[0] : "probe";
+string Arg(string name, string def) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : def; }
 TorchRuntime.Initialize();
 var device = TorchRuntime.CudaAvailable ? torch.CUDA : torch.CPU;
 Console.WriteLine($"libtorch: {TorchRuntime.LibTorchDirectory ?? "packaged"}; cuda: {TorchRuntime.CudaAvailable}; devices: {(TorchRuntime.CudaAvailable ? torch.cuda.device_count() : 0)}");
+var opts = new JsonSerializerOptions { WriteIndented = true };
+int seq = int.Parse(Arg("--seq", "512"));
 switch (verb)
 {
     case "probe":
@@ -26,7 +35,38 @@ switch (verb)
         Console.WriteLine(JsonSerializer.Serialize(new { verb, n, dtype = dtype.ToString(), tflops = Math.Round(tflops, 1) }));
         break;
     }
+    case "train":
+    {
+        var batch = Arg("--batch", "") is { Length: > 0 } bs ? int.Parse(bs) : (int?)null;
+        var r = TrainBench.Run(Arg("--shape", "tinyllama"), Arg("--method", "quanta"), batch, seq, int.Parse(Arg("--steps", "10")), 3);
+        Console.WriteLine(JsonSerializer.Serialize(r));
+        break;
+    }
+    case "suite":
+    {
+        if (device.type != DeviceType.CUDA) { Console.Error.WriteLine("suite needs a CUDA device (set QUANTA_LIBTORCH_DIR)."); return 2; }
+        var shape = Arg("--shape", "tinyllama");
+        var methods = Arg("--methods", "quanta,lora,frozen,quanta-layer").Split(',', StringSplitOptions.RemoveEmptyEntries);
+        var result = new Dictionary<string, object> { ["gpu"] = Arg("--gpu-name", ""), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"), ["seq"] = seq };
+        void Add(string key, Func<object> f)
+        {
+            try { var r = f(); result[key] = r; Console.WriteLine($"{key} {JsonSerializer.Serialize(r)}"); }
+            catch (Exception e) { result[key] = new { error = e.Message }; Console.WriteLine($"{key} ERROR {e.Message}"); }
+        }
+        Add("check", () => InferenceBench.Check(shape));
+        foreach (var m in methods) Add($"train_{m}", () => TrainBench.Run(shape, m, null, seq, 10, 3));
+        if (Arg("--skip-infer", "0") != "1")
+        {
+            Add("merged_inference", () => InferenceBench.MergedForward(shape, seq));
+            Add("decode", () => InferenceBench.Decode(shape));
+        }
+        var outDir = Arg("--out", "");
+        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"quanta_dotnet_{shape}.json"), JsonSerializer.Serialize(result, opts)); }
+        break;
+    }
+    case "ddp":
+        return DistributedBench.Run(args[1..]);
     default:
-        Console.Error.WriteLine($"unknown verb '{verb}'"); return 2;
+        Console.Error.WriteLine($"unknown verb '{verb}' (probe | train | suite)"); return 2;
 }
 return 0;

@@ -12,6 +12,8 @@ public static class Program
         var root = new RootCommand("quanta: QuanTA fine-tuning of LLaMA-family models on TorchSharp.");
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(ScoreCommand.Create());
+        root.Subcommands.Add(FineTuneCommand.Create());
+        root.Subcommands.Add(EvaluateCommand.Create());
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0 && !args.Any(a => a is "--help" or "-h" or "-?"))
         {

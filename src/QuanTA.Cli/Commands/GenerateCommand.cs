@@ -18,12 +18,15 @@ public static class GenerateCommand
         var topK = new Option<int?>("--top-k") { Description = "Sample among the k most likely tokens only." };
         var seed = new Option<long?>("--seed") { Description = "Seed for sampling (reproducible output)." };
         var stop = new Option<string[]>("--stop") { Description = "Stop before this string (repeatable).", AllowMultipleArgumentsPerToken = false };
+        var adapter = ModelFolder.AdapterOption();
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string?>("--dtype") { Description = "Weight precision: fp32, fp16 or bf16 (default: fp32 on CPU, bf16 on CUDA)." };
+        var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole sequence at every step instead of using the KV cache (slow; for checks)." };
+        var stats = new Option<bool>("--stats") { Description = "Print the number of generated tokens and tokens/s on stderr." };
 
         var cmd = new Command("generate", "Continue a prompt with a Hugging Face LLaMA-family model (prints the continuation only).")
         {
-            model, prompt, maxNew, greedy, temperature, topP, topK, seed, stop, device, dtype,
+            model, adapter, prompt, maxNew, greedy, temperature, topP, topK, seed, stop, device, dtype, noCache, stats,
         };
         cmd.SetAction(r => ModelFolder.Run(() =>
         {
@@ -39,18 +42,24 @@ public static class GenerateCommand
                 TopK = r.GetValue(topK) ?? 0,
                 Seed = r.GetValue(seed),
                 StopStrings = r.GetValue(stop) ?? [],
+                UseCache = !r.GetValue(noCache),
             };
             options.Validate();
-            var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype));
+            var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype), r.GetValue(adapter));
             using var _ = m;
             var generator = new TextGenerator(m, codec);
             var stdout = Console.Out;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             foreach (var piece in generator.StreamAsync(r.GetValue(prompt)!, options).ToBlockingEnumerable())
             {
                 stdout.Write(piece);
                 stdout.Flush();
             }
-            if (!Console.IsOutputRedirected) stdout.WriteLine();   // a terminal gets a newline; captured output is exact
+            clock.Stop();
+            if (!Console.IsOutputRedirected) Console.Error.WriteLine();   // end the terminal line without adding to stdout
+            if (r.GetValue(stats))
+                Console.Error.WriteLine($"{generator.LastTokenCount} tokens in {clock.Elapsed.TotalSeconds:F3} s " +
+                                        $"({generator.LastTokenCount / clock.Elapsed.TotalSeconds:F1} tokens/s, device {m.Device}, cache {(options.UseCache ? "on" : "off")})");
             return 0;
         }));
         return cmd;

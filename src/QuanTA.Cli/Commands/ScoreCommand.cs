@@ -17,16 +17,17 @@ public static class ScoreCommand
     {
         var model = new Option<string>("--model") { Description = "Hugging Face model folder (config.json, model.safetensors, tokenizer files).", Required = true };
         var text = new Option<string>("--text") { Description = "The text to score.", Required = true };
+        var adapter = ModelFolder.AdapterOption();
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string?>("--dtype") { Description = "Weight precision: fp32, fp16 or bf16 (default: fp32 on CPU, bf16 on CUDA)." };
 
         var cmd = new Command("score", "Print per-token log-probabilities of a text as one JSON object (token_ids, logprobs, mean_logprob).")
         {
-            model, text, device, dtype,
+            model, adapter, text, device, dtype,
         };
         cmd.SetAction(r => ModelFolder.Run(() =>
         {
-            var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype));
+            var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype), r.GetValue(adapter));
             using var _ = m;
             var ids = codec.Encode(r.GetValue(text)!).Select(i => (long)i).ToArray();
             if (ids.Length < 2)

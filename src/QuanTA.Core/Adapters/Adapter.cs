@@ -31,6 +31,13 @@ public abstract class Adapter : nn.Module
     /// <summary>Number of trainable parameters (the frozen copies are not counted).</summary>
     public long TrainableParameterCount => parameters().Where(p => p.requires_grad).Sum(p => p.numel());
 
+    /// <summary>
+    /// A ΔW [out, in] already computed for the current training step by a fused materializer (<see cref="QuanTABank"/>),
+    /// in the layer's compute dtype and differentiable with respect to the adapter's parameters. While set, the layer
+    /// computes one GEMM with the effective weight, <c>y = x (W0 + ΔW)ᵀ + b</c>, instead of calling <see cref="Delta"/>.
+    /// </summary>
+    public Tensor? StepDeltaWeight { get; internal set; }
+
     /// <summary>A JSON-serializable description of the adapter's shape options (stored next to exported weights).</summary>
     public abstract IReadOnlyDictionary<string, object> Describe();
 }

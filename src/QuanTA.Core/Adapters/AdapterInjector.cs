@@ -129,6 +129,21 @@ public static class AdapterInjector
         return new InjectionReport(trainable, total, rows);
     }
 
+    /// <summary>The measured numerical rank of every attached adapter's ΔW (<see cref="MatrixRank.Of"/>; one SVD per layer,
+    /// so meant for reports, not for every step), keyed by layer name.</summary>
+    public static IReadOnlyDictionary<string, long> MeasureDeltaRanks(nn.Module model)
+    {
+        var ranks = new Dictionary<string, long>();
+        using var _ = no_grad();
+        foreach (var (name, layer) in LinearLayers(model))
+            if (layer.Adapter is { } a)
+            {
+                using var dw = a.DeltaWeight();
+                ranks[name] = MatrixRank.Of(dw);
+            }
+        return ranks;
+    }
+
     /// <summary>Folds every attached adapter's ΔW into its layer's weight (zero-overhead inference). Returns the number merged.</summary>
     public static int MergeAll(nn.Module model)
     {

@@ -24,7 +24,7 @@ public static class LogitsSampler
             var (sorted, idx) = scores.sort(dim: -1, descending: false);                        // ascending
             var cum = sorted.softmax(-1).cumsum(-1);                                            // (B, V)
             var remove = cum <= (1 - o.TopP);
-            remove[.., ^1] = tensor(false);
+            remove[.., ^1].fill_(false);                                                        // keep the most likely token
             var removeOrig = remove.scatter(-1, idx, remove);
             scores = scores.masked_fill(removeOrig, float.NegativeInfinity);
         }

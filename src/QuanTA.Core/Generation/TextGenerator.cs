@@ -67,15 +67,19 @@ public sealed class TextGenerator
         {
             if (final is not null) break;
             var text = codec.Decode(gen);
-            var safe = text.Length - holdBack;
+            var end = text.Length;
+            while (end > 0 && text[end - 1] == '\uFFFD') end--;                              // an unfinished UTF-8 sequence may still complete
+            var safe = Math.Min(end, text.Length - holdBack);
             while (safe > emitted && char.IsHighSurrogate(text[safe - 1])) safe--;
-            if (text.EndsWith('\uFFFD')) safe = Math.Min(safe, text.Length - 1);             // unfinished byte sequence
             if (safe > emitted) { yield return text[emitted..safe]; emitted = safe; }
             await Task.Yield();
         }
         final ??= codec.Decode(gen);
         if (final.Length > emitted) yield return final[emitted..];
     }
+
+    /// <summary>Number of tokens produced by the last generation call (all rows together, eos included).</summary>
+    public int LastTokenCount { get; private set; }
 
     ITextCodec Codec() => _codec ?? throw new InvalidOperationException("This TextGenerator has no text codec; pass one to the constructor or use GenerateIds.");
 
@@ -108,6 +112,7 @@ public sealed class TextGenerator
         var eos = (o.EosTokenIds ?? cfg.EosTokenIds).Select(i => (long)i).ToHashSet();
         long pad = cfg.PadTokenId ?? (eos.Count > 0 ? eos.First() : 0);
         int B = prompts.Count, T0 = prompts.Max(p => p.Count);
+        LastTokenCount = 0;
 
         // Left-padded token and mask rows, kept on the host and grown by one column per step.
         var tokens = prompts.Select(p => Enumerable.Repeat(pad, T0 - p.Count).Concat(p).ToList()).ToArray();
@@ -138,6 +143,7 @@ public sealed class TextGenerator
                 tokens[b].Add(t); mask[b].Add(1);
                 if (done[b]) continue;
                 emittedNow[b] = t;
+                LastTokenCount++;
                 if (eos.Contains(t)) done[b] = true;
                 if (onToken?.Invoke(b, t) == true) done[b] = true;
             }

@@ -54,12 +54,14 @@ public static class CheckpointLoader
                 foreach (var (key, src) in sd)
                 {
                     if (ignoredKeys.Contains(key) || key.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) continue;
-                    if (!expected.TryGetValue(key, out var dst)) { unexpected.Add(key); continue; }
+                    // A bare decoder checkpoint (saved from LlamaModel) has no "model." prefix, as transformers' base_model_prefix allows.
+                    var name = expected.ContainsKey(key) || !expected.ContainsKey("model." + key) ? key : "model." + key;
+                    if (!expected.TryGetValue(name, out var dst)) { unexpected.Add(key); continue; }
                     if (!src.shape.SequenceEqual(dst.shape))
                         throw new InvalidDataException(
-                            $"Checkpoint tensor '{key}' in '{Path.GetFileName(file)}' has shape [{string.Join(", ", src.shape)}] but the model expects [{string.Join(", ", dst.shape)}] (check config.json).");
+                            $"Checkpoint tensor '{name}' in '{Path.GetFileName(file)}' has shape [{string.Join(", ", src.shape)}] but the model expects [{string.Join(", ", dst.shape)}] (check config.json).");
                     dst.copy_(src);                                    // casts dtype, moves device
-                    loaded.Add(key);
+                    loaded.Add(name);
                 }
             }
             finally { foreach (var t in sd.Values) t.Dispose(); }

@@ -67,7 +67,7 @@ public sealed record HfModelConfig
     public int? SlidingWindow { get; init; }
     /// <summary>bos_token_id.</summary>
     public int? BosTokenId { get; init; }
-    /// <summary>eos_token_id (a list in some configs).</summary>
+    /// <summary>eos_token_id (a list in some configs), together with generation_config.json's when <see cref="Load"/> reads a folder.</summary>
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
     /// <summary>pad_token_id (used by the sequence-classification head to find the last real token).</summary>
     public int? PadTokenId { get; init; }
@@ -85,7 +85,15 @@ public sealed record HfModelConfig
         var path = Directory.Exists(modelDirOrFile) ? Path.Combine(modelDirOrFile, "config.json") : modelDirOrFile;
         if (!File.Exists(path))
             throw new FileNotFoundException($"No config.json at '{path}'. Expected a Hugging Face model folder (config.json + model.safetensors).", path);
-        return Parse(File.ReadAllText(path), path);
+        var cfg = Parse(File.ReadAllText(path), path);
+        // generate() stops at generation_config.json's eos_token_id(s) (e.g. LLaMA-3 instruct's end-of-turn token) too.
+        var genPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "generation_config.json");
+        if (File.Exists(genPath) && JsonNode.Parse(File.ReadAllText(genPath)) is JsonObject g)
+        {
+            var extra = IntList(g, "eos_token_id");
+            if (extra.Except(cfg.EosTokenIds).Any()) cfg = cfg with { EosTokenIds = cfg.EosTokenIds.Union(extra).ToArray() };
+        }
+        return cfg;
     }
 
     /// <summary>Parses config.json text. <paramref name="source"/> names the file in error messages.</summary>

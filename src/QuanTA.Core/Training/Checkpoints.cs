@@ -30,7 +30,7 @@ public sealed class TrainerState
     public long Seed { get; set; }
     /// <summary><see cref="TrainerOptions.RunFingerprint"/> of the run.</summary>
     public string? RunFingerprint { get; set; }
-    /// <summary>Names, shapes and dtypes of the trainable tensors, in optimizer order.</summary>
+    /// <summary>Names, shapes and dtypes of the saved tensors: the trainable ones in optimizer order, then the state tensors.</summary>
     public List<ParameterInfo> Parameters { get; set; } = new();
     /// <summary>Best validation metric so far.</summary>
     public double? BestMetric { get; set; }
@@ -55,7 +55,8 @@ public sealed class TrainerState
 public sealed record ParameterInfo(string Name, long[] Shape, string DType);
 
 /// <summary>
-/// Checkpoint folders <c>checkpoint-000042/</c> holding <c>adapter.safetensors</c> (the trainable tensors by name),
+/// Checkpoint folders <c>checkpoint-000042/</c> holding <c>adapter.safetensors</c> (the trainable tensors by name, plus
+/// untrained state tensors such as QuanTA's frozen copies <c>S_i</c>),
 /// <c>optimizer.bin</c> (TorchSharp AdamW state), <c>rng_state.bin</c> (libtorch CPU generator) and <c>trainer_state.json</c>
 /// (step, data position, history, best metric, SHA-256 of the other files). Each folder is written under a temporary name and
 /// renamed when complete, so a crash never leaves a half-written <c>checkpoint-N</c>; a checkpoint altered afterwards fails
@@ -99,12 +100,12 @@ public static class Checkpoints
     }
 
     /// <summary>
-    /// Writes a checkpoint of <paramref name="parameters"/>, <paramref name="optimizer"/> and <paramref name="rngState"/> with
+    /// Writes a checkpoint of <paramref name="tensors"/>, <paramref name="optimizer"/> and <paramref name="rngState"/> with
     /// <paramref name="state"/> (its hashes and time are filled in). Atomic: on any failure (e.g. disk full) the temporary
     /// folder is removed, nothing existing is touched, and an <see cref="IOException"/> says so.
     /// </summary>
     /// <returns>The checkpoint folder.</returns>
-    public static string Save(string root, TrainerState state, IReadOnlyList<(string name, Parameter parameter)> parameters,
+    public static string Save(string root, TrainerState state, IReadOnlyList<(string name, Tensor tensor)> tensors,
                               OptimizerHelper optimizer, byte[] rngState)
     {
         Directory.CreateDirectory(root);
@@ -115,7 +116,7 @@ public static class Checkpoints
         {
             state.Sha256 = new Dictionary<string, string>
             {
-                [AdapterFile] = WriteFile(Path.Combine(tmp, AdapterFile), s => SaveTensors(s, parameters)),
+                [AdapterFile] = WriteFile(Path.Combine(tmp, AdapterFile), s => SaveTensors(s, tensors)),
                 [OptimizerFile] = WriteFile(Path.Combine(tmp, OptimizerFile), s =>
                 {
                     using var w = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
@@ -144,11 +145,11 @@ public static class Checkpoints
         }
     }
 
-    static void SaveTensors(Stream s, IReadOnlyList<(string name, Parameter parameter)> parameters)
+    static void SaveTensors(Stream s, IReadOnlyList<(string name, Tensor tensor)> tensors)
     {
         using var scope = NewDisposeScope();
         var dict = new Dictionary<string, Tensor>();
-        foreach (var (name, p) in parameters) dict[name] = p.detach().contiguous();
+        foreach (var (name, t) in tensors) dict[name] = t.detach().contiguous();
         Safetensors.SaveStateDict(s, dict, leaveOpen: true);
     }
 
@@ -212,23 +213,23 @@ public static class Checkpoints
     }
 
     /// <summary>
-    /// Loads a verified checkpoint into <paramref name="parameters"/> (names, shapes and dtypes must match), <paramref name="optimizer"/>
+    /// Loads a verified checkpoint into <paramref name="tensors"/> (names, shapes and dtypes must match), <paramref name="optimizer"/>
     /// and, when <paramref name="restoreRng"/>, libtorch's CPU generator. Everything is checked before anything is changed.
     /// </summary>
     /// <returns>The checkpoint's <see cref="TrainerState"/>.</returns>
-    public static TrainerState Load(string checkpoint, IReadOnlyList<(string name, Parameter parameter)> parameters,
+    public static TrainerState Load(string checkpoint, IReadOnlyList<(string name, Tensor tensor)> tensors,
                                     OptimizerHelper? optimizer, bool restoreRng = true)
     {
         var state = Verify(checkpoint);
-        CheckParameters(checkpoint, state, parameters);
-        Dictionary<string, Tensor> tensors;
-        try { tensors = Safetensors.LoadStateDict(Path.Combine(checkpoint, AdapterFile)); }
+        CheckTensors(checkpoint, state, tensors);
+        Dictionary<string, Tensor> stored;
+        try { stored = Safetensors.LoadStateDict(Path.Combine(checkpoint, AdapterFile)); }
         catch (Exception e) when (e is not CheckpointCorruptException)
         { throw new CheckpointCorruptException(checkpoint, $"{AdapterFile} cannot be read ({e.Message})", e); }
         try
         {
-            foreach (var (name, p) in parameters)
-                if (!tensors.TryGetValue(name, out var t) || !t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype)
+            foreach (var (name, p) in tensors)
+                if (!stored.TryGetValue(name, out var t) || !t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype)
                     throw new CheckpointCorruptException(checkpoint, $"{AdapterFile} lacks '{name}' with shape [{string.Join(",", p.shape)}] {p.dtype}");
             var rng = File.ReadAllBytes(Path.Combine(checkpoint, RngFile));
             if (optimizer is not null)
@@ -239,31 +240,31 @@ public static class Checkpoints
                 { throw new CheckpointCorruptException(checkpoint, $"{OptimizerFile} does not fit this optimizer ({e.Message})", e); }
             }
             using (no_grad())
-                foreach (var (name, p) in parameters) p.copy_(tensors[name]);
+                foreach (var (name, p) in tensors) p.copy_(stored[name]);
             if (restoreRng)
             {
                 using var rt = tensor(rng, dtype: ScalarType.Byte);
                 torch.random.set_rng_state(rt);
             }
         }
-        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        finally { foreach (var t in stored.Values) t.Dispose(); }
         return state;
     }
 
-    /// <summary>Loads only the trainable tensors of a checkpoint into <paramref name="parameters"/> (e.g. the best one at the end).</summary>
-    public static void LoadParameters(string checkpoint, IReadOnlyList<(string name, Parameter parameter)> parameters)
-        => Load(checkpoint, parameters, optimizer: null, restoreRng: false);
+    /// <summary>Loads only the tensors of a checkpoint into <paramref name="tensors"/> (e.g. the best one at the end), not the optimizer or RNG.</summary>
+    public static void LoadTensors(string checkpoint, IReadOnlyList<(string name, Tensor tensor)> tensors)
+        => Load(checkpoint, tensors, optimizer: null, restoreRng: false);
 
-    static void CheckParameters(string checkpoint, TrainerState state, IReadOnlyList<(string name, Parameter parameter)> parameters)
+    static void CheckTensors(string checkpoint, TrainerState state, IReadOnlyList<(string name, Tensor tensor)> tensors)
     {
-        var mine = parameters.Select(p => $"{p.name}[{string.Join(",", p.parameter.shape)}]:{p.parameter.dtype}").ToList();
+        var mine = tensors.Select(p => $"{p.name}[{string.Join(",", p.tensor.shape)}]:{p.tensor.dtype}").ToList();
         var theirs = state.Parameters.Select(p => $"{p.Name}[{string.Join(",", p.Shape)}]:{p.DType}").ToList();
         if (mine.SequenceEqual(theirs)) return;
         var missing = theirs.Except(mine).Take(3).ToList();
         var extra = mine.Except(theirs).Take(3).ToList();
         throw new InvalidOperationException(
             $"Checkpoint '{checkpoint}' was saved for other trainable parameters (a different base model or adapter configuration): " +
-            $"{state.Parameters.Count} tensors there, {parameters.Count} here; only in the checkpoint: [{string.Join("; ", missing)}], " +
+            $"{state.Parameters.Count} tensors there, {tensors.Count} here; only in the checkpoint: [{string.Join("; ", missing)}], " +
             $"only here: [{string.Join("; ", extra)}].");
     }
 
@@ -295,6 +296,6 @@ public static class Checkpoints
         return s.data<byte>().ToArray();
     }
 
-    internal static List<ParameterInfo> Describe(IReadOnlyList<(string name, Parameter parameter)> parameters)
-        => parameters.Select(p => new ParameterInfo(p.name, p.parameter.shape, p.parameter.dtype.ToString())).ToList();
+    internal static List<ParameterInfo> Describe(IReadOnlyList<(string name, Tensor tensor)> tensors)
+        => tensors.Select(p => new ParameterInfo(p.name, p.tensor.shape, p.tensor.dtype.ToString())).ToList();
 }

@@ -41,6 +41,35 @@ public static class Losses
         return loss.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// The causal-LM loss without host synchronization (no target count, no range check): for labels that were validated on
+    /// the host before they were moved to the device, e.g. by <see cref="CountTargets"/>. Same value as <see cref="CausalLM"/>.
+    /// </summary>
+    public static Tensor CausalLMUnchecked(Tensor logits, Tensor labels)
+    {
+        using var scope = NewDisposeScope();
+        long vocab = logits.shape[2];
+        var shiftLogits = logits[.., ..^1, ..].to_type(ScalarType.Float32).reshape(-1, vocab);   // (B·(T-1), V)
+        var shiftLabels = labels[.., 1..].reshape(-1);                                            // (B·(T-1))
+        return nn.functional.cross_entropy(shiftLogits, shiftLabels, ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean)
+            .MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Host-side check of causal-LM labels [B, T] (row-major): counts the target tokens (those after the first
+    /// position that are not <see cref="IgnoreIndex"/>) and throws if one lies outside 0..vocab−1.</summary>
+    public static long CountTargets(ReadOnlySpan<long> labels, int time, long vocab)
+    {
+        long n = 0;
+        for (int i = 0; i < labels.Length; i++)
+        {
+            if (i % time == 0 || labels[i] == IgnoreIndex) continue;
+            if (labels[i] < 0 || labels[i] >= vocab)
+                throw new ArgumentException($"Label values must lie in 0..{vocab - 1} (the vocabulary size); found {labels[i]}.", nameof(labels));
+            n++;
+        }
+        return n;
+    }
+
     /// <summary>Classification cross-entropy (mean over the batch).</summary>
     /// <param name="logits">[B, C] any float dtype.</param>
     /// <param name="labels">[B] int64 class indices in 0..C-1.</param>

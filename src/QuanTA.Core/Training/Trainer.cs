@@ -9,14 +9,29 @@ namespace QuanTA.Core.Training;
 /// A model-agnostic fine-tuning loop in the habits of the Hugging Face Trainer: AdamW over the trainable tensors only, a
 /// per-step learning rate (linear / cosine / constant with warmup), gradient accumulation, global-norm clipping, a NaN/inf
 /// guard, cancellation within one micro-batch, progress events, validation with early stopping and best-model tracking, and
-/// atomic checkpoints from which a resumed run continues bit for bit (CPU, fixed seed).
+/// atomic checkpoints from which a resumed run continues bit for bit (CPU, fixed seed; on CUDA the GPU generator's state
+/// cannot be saved with TorchSharp 0.107, so dropout masks after a resume differ).
 /// <para>Each micro-batch (fetching it from the source included) runs in its own dispose scope, so tensors made by the batch
 /// source and the loss function are freed every step. <see cref="IDisposable"/> batches are disposed after use.</para>
 /// </summary>
+/// <example>
+/// <code>
+/// AdapterInjector.Inject(model, new QuanTAConfig { Layout = [16, 8, 8, 4] }, TargetModules.Names("q_proj", "v_proj"));
+/// using var trainer = Trainer&lt;LmBatch&gt;.ForModule(model, new TrainerOptions { CheckpointDir = "ckpt", CheckpointEverySteps = 500 });
+/// var result = trainer.Train(BatchSource.FromList(batches, shuffle: true), b =>
+/// {
+///     var logits = model.forward(b.InputIds, b.AttentionMask);                 // (B, T, V)
+///     var loss = Losses.CausalLM(logits, b.Labels, out var targetTokens);      // labels: Losses.PromptMaskedLabels(...)
+///     return new TrainStepResult(loss, targetTokens);
+/// }, progress: new Progress&lt;TrainingProgress&gt;(p => Console.WriteLine(p)), cancellationToken: token);
+/// // after a crash or Ctrl+C: same options with ResumeFrom = "ckpt" continue where the last checkpoint left off.
+/// </code>
+/// </example>
 /// <typeparam name="TBatch">What the batch source yields and the loss function consumes.</typeparam>
 public sealed class Trainer<TBatch> : IDisposable
 {
     readonly List<(string name, Parameter parameter)> _params;
+    readonly List<(string name, Tensor tensor)> _saved;     // what checkpoints hold: trainable, then state tensors
     readonly nn.Module? _model;
     readonly AdamW _optimizer;
     bool _used, _disposed;
@@ -24,9 +39,13 @@ public sealed class Trainer<TBatch> : IDisposable
     /// <summary>
     /// Creates a trainer for the given trainable tensors. <paramref name="model"/>, if given, is switched to <c>train()</c> for
     /// training and <c>eval()</c> for validation; otherwise the loss and validation functions handle modes themselves.
+    /// <paramref name="stateTensors"/> are tensors that are not trained but belong to the trained state and may differ between
+    /// two set-ups of the same run (e.g. QuanTA's frozen copies <c>S_i</c>, made from the random init): checkpoints store them
+    /// and resuming restores them, so a resumed run does not depend on how the adapter was re-initialized.
     /// </summary>
     /// <exception cref="ArgumentException">no parameters, a parameter that does not require grad, or a duplicate name.</exception>
-    public Trainer(IEnumerable<(string name, Parameter parameter)> trainableParameters, TrainerOptions options, nn.Module? model = null)
+    public Trainer(IEnumerable<(string name, Parameter parameter)> trainableParameters, TrainerOptions options, nn.Module? model = null,
+                   IEnumerable<(string name, Tensor tensor)>? stateTensors = null)
     {
         ArgumentNullException.ThrowIfNull(trainableParameters);
         ArgumentNullException.ThrowIfNull(options);
@@ -38,18 +57,30 @@ public sealed class Trainer<TBatch> : IDisposable
         foreach (var (name, p) in _params)
             if (!p.requires_grad)
                 throw new ArgumentException($"Parameter '{name}' does not require grad; pass only trainable parameters.", nameof(trainableParameters));
-        var dup = _params.GroupBy(p => p.name).FirstOrDefault(g => g.Count() > 1);
-        if (dup is not null) throw new ArgumentException($"Parameter name '{dup.Key}' appears twice.", nameof(trainableParameters));
+        _saved = _params.Select(p => (p.name, (Tensor)p.parameter)).Concat(stateTensors ?? Enumerable.Empty<(string, Tensor)>()).ToList();
+        var dup = _saved.GroupBy(p => p.name).FirstOrDefault(g => g.Count() > 1);
+        if (dup is not null) throw new ArgumentException($"Tensor name '{dup.Key}' appears twice among the trainable and state tensors.", nameof(trainableParameters));
         _model = model;
         _optimizer = torch.optim.AdamW(_params.Select(p => p.parameter), lr: Options.LearningRate, beta1: Options.AdamBeta1,
                                        beta2: Options.AdamBeta2, eps: Options.AdamEpsilon, weight_decay: Options.WeightDecay);
     }
 
-    /// <summary>A trainer over every parameter of <paramref name="model"/> that requires grad (e.g. after adapter injection).</summary>
+    /// <summary>
+    /// A trainer over every parameter of <paramref name="model"/> that requires grad (e.g. after adapter injection). The buffers
+    /// of every sub-module that owns a trainable parameter (an adapter's frozen copies) become state tensors; the base model's
+    /// buffers do not.
+    /// </summary>
     public static Trainer<TBatch> ForModule(nn.Module model, TrainerOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return new Trainer<TBatch>(model.named_parameters().Where(p => p.parameter.requires_grad), options, model);
+        var state = new List<(string, Tensor)>();
+        foreach (var (prefix, module) in model.named_modules().Prepend(("", model)))
+        {
+            if (!module.named_parameters(recurse: false).Any(p => p.parameter.requires_grad)) continue;
+            foreach (var (name, buffer) in module.named_buffers(recurse: false))
+                state.Add((prefix.Length == 0 ? name : prefix + "." + name, buffer));
+        }
+        return new Trainer<TBatch>(model.named_parameters().Where(p => p.parameter.requires_grad), options, model, state);
     }
 
     /// <summary>The options in use (a copy of those given).</summary>
@@ -57,6 +88,9 @@ public sealed class Trainer<TBatch> : IDisposable
 
     /// <summary>The trainable tensors, in optimizer order.</summary>
     public IReadOnlyList<(string name, Parameter parameter)> Parameters => _params;
+
+    /// <summary>Untrained tensors that checkpoints also hold (see the constructor).</summary>
+    public IReadOnlyList<(string name, Tensor tensor)> StateTensors => _saved.Skip(_params.Count).ToList();
 
     /// <summary>Training history so far (also after an exception or cancellation).</summary>
     public TrainingHistory History { get; private set; } = new();
@@ -149,7 +183,7 @@ public sealed class Trainer<TBatch> : IDisposable
                 torch.random.manual_seed(o.Seed).Dispose();
                 _state = new TrainerState
                 {
-                    Seed = o.Seed, RunFingerprint = o.RunFingerprint, Parameters = Checkpoints.Describe(t._params),
+                    Seed = o.Seed, RunFingerprint = o.RunFingerprint, Parameters = Checkpoints.Describe(t._saved),
                     GradientAccumulationSteps = o.GradientAccumulationSteps, BatchesPerEpoch = _bpe,
                 };
             }
@@ -164,8 +198,14 @@ public sealed class Trainer<TBatch> : IDisposable
         {
             t.Log?.Invoke("The batch source does not know its length; counting the batches of one epoch.");
             long n = 0;
-            foreach (var b in data.GetBatches(0, 0)) { n++; (b as IDisposable)?.Dispose(); }
-            return n;
+            using var e = data.GetBatches(0, 0).GetEnumerator();
+            while (true)
+            {
+                using var scope = NewDisposeScope();   // tensors a source makes while counting are freed too
+                if (!e.MoveNext()) return n;
+                n++;
+                (e.Current as IDisposable)?.Dispose();
+            }
         }
 
         void Resume(string from)
@@ -183,7 +223,10 @@ public sealed class Trainer<TBatch> : IDisposable
             if (peek.GradientAccumulationSteps != o.GradientAccumulationSteps || peek.BatchesPerEpoch != _bpe)
                 throw new InvalidOperationException($"Checkpoint '{checkpoint}' was saved with {peek.BatchesPerEpoch} batches per epoch and gradient accumulation " +
                                                     $"{peek.GradientAccumulationSteps}; this run has {_bpe} and {o.GradientAccumulationSteps}. Resume needs the same data and batching.");
-            _state = Checkpoints.Load(checkpoint, t._params, t._optimizer);
+            _state = Checkpoints.Load(checkpoint, t._saved, t._optimizer);
+            // TorchSharp 0.107 cannot read or set a CUDA generator's state: re-seed it per position (deterministic, but
+            // GPU dropout masks differ from an uninterrupted run; on CPU the resume is bit-exact).
+            if (torch.cuda.is_available()) torch.cuda.manual_seed_all(o.Seed + _state.Step);
             _lastSavedStep = _state.Step;
             _lastCheckpoint = checkpoint;
             if (o.RestoreBestAtEnd && _state.BestCheckpoint is not null && o.CheckpointDir is not null)
@@ -197,7 +240,7 @@ public sealed class Trainer<TBatch> : IDisposable
         List<Tensor> LoadBestSnapshot(string dir)
         {
             var current = Snapshot();
-            Checkpoints.LoadParameters(dir, t._params);
+            Checkpoints.LoadTensors(dir, t._saved);
             var best = Snapshot();
             Restore(current);
             foreach (var c in current) c.Dispose();
@@ -219,7 +262,9 @@ public sealed class Trainer<TBatch> : IDisposable
                 var batch = batches.Current;
                 try
                 {
-                    var r = lossFn(batch);
+                    TrainStepResult r;
+                    try { r = lossFn(batch); }
+                    catch (OperationCanceledException) when (ct.IsCancellationRequested) { Cancel(epoch); throw; }
                     if (r.Loss is null || r.Loss.numel() != 1)
                         throw new InvalidOperationException("The loss function must return a scalar loss tensor.");
                     var loss = r.Loss.to_type(ScalarType.Float64).item<double>();
@@ -228,6 +273,7 @@ public sealed class Trainer<TBatch> : IDisposable
                     lossSum += loss;
                     tokens += r.TokenCount;
                 }
+                catch (Exception e) when (OutOfMemoryOnDeviceException.IsDeviceOutOfMemory(e)) { OutOfMemory(epoch, e); throw; }
                 finally { (batch as IDisposable)?.Dispose(); }
             }
             var norm = GradNorm();
@@ -324,7 +370,7 @@ public sealed class Trainer<TBatch> : IDisposable
         void Save(int epoch, bool force = false)
         {
             if (!force && _lastSavedStep == _state.Step) return;
-            _lastCheckpoint = Checkpoints.Save(o.CheckpointDir!, _state, t._params, t._optimizer, _rngAtStep);
+            _lastCheckpoint = Checkpoints.Save(o.CheckpointDir!, _state, t._saved, t._optimizer, _rngAtStep);
             _lastSavedStep = _state.Step;
             var best = _state.BestCheckpoint is null ? null : Path.Combine(o.CheckpointDir!, _state.BestCheckpoint);
             Checkpoints.Prune(o.CheckpointDir!, o.KeepLastCheckpoints, best);
@@ -343,6 +389,16 @@ public sealed class Trainer<TBatch> : IDisposable
             }
             throw new OperationCanceledException(
                 $"Training was cancelled after step {_state.Step} of {_totalSteps}" + (saved is null ? "." : $"; resume from '{saved}'."), ct);
+        }
+
+        /// <summary>The device ran out of memory inside a step: the step is abandoned (its gradients dropped), the parameters
+        /// are those of the last completed step (saved when checkpoints are on), and the error says what to change.</summary>
+        void OutOfMemory(int epoch, Exception e)
+        {
+            ZeroGrad();
+            if (o.CheckpointDir is not null && _lastSavedStep != _state.Step) Save(epoch);
+            throw new OutOfMemoryOnDeviceException(_state.Step + 1, o.BatchSize, o.GradientAccumulationSteps,
+                o.CheckpointDir is null ? null : _lastCheckpoint, e);
         }
 
         void Diverged(int epoch, double value, double lr, string what)

@@ -101,6 +101,10 @@ public class InjectionTests(ITestOutputHelper output)
         using var _ = no_grad();
         var x = randn(5, 16);
         var y = m.forward(x);
+        var ranks = AdapterInjector.MeasureDeltaRanks(m);
+        Assert.Equal(6, ranks.Count);
+        Assert.Equal(16, ranks["model.layers.0.self_attn.q_proj"]);     // 16×16 layer, randomized T: full rank
+        Assert.Equal(8, ranks["model.layers.1.self_attn.v_proj"]);      // 16→8
         Assert.Equal(6, AdapterInjector.MergeAll(m));
         var ym = m.forward(x);
         double e = TestUtil.RelErr(ym, y);

@@ -16,8 +16,12 @@ public class QuanTAAdapterTests(ITestOutputHelper output)
         var x = randn([3, 2, inF], dtype: ScalarType.Float64, generator: g);
         var w = randn([3, 2, adapter.OutFeatures], dtype: ScalarType.Float64, generator: g);
         Func<double> loss = () => { using var _ = no_grad(); using var s = NewDisposeScope(); return (adapter.Delta(x) * w).sum().item<double>(); };
+        x.requires_grad = true;
         var l = (adapter.Delta(x) * w).sum();
         l.backward();
+        using (no_grad())   // the input's gradient is w ΔW (upstream layers depend on it)
+            Assert.True(TestUtil.RelErr(x.grad!, w.matmul(adapter.DeltaWeight())) < 1e-10, $"{label}: input gradient");
+        x.requires_grad = false;
         const double eps = 1e-6;
         double worst = 0;
         foreach (var (name, p) in adapter.named_parameters())
@@ -221,5 +225,54 @@ public class QuanTAAdapterTests(ITestOutputHelper output)
         long after = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         output.WriteLine($"live tensors before {before}, after 30 steps {after}");
         Assert.Equal(before, after);
+    }
+
+    [Fact]
+    public void OperatorFollowsTheRowMajorAxisConvention()
+    {
+        TestUtil.Init();
+        using var _ = no_grad();
+        // N = 2, one pair: M_T is the tensor itself as a (d0·d1)×(d0·d1) matrix
+        using var a2 = new QuanTAAdapter(12, 12, new AxisLayout([3, 4]), generator: new Generator(1));
+        Assert.True(TestUtil.RelErr(a2.Operator(), a2.TensorT(0).reshape(12, 12)) < 1e-7);
+        // N = 3, pair (1,2) only: I_{d0} ⊗ T;  pair (0,1) only: T ⊗ I_{d2}  (axis 0 most significant)
+        using var b = new QuanTAAdapter(24, 24, new AxisLayout([2, 3, 4], [new AxisPair(1, 2)]), generator: new Generator(2));
+        Assert.True(TestUtil.RelErr(b.Operator(), kron(eye(2), b.TensorT(0).reshape(12, 12))) < 1e-7);
+        using var c = new QuanTAAdapter(24, 24, new AxisLayout([2, 3, 4], [new AxisPair(0, 1)]), generator: new Generator(3));
+        Assert.True(TestUtil.RelErr(c.Operator(), kron(c.TensorT(0).reshape(6, 6), eye(4))) < 1e-7);
+        // a chain is applied first-pair-first: M = T_2 · T_1
+        using var d = new QuanTAAdapter(24, 24, new AxisLayout([2, 3, 4], [new AxisPair(1, 2), new AxisPair(0, 1)]), generator: new Generator(4));
+        var m1 = kron(eye(2), d.TensorT(0).reshape(12, 12)); var m2 = kron(d.TensorT(1).reshape(6, 6), eye(4));
+        Assert.True(TestUtil.RelErr(d.Operator(), m2.matmul(m1)) < 1e-6);
+    }
+
+    [Fact]
+    public void DeeperChainsWithRepeatedPairsAreConsistent()
+    {
+        TestUtil.Init();
+        var cfg = new QuanTAConfig { Layout = [4, 4, 2], TensorCount = 7, Seed = 8 };   // 3 pairs, cycled: 7 tensors
+        using var a = (QuanTAAdapter)cfg.Create(30, 20);
+        Assert.Equal(7, a.Layout.TensorCount);
+        Assert.Equal(a.Layout.Pairs[0], a.Layout.Pairs[3]);
+        TestUtil.Randomize(a, 0.2);
+        using var _ = no_grad();
+        var dw = a.DeltaWeight();                                                        // (20, 30)
+        var full = (a.Operator() - a.Operator(frozen: true)).narrow(0, 0, 20).narrow(1, 0, 30);
+        Assert.True(TestUtil.RelErr(dw, full) < 1e-6);
+        var x = randn(6, 30);
+        a.ComputePath = QuanTAComputePath.Chain; var yc = a.Delta(x);
+        Assert.True(TestUtil.RelErr(yc, x.matmul(dw.t())) < 1e-5);
+    }
+
+    [Fact]
+    public void MatrixRankCountsSingularValuesAboveTheDtypeTolerance()
+    {
+        TestUtil.Init();
+        Assert.Equal(2, MatrixRank.Of(diag(tensor(new float[] { 1f, 1e-3f, 0f }))));
+        Assert.Equal(1, MatrixRank.Of(diag(tensor(new float[] { 1f, 1e-8f, 0f }))));               // below fp32 noise
+        Assert.Equal(2, MatrixRank.Of(diag(tensor(new double[] { 1, 1e-8, 0 }))));                  // fp64 resolves it
+        Assert.Equal(0, MatrixRank.Of(zeros(4, 5)));
+        Assert.Equal(3, MatrixRank.Of(randn(6, 3).matmul(randn(3, 7))));
+        Assert.Throws<ArgumentException>(() => MatrixRank.Of(zeros(3)));
     }
 }

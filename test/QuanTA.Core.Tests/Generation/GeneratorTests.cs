@@ -90,6 +90,9 @@ public class GeneratorTests(ITestOutputHelper output)
             using var t = LogitsSampler.Next(logits, o, rng);
             Assert.Equal(3L, t.item<long>());
         }
+        // A vanishing top_p still keeps the most likely token (never an empty distribution).
+        using var logits2 = tensor(new float[] { 3f, 0f, 1f, 2f }).unsqueeze(0);
+        using (var t = LogitsSampler.Next(logits2, o with { TopP = 1e-9 }, rng)) Assert.Equal(0L, t.item<long>());
         Assert.Throws<ArgumentException>(() => new GenerationOptions { Greedy = false, TopP = 0 }.Validate());
         Assert.Throws<ArgumentException>(() => new GenerationOptions { Greedy = false, Temperature = -1 }.Validate());
     }
@@ -106,20 +109,36 @@ public class GeneratorTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void GenerationSpeedWithAndWithoutCache()
+    public void GenerationLeaksNoTensors()
     {
         using var model = CausalLM.FromPretrained(Fixture.Dir("llama-tiny"));
         var prompt = Row(Fixture.Reference("llama-tiny")["greedy_prompt_ids"]);
         var g = new TextGenerator(model);
+        long[] p1 = [372, 269, 266];
+        g.GenerateIds([prompt, p1], new GenerationOptions { MaxNewTokens = 3 });                 // warm-up
+        var before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        g.GenerateIds([prompt, p1], new GenerationOptions { MaxNewTokens = 20, EosTokenIds = [] });
+        g.GenerateIds([prompt], new GenerationOptions { MaxNewTokens = 20, UseCache = false, Greedy = false, Seed = 1 });
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Theory]
+    [InlineData(32)]
+    [InlineData(200)]
+    public void GenerationSpeedWithAndWithoutCache(int n)
+    {
+        // A measurement for the record (test output), not a timed assertion.
+        using var model = CausalLM.FromPretrained(Fixture.Dir("llama-tiny"));
+        var prompt = Row(Fixture.Reference("llama-tiny")["greedy_prompt_ids"]);
+        var g = new TextGenerator(model);
         g.GenerateIds([prompt], new GenerationOptions { MaxNewTokens = 4 });                       // warm-up
-        const int n = 64;
         foreach (var cache in new[] { true, false })
         {
             var sw = Stopwatch.StartNew();
             var ids = g.GenerateIds([prompt], new GenerationOptions { MaxNewTokens = n, UseCache = cache, EosTokenIds = [] })[0];
             sw.Stop();
             Assert.Equal(n, ids.Length);
-            output.WriteLine($"llama-tiny CPU, {n} new tokens, cache={cache}: {n / sw.Elapsed.TotalSeconds:F0} tokens/s");
+            output.WriteLine($"llama-tiny CPU, prompt 10 + {n} new tokens, cache={cache}: {n / sw.Elapsed.TotalSeconds:F0} tokens/s");
         }
     }
 }

@@ -201,4 +201,33 @@ public class ConfigAndLoadingTests
         var e = Assert.Throws<NotSupportedException>(() => model.forward(longIds, null));
         Assert.Contains("sliding_window", e.Message);
     }
+
+    [Fact]
+    public void GenerationConfigEosIdsAreAddedToTheModelEos()
+    {
+        var dir = Fixture.CopyToTemp("llama-tiny");
+        File.WriteAllText(Path.Combine(dir, "generation_config.json"), "{\"eos_token_id\": [0, 749], \"pad_token_id\": 1}");
+        var cfg = HfModelConfig.Load(dir);
+        Assert.Equal(new[] { 0, 749 }, cfg.EosTokenIds);
+        using var model = CausalLM.FromPretrained(dir);
+        var prompt = Fixture.Reference("llama-tiny")["greedy_prompt_ids"][0].data<long>().ToArray();
+        var ids = new QuanTA.Core.Generation.TextGenerator(model).GenerateIds([prompt], new() { MaxNewTokens = 12 })[0];
+        Assert.Equal(new long[] { 749 }, ids);                                                     // greedy's first token is 749
+    }
+
+    [Fact]
+    public void BareDecoderCheckpointWithoutModelPrefixLoads()
+    {
+        // qwen2-tiny ties lm_head to the embedding, so a LlamaModel-style checkpoint ("layers.0…", no "model.") is complete.
+        var dir = Fixture.CopyToTemp("qwen2-tiny");
+        var path = Path.Combine(dir, "model.safetensors");
+        var sd = Safetensors.LoadStateDict(path);
+        Safetensors.SaveStateDict(path, sd.ToDictionary(kv => kv.Key.StartsWith("model.") ? kv.Key["model.".Length..] : kv.Key, kv => kv.Value));
+        var r = Fixture.Reference("qwen2-tiny");
+        using var model = CausalLM.FromPretrained(dir);
+        using var _ = no_grad();
+        using var pos = arange(12L).unsqueeze(0).expand(3, -1);
+        using var logits = model.forward(r["input_ids"], r["attention_mask"], pos);
+        Assert.True(Fixture.MaxAbsDiff(logits, r["logits"]) < 1e-4);
+    }
 }

@@ -16,10 +16,11 @@ public class CheckpointTests
     };
 
     /// <summary>Trains the toy net (frozen base from seed 11, trainable tensors from <paramref name="initSeed"/>).</summary>
-    static (byte[][] bytes, TrainingResult result) Run(TrainerOptions options, long initSeed, int cancelAtCall = -1)
+    static (byte[][] bytes, TrainingResult result) Run(TrainerOptions options, long initSeed, int cancelAtCall = -1, bool validate = false)
     {
         using var net = new ToyNet(seed: 11, dropout: 0.2, trainableSeed: initSeed);
         var data = ToyData.Batches(40, 4);
+        var heldOut = ToyData.Batches(16, 8, seed: 8);
         var loss = ToyData.MseLoss(net);
         using var cts = new CancellationTokenSource();
         var calls = 0;
@@ -28,7 +29,7 @@ public class CheckpointTests
         {
             if (++calls == cancelAtCall) cts.Cancel();
             return loss(b);
-        }, cancellationToken: cts.Token);
+        }, validate ? () => ToyData.MeanLoss(net, heldOut) : null, cancellationToken: cts.Token);
         return (net.TrainableBytes(), result);
     }
 
@@ -50,6 +51,37 @@ public class CheckpointTests
         Assert.Equal(15, resumed.Steps);
         Assert.Equal(full.History.Steps.Select(s => (s.Step, s.Loss, s.LearningRate)), resumed.History.Steps.Select(s => (s.Step, s.Loss, s.LearningRate)));
         Assert.Equal(expected, actual);
+    }
+
+    [Fact]
+    public void RepeatedlyCancelledAtRandomStepsAndResumedWithValidationStillBitwiseEqual()
+    {
+        using var dirA = new TempDir();
+        using var dirB = new TempDir();
+        var o = Options(dirA.Path);
+        o.ValidateEverySteps = 3;                                // best tracking + best checkpoint kept through pruning
+        var (expected, full) = Run(o, initSeed: 21, validate: true);
+        Assert.Equal(5, full.History.Validations.Count);
+        Assert.Equal(full.BestStep, Checkpoints.Verify(full.BestCheckpoint!).Step);   // kept although older than the last 2
+        Assert.Equal(3, Checkpoints.List(dirA.Path).Count);
+
+        var rng = new Random(2024);
+        var segment = Options(dirB.Path);
+        segment.ValidateEverySteps = 3;
+        var segments = 0;
+        for (var initSeed = 21; ; initSeed += 100, segments++)
+        {
+            try
+            {
+                var (actual, result) = Run(segment, initSeed, cancelAtCall: rng.Next(1, 9), validate: true);
+                Assert.True(segments >= 2, "expected at least two cancellations before the end");
+                Assert.Equal(full.History.Validations, result.History.Validations);
+                Assert.Equal((full.BestMetric, full.BestStep), (result.BestMetric, result.BestStep));
+                Assert.Equal(expected, actual);
+                break;
+            }
+            catch (OperationCanceledException) { segment.ResumeFrom = dirB.Path; }
+        }
     }
 
     [Fact]

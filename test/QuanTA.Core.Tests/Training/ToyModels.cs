@@ -7,11 +7,29 @@ using static TorchSharp.torch;
 
 namespace QuanTA.Core.Tests.Training;
 
-/// <summary>Training tests touch libtorch's global generator, so they run alone (not beside other test classes).</summary>
+/// <summary>
+/// Training tests touch libtorch's global generator, so they run alone (not beside other test classes), on one intra-op
+/// thread: on a loaded 2-core machine libtorch's 2-thread pool was measured ~20× slower (1.5 s vs 62 ms per tiny-Llama step).
+/// </summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
-public sealed class TrainingCollection
+public sealed class TrainingCollection : ICollectionFixture<SingleThreadTorch>
 {
     public const string Name = "Training (global RNG)";
+}
+
+/// <summary>Sets libtorch to one thread while the training collection runs (nothing else runs then), restores it after.</summary>
+public sealed class SingleThreadTorch : IDisposable
+{
+    readonly int _before;
+
+    public SingleThreadTorch()
+    {
+        TorchRuntime.Initialize();
+        _before = torch.get_num_threads();
+        torch.set_num_threads(1);
+    }
+
+    public void Dispose() => torch.set_num_threads(_before);
 }
 
 /// <summary>A small low-rank adapter with input dropout (exercises the RNG), only for these tests.</summary>

@@ -113,6 +113,31 @@ public class TrainerTests
     }
 
     [Fact]
+    public void OutOfMemoryInAStepGivesAClearErrorAndKeepsTheLastCompletedStep()
+    {
+        using var dir = new TempDir();
+        using var net = new ToyNet(seed: 6);
+        var data = ToyData.Batches(32, 4);
+        byte[][]? atFailure = null;
+        var calls = 0;
+        var loss = ToyData.MseLoss(net);
+        using var trainer = Trainer<ToyBatch>.ForModule(net, new TrainerOptions { Epochs = 1, BatchSize = 4, GradientAccumulationSteps = 2, LearningRate = 1e-2, CheckpointDir = dir.Path });
+        var e = Assert.Throws<OutOfMemoryOnDeviceException>(() => trainer.Train(BatchSource.FromList(data), b =>
+        {
+            // what libtorch's CUDA caching allocator throws, as TorchSharp surfaces it
+            if (++calls == 5) { atFailure = net.TrainableBytes(); throw new System.Runtime.InteropServices.ExternalException("CUDA out of memory. Tried to allocate 2.00 GiB"); }
+            return loss(b);
+        }));
+        Assert.Equal(3, e.Step);
+        Assert.Contains("batch size", e.Message);
+        Assert.Contains("sequence length", e.Message);
+        Assert.Equal(atFailure, net.TrainableBytes());             // nothing of the failing step was applied
+        Assert.NotNull(e.LastCheckpoint);
+        Assert.Equal(2, Checkpoints.Verify(e.LastCheckpoint!).Step);
+        Assert.False(OutOfMemoryOnDeviceException.IsDeviceOutOfMemory(new InvalidOperationException("shape mismatch")));
+    }
+
+    [Fact]
     public void CancellationStopsWithinOneMicroBatchAndLeavesACheckpoint()
     {
         using var dir = new TempDir();
@@ -135,6 +160,23 @@ public class TrainerTests
         Assert.Equal(3, state.Step);
         Assert.Equal((0, 6L), (state.Epoch, state.BatchInEpoch));  // the partial step's batch will be redone
         Assert.Contains(checkpoint, e.Message);
+    }
+
+    [Fact]
+    public void CancellationObservedInsideTheLossFunctionAlsoLeavesACheckpoint()
+    {
+        using var dir = new TempDir();
+        using var net = new ToyNet(seed: 5);
+        using var cts = new CancellationTokenSource();
+        var calls = 0;
+        var loss = ToyData.MseLoss(net);
+        using var trainer = Trainer<ToyBatch>.ForModule(net, new TrainerOptions { Epochs = 1, CheckpointDir = dir.Path });
+        Assert.ThrowsAny<OperationCanceledException>(() => trainer.Train(BatchSource.FromList(ToyData.Batches(40, 4)), b =>
+        {
+            if (++calls == 4) { cts.Cancel(); cts.Token.ThrowIfCancellationRequested(); }
+            return loss(b);
+        }, cancellationToken: cts.Token));
+        Assert.Equal(3, Checkpoints.Verify(Assert.Single(Checkpoints.List(dir.Path))).Step);
     }
 
     [Fact]

@@ -19,15 +19,15 @@ public sealed class LoRAAdapter : Adapter
     {
         if (inFeatures <= 0 || outFeatures <= 0) throw new ArgumentException($"Layer size must be positive; got {inFeatures}→{outFeatures}.");
         if (rank < 1) throw new ArgumentException($"LoRA rank must be at least 1; got {rank}.", nameof(rank));
+        if (dropout is < 0 or >= 1 || double.IsNaN(dropout)) throw new ArgumentException($"Dropout must be in [0, 1); got {dropout}.", nameof(dropout));
         _in = inFeatures; _out = outFeatures; Rank = rank; Alpha = alpha;
         using (no_grad())
         {
             // kaiming_uniform_(a=√5): gain = √(2/(1+5)), bound = gain·√(3/fan_in) = 1/√in
             double bound = 1.0 / Math.Sqrt(inFeatures);
-            register_parameter("A", new Parameter(empty(rank, inFeatures).uniform_(-bound, bound, generator), requires_grad: true)); // (r, in)
-            register_parameter("B", new Parameter(zeros(outFeatures, rank), requires_grad: true));                                   // (out, r)
+            register_parameter("A", new Parameter(empty(rank, inFeatures, dtype: ScalarType.Float32).uniform_(-bound, bound, generator), requires_grad: true)); // (r, in)
+            register_parameter("B", new Parameter(zeros(outFeatures, rank, dtype: ScalarType.Float32), requires_grad: true));                                   // (out, r)
         }
-        if (dropout is < 0 or >= 1 || double.IsNaN(dropout)) throw new ArgumentException($"Dropout must be in [0, 1); got {dropout}.", nameof(dropout));
         DropoutP = dropout;
         if (dropout > 0) { _dropout = nn.Dropout(dropout); register_module("dropout", _dropout); }
     }

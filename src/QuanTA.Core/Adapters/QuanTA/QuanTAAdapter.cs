@@ -7,7 +7,7 @@ namespace QuanTA.Core.Adapters;
 /// <summary>How <see cref="QuanTAAdapter.Delta"/> evaluates the update.</summary>
 public enum QuanTAComputePath
 {
-    /// <summary>Pick the cheaper of the two per call (multiply-adds: tokens·D·Σk·2 vs in·D·Σk·2 + tokens·in·out).</summary>
+    /// <summary>Pick the cheaper of the two per call (multiply-adds: tokens·D·Σk·2 vs min(in,out)·D·Σk·2 + tokens·in·out).</summary>
     Auto,
     /// <summary>Apply the tensor chain to the (padded) tokens, once for T and once for S.</summary>
     Chain,
@@ -35,6 +35,7 @@ public sealed class QuanTAAdapter : Adapter
     //   T_i (d_m, d_n, d_m, d_n) full rank, or T_i_U (k, r) and T_i_V (r, k) low rank; buffer S_i (d_m, d_n, d_m, d_n).
     readonly bool[] _lowRank;
     readonly string[] _equations;   // per-pair einsum, e.g. "zABCD,YZBD->zAYCZ" for pair (1,3)
+    readonly string[] _equationsT;  // the same with the tensor transposed, "zABCD,BDYZ->zAYCZ"
     readonly Dropout? _dropout;
 
     /// <summary>Creates a QuanTA adapter with the official init: each tensor, viewed as k×k (k = d_m·d_n), is drawn from
@@ -46,10 +47,11 @@ public sealed class QuanTAAdapter : Adapter
         ArgumentNullException.ThrowIfNull(layout);
         layout.ValidateFor(inFeatures, outFeatures);
         if (rank is int rr && rr < 1) throw new ArgumentException($"QuanTA rank must be ≥ 1 or null; got {rr}.", nameof(rank));
+        if (dropout is < 0 or >= 1 || double.IsNaN(dropout)) throw new ArgumentException($"Dropout must be in [0, 1); got {dropout}.", nameof(dropout));
         _in = inFeatures; _out = outFeatures; Layout = layout; Rank = rank;
         int nT = layout.TensorCount;
         _lowRank = new bool[nT];
-        _equations = new string[nT];
+        _equations = new string[nT]; _equationsT = new string[nT];
         using var _ = no_grad();
         for (int i = 0; i < nT; i++)
         {
@@ -60,23 +62,24 @@ public sealed class QuanTAAdapter : Adapter
             if (rank is int r && r < k)
             {
                 _lowRank[i] = true;
-                var u = new Parameter(empty(k, r).uniform_(-bound, bound, generator), requires_grad: true);   // (k, r)
+                var u = new Parameter(empty(k, r, dtype: ScalarType.Float32).uniform_(-bound, bound, generator), requires_grad: true);   // (k, r)
                 double bv = Math.Sqrt(3.0 / r);
-                var v = new Parameter(empty(r, k).uniform_(-bv, bv, generator), requires_grad: true);         // (r, k)
+                var v = new Parameter(empty(r, k, dtype: ScalarType.Float32).uniform_(-bv, bv, generator), requires_grad: true);         // (r, k)
                 register_parameter($"T_{i}_U", u);
                 register_parameter($"T_{i}_V", v);
                 init = u.matmul(v).view(shape);                                                             // (d_m, d_n, d_m, d_n)
             }
             else
             {
-                var t = new Parameter(empty(shape).uniform_(-bound, bound, generator), requires_grad: true);  // (d_m, d_n, d_m, d_n)
+                var t = new Parameter(empty(shape, dtype: ScalarType.Float32).uniform_(-bound, bound, generator), requires_grad: true);  // (d_m, d_n, d_m, d_n)
                 register_parameter($"T_{i}", t);
                 init = t;
             }
-            register_buffer($"S_{i}", init.detach().clone());
+            register_buffer($"S_{i}", init.detach().clone());                                               // frozen copy
+            if (_lowRank[i]) init.Dispose();
             _equations[i] = Equation(layout.AxisCount, layout.Pairs[i]);
+            _equationsT[i] = Equation(layout.AxisCount, layout.Pairs[i], transposed: true);
         }
-        if (dropout is < 0 or >= 1 || double.IsNaN(dropout)) throw new ArgumentException($"Dropout must be in [0, 1); got {dropout}.", nameof(dropout));
         DropoutP = dropout;
         if (dropout > 0) { _dropout = nn.Dropout(dropout); register_module("dropout", _dropout); }
     }
@@ -120,21 +123,28 @@ public sealed class QuanTAAdapter : Adapter
         {
             var p = nn.functional.pad(h, [0, Layout.D - _in]);               // (M, D), zero-padded
             var yT = Chain(p, i => TensorT(i).to(h.dtype));                   // (M, D) = p M_Tᵀ
-            var yS = Chain(p, i => TensorS(i).to(h.dtype));                        // (M, D) = p M_Sᵀ
+            var yS = Chain(p, i => TensorS(i).to(h.dtype));                   // (M, D) = p M_Sᵀ (x's gradient flows through it too)
             y = (yT - yS).narrow(1, 0, _out);                                 // (M, out), cropped
         }
         return y.reshape([.. lead, _out]).MoveToOuterDisposeScope();
     }
 
-    /// <summary>ΔW = top-left out×in block of (M_T − M_S) in the parameters' dtype (fp32), [out, in]: the chain run on the first `in` basis vectors
-    /// of the D-space (differentiable with respect to T).</summary>
+    /// <summary>ΔW = top-left out×in block of (M_T − M_S) in the parameters' dtype (fp32), [out, in], differentiable with
+    /// respect to T. Only min(in, out) basis vectors go through the chain: with in ≤ out the chain runs on the first `in`
+    /// column basis vectors (M e_j); otherwise the transposed chain (reverse order, each tensor transposed) runs on the
+    /// first `out` row basis vectors (Mᵀ e_i).</summary>
     public override Tensor DeltaWeight()
     {
         using var scope = NewDisposeScope();
-        var e = eye(_in, Layout.D, dtype: TensorS(0).dtype, device: TensorS(0).device); // (in, D): row j = e_j
-        var rT = Chain(e, TensorT);                                                   // (in, D): row j = (M_T e_j)ᵀ
-        var rS = Chain(e, TensorS);                                                // (in, D)
-        return (rT - rS).narrow(1, 0, _out).t().contiguous().MoveToOuterDisposeScope(); // (out, in)
+        bool columns = _in <= _out;
+        int basis = columns ? _in : _out;
+        var e = eye(basis, Layout.D, dtype: TensorS(0).dtype, device: TensorS(0).device); // (b, D): row j = e_j
+        var rT = Chain(e, TensorT, transposed: !columns);                                 // (b, D): (M_T e_j)ᵀ or row j of M_T
+        Tensor rS;
+        using (no_grad()) rS = Chain(e, TensorS, transposed: !columns);                   // (b, D), constant
+        var r = rT - rS;
+        return (columns ? r.narrow(1, 0, _out).t() : r.narrow(1, 0, _in))                // (out, in)
+            .contiguous().MoveToOuterDisposeScope();
     }
 
     /// <summary>The full operator M_T (or M_S with <paramref name="frozen"/>), [D, D] in the parameters' dtype, y = M x in the D-space.</summary>
@@ -168,23 +178,28 @@ public sealed class QuanTAAdapter : Adapter
         }
     }
 
-    /// <summary>Applies the chain to rows of h (M, D): each tensor contracts its two axes, in <see cref="AxisLayout.Pairs"/> order.
-    /// Returns (M, D) with row = M_chain · row.</summary>
-    Tensor Chain(Tensor h, Func<int, Tensor> tensor)
+    /// <summary>Applies the chain to rows of h (M, D): each tensor contracts its two axes, in <see cref="AxisLayout.Pairs"/> order,
+    /// so each row becomes M·row. With <paramref name="transposed"/> it applies Mᵀ = T_1ᵀ⋯T_Nᵀ (reverse order, transposed tensors).</summary>
+    Tensor Chain(Tensor h, Func<int, Tensor> tensor, bool transposed = false)
     {
         var x = h.view([-1, .. Layout.Dims.Select(d => (long)d)]);            // (M, d0, …, d(N−1))
-        for (int i = 0; i < Layout.TensorCount; i++)
-            x = einsum(_equations[i], x, tensor(i));                           // Y[..o_m..o_n..] = Σ T[o_m,o_n,j_m,j_n] X[..j_m..j_n..]
+        for (int s = 0; s < Layout.TensorCount; s++)
+        {
+            int i = transposed ? Layout.TensorCount - 1 - s : s;
+            x = einsum(transposed ? _equationsT[i] : _equations[i], x, tensor(i)); // Y[..o_m..o_n..] = Σ T[o_m,o_n,j_m,j_n] X[..j_m..j_n..]
+        }
         return x.reshape(-1, Layout.D);                                        // (M, D)
     }
 
-    /// <summary>Einsum for one pair: batch z, axes A.., new output symbols Y (axis m) and Z (axis n); e.g. N=4, (1,3): "zABCD,YZBD->zAYCZ".</summary>
-    static string Equation(int n, AxisPair p)
+    /// <summary>Einsum for one pair: batch z, axes A.., new output symbols Y (axis m) and Z (axis n); e.g. N=4, (1,3):
+    /// "zABCD,YZBD->zAYCZ"; transposed (Tᵀ: input and output indices swap): "zABCD,BDYZ->zAYCZ".</summary>
+    static string Equation(int n, AxisPair p, bool transposed = false)
     {
         var inAxes = Enumerable.Range(0, n).Select(i => (char)('A' + i)).ToArray();
         var outAxes = (char[])inAxes.Clone();
         outAxes[p.M] = 'Y'; outAxes[p.N] = 'Z';
-        return $"z{new string(inAxes)},YZ{inAxes[p.M]}{inAxes[p.N]}->z{new string(outAxes)}";
+        var t = transposed ? $"{inAxes[p.M]}{inAxes[p.N]}YZ" : $"YZ{inAxes[p.M]}{inAxes[p.N]}";
+        return $"z{new string(inAxes)},{t}->z{new string(outAxes)}";
     }
 
     bool UseMaterialize(long tokens)
@@ -192,7 +207,7 @@ public sealed class QuanTAAdapter : Adapter
         if (ComputePath != QuanTAComputePath.Auto) return ComputePath == QuanTAComputePath.Materialize;
         double sumK = Enumerable.Range(0, Layout.TensorCount).Sum(i => (double)Layout.TensorSide(i));
         double chain = 2.0 * tokens * Layout.D * sumK;                         // T and S chains on the tokens
-        double materialize = 2.0 * _in * Layout.D * sumK + (double)tokens * _in * _out;
+        double materialize = 2.0 * Math.Min(_in, _out) * Layout.D * sumK + (double)tokens * _in * _out;
         return materialize < chain;
     }
 
@@ -210,7 +225,7 @@ public sealed class QuanTAAdapter : Adapter
             ["rank"] = Rank is int r ? r : "full",
             ["rank_bounds"] = new[] { lo, hi },
             ["dropout"] = DropoutP,
-        ["trainable_parameters"] = TrainableParameterCount,
+            ["trainable_parameters"] = TrainableParameterCount,
         };
     }
 }

@@ -8,8 +8,8 @@ namespace QuanTA.Core.Models.Llama;
 
 /// <summary>
 /// transformers' <c>LlamaForCausalLM</c> (also Qwen2ForCausalLM / MistralForCausalLM): <c>model</c> + <c>lm_head</c>.
-/// With tie_word_embeddings the lm_head and model.embed_tokens share one weight parameter (do not move a tied model
-/// with <c>.to()</c>; load it on the device you want instead).
+/// With tie_word_embeddings the lm_head and model.embed_tokens share one weight parameter, and stay tied through
+/// <c>.to(device / dtype)</c>.
 /// </summary>
 public sealed class LlamaForCausalLM : CausalLM
 {
@@ -46,6 +46,24 @@ public sealed class LlamaForCausalLM : CausalLM
         catch { m.Dispose(); throw; }
         m.eval();
         return m;
+    }
+
+    // Moving a module moves (and frees) each registered parameter once per owner; a shared weight has two owners, so the
+    // embedding's slot is emptied during the move and pointed at lm_head's moved weight afterwards.
+    /// <inheritdoc/>
+    protected override nn.Module _to(Device device, ScalarType dtype, bool non_blocking) => KeepTied(() => base._to(device, dtype, non_blocking));
+    /// <inheritdoc/>
+    protected override nn.Module _to(DeviceType deviceType, int deviceIndex, bool non_blocking) => KeepTied(() => base._to(deviceType, deviceIndex, non_blocking));
+    /// <inheritdoc/>
+    protected override nn.Module _to(ScalarType dtype, bool non_blocking) => KeepTied(() => base._to(dtype, non_blocking));
+
+    nn.Module KeepTied(Func<nn.Module> move)
+    {
+        if (!Config.TieWordEmbeddings) return move();
+        model.embed_tokens.Untie();
+        move();
+        model.embed_tokens.Tie(lm_head.weight);
+        return this;
     }
 
     /// <inheritdoc/>

@@ -20,6 +20,22 @@ public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Parks a placeholder in the slot so a module move leaves the shared weight to its other owner.</summary>
+    internal void Untie()
+    {
+        weight = new Parameter(empty(0, dtype: weight.dtype, device: weight.device), requires_grad: false);
+        ConditionallyRegisterParameter(nameof(weight), weight);
+    }
+
+    /// <summary>Shares <paramref name="shared"/> again (after a move), freeing the placeholder.</summary>
+    internal void Tie(Parameter shared)
+    {
+        var placeholder = weight;
+        weight = shared;
+        ConditionallyRegisterParameter(nameof(weight), shared);
+        if (!ReferenceEquals(placeholder, shared)) placeholder.Dispose();
+    }
+
     /// <summary>ids (B, T) int64 → (B, T, hidden).</summary>
     public override Tensor forward(Tensor ids)
     {

@@ -1,0 +1,420 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using QuanTA.Core.Adapters;
+using QuanTA.Core.Distributed;
+using QuanTA.Core.Runtime;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+/// <summary>
+/// <c>quanta-bench ddp</c>: data-parallel check over NCCL. The parent starts ranks as child processes (torchrun
+/// environment, <see cref="LocalLauncher"/>): first one rank (1 GPU: the doubled-batch reference run, then a per-GPU-batch
+/// throughput run), then N ranks (all-reduce correctness + bandwidth, then the data-parallel run). It prints one JSON
+/// object: world_size, tokens_per_s, tokens_per_s_single, speedup, and the losses of both runs.
+/// Backends: nccl (GPUs), inproc (CPU threads in one process, no children: exercises the training path on CPU),
+/// store (children rendezvous over TCP and exchange a 128-byte id only: exercises the launch path on CPU).
+/// </summary>
+public static class DistributedBench
+{
+    const string ResultPrefix = "QUANTA_RESULT ";
+    static readonly JsonSerializerOptions Json = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+    static readonly JsonSerializerOptions JsonIndented = new(Json) { WriteIndented = true };
+
+    /// <summary>Options of the ddp verb (all have defaults; <c>--key value</c> on the command line).</summary>
+    public sealed record Options
+    {
+        public int NprocPerNode { get; init; } = 2;
+        public int Steps { get; init; } = 50;
+        public int Warmup { get; init; } = 5;
+        public int Batch { get; init; } = 8;          // per GPU
+        public int Seq { get; init; } = 512;
+        public int Hidden { get; init; } = 2048;
+        public int Layers { get; init; } = 22;
+        public int Intermediate { get; init; } = 5632;
+        public int KvDim { get; init; } = 256;
+        public int AdapterRank { get; init; } = 8;
+        public double Lr { get; init; } = 1e-3;
+        public int Seed { get; init; } = 1234;
+        public string Backend { get; init; } = "nccl";
+        public string? Out { get; init; }
+        public double TimeoutS { get; init; } = 300;
+        public long BucketElements { get; init; } = DistributedGradientSync.DefaultBucketElements;
+        public long AllReduceElements { get; init; } = 64L << 20;   // 256 MB of fp32
+        public string? Role { get; init; }                          // set by the parent for its children
+
+        public static Options Parse(IReadOnlyList<string> args)
+        {
+            var o = new Options();
+            for (int i = 0; i < args.Count; i++)
+            {
+                var key = args[i];
+                if (!key.StartsWith("--")) throw new ArgumentException($"Unexpected argument '{key}': options are --name value.");
+                if (i + 1 >= args.Count) throw new ArgumentException($"Option {key} needs a value.");
+                var v = args[++i];
+                int I() => int.TryParse(v, out var x) && x >= 0 ? x : throw new ArgumentException($"{key} expects a non-negative integer (got '{v}').");
+                o = key switch
+                {
+                    "--nproc-per-node" => o with { NprocPerNode = I() },
+                    "--steps" => o with { Steps = I() },
+                    "--warmup" => o with { Warmup = I() },
+                    "--batch" => o with { Batch = I() },
+                    "--seq" => o with { Seq = I() },
+                    "--hidden" => o with { Hidden = I() },
+                    "--layers" => o with { Layers = I() },
+                    "--intermediate" => o with { Intermediate = I() },
+                    "--kv-dim" => o with { KvDim = I() },
+                    "--adapter-rank" => o with { AdapterRank = I() },
+                    "--lr" => o with { Lr = double.Parse(v, CultureInfo.InvariantCulture) },
+                    "--seed" => o with { Seed = I() },
+                    "--backend" => o with { Backend = v is "nccl" or "inproc" or "store" ? v : throw new ArgumentException($"--backend is nccl, inproc or store (got '{v}').") },
+                    "--out" => o with { Out = v },
+                    "--timeout-s" => o with { TimeoutS = double.Parse(v, CultureInfo.InvariantCulture) },
+                    "--bucket-elements" => o with { BucketElements = long.Parse(v, CultureInfo.InvariantCulture) },
+                    "--allreduce-elements" => o with { AllReduceElements = long.Parse(v, CultureInfo.InvariantCulture) },
+                    "--role" => o with { Role = v },
+                    _ => throw new ArgumentException($"Unknown option {key}. Known: --nproc-per-node --steps --warmup --batch --seq --hidden --layers --intermediate --kv-dim --adapter-rank --lr --seed --backend --out --timeout-s --bucket-elements --allreduce-elements."),
+                };
+            }
+            if (o.NprocPerNode < 1 || o.Batch < 1 || o.Seq < 1 || o.Hidden < 1 || o.Layers < 1 || o.AdapterRank < 1 || o.Steps < 1 || o.Intermediate < 1 || o.KvDim < 1)
+                throw new ArgumentException("--nproc-per-node, --batch, --seq, --hidden, --layers, --intermediate, --kv-dim, --adapter-rank and --steps must be ≥ 1.");
+            if (o.Hidden % o.KvDim != 0) throw new ArgumentException($"--hidden ({o.Hidden}) must be a multiple of --kv-dim ({o.KvDim}).");
+            if (o.Warmup >= o.Steps) throw new ArgumentException($"--warmup ({o.Warmup}) must be smaller than --steps ({o.Steps}).");
+            return o;
+        }
+
+        public IEnumerable<string> ToArgs()
+        {
+            var inv = CultureInfo.InvariantCulture;
+            yield return "--steps"; yield return Steps.ToString(inv); yield return "--warmup"; yield return Warmup.ToString(inv);
+            yield return "--batch"; yield return Batch.ToString(inv); yield return "--seq"; yield return Seq.ToString(inv);
+            yield return "--hidden"; yield return Hidden.ToString(inv); yield return "--layers"; yield return Layers.ToString(inv);
+            yield return "--intermediate"; yield return Intermediate.ToString(inv); yield return "--kv-dim"; yield return KvDim.ToString(inv);
+            yield return "--adapter-rank"; yield return AdapterRank.ToString(inv); yield return "--lr"; yield return Lr.ToString("R", inv);
+            yield return "--seed"; yield return Seed.ToString(inv); yield return "--backend"; yield return Backend;
+            yield return "--timeout-s"; yield return TimeoutS.ToString("R", inv);
+            yield return "--bucket-elements"; yield return BucketElements.ToString(inv);
+            yield return "--allreduce-elements"; yield return AllReduceElements.ToString(inv);
+        }
+    }
+
+    /// <summary>Entry point of the verb; <paramref name="args"/> are the arguments after "ddp". Returns the exit code.</summary>
+    public static int Run(string[] args)
+    {
+        Options o;
+        try { o = Options.Parse(args); }
+        catch (Exception e) when (e is ArgumentException or FormatException) { Console.Error.WriteLine($"ddp: {e.Message}"); return 2; }
+        // Started by torchrun / srun (the variables are already set): be one rank of the data-parallel run.
+        if (o.Role is null && o.Backend != "inproc" && Environment.GetEnvironmentVariable(ProcessGroupOptions.WorldSizeEnv) is not null) o = o with { Role = o.Backend == "store" ? "store" : "ddp" };
+        if (o.Role is not null) return RunChild(o);
+        return o.Backend == "inproc" ? RunInProcess(o) : RunParent(o);
+    }
+
+    // ---------------------------------------------------------------- parent: launch, collect, report
+
+    static int RunParent(Options o)
+    {
+        var (exe, prefix) = LocalLauncher.SelfCommand();
+        Dictionary<string, JsonElement>? Launch(int n, string role)
+        {
+            var args = prefix.Concat(new[] { "ddp" }).Concat(o.ToArgs()).Concat(new[] { "--role", role }).ToArray();
+            var res = LocalLauncher.Run(exe, args, new LaunchOptions { NprocPerNode = n, RankTimeout = TimeSpan.FromSeconds(o.TimeoutS) });
+            if (!res.Succeeded) { Console.Error.WriteLine($"ddp: {role} run with {n} rank(s) failed: exit codes [{string.Join(", ", res.ExitCodes)}], rank {res.FirstFailedRank} first."); return null; }
+            var line = res.StandardOutput[0].LastOrDefault(l => l.StartsWith(ResultPrefix));
+            return line is null ? null : JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(line[ResultPrefix.Length..], Json);
+        }
+
+        if (o.Backend == "store")
+        {
+            var r = Launch(o.NprocPerNode, "store");
+            if (r is null) return 1;
+            Console.WriteLine(JsonSerializer.Serialize(r, Json));
+            return 0;
+        }
+        var single = Launch(1, "single");
+        if (single is null) return 1;
+        var ddp = Launch(o.NprocPerNode, "ddp");
+        if (ddp is null) return 1;
+        return Report(o, single, ddp);
+    }
+
+    static int Report(Options o, Dictionary<string, JsonElement> single, Dictionary<string, JsonElement> ddp)
+    {
+        double[] L(Dictionary<string, JsonElement> d, string k) => d[k].EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? double.Parse(x.GetString()!, CultureInfo.InvariantCulture) : x.GetDouble()).ToArray();
+        var lossSingle = L(single, "losses_doubled_batch"); var lossDdp = L(ddp, "losses");
+        var absDiff = lossSingle.Zip(lossDdp, (a, b) => Math.Abs(a - b)).ToArray();
+        double tps = ddp["tokens_per_s"].GetDouble(), tps1 = single["tokens_per_s_batch"].GetDouble();
+        var report = new Dictionary<string, object?>
+        {
+            ["bench"] = "ddp",
+            ["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"),
+            ["gpus"] = GpuNames(),
+            ["model"] = $"stand-in (TinyLlama linear shapes, no attention scores): {o.Layers} layers of q,k,v,o,gate,up,down AdaptableLinear (hidden {o.Hidden}, kv {o.KvDim}, intermediate {o.Intermediate}; frozen bf16 on GPU), rank-{o.AdapterRank} fp32 adapters on q,v",
+            ["world_size"] = o.NprocPerNode,
+            ["per_gpu_batch"] = o.Batch, ["seq"] = o.Seq, ["steps"] = o.Steps, ["timed_steps"] = o.Steps - o.Warmup,
+            ["tokens_per_s"] = Math.Round(tps, 1),
+            ["tokens_per_s_single"] = Math.Round(tps1, 1),
+            ["tokens_per_s_single_doubled_batch"] = Math.Round(single["tokens_per_s_doubled_batch"].GetDouble(), 1),
+            ["speedup"] = Math.Round(tps / tps1, 3),
+            ["losses"] = lossDdp, ["losses_single_doubled_batch"] = lossSingle,
+            ["final_loss"] = lossDdp[^1], ["final_loss_single_doubled_batch"] = lossSingle[^1],
+            ["max_abs_loss_diff"] = absDiff.Max(),
+            ["max_rel_loss_diff"] = lossSingle.Zip(absDiff, (a, d) => d / Math.Max(1e-12, Math.Abs(a))).Max(),
+            ["ddp_rank0"] = ddp, ["single"] = single,
+        };
+        var json = JsonSerializer.Serialize(report, JsonIndented);
+        Console.WriteLine(json);
+        if (o.Out is { } path) { Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!); File.WriteAllText(path, json); }
+        return 0;
+    }
+
+    static string[] GpuNames()
+    {
+        try
+        {
+            using var p = Process.Start(new ProcessStartInfo("nvidia-smi", "--query-gpu=name --format=csv,noheader") { RedirectStandardOutput = true, UseShellExecute = false })!;
+            var names = p.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            p.WaitForExit();
+            return names;
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException) { return Array.Empty<string>(); }
+    }
+
+    // ---------------------------------------------------------------- children
+
+    static int RunChild(Options o)
+    {
+        var group = ProcessGroupOptions.FromEnvironment();
+        using var store = TcpStore.Connect(group);
+        Dictionary<string, object?> result;
+        if (o.Role == "store")
+        {
+            var id = group.Rank == 0 ? Enumerable.Range(0, NcclUniqueId.Bytes).Select(i => (byte)i).ToArray() : null;
+            if (id is not null) store.Set("id", id);
+            var got = store.Get("id");
+            store.Barrier("done");
+            result = new() { ["role"] = "store", ["world_size"] = group.WorldSize, ["rank"] = group.Rank, ["id_ok"] = got.Length == 128 && got[127] == 127 };
+        }
+        else
+        {
+            using var comm = NcclCommunicator.Create(group, store);
+            var device = comm.Device;
+            result = new() { ["nccl_version"] = comm.Library.Version, ["nccl_path"] = comm.Library.Path, ["device"] = device.ToString() };
+            if (o.Role == "single")
+            {
+                var (lossesDoubled, tpsDoubled, _) = Train(o, comm, globalBatch: o.Batch * o.NprocPerNode);   // reference: 1 GPU, W·B rows
+                var (_, tpsB, trainable) = Train(o, comm, globalBatch: o.Batch);                           // throughput: 1 GPU, B rows
+                result["losses_doubled_batch"] = lossesDoubled; result["tokens_per_s_doubled_batch"] = tpsDoubled;
+                result["tokens_per_s_batch"] = tpsB; result["trainable_parameters"] = trainable;
+            }
+            else
+            {
+                foreach (var (k, v) in AllReduceCheck(o, comm)) result[k] = v;
+                var (losses, tps, trainable) = Train(o, comm, globalBatch: o.Batch * group.WorldSize);
+                result["losses"] = losses; result["tokens_per_s"] = tps; result["trainable_parameters"] = trainable;
+            }
+            comm.Barrier();
+            store.Barrier("done");
+        }
+        if (group.Rank == 0) Console.WriteLine(ResultPrefix + JsonSerializer.Serialize(result, Json));
+        return 0;
+    }
+
+    /// <summary>In one process on CPU: the 1-rank reference and W ranks as threads (InProcessCommunicator). No GPU, no NCCL.</summary>
+    static int RunInProcess(Options o)
+    {
+        var single = new Dictionary<string, object?>();
+        using (var c = new SingleProcessCommunicator())
+        {
+            var (l2, t2, _) = Train(o, c, o.Batch * o.NprocPerNode);
+            var (_, t1, _) = Train(o, c, o.Batch);
+            single["losses_doubled_batch"] = l2; single["tokens_per_s_doubled_batch"] = t2; single["tokens_per_s_batch"] = t1;
+        }
+        var comms = InProcessCommunicator.CreateGroup(o.NprocPerNode, TimeSpan.FromSeconds(o.TimeoutS));
+        var threads = Enumerable.Range(0, o.NprocPerNode).Select(r => Task.Factory.StartNew(() =>
+        {
+            using var c = comms[r];
+            return Train(o, c, o.Batch * o.NprocPerNode);
+        }, TaskCreationOptions.LongRunning)).ToArray();
+        Task.WaitAll(threads);
+        var ddp = new Dictionary<string, object?> { ["losses"] = threads[0].Result.Losses, ["tokens_per_s"] = threads[0].Result.TokensPerS * o.NprocPerNode };
+        JsonElement J(object? x) => JsonSerializer.SerializeToElement(x, Json);
+        return Report(o, single.ToDictionary(kv => kv.Key, kv => J(kv.Value)), ddp.ToDictionary(kv => kv.Key, kv => J(kv.Value)));
+    }
+
+    /// <summary>All-reduce of a known tensor (sum and average must be exact for small integers) and the bus bandwidth of a large one.</summary>
+    static Dictionary<string, object?> AllReduceCheck(Options o, ICommunicator comm)
+    {
+        using var scope = NewDisposeScope();
+        int w = comm.WorldSize, r = comm.Rank;
+        var n = 1 << 20;
+        var x = arange(n, dtype: ScalarType.Float32, device: comm.Device).remainder(1000).mul_(r + 1);   // rank r: (r+1)·(i mod 1000)
+        var expectSum = arange(n, dtype: ScalarType.Float32, device: comm.Device).remainder(1000).mul_(w * (w + 1) / 2);
+        comm.AllReduceSum(x);
+        var sumErr = (x - expectSum).abs().max().item<float>();
+        var y = full(n, (float)r, device: comm.Device); comm.AllReduceAverage(y);
+        var avgErr = (y - (w - 1) / 2f).abs().max().item<float>();
+        var b = full(n, (float)r, device: comm.Device); comm.Broadcast(b, root: w - 1);
+        var bcastErr = (b - (w - 1)).abs().max().item<float>();
+
+        var big = ones(o.AllReduceElements, dtype: ScalarType.Float32, device: comm.Device);
+        comm.AllReduceSum(big); comm.Barrier();
+        const int reps = 10;
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < reps; i++) comm.AllReduceSum(big);
+        comm.Barrier();
+        var sec = sw.Elapsed.TotalSeconds / reps;
+        var bytes = o.AllReduceElements * 4.0;
+        return new()
+        {
+            ["allreduce_ok"] = sumErr == 0 && avgErr < 1e-6 && bcastErr == 0,
+            ["allreduce_sum_max_err"] = sumErr, ["allreduce_avg_max_err"] = avgErr, ["broadcast_max_err"] = bcastErr,
+            ["allreduce_bytes"] = bytes, ["allreduce_ms"] = Math.Round(sec * 1e3, 3),
+            ["allreduce_busbw_GBps"] = Math.Round(2.0 * (w - 1) / w * bytes / sec / 1e9, 1),
+        };
+    }
+
+    // ---------------------------------------------------------------- the training loop (stand-in model)
+
+    /// <summary>
+    /// Data-parallel training of the stand-in model for <see cref="Options.Steps"/> steps. Each step's global batch of
+    /// <paramref name="globalBatch"/> rows is generated from (seed, step) identically everywhere; this rank takes rows
+    /// r, r+W, … (ShardedBatches' striding). Returns the global mean loss per step and the tokens/s over all ranks.
+    /// </summary>
+    static (double[] Losses, double TokensPerS, long Trainable) Train(Options o, ICommunicator comm, int globalBatch)
+    {
+        int w = comm.WorldSize, rank = comm.Rank;
+        if (globalBatch % w != 0) throw new ArgumentException($"global batch {globalBatch} is not divisible by {w} ranks.");
+        var device = comm.Device;
+        bool cuda = device.type == DeviceType.CUDA;
+        var dtype = cuda ? ScalarType.BFloat16 : ScalarType.Float32;
+        using var model = new StandInStack(o, dtype, device);
+        var trainable = model.parameters().Where(p => p.requires_grad).ToArray();
+        using var sync = new DistributedGradientSync(trainable, comm, o.BucketElements);
+        sync.BroadcastParameters();
+        var opt = optim.AdamW(trainable, lr: o.Lr, weight_decay: 0.0);
+
+        // Data, generated before timing: global batch per step from (seed, step), this rank's rows only.
+        var shard = new ShardedBatches(globalBatch, rank, w).Rows.Select(i => (long)i).ToArray();
+        var xs = new List<Tensor>(); var ys = new List<Tensor>();
+        for (int s = 0; s < o.Steps; s++)
+        {
+            using var scope = NewDisposeScope();
+            var g = NewGenerator((ulong)(o.Seed * 100_003L + s), device);
+            var x = Randn(new long[] { globalBatch, o.Seq, o.Hidden }, g, device);                 // (G, T, H): same on every rank
+            var y = Randn(new long[] { globalBatch, o.Seq, o.Hidden }, g, device);
+            var idx = tensor(shard, device: device);
+            xs.Add(x.index_select(0, idx).to(dtype).MoveToOuterDisposeScope());                   // (G/W, T, H)
+            ys.Add(y.index_select(0, idx).to(dtype).MoveToOuterDisposeScope());
+        }
+
+        var losses = new double[o.Steps];
+        var sw = new Stopwatch();
+        for (int s = 0; s < o.Steps; s++)
+        {
+            if (s == o.Warmup) { comm.Barrier(); if (cuda) cuda_synchronize(device); sw.Start(); }
+            using var scope = NewDisposeScope();
+            opt.zero_grad();
+            var pred = model.forward(xs[s]);                                                     // (G/W, T, H)
+            var loss = nn.functional.mse_loss(pred.to_type(ScalarType.Float32), ys[s].to_type(ScalarType.Float32));
+            loss.backward();
+            sync.Synchronize();                                                                  // average adapter grads over ranks
+            nn.utils.clip_grad_norm_(trainable, 1.0);
+            opt.step();
+            losses[s] = comm.AverageScalar(loss.item<float>());                                  // global mean (equal shard sizes)
+        }
+        if (cuda) cuda_synchronize(device);
+        comm.Barrier();
+        sw.Stop();
+        foreach (var t in xs.Concat(ys)) t.Dispose();
+        double tokens = (double)globalBatch * o.Seq * (o.Steps - o.Warmup);
+        return (losses, tokens / sw.Elapsed.TotalSeconds, trainable.Sum(p => p.numel()));
+    }
+
+    static void cuda_synchronize(Device d) => torch.cuda.synchronize(d);
+
+
+    /// <summary>A generator on <paramref name="device"/> when libtorch supports one there, else on the CPU (then tensors are moved).</summary>
+    static Generator NewGenerator(ulong seed, Device device)
+    {
+        // A CUDA generator made through TorchSharp 0.107 aborts in normal_ (seen on H100): draw on the CPU and copy.
+        _ = device;
+        return new Generator(seed);
+    }
+
+    /// <summary>Seeded normal samples on <paramref name="device"/> (identical on every rank: same seed, same software).</summary>
+    static Tensor Randn(long[] shape, Generator g, Device device)
+        => g.device.type == device.type ? randn(shape, generator: g, device: device) : randn(shape, generator: g).to(device);
+
+    static Tensor RmsNorm(Tensor h)   // no weight: x / sqrt(mean(x²) + eps), statistics in fp32
+        => h * rsqrt(h.to_type(ScalarType.Float32).pow(2).mean(new long[] { -1 }, keepdim: true).add(1e-6)).to_type(h.dtype);
+
+    /// <summary>
+    /// Stand-in for the LLaMA backbone until it lands, with TinyLlama's linear layers (q, k, v, o, gate, up, down; GQA k/v
+    /// width) but no attention scores: per layer
+    /// h ← h + o(q(n) + repeat(k(n) + v(n))), n = rmsnorm(h);  h ← h + down(silu(gate(m)) · up(m)), m = rmsnorm(h).
+    /// Adapters on q and v, as in the QuanTA q,v setting. All ranks build identical frozen weights from the seed.
+    /// </summary>
+    sealed class StandInStack : nn.Module<Tensor, Tensor>
+    {
+        readonly ModuleList<AdaptableLinear> q = new(), k = new(), v = new(), o = new(), gate = new(), up = new(), down = new();
+        readonly int _repeat;
+
+        public StandInStack(Options opt, ScalarType dtype, Device device) : base(nameof(StandInStack))
+        {
+            var g = NewGenerator((ulong)opt.Seed, device);
+            var ga = new Generator((ulong)opt.Seed + 1);                                        // adapters: CPU generator, fp32
+            _repeat = opt.Hidden / opt.KvDim;
+            AdaptableLinear Lin(int inF, int outF, bool adapt)
+            {
+                var lin = new AdaptableLinear(inF, outF, hasBias: false, dtype: dtype, device: device);
+                using (no_grad()) using (var w0 = Randn(new long[] { outF, inF }, g, device).div_(Math.Sqrt(inF) * 2)) lin.weight.copy_(w0);
+                if (adapt) lin.Attach(new LowRankStandIn(inF, outF, opt.AdapterRank, ga, device));
+                return lin;
+            }
+            for (int l = 0; l < opt.Layers; l++)
+            {
+                q.Add(Lin(opt.Hidden, opt.Hidden, true)); k.Add(Lin(opt.Hidden, opt.KvDim, false)); v.Add(Lin(opt.Hidden, opt.KvDim, true));
+                o.Add(Lin(opt.Hidden, opt.Hidden, false));
+                gate.Add(Lin(opt.Hidden, opt.Intermediate, false)); up.Add(Lin(opt.Hidden, opt.Intermediate, false)); down.Add(Lin(opt.Intermediate, opt.Hidden, false));
+            }
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor h)                                                 // (B, T, H)
+        {
+            for (int l = 0; l < q.Count; l++)
+            {
+                var n = RmsNorm(h);
+                var kv = (k[l].forward(n) + v[l].forward(n)).repeat(1, 1, _repeat);                // (B, T, kv) → (B, T, H)
+                h = h + o[l].forward(q[l].forward(n) + kv);
+                var m = RmsNorm(h);
+                h = h + down[l].forward(nn.functional.silu(gate[l].forward(m)) * up[l].forward(m)); // (B, T, I) → (B, T, H)
+            }
+            return h;
+        }
+    }
+
+    /// <summary>A LoRA-shaped fp32 adapter (ΔW = B·A) standing in for QuanTA: the communication pattern is identical.</summary>
+    sealed class LowRankStandIn : Adapter
+    {
+#pragma warning disable IDE1006
+        public Parameter A, B;
+#pragma warning restore IDE1006
+        readonly int _in, _out;
+        public LowRankStandIn(int inF, int outF, int r, Generator g, Device device) : base(nameof(LowRankStandIn))
+        {
+            _in = inF; _out = outF;
+            A = new Parameter(randn(new long[] { r, inF }, generator: g).div_(Math.Sqrt(inF)).to(device));
+            B = new Parameter(randn(new long[] { outF, r }, generator: g).mul_(0.01).to(device));
+            RegisterComponents();
+        }
+        public override int InFeatures => _in;
+        public override int OutFeatures => _out;
+        public override string Method => "standin";
+        public override Tensor Delta(Tensor x) => x.to_type(ScalarType.Float32).matmul(A.t()).matmul(B.t()).to_type(x.dtype);   // (…, in) → (…, r) → (…, out)
+        public override Tensor DeltaWeight() => B.matmul(A);
+        public override IReadOnlyDictionary<string, object> Describe() => new Dictionary<string, object> { ["r"] = A.shape[0] };
+    }
+}

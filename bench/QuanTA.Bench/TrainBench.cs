@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using QuanTA.Core.Adapters;
+using QuanTA.Core.Models.Llama;
+using QuanTA.Core.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace QuanTA.Bench;
+
+/// <summary>
+/// Training throughput on a LLaMA shape with random bf16 weights, AdamW, batch × 512 tokens, the same protocol as
+/// <c>peer_bench.py</c> (3 warm-up + 10 timed steps, loss = causal LM on the input ids). Methods: quanta (fused bank:
+/// all layers' ΔW materialized at once, one GEMM per layer), quanta-layer (each adapter on its own: chain or
+/// materialize per layer, as chosen by cost), lora (r8, α16, q/v), frozen (nothing adapted; layer 0's q_proj weight
+/// trains so backward runs through the whole model, as in the peer's floor).
+/// </summary>
+static class TrainBench
+{
+    internal static Device Dev => cuda.is_available() ? CUDA : CPU;
+    internal static void Sync() { if (cuda.is_available()) cuda.synchronize(); }
+
+    public static Dictionary<string, object> Run(string shape, string method, int? batchOverride, int seq, int steps, int warm)
+    {
+        var (config, layout, batch) = LlamaShapes.Get(shape);
+        batch = batchOverride ?? batch;
+        var dev = Dev;
+        using (var ctx = ones(1, device: dev)) { Sync(); }
+        long baseline = GpuMemory.UsedBytes() ?? 0;
+        manual_seed(0);
+        using var model = new LlamaForCausalLM(config, ScalarType.BFloat16, dev);
+        RandomInit(model);
+        QuanTABank? bank = null;
+        InjectionReport? report = null;
+        switch (method)
+        {
+            case "quanta":
+            case "quanta-layer":
+                report = AdapterInjector.Inject(model, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
+                if (method == "quanta") bank = QuanTABank.Create(model);
+                break;
+            case "lora":
+                report = AdapterInjector.Inject(model, new LoRAConfig { Rank = 8, Alpha = 16, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
+                break;
+            case "frozen":
+                foreach (var p in model.parameters()) p.requires_grad = false;
+                model.model.layers[0].self_attn.q_proj.weight.requires_grad = true;
+                break;
+            default: throw new ArgumentException($"Unknown method '{method}'.");
+        }
+        model.train();
+        // The fused path trains the bank's stacked tensors (the adapters' T_i alias their slices).
+        var trainable = bank is not null
+            ? bank.OptimizerParameters(model).Select(p => p.Parameter).ToArray()
+            : model.parameters().Where(p => p.requires_grad).ToArray();
+        using var opt = optim.AdamW(trainable, lr: 1e-4);
+        var hostIds = randint(0, config.VocabSize, [batch, seq], dtype: ScalarType.Int64);
+        Losses.CountTargets(hostIds.data<long>().ToArray(), seq, config.VocabSize);   // labels checked on the host, once
+        using var ids = hostIds.to(dev);
+        long peak = 0;
+        var sw = new Stopwatch();
+        double lastLoss = double.NaN;
+        for (int s = 0; s < warm + steps; s++)
+        {
+            if (s == warm) { Sync(); sw.Start(); }
+            using (var scope = NewDisposeScope())
+            {
+                bank?.Materialize(ScalarType.BFloat16);
+                var logits = model.forward(ids, null);                              // (B, T, V) fp32
+                var loss = Losses.CausalLMUnchecked(logits, ids);
+                loss.backward();
+                opt.step();
+                opt.zero_grad();
+                bank?.Clear();
+                if (s == warm + steps - 1) lastLoss = loss.item<float>();
+            }
+            if (s == 0 || s == warm + steps - 1) { Sync(); peak = Math.Max(peak, GpuMemory.UsedBytes() ?? 0); }
+        }
+        Sync();
+        sw.Stop();
+        bank?.Dispose();
+        double dt = sw.Elapsed.TotalSeconds;
+        return new Dictionary<string, object>
+        {
+            ["shape"] = shape, ["method"] = method, ["batch"] = batch, ["seq"] = seq,
+            ["tokens_per_s"] = Math.Round(batch * seq * steps / dt),
+            ["step_ms"] = Math.Round(1000 * dt / steps, 1),
+            ["peak_gib_device_used_minus_context"] = Math.Round((peak - baseline) / Math.Pow(2, 30), 2),
+            ["trainable"] = trainable.Sum(p => p.numel()),
+            ["final_loss"] = Math.Round(lastLoss, 4),
+            ["adapted_layers"] = report?.Layers.Count ?? 0,
+        };
+    }
+
+    /// <summary>Random weights like transformers' init: N(0, 0.02) for matrices, ones for RMSNorm weights.</summary>
+    public static void RandomInit(nn.Module model)
+    {
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (p.dim() == 1) p.fill_(1.0);
+            else p.normal_(0, 0.02);
+        }
+    }
+}

@@ -1,0 +1,180 @@
+using System.CommandLine;
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using QuanTA.Core.Training;
+using QuanTA.MLNet;
+
+namespace QuanTA.Cli.Commands;
+
+/// <summary>
+/// <c>quanta finetune</c>: fine-tune a QuanTA (or LoRA) adapter on a TSV/CSV file and save an ML.NET model .zip — the same
+/// pipeline as the library's <c>mlContext.Transforms.QuanTAFineTune(...)</c> (classification: MapValueToKey → QuanTA →
+/// MapKeyToValue).
+/// </summary>
+public static class FineTuneCommand
+{
+    /// <summary>Builds the verb.</summary>
+    public static Command Create()
+    {
+        var d = new QuanTAFineTuneOptions();
+        var task = new Option<string>("--task") { Description = "classification or generation.", DefaultValueFactory = _ => "classification" };
+        var baseModel = new Option<string>("--base-model") { Description = "Hugging Face model folder (…ForSequenceClassification for classification).", Required = true };
+        var train = new Option<string>("--train") { Description = "Training data: .tsv or .csv with a header row.", Required = true };
+        var validation = new Option<string?>("--validation") { Description = "Optional validation data (same columns)." };
+        var output = new Option<string>("--output") { Description = "Where to write the ML.NET model (.zip).", Required = true };
+        var textCol = new Option<string>("--text-column") { Description = "Text (prompt) column.", DefaultValueFactory = _ => d.TextColumnName };
+        var text2Col = new Option<string?>("--second-text-column") { Description = "Optional second text column (sentence pairs)." };
+        var labelCol = new Option<string>("--label-column") { Description = "Label column (classification).", DefaultValueFactory = _ => d.LabelColumnName };
+        var targetCol = new Option<string>("--target-column") { Description = "Target text column (generation).", DefaultValueFactory = _ => d.TargetTextColumnName };
+        var mode = new Option<string>("--classification-mode") { Description = "head (a …ForSequenceClassification base) or verbalizer (a causal LM scores each label name).", DefaultValueFactory = _ => "head" };
+        var adapter = new Option<string>("--adapter") { Description = "quanta or lora.", DefaultValueFactory = _ => "quanta" };
+        var layout = new Option<string?>("--axis-layout") { Description = "QuanTA axis layout, e.g. 16,8,8,4 (default: derived per layer)." };
+        var axisCount = new Option<int>("--axis-count") { Description = "Axes when the layout is derived.", DefaultValueFactory = _ => d.AxisCount };
+        var targets = new Option<string>("--target-modules") { Description = "Comma-separated module suffixes, re:<regex> or all-linear.", DefaultValueFactory = _ => string.Join(',', d.TargetModules) };
+        var dropout = new Option<float>("--dropout") { Description = "Adapter input dropout.", DefaultValueFactory = _ => d.Dropout };
+        var loraRank = new Option<int>("--lora-rank") { Description = "LoRA rank.", DefaultValueFactory = _ => d.LoRARank };
+        var loraAlpha = new Option<float>("--lora-alpha") { Description = "LoRA alpha.", DefaultValueFactory = _ => d.LoRAAlpha };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the data.", DefaultValueFactory = _ => d.Epochs };
+        var batch = new Option<int>("--batch-size") { Description = "Rows per micro-batch.", DefaultValueFactory = _ => d.BatchSize };
+        var accum = new Option<int>("--grad-accum") { Description = "Micro-batches per optimizer step.", DefaultValueFactory = _ => d.GradientAccumulationSteps };
+        var lr = new Option<double>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => d.LearningRate };
+        var schedule = new Option<string>("--schedule") { Description = "linear, cosine or constant.", DefaultValueFactory = _ => "linear" };
+        var warmup = new Option<double>("--warmup-ratio") { Description = "Warm-up fraction of the steps.", DefaultValueFactory = _ => d.WarmupRatio };
+        var decay = new Option<double>("--weight-decay") { Description = "AdamW weight decay.", DefaultValueFactory = _ => d.WeightDecay };
+        var clip = new Option<double>("--max-grad-norm") { Description = "Gradient clipping (0 = off).", DefaultValueFactory = _ => d.MaxGradNorm };
+        var maxLen = new Option<int>("--max-seq-len") { Description = "Tokens per row.", DefaultValueFactory = _ => d.MaxSequenceLength };
+        var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 1 };
+        var lossCurve = new Option<string?>("--loss-curve") { Description = "Write the training-loss curve to this PNG." };
+        var export = new Option<string?>("--export-adapter") { Description = "Also export the adapter as safetensors + JSON here." };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
+
+        var cmd = new Command("finetune", "Fine-tune a QuanTA/LoRA adapter on TSV/CSV data and save an ML.NET model .zip.")
+        {
+            task, baseModel, train, validation, output, textCol, text2Col, labelCol, targetCol, mode, adapter, layout, axisCount, targets, dropout,
+            loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, seed, lossCurve, export, device,
+        };
+        cmd.SetAction(r => CliRun.Run(() =>
+        {
+            var o = new QuanTAFineTuneOptions
+            {
+                Task = ParseTask(r.GetValue(task)!),
+                BaseModelPath = r.GetValue(baseModel)!,
+                TextColumnName = r.GetValue(textCol)!, SecondTextColumnName = r.GetValue(text2Col),
+                LabelColumnName = r.GetValue(labelCol)!, TargetTextColumnName = r.GetValue(targetCol)!,
+                ClassificationMode = Enum.TryParse<ClassificationMode>(r.GetValue(mode), true, out var m) ? m
+                    : throw new ArgumentException($"--classification-mode '{r.GetValue(mode)}' is not head or verbalizer."),
+                Adapter = r.GetValue(adapter)!.ToLowerInvariant() switch
+                {
+                    "quanta" => AdapterMethod.QuanTA, "lora" => AdapterMethod.LoRA,
+                    var a => throw new ArgumentException($"--adapter '{a}' is not quanta or lora."),
+                },
+                AxisLayout = r.GetValue(layout) is { } l ? l.Split(',').Select(s => int.Parse(s.Trim(), CultureInfo.InvariantCulture)).ToArray() : null,
+                AxisCount = r.GetValue(axisCount),
+                TargetModules = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                Dropout = r.GetValue(dropout), LoRARank = r.GetValue(loraRank), LoRAAlpha = r.GetValue(loraAlpha),
+                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), GradientAccumulationSteps = r.GetValue(accum),
+                LearningRate = r.GetValue(lr),
+                Schedule = Enum.TryParse<LearningRateSchedule>(r.GetValue(schedule), true, out var s) ? s
+                    : throw new ArgumentException($"--schedule '{r.GetValue(schedule)}' is not linear, cosine or constant."),
+                WarmupRatio = r.GetValue(warmup), WeightDecay = r.GetValue(decay), MaxGradNorm = r.GetValue(clip),
+                MaxSequenceLength = r.GetValue(maxLen), Seed = r.GetValue(seed), LossCurvePngPath = r.GetValue(lossCurve),
+                Progress = new SyncProgress(p => Console.Error.WriteLine(
+                    $"epoch {p.Epoch + 1} step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:G3} tokens/s {p.TokensPerSecond:F0}" +
+                    (p.ValidationLoss is double v ? $" validation loss {v:F4}" : ""))),
+            };
+            var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed));
+            var data = TextData.Load(ml, r.GetValue(train)!);
+            if (r.GetValue(validation) is { } vPath) o.ValidationSet = TextData.Load(ml, vPath);
+            if (o.ValidationSet is not null && o.Task == QuanTATask.TextClassification)   // same key dictionary as the training data
+                o.ValidationSet = ml.Transforms.Conversion.MapValueToKey(o.LabelColumnName).Fit(data).Transform(o.ValidationSet);
+            var estimator = Pipeline(ml, o);
+            using var model = new DisposableChain(estimator.Fit(data));
+            ml.Model.Save(model.Chain, data.Schema, r.GetValue(output)!);
+            if (r.GetValue(export) is { } exportPath) model.QuanTA.ExportAdapter(exportPath);
+            Console.Error.WriteLine($"saved {r.GetValue(output)} ({model.QuanTA.TrainableParameterCount:N0} trainable parameters, " +
+                $"final training loss {model.QuanTA.TrainingLosses.LastOrDefault():F4})");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    internal static QuanTATask ParseTask(string s) => s.ToLowerInvariant() switch
+    {
+        "classification" or "textclassification" => QuanTATask.TextClassification,
+        "generation" or "textgeneration" => QuanTATask.TextGeneration,
+        _ => throw new ArgumentException($"--task '{s}' is not classification or generation."),
+    };
+
+    /// <summary>The estimator chain the verb fits: classification maps the label to a key and the prediction back.</summary>
+    public static IEstimator<ITransformer> Pipeline(MLContext ml, QuanTAFineTuneOptions o) => o.Task == QuanTATask.TextClassification
+        ? ml.Transforms.Conversion.MapValueToKey(o.LabelColumnName)
+            .Append(ml.Transforms.QuanTAFineTune(o))
+            .Append(ml.Transforms.Conversion.MapKeyToValue(o.PredictedLabelColumnName))
+        : ml.Transforms.QuanTAFineTune(o);
+
+    /// <summary>Reports on the training thread, so lines print in order (Progress&lt;T&gt; posts to the thread pool).</summary>
+    sealed class SyncProgress(Action<QuanTAProgress> report) : IProgress<QuanTAProgress>
+    {
+        public void Report(QuanTAProgress value) => report(value);
+    }
+
+    /// <summary>Owns a fitted chain and disposes its QuanTA transformer.</summary>
+    sealed class DisposableChain(ITransformer chain) : IDisposable
+    {
+        public ITransformer Chain => chain;
+        public QuanTAFineTuneTransformer QuanTA => TextData.FindQuanTA(chain);
+        public void Dispose() => QuanTA.Dispose();
+    }
+}
+
+/// <summary>TSV/CSV loading with every column read as text, columns named from the header row.</summary>
+internal static class TextData
+{
+    public static IDataView Load(MLContext ml, string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Data file '{path}' not found.");
+        char sep = Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase) ? ',' : '\t';
+        var header = File.ReadLines(path).FirstOrDefault() ?? throw new InvalidDataException($"'{path}' is empty.");
+        var names = header.Split(sep).Select(n => n.Trim().Trim('"')).ToArray();
+        var columns = names.Select((n, i) => new TextLoader.Column(n, DataKind.String, i)).ToArray();
+        return ml.Data.LoadFromTextFile(path, columns, separatorChar: sep, hasHeader: true, allowQuoting: true, trimWhitespace: false);
+    }
+
+    /// <summary>The QuanTA transformer inside a fitted or loaded model.</summary>
+    public static QuanTAFineTuneTransformer FindQuanTA(ITransformer model) => model switch
+    {
+        QuanTAFineTuneTransformer q => q,
+        IEnumerable<ITransformer> chain => chain.Select(t => t is QuanTAFineTuneTransformer q ? q : null).LastOrDefault(q => q is not null)
+            ?? throw new InvalidDataException("The model has no QuanTA fine-tuning step."),
+        _ => throw new InvalidDataException("The model has no QuanTA fine-tuning step."),
+    };
+}
+
+/// <summary>Error handling and MLContext setup shared by the ML.NET verbs.</summary>
+internal static class CliRun
+{
+    public static int Run(Func<int> body)
+    {
+        try { return body(); }
+        catch (Exception e)
+        {
+            var inner = e is System.Reflection.TargetInvocationException or AggregateException && e.InnerException is not null ? e.InnerException : e;
+            Console.Error.WriteLine($"error: {inner.Message.ReplaceLineEndings(" ")}");
+            return 1;
+        }
+    }
+
+    public static MLContext Context(string device, int seed)
+    {
+        var ml = new MLContext(seed);
+        var spec = device.Trim().ToLowerInvariant();
+        if (spec.StartsWith("cuda", StringComparison.Ordinal))
+        {
+            ml.GpuDeviceId = spec.Length > 5 ? int.Parse(spec[5..], CultureInfo.InvariantCulture) : 0;
+            ml.FallbackToCpu = false;
+        }
+        else if (spec != "cpu") throw new ArgumentException($"--device '{device}' is not cpu, cuda or cuda:N.");
+        return ml;
+    }
+}

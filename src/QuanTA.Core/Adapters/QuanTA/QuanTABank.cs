@@ -1,0 +1,161 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Adapters;
+
+/// <summary>
+/// The fast training path for QuanTA: materializes ΔW for ALL adapted layers of a model at once, per step.
+/// Layers whose adapters share a layout, pair chain and in/out size form a group; their tensors are stacked,
+/// <code>
+///   T_stack[l] = T_i of layer l                       (L, d_m, d_n, d_m, d_n)
+///   R = chain(T_stack) on the basis vectors           (L, n_basis, D): one batched contraction per pair for the whole group
+///   ΔW[l] = crop(M_T[l]) − crop(M_S[l])               (L, out, in)
+/// </code>
+/// and every layer then runs ONE GEMM with <c>W0 + ΔW</c> (<see cref="Adapter.StepDeltaWeight"/>). The cost of the chain is
+/// ∝ D·min(in,out)·Σk per layer, independent of the number of tokens, and there are N_T kernel launches per group instead of
+/// per layer. For GQA-style layers with out &lt; in the transposed chain runs on the `out` row basis vectors instead.
+/// The result is exactly <see cref="QuanTAAdapter.DeltaWeight"/> (tested); adapters with dropout are left on their own path.
+/// Call <see cref="Materialize"/> inside the step's dispose scope before the forward, and <see cref="Clear"/> after backward.
+/// <para>
+/// The bank owns the trainable storage: for each group and tensor i it holds ONE stacked fp32 parameter
+/// <c>T_stack_i</c> (L, d_m, d_n, d_m, d_n), and every adapter's own <c>T_i</c> is re-pointed (<c>set_</c>) to its slice, so
+/// the adapters still see the current values (save, merge, <see cref="QuanTAAdapter.DeltaWeight"/>) while the optimizer
+/// updates a handful of large tensors instead of hundreds of small ones (<see cref="OptimizerParameters"/>).
+/// The frozen operators crop(M_S) are constant: they are computed once per compute dtype and cached (set
+/// <c>cacheFrozenOperator: false</c> to recompute them each step instead, trading time for one weight-sized copy).
+/// Create the bank after the model is on its final device; moving the model afterwards breaks the sharing.
+/// </para>
+/// </summary>
+public sealed class QuanTABank : IDisposable
+{
+    sealed record Group(AxisLayout Layout, int In, int Out, QuanTAAdapter[] Adapters, Parameter[] Stacked);
+
+    readonly Group[] _groups;
+    readonly bool _cacheFrozen;
+    readonly int _blockCap;
+    readonly Dictionary<(int Group, ScalarType DType), Tensor> _frozenCache = [];
+
+    QuanTABank(Group[] groups, bool cacheFrozen, int blockCap) { _groups = groups; _cacheFrozen = cacheFrozen; _blockCap = blockCap; }
+
+    /// <summary>The stacked trainable tensors (one per group and chain position); give these to the optimizer.</summary>
+    public IEnumerable<Parameter> Parameters => _groups.SelectMany(g => g.Stacked);
+
+    /// <summary>
+    /// What the optimizer should train: the bank's stacked tensors plus every other trainable parameter of
+    /// <paramref name="model"/> that the bank does not cover (LoRA, low-rank QuanTA, heads).
+    /// </summary>
+    public IReadOnlyList<(string Name, Parameter Parameter)> OptimizerParameters(nn.Module model)
+    {
+        var covered = new HashSet<IntPtr>(_groups.SelectMany(g => g.Adapters).SelectMany(a => a.parameters()).Select(p => p.Handle));
+        var list = new List<(string, Parameter)>();
+        for (int gi = 0; gi < _groups.Length; gi++)
+            for (int i = 0; i < _groups[gi].Stacked.Length; i++) list.Add(($"quanta_bank.{gi}.T_stack_{i}", _groups[gi].Stacked[i]));
+        foreach (var (name, p) in model.named_parameters())
+            if (p.requires_grad && !covered.Contains(p.Handle)) list.Add((name, p));
+        return list;
+    }
+
+    /// <summary>Number of adapters served by the bank.</summary>
+    public int AdapterCount => _groups.Sum(g => g.Adapters.Length);
+
+    /// <summary>Number of groups (one batched chain each).</summary>
+    public int GroupCount => _groups.Length;
+
+    /// <summary>Collects the full-rank, dropout-free QuanTA adapters attached to <paramref name="model"/>'s layers.</summary>
+    /// <param name="model">The model with QuanTA adapters attached.</param>
+    /// <param name="cacheFrozenOperator">Keep crop(M_S) per compute dtype instead of recomputing it every step.</param>
+    /// <param name="blockCap">Largest subspace (product of local dims) a block of consecutive pairs may span; 1 = one pair per
+    /// block (<see cref="QuanTAChainBlocks"/>).</param>
+    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = 1024)
+    {
+        if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
+        var adapters = AdapterInjector.LinearLayers(model)
+            .Select(x => x.Layer.Adapter).OfType<QuanTAAdapter>()
+            .Where(a => a.Rank is null && a.DropoutP == 0).ToList();
+        var groups = adapters
+            .GroupBy(a => (Key: $"{string.Join(",", a.Layout.Dims)}|{string.Join(" ", a.Layout.Pairs)}", a.InFeatures, a.OutFeatures))
+            .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray()))
+            .ToArray();
+        return new QuanTABank(groups, cacheFrozenOperator, blockCap);
+    }
+
+    /// <summary>Re-points <paramref name="target"/>'s storage at <paramref name="view"/> (in place, <c>set_</c>).</summary>
+    static void Alias(Tensor target, Tensor view)
+    {
+        var ret = target.set_(view);
+        // TorchSharp wraps the native result in a new Tensor; when that is the very same native handle, the wrapper
+        // must neither be disposed nor finalized (it would free the parameter).
+        if (ret.Handle == target.Handle) GC.SuppressFinalize(ret); else ret.Dispose();
+    }
+
+    /// <summary>Makes the group's stacked parameters and points every adapter's T_i at its slice.</summary>
+    static Group Stack(AxisLayout layout, int inF, int outF, QuanTAAdapter[] adapters)
+    {
+        using var _ = no_grad();
+        var stacked = new Parameter[layout.TensorCount];
+        for (int i = 0; i < layout.TensorCount; i++)
+        {
+            var data = stack(adapters.Select(a => a.TensorT(i)).ToArray()).to_type(ScalarType.Float32);   // (L, d_m, d_n, d_m, d_n)
+            stacked[i] = new Parameter(data, requires_grad: true);
+            for (int l = 0; l < adapters.Length; l++)
+                Alias(adapters[l].TensorT(i), stacked[i][l]);                                             // T_i of layer l aliases slice l
+        }
+        return new Group(layout, inF, outF, adapters, stacked);
+    }
+
+    /// <summary>
+    /// Computes ΔW for every adapter of the bank (differentiable w.r.t. T) in <paramref name="computeDType"/> and hands each
+    /// adapter its slice as <see cref="Adapter.StepDeltaWeight"/>. The tensors belong to the caller's dispose scope.
+    /// </summary>
+    public void Materialize(ScalarType computeDType)
+    {
+        for (int gi = 0; gi < _groups.Length; gi++)
+        {
+            var g = _groups[gi];
+            var delta = GroupDelta(gi, computeDType);                         // (L, out, in)
+            for (int l = 0; l < g.Adapters.Length; l++)
+                g.Adapters[l].StepDeltaWeight = delta[l];                    // (out, in)
+        }
+    }
+
+    /// <summary>Forgets the step's ΔW (the layers go back to their own path).</summary>
+    public void Clear()
+    {
+        foreach (var g in _groups)
+            foreach (var a in g.Adapters) a.StepDeltaWeight = null;
+    }
+
+    /// <summary>ΔW of every layer of a group, (L, out, in): the T chain minus the (cached) S chain.</summary>
+    Tensor GroupDelta(int gi, ScalarType dtype)
+    {
+        var g = _groups[gi];
+        var dev = g.Stacked[0].device;
+        var t = g.Stacked.Select(p => p.to_type(dtype)).ToArray();                     // (L, d_m, d_n, d_m, d_n) each
+        var mT = QuanTAChainBlocks.CroppedOperator(g.Layout, t, g.In, g.Out, _blockCap, dtype, dev);   // (L, out, in)
+        return mT - FrozenOperator(gi, dtype);
+    }
+
+    /// <summary>crop(M_S) of every layer of group gi, (L, out, in), without gradient; cached unless disabled.</summary>
+    Tensor FrozenOperator(int gi, ScalarType dtype)
+    {
+        if (_frozenCache.TryGetValue((gi, dtype), out var cached)) return cached;
+        var g = _groups[gi];
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var s = Enumerable.Range(0, g.Layout.TensorCount)
+            .Select(i => stack(g.Adapters.Select(a => a.TensorS(i)).ToArray()).to_type(dtype)).ToArray();
+        var mS = QuanTAChainBlocks.CroppedOperator(g.Layout, s, g.In, g.Out, _blockCap, dtype, g.Stacked[0].device);
+        if (!_cacheFrozen) return mS.MoveToOuterDisposeScope();
+        mS = mS.DetachFromDisposeScope();
+        _frozenCache[(gi, dtype)] = mS;
+        return mS;
+    }
+
+    /// <summary>Frees the cached frozen operators and the stacked parameters' references (the adapters keep their slices).</summary>
+    public void Dispose()
+    {
+        foreach (var t in _frozenCache.Values) t.Dispose();
+        _frozenCache.Clear();
+    }
+}

@@ -1,0 +1,97 @@
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Adapters;
+
+/// <summary>
+/// The QuanTA chain materialized in blocks, for many layers at once (the math of <see cref="QuanTABank"/>).
+/// Consecutive pairs whose axes together span at most <c>cap</c> entries form one block B with axis set A_B; the block's
+/// operator O_B = (its pairs' chain) is a small K×K matrix (K = Π_{a∈A_B} d_a) computed on its own subspace, and the
+/// full operator is the product of the blocks, each acting on its axes only:
+/// <code>
+///   M = O_{B_n} ∘ … ∘ O_{B_1},        O_B = T_{last in B} ∘ … ∘ T_{first in B}   (on the axes A_B)
+/// </code>
+/// Applying a block to the (L, basis, D) stack is one batched GEMM with inner size K (e.g. 128…1024), instead of one
+/// memory-bound contraction per pair with inner size d_m·d_n: fewer passes over the D-sized stack, and tensor-core shapes.
+/// </summary>
+static class QuanTAChainBlocks
+{
+    /// <summary>Greedy partition of the chain into blocks of consecutive pairs whose axes span ≤ <paramref name="cap"/> entries
+    /// (a single pair larger than the cap is a block on its own).</summary>
+    public static List<(int[] Axes, int[] PairIndices)> Partition(AxisLayout lay, int cap)
+    {
+        var blocks = new List<(int[], int[])>();
+        var axes = new SortedSet<int>(); var pairs = new List<int>();
+        long Span(IEnumerable<int> a) => a.Aggregate(1L, (p, x) => p * lay.Dims[x]);
+        for (int i = 0; i < lay.TensorCount; i++)
+        {
+            var (m, n) = lay.Pairs[i];
+            var union = new SortedSet<int>(axes) { m, n };
+            if (pairs.Count > 0 && Span(union) > cap) { blocks.Add((axes.ToArray(), pairs.ToArray())); axes.Clear(); pairs.Clear(); union = [m, n]; }
+            axes = union; pairs.Add(i);
+        }
+        if (pairs.Count > 0) blocks.Add((axes.ToArray(), pairs.ToArray()));
+        return blocks;
+    }
+
+    /// <summary>
+    /// crop_{out×in}(M) for L layers from the stacked tensors (L, d_m, d_n, d_m, d_n) in chain order → (L, out, in).
+    /// With in ≤ out the blocks run on the `in` column basis vectors; otherwise the transposed blocks run in reverse order on
+    /// the `out` row basis vectors.
+    /// </summary>
+    public static Tensor CroppedOperator(AxisLayout lay, Tensor[] tensors, int inF, int outF, int cap, ScalarType dtype, Device dev)
+    {
+        long L = tensors[0].shape[0];
+        bool columns = inF <= outF;
+        int basis = columns ? inF : outF;
+        var blocks = Partition(lay, cap);
+        var ops = blocks.Select(b => BlockTransposed(lay, b.Axes, b.PairIndices, tensors, L, dtype, dev)).ToArray(); // Rᵀ... R_B = O_Bᵀ
+        long[] view = [L, basis, .. lay.Dims.Select(d => (long)d)];
+        var x = eye(basis, lay.D, dtype: dtype, device: dev).unsqueeze(0).expand(L, basis, lay.D).reshape(view);    // (L, b, d0..dN-1)
+        var order = columns ? Enumerable.Range(0, blocks.Count) : Enumerable.Range(0, blocks.Count).Reverse();
+        foreach (var k in order)
+            x = ApplyBlock(x, blocks[k].Axes, columns ? ops[k] : ops[k].transpose(1, 2), lay);   // columns: x ← x O_Bᵀ (rows apply O_B)
+        var r = x.reshape(L, basis, lay.D);                     // columns: r[l, j] = (M e_j)ᵀ;  rows: r[l, i] = row i of M
+        return columns ? r.narrow(2, 0, outF).transpose(1, 2) : r.narrow(2, 0, inF);   // (L, out, in)
+    }
+
+    /// <summary>R_B = O_Bᵀ (L, K, K) for one block: its pairs' chain run on the identity of the block's own subspace
+    /// (row j of the result is (O_B e_j)ᵀ).</summary>
+    static Tensor BlockTransposed(AxisLayout lay, int[] axes, int[] pairIdx, Tensor[] tensors, long L, ScalarType dtype, Device dev)
+    {
+        var sub = axes.Select(a => lay.Dims[a]).ToArray();
+        int K = sub.Aggregate(1, (p, d) => p * d);
+        long[] view = [L, K, .. sub.Select(d => (long)d)];
+        var x = eye(K, dtype: dtype, device: dev).unsqueeze(0).expand(L, K, K).reshape(view);           // (L, K, sub...)
+        foreach (var i in pairIdx)
+        {
+            var (m, n) = lay.Pairs[i];
+            x = einsum(Equation(axes.Length, Array.IndexOf(axes, m), Array.IndexOf(axes, n)), x, tensors[i]);
+        }
+        return x.reshape(L, K, K);                                                                        // (L, K, K) = O_Bᵀ
+    }
+
+    /// <summary>x (L, b, d0..dN-1): contracts the block's axes with the operator given as its transpose Rᵀ... i.e. y[.., a'] =
+    /// Σ_a x[.., a] R[a, a'] (R = O_Bᵀ applies O_B); one batched GEMM (L, b·rest, K)·(L, K, K).</summary>
+    static Tensor ApplyBlock(Tensor x, int[] axes, Tensor r, AxisLayout lay)
+    {
+        int n = lay.AxisCount;
+        var rest = Enumerable.Range(0, n).Where(a => !axes.Contains(a)).ToArray();
+        long[] perm = [0, 1, .. rest.Select(a => (long)a + 2), .. axes.Select(a => (long)a + 2)];
+        long L = x.shape[0], b = x.shape[1];
+        long K = axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+        var y = x.permute(perm).reshape(L, -1, K).bmm(r);                                                 // (L, b·rest, K)
+        long[] shape = [L, b, .. rest.Select(a => (long)lay.Dims[a]), .. axes.Select(a => (long)lay.Dims[a])];
+        var inverse = new long[perm.Length];
+        for (int i = 0; i < perm.Length; i++) inverse[perm[i]] = i;
+        return y.reshape(shape).permute(inverse);                                                          // (L, b, d0..dN-1)
+    }
+
+    /// <summary>Batched einsum for pair (m, n) of a k-axis subspace: "lzABC,lYZAB->lzYZC"-style (T[o_m, o_n, j_m, j_n]).</summary>
+    static string Equation(int k, int m, int n)
+    {
+        var inAxes = Enumerable.Range(0, k).Select(i => (char)('A' + i)).ToArray();
+        var outAxes = (char[])inAxes.Clone();
+        outAxes[m] = 'Y'; outAxes[n] = 'Z';
+        return $"lz{new string(inAxes)},lYZ{inAxes[m]}{inAxes[n]}->lz{new string(outAxes)}";
+    }
+}

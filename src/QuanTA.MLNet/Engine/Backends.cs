@@ -1,0 +1,38 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace QuanTA.MLNet.Engine;
+
+/// <summary>The tokenizer operations the ML.NET layer needs (implemented over QuanTA.Core's <c>HfTokenizer</c>).</summary>
+internal interface ITextTokenizer
+{
+    /// <summary>Token ids of <paramref name="text"/>; with special tokens as the checkpoint's tokenizer adds them (e.g. BOS).</summary>
+    int[] Encode(string text, bool addSpecialTokens);
+    /// <summary>Text of <paramref name="ids"/> (special tokens skipped).</summary>
+    string Decode(IReadOnlyList<int> ids);
+    /// <summary>Padding id.</summary>
+    int PadId { get; }
+    /// <summary>End-of-sequence id.</summary>
+    int EosId { get; }
+}
+
+/// <summary>Sampling settings for generation.</summary>
+internal sealed record GenerationSettings(int MaxNewTokens, bool Greedy, float Temperature, float TopP, IReadOnlyList<string> StopStrings, int Seed);
+
+/// <summary>A loaded base model (implemented over QuanTA.Core's <c>LlamaForSequenceClassification</c> / <c>LlamaForCausalLM</c>).</summary>
+internal interface ILanguageModel : IDisposable
+{
+    /// <summary>The TorchSharp module (adapters are injected into it; its state-dict keys are Hugging Face's).</summary>
+    nn.Module Module { get; }
+
+    /// <summary>Classification: logits [B, numLabels] pooled at each row's last non-pad token.
+    /// Causal LM: logits [B, T, vocab]. <paramref name="inputIds"/> [B, T] int64, <paramref name="attentionMask"/> [B, T] int64 (1 = token).</summary>
+    Tensor Forward(Tensor inputIds, Tensor attentionMask);
+
+    /// <summary>Outputs of the classification head, or null for a causal LM.</summary>
+    int? NumLabels { get; }
+
+    /// <summary>Generated continuation text for each prompt (causal LM only, batched); stops at EOS or MaxNewTokens
+    /// (stop strings are cut by the caller).</summary>
+    string[] Generate(IReadOnlyList<int[]> prompts, GenerationSettings settings, ITextTokenizer tokenizer);
+}

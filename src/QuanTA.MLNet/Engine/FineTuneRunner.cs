@@ -1,0 +1,155 @@
+using Microsoft.ML.Runtime;
+using QuanTA.Core.Training;
+using QuanTA.MLNet.Data;
+using QuanTA.MLNet.Internals;
+using QuanTA.Core.Adapters;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace QuanTA.MLNet.Engine;
+
+/// <summary>
+/// Runs <c>Fit</c>'s training through QuanTA.Core's <see cref="Trainer{TBatch}"/> (AdamW over the trainable tensors, schedule,
+/// accumulation, clipping, NaN guard): streams micro-batches of rows from the data view (one cursor pass per epoch, shuffled
+/// per epoch with a seed when the view can shuffle), and reports through ML.NET channels, a progress channel and
+/// <see cref="IProgress{T}"/>. Cancellation: the options' token and ML.NET's own CheckAlive.
+/// </summary>
+internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions options, IHost host, int seed)
+{
+    /// <summary>The trainer's history (per-step loss, learning rate, validations).</summary>
+    public TrainingHistory History { get; private set; } = new();
+
+    /// <summary>Mean loss of each optimizer step.</summary>
+    public IReadOnlyList<double> StepLosses => History.Steps.Select(s => s.Loss).ToArray();
+
+    /// <summary>Validation loss after each epoch (when a validation set is given).</summary>
+    public IReadOnlyList<double> ValidationLosses => History.Validations.Select(v => v.Metric).ToArray();
+
+    /// <summary>Runs all epochs over <paramref name="train"/>.</summary>
+    public void Run(InputRowReader train, InputRowReader? validation)
+    {
+        var o = options;
+        long rows = train.Count();
+        if (rows == 0) throw new InvalidDataException("The training data has no rows.");
+        long batchesPerEpoch = (rows + o.BatchSize - 1) / o.BatchSize;
+        var trainerOptions = new TrainerOptions
+        {
+            Epochs = o.Epochs, BatchSize = o.BatchSize, GradientAccumulationSteps = o.GradientAccumulationSteps,
+            LearningRate = o.LearningRate, Schedule = o.Schedule, WarmupRatio = o.WarmupRatio, WeightDecay = o.WeightDecay,
+            MaxGradNorm = o.MaxGradNorm, Seed = seed, LogEveryNSteps = 1, GreaterIsBetter = false, RestoreBestAtEnd = false,
+        };
+        // Fused QuanTA (all layers' ΔW per step, stacked trainable tensors) on CUDA by default; per-layer path otherwise.
+        using var bank = CreateBank();
+        var computeDType = model.Module.parameters().First(p => !p.requires_grad).dtype;
+        using var trainer = bank is null
+            ? Trainer<InputRow[]>.ForModule(model.Module, trainerOptions)
+            : new Trainer<InputRow[]>(bank.OptimizerParameters(model.Module), trainerOptions, model.Module, AdapterBuffers(model.Module));
+        using var ch = host.Start("QuanTA fine-tuning");
+        using var pch = host.StartProgressChannel("QuanTA fine-tuning");
+        TrainingProgress? last = null;
+        pch.SetHeader(new ProgressHeader(["Loss", "Learning rate", "Tokens/s"], ["Epochs", "Steps"]), e =>
+        {
+            if (last is null) return;
+            e.SetProgress(0, last.Epoch, o.Epochs);
+            e.SetProgress(1, last.Step, last.TotalSteps);
+            e.SetMetric(0, last.Loss); e.SetMetric(1, last.LearningRate); e.SetMetric(2, last.TokensPerSecond);
+        });
+        trainer.Log = m => ch.Info(MessageSensitivity.None, m);
+        ch.Info(MessageSensitivity.None, $"QuanTA fine-tuning: {o.Task}, {o.Adapter} on {model.Injection.AdaptedModules.Count} modules, " +
+            $"{model.Injection.TrainableParameters:N0} trainable of {model.Injection.TotalParameters:N0} parameters; {rows} rows, " +
+            $"{o.Epochs} epochs × {batchesPerEpoch} batches (batch {o.BatchSize}, accumulation {o.GradientAccumulationSteps}), device {model.Device}.");
+
+        int truncated = 0;
+        var progress = new Reporter(p =>
+        {
+            if (p.Kind == TrainingEventKind.Step)
+            {
+                last = p;
+                ch.Info(MessageSensitivity.None, $"epoch {p.Epoch + 1}/{o.Epochs} step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} " +
+                    $"lr {p.LearningRate:G3} tokens/s {p.TokensPerSecond:F0}");
+                pch.Checkpoint(p.Loss, p.LearningRate, p.TokensPerSecond);
+                o.Progress?.Report(new QuanTAProgress(p.Epoch, (int)p.Step, (int)p.TotalSteps, p.Loss, p.LearningRate, p.TokensPerSecond));
+            }
+            else if (p.Kind == TrainingEventKind.Validation && p.ValidationMetric is double v)
+            {
+                ch.Info(MessageSensitivity.None, $"epoch {p.Epoch + 1}/{o.Epochs} validation loss {v:F4}");
+                o.Progress?.Report(new QuanTAProgress(p.Epoch, (int)p.Step, (int)p.TotalSteps, last?.Loss ?? double.NaN,
+                    last?.LearningRate ?? 0, last?.TokensPerSecond ?? 0, v));
+            }
+            else if (p.Kind == TrainingEventKind.EpochEnd && truncated > 0)
+            {
+                ch.Warning(MessageSensitivity.None, $"{truncated} rows were longer than MaxSequenceLength = {o.MaxSequenceLength} tokens " +
+                    "and were truncated (set Truncation = TruncationPolicy.Error to fail instead).");
+                truncated = 0;
+            }
+        });
+
+        var source = BatchSource.FromFactory(epoch => train.Read(new Random(unchecked(seed * 7919 + epoch))).Chunk(o.BatchSize), batchesPerEpoch);
+        var result = trainer.Train(source, batch =>
+        {
+            MlNetInternals.CheckAlive(host);
+            var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
+            bank?.Materialize(computeDType);                   // this micro-batch's ΔW for every adapted layer (in the step's scope)
+            var loss = model.TrainingLoss(encoded, batch.Select(r => r.Label).ToList());
+            return new TrainStepResult(loss, encoded.Sum(e => (long)e.Ids.Length));
+        }, validation is null ? null : () => { bank?.Clear(); return Evaluate(validation); }, progress, o.CancellationToken);
+        bank?.Clear();
+        History = result.History;
+        model.SetTraining(false);
+    }
+
+    QuanTABank? CreateBank()
+    {
+        if (options.Adapter != AdapterMethod.QuanTA || !(options.FusedQuanTA ?? model.Device.type == DeviceType.CUDA)) return null;
+        var bank = QuanTABank.Create(model.Module);
+        if (bank.AdapterCount > 0) return bank;
+        bank.Dispose();
+        return null;
+    }
+
+    /// <summary>Buffers of the modules that own trainable parameters (the adapters' frozen S), saved with checkpoints.</summary>
+    static List<(string, Tensor)> AdapterBuffers(nn.Module module)
+    {
+        var state = new List<(string, Tensor)>();
+        foreach (var (prefix, m) in module.named_modules())
+            if (m is Adapter)
+                foreach (var (name, buffer) in m.named_buffers(recurse: false)) state.Add((prefix + "." + name, buffer));
+        return state;
+    }
+
+    EncodedRow Encode(InputRow r, ref int truncated)
+    {
+        var e = model.EncodeTraining(r.Text, r.SecondText, r.Label, r.Target);
+        if (e.Truncated)
+        {
+            if (options.Truncation == TruncationPolicy.Error)
+                throw new InvalidDataException($"Row {r.Row} is longer than MaxSequenceLength = {options.MaxSequenceLength} tokens " +
+                    "(Truncation = Error). Raise MaxSequenceLength or shorten the text.");
+            truncated++;
+        }
+        return e;
+    }
+
+    /// <summary>Mean loss over a data view (called by the trainer under no_grad, in eval mode).</summary>
+    double Evaluate(InputRowReader data)
+    {
+        double sum = 0; long n = 0;
+        int truncated = 0;
+        foreach (var batch in data.Read().Chunk(options.BatchSize))
+        {
+            MlNetInternals.CheckAlive(host);
+            var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
+            using var scope = torch.NewDisposeScope();
+            using var _ = torch.no_grad();
+            var loss = model.TrainingLoss(encoded, batch.Select(r => r.Label).ToList());
+            sum += loss.item<float>() * batch.Length; n += batch.Length;
+        }
+        return n == 0 ? double.NaN : sum / n;
+    }
+
+    /// <summary>Reports synchronously on the training thread (Progress&lt;T&gt; would post to the thread pool).</summary>
+    sealed class Reporter(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}

@@ -1,0 +1,104 @@
+using Microsoft.ML;
+using QuanTA.MLNet.Internals;
+
+namespace QuanTA.MLNet;
+
+/// <summary>ML.NET catalog entry points for QuanTA fine-tuning.</summary>
+public static class QuanTACatalog
+{
+    /// <summary>
+    /// Fine-tunes a QuanTA (or LoRA) adapter on a frozen LLaMA-family model: text classification (key-typed label →
+    /// <c>Score</c>, <c>PredictedLabel</c>) or text generation (prompt → target, adds a generated-text column). Also registers the
+    /// model loader in this MLContext so <c>mlContext.Model.Load</c> works.
+    /// </summary>
+    public static QuanTAFineTuneEstimator QuanTAFineTune(this TransformsCatalog catalog, QuanTAFineTuneOptions options) =>
+        new(MlNetInternals.GetEnvironment(catalog), options);
+
+    /// <summary>Fine-tunes with the most common settings; see <see cref="QuanTAFineTuneOptions"/> for every option and its default.</summary>
+    /// <param name="catalog">The transforms catalog.</param>
+    /// <param name="baseModelPath">Hugging Face model folder (…ForSequenceClassification for classification).</param>
+    /// <param name="task">Classification or generation.</param>
+    /// <param name="textColumnName">Input text (the prompt for generation).</param>
+    /// <param name="labelColumnName">Key-typed label (classification) or target text (generation) column.</param>
+    /// <param name="adapter">QuanTA (default) or LoRA.</param>
+    /// <param name="epochs">Passes over the data.</param>
+    /// <param name="batchSize">Rows per micro-batch.</param>
+    /// <param name="learningRate">Peak AdamW learning rate.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    public static QuanTAFineTuneEstimator QuanTAFineTune(this TransformsCatalog catalog, string baseModelPath,
+        QuanTATask task = QuanTATask.TextClassification, string textColumnName = "Text", string? labelColumnName = null,
+        AdapterMethod adapter = AdapterMethod.QuanTA, int epochs = 3, int batchSize = 4, double learningRate = 1e-4,
+        IDataView? validationSet = null)
+    {
+        var o = new QuanTAFineTuneOptions
+        {
+            BaseModelPath = baseModelPath, Task = task, TextColumnName = textColumnName, Adapter = adapter, Epochs = epochs,
+            BatchSize = batchSize, LearningRate = learningRate, ValidationSet = validationSet,
+        };
+        if (labelColumnName is not null)
+        {
+            if (task == QuanTATask.TextClassification) o.LabelColumnName = labelColumnName;
+            else o.TargetTextColumnName = labelColumnName;
+        }
+        return catalog.QuanTAFineTune(o);
+    }
+
+    /// <summary>Text classification by QuanTA fine-tuning, where ML.NET users look for multiclass trainers. The label must be a
+    /// key (<c>MapValueToKey</c> upstream); outputs <c>Score</c> and <c>PredictedLabel</c>.</summary>
+    public static QuanTAFineTuneEstimator QuanTAFineTune(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        QuanTAFineTuneOptions options)
+    {
+        if (options.Task != QuanTATask.TextClassification)
+            throw new ArgumentException("The multiclass classification catalog fine-tunes for TextClassification; use " +
+                "mlContext.Transforms.QuanTAFineTune for TextGeneration.", nameof(options));
+        return new(MlNetInternals.GetEnvironment(catalog), options);
+    }
+
+    /// <summary>Text classification by QuanTA fine-tuning with the most common settings.</summary>
+    public static QuanTAFineTuneEstimator QuanTAFineTune(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
+        string baseModelPath, string labelColumnName = "Label", string textColumnName = "Text", string? secondTextColumnName = null,
+        string scoreColumnName = "Score", string predictedLabelColumnName = "PredictedLabel", AdapterMethod adapter = AdapterMethod.QuanTA,
+        int epochs = 3, int batchSize = 4, double learningRate = 1e-4, IDataView? validationSet = null) =>
+        catalog.QuanTAFineTune(new QuanTAFineTuneOptions
+        {
+            BaseModelPath = baseModelPath, LabelColumnName = labelColumnName, TextColumnName = textColumnName,
+            SecondTextColumnName = secondTextColumnName, ScoreColumnName = scoreColumnName, PredictedLabelColumnName = predictedLabelColumnName,
+            Adapter = adapter, Epochs = epochs, BatchSize = batchSize, LearningRate = learningRate, ValidationSet = validationSet,
+        });
+
+    /// <summary>
+    /// Registers the QuanTA model loader in this MLContext, needed once before <c>mlContext.Model.Load</c> of a saved QuanTA model in
+    /// a fresh MLContext (the catalog methods do it automatically). <paramref name="baseModelPath"/> optionally replaces the base
+    /// model folder recorded in the saved model (e.g. after moving it); its fingerprint is still checked.
+    /// </summary>
+    public static MLContext RegisterQuanTA(this MLContext mlContext, string? baseModelPath = null)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        QuanTAFineTuneTransformer.Register(mlContext.ComponentCatalog, baseModelPath);
+        return mlContext;
+    }
+
+    /// <summary><c>RegisterQuanTA()</c> then <c>mlContext.Model.Load(path, out inputSchema)</c>; a QuanTA load failure (base model
+    /// missing or different, …) is rethrown as itself rather than wrapped in ML.NET's reflection exceptions.</summary>
+    public static ITransformer LoadWithQuanTA(this ModelOperationsCatalog model, MLContext mlContext, string path, out DataViewSchema inputSchema)
+    {
+        mlContext.RegisterQuanTA();
+        try { return model.Load(path, out inputSchema); }
+        catch (Exception e) when (Innermost(e) is { } inner && inner != e &&
+                                  inner.StackTrace?.Contains(typeof(QuanTAFineTuneTransformer).FullName!, StringComparison.Ordinal) == true)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
+            throw;
+        }
+    }
+
+    static Exception Innermost(Exception e)
+    {
+        while (e.InnerException is not null) e = e.InnerException;
+        return e;
+    }
+
+    /// <summary>Checks that the ML.NET internals QuanTA.MLNet uses for Model.Save/Load exist in the installed ML.NET; throws
+    /// <see cref="MlNetCompatibilityException"/> naming the missing member otherwise.</summary>
+    public static void CheckMlNetCompatibility() => MlNetInternals.SelfTest();
+}

@@ -1,0 +1,268 @@
+using Microsoft.ML;
+using QuanTA.Core.Training;
+
+namespace QuanTA.MLNet;
+
+/// <summary>What the fine-tuned model is for.</summary>
+public enum QuanTATask
+{
+    /// <summary>Text (or text pair) → one of the label column's classes; outputs <c>Score</c> and <c>PredictedLabel</c>.</summary>
+    TextClassification,
+    /// <summary>Prompt → target text (loss on target tokens only); outputs a generated-text column.</summary>
+    TextGeneration,
+}
+
+/// <summary>Which adapter is trained on the frozen base model.</summary>
+public enum AdapterMethod
+{
+    /// <summary>QuanTA: one small tensor per pair of axes of the layer's feature space (full-rank update). The paper's method.</summary>
+    QuanTA,
+    /// <summary>LoRA: the low-rank baseline ΔW = (α/r)·B·A.</summary>
+    LoRA,
+}
+
+/// <summary>What to do with a text longer than <see cref="QuanTAFineTuneOptions.MaxSequenceLength"/> tokens.</summary>
+public enum TruncationPolicy
+{
+    /// <summary>Cut it to the maximum length (the prompt is cut from the left for generation) and log one warning with the count.</summary>
+    TruncateWithWarning,
+    /// <summary>Throw an exception naming the row.</summary>
+    Error,
+}
+
+/// <summary>How a classification is computed from the base model.</summary>
+public enum ClassificationMode
+{
+    /// <summary>The base is a <c>…ForSequenceClassification</c> checkpoint: its <c>score</c> head gives one logit per class
+    /// (trained together with the adapter, as PEFT does for sequence classification).</summary>
+    Head,
+    /// <summary>The base is a causal LM: each class is scored by the mean log-probability of its name (the label's key value,
+    /// after a space) following the text, as the paper does on commonsense tasks; training is causal-LM loss on the correct
+    /// name's tokens. <c>Score</c> is the softmax of those mean log-probabilities.</summary>
+    Verbalizer,
+}
+
+/// <summary>One progress report from <c>Fit</c> (also logged through ML.NET's channels).</summary>
+/// <param name="Epoch">0-based epoch.</param>
+/// <param name="Step">Optimizer steps done so far (1-based).</param>
+/// <param name="TotalSteps">Optimizer steps planned.</param>
+/// <param name="Loss">Mean training loss over the step's micro-batches.</param>
+/// <param name="LearningRate">Learning rate used for this step.</param>
+/// <param name="TokensPerSecond">Throughput over the step (non-pad tokens).</param>
+/// <param name="ValidationLoss">Set on the last step of an epoch when a validation set is given.</param>
+public sealed record QuanTAProgress(int Epoch, int Step, int TotalSteps, double Loss, double LearningRate, double TokensPerSecond,
+    double? ValidationLoss = null);
+
+/// <summary>
+/// All options of <c>mlContext.Transforms.QuanTAFineTune(...)</c>. Plain public fields with defaults (ML.NET's TorchSharp
+/// trainer style); defaults come from the QuanTA paper where it has one (DROP recipe: q/v projections, lr 1e-4, 3 epochs,
+/// linear decay, no warm-up, gradient clipping 1.0). <see cref="Validate"/> checks everything in one place.
+/// </summary>
+public sealed class QuanTAFineTuneOptions
+{
+    // ---- task and base model ----
+
+    /// <summary>Classification or generation. Default <see cref="QuanTATask.TextClassification"/>.</summary>
+    public QuanTATask Task = QuanTATask.TextClassification;
+
+    /// <summary>Folder of a Hugging Face LLaMA-family checkpoint (config.json, model.safetensors, tokenizer.json). Required.
+    /// Classification needs a <c>…ForSequenceClassification</c> checkpoint with one output per class.</summary>
+    public string BaseModelPath = "";
+
+    // ---- columns ----
+
+    /// <summary>Input text column (the prompt for generation). Default "Text".</summary>
+    public string TextColumnName = "Text";
+
+    /// <summary>Optional second text column (sentence pair); joined to the first with a newline. Default null.</summary>
+    public string? SecondTextColumnName;
+
+    /// <summary>Label column for classification; must be a key type (use <c>MapValueToKey</c> upstream). Default "Label".</summary>
+    public string LabelColumnName = "Label";
+
+    /// <summary>Target text column for generation (the answer the model learns to produce). Default "Target".</summary>
+    public string TargetTextColumnName = "Target";
+
+    /// <summary>Output score column for classification (float vector, one softmax probability per class). Default "Score".</summary>
+    public string ScoreColumnName = "Score";
+
+    /// <summary>Output predicted-label column for classification (key type, same key values as the label). Default "PredictedLabel".</summary>
+    public string PredictedLabelColumnName = "PredictedLabel";
+
+    /// <summary>Output column for generation. Default "GeneratedText".</summary>
+    public string GeneratedTextColumnName = "GeneratedText";
+
+    // ---- adapter ----
+
+    /// <summary>Adapter method. Default <see cref="AdapterMethod.QuanTA"/>.</summary>
+    public AdapterMethod Adapter = AdapterMethod.QuanTA;
+
+    /// <summary>QuanTA axis layout (local dimensions whose product covers the layer width, e.g. [16,8,8,4] for 4096).
+    /// Null (default) derives <c>[ceil(max(in,out)^(1/N))] * N</c> per layer with N = <see cref="AxisCount"/>.</summary>
+    public int[]? AxisLayout;
+
+    /// <summary>Number of axes N when <see cref="AxisLayout"/> is derived. Default 4 (the paper's).</summary>
+    public int AxisCount = 4;
+
+    /// <summary>QuanTA: the pairs of axes that get a tensor, in application order (0-based axis indices). Null (default) = all
+    /// N(N−1)/2 pairs in the official order.</summary>
+    public (int, int)[]? Pairs;
+
+    /// <summary>QuanTA: number of tensors (the first K pairs of the official order, cycling for deeper chains). Null (default) = all
+    /// N(N−1)/2 pairs. Ignored when <see cref="Pairs"/> is set.</summary>
+    public int? TensorCount;
+
+    /// <summary>QuanTA: per-tensor rank (each tensor factored as k×r · r×k). Null (default) = full-rank tensors (the paper's).</summary>
+    public int? Rank;
+
+    /// <summary>Modules to adapt: name suffixes (e.g. "q_proj"), one "regex:PATTERN" (whole-name match), or "all-linear".
+    /// Default q_proj, v_proj (the paper's).</summary>
+    public string[] TargetModules = ["q_proj", "v_proj"];
+
+    /// <summary>Dropout on the adapter input. Default 0 (the paper's).</summary>
+    public float Dropout;
+
+    /// <summary>LoRA rank r. Default 8.</summary>
+    public int LoRARank = 8;
+
+    /// <summary>LoRA scaling α (ΔW = α/r · B·A). Default 16.</summary>
+    public float LoRAAlpha = 16;
+
+    // ---- training ----
+
+    /// <summary>Passes over the training data. Default 3 (the paper's).</summary>
+    public int Epochs = 3;
+
+    /// <summary>Rows per micro-batch. Default 4.</summary>
+    public int BatchSize = 4;
+
+    /// <summary>Micro-batches per optimizer step (effective batch = BatchSize × this). Default 1.</summary>
+    public int GradientAccumulationSteps = 1;
+
+    /// <summary>Peak learning rate of AdamW. Default 1e-4 (the paper's DROP setting).</summary>
+    public double LearningRate = 1e-4;
+
+    /// <summary>Schedule after warm-up (QuanTA.Core.Training.LearningRateSchedule). Default linear decay (the paper's).</summary>
+    public LearningRateSchedule Schedule = LearningRateSchedule.Linear;
+
+    /// <summary>Fraction of steps with linear warm-up from 0. Default 0 (the paper's).</summary>
+    public double WarmupRatio;
+
+    /// <summary>AdamW weight decay. Default 0.</summary>
+    public double WeightDecay;
+
+    /// <summary>Gradient-norm clipping threshold; 0 disables. Default 1.0 (the paper's).</summary>
+    public double MaxGradNorm = 1.0;
+
+    /// <summary>
+    /// Fused QuanTA training (<see cref="QuanTA.Core.Adapters.QuanTABank"/>): each step materializes ΔW for all adapted layers
+    /// at once (one batched, blocked chain) and every layer runs one GEMM with W0 + ΔW; the optimizer updates a few stacked
+    /// tensors. Same result as the per-layer path. Null (default): on for CUDA, off on CPU. Applies to full-rank QuanTA
+    /// adapters without dropout.
+    /// </summary>
+    public bool? FusedQuanTA;
+
+    /// <summary>Maximum tokens per row (prompt + target for generation). Default 256.</summary>
+    public int MaxSequenceLength = 256;
+
+    /// <summary>What to do with over-long rows. Default truncate with a warning.</summary>
+    public TruncationPolicy Truncation = TruncationPolicy.TruncateWithWarning;
+
+    /// <summary>Random seed for adapter initialisation and dropout; null takes the MLContext's seed (or 1).</summary>
+    public int? Seed;
+
+    /// <summary>Optional validation data (same columns); its loss is logged after each epoch.</summary>
+    public IDataView? ValidationSet;
+
+    /// <summary>How classification is computed. Default <see cref="MLNet.ClassificationMode.Head"/>.</summary>
+    public ClassificationMode ClassificationMode = ClassificationMode.Head;
+
+    // ---- generation ----
+
+    /// <summary>Maximum tokens generated per row. Default 50 (the paper's DROP setting).</summary>
+    public int MaxNewTokens = 50;
+
+    /// <summary>Greedy decoding (default true); false samples with <see cref="Temperature"/> and <see cref="TopP"/>.</summary>
+    public bool Greedy = true;
+
+    /// <summary>Sampling temperature (when not greedy). Default 0.7.</summary>
+    public float Temperature = 0.7f;
+
+    /// <summary>Nucleus sampling threshold (when not greedy). Default 0.9.</summary>
+    public float TopP = 0.9f;
+
+    /// <summary>Generation stops at the first of these strings (not included in the output). Default a newline (the paper's).</summary>
+    public string[] StopStrings = ["\n"];
+
+    /// <summary>Rows per inference batch in <c>Transform</c>. Default 16.</summary>
+    public int InferenceBatchSize = 16;
+
+    // ---- reporting ----
+
+    /// <summary>When set, the training-loss curve is written here as a PNG after <c>Fit</c>.</summary>
+    public string? LossCurvePngPath;
+
+    /// <summary>Optional callback receiving one report per optimizer step.</summary>
+    public IProgress<QuanTAProgress>? Progress;
+
+    /// <summary>Cancels <c>Fit</c> between micro-batches.</summary>
+    public CancellationToken CancellationToken;
+
+    /// <summary>Checks every option and throws an <see cref="ArgumentException"/> naming the first bad one and what is expected.</summary>
+    public void Validate()
+    {
+        static void Check(bool ok, string name, string message)
+        {
+            if (!ok) throw new ArgumentException($"QuanTAFineTuneOptions.{name}: {message}", name);
+        }
+        Check(!string.IsNullOrWhiteSpace(BaseModelPath), nameof(BaseModelPath), "the base model folder is required.");
+        Check(!string.IsNullOrWhiteSpace(TextColumnName), nameof(TextColumnName), "a text column name is required.");
+        if (Task == QuanTATask.TextClassification)
+        {
+            Check(!string.IsNullOrWhiteSpace(LabelColumnName), nameof(LabelColumnName), "a label column is required for classification.");
+            Check(!string.IsNullOrWhiteSpace(ScoreColumnName), nameof(ScoreColumnName), "an output column name is required.");
+            Check(!string.IsNullOrWhiteSpace(PredictedLabelColumnName), nameof(PredictedLabelColumnName), "an output column name is required.");
+            Check(ScoreColumnName != PredictedLabelColumnName, nameof(PredictedLabelColumnName), "must differ from ScoreColumnName.");
+        }
+        else
+        {
+            Check(!string.IsNullOrWhiteSpace(TargetTextColumnName), nameof(TargetTextColumnName), "a target text column is required for generation.");
+            Check(!string.IsNullOrWhiteSpace(GeneratedTextColumnName), nameof(GeneratedTextColumnName), "an output column name is required.");
+            Check(MaxNewTokens > 0, nameof(MaxNewTokens), $"must be positive (got {MaxNewTokens}).");
+            Check(Greedy || Temperature > 0, nameof(Temperature), $"must be positive when sampling (got {Temperature}).");
+            Check(Greedy || TopP is > 0 and <= 1, nameof(TopP), $"must be in (0, 1] (got {TopP}).");
+        }
+        if (AxisLayout is not null)
+        {
+            Check(AxisLayout.Length >= 2, nameof(AxisLayout), $"needs at least 2 axes (got [{string.Join(",", AxisLayout)}]).");
+            Check(AxisLayout.All(d => d >= 1), nameof(AxisLayout), $"every dimension must be ≥ 1 (got [{string.Join(",", AxisLayout)}]).");
+        }
+        else Check(AxisCount >= 2, nameof(AxisCount), $"must be at least 2 (got {AxisCount}).");
+        if (Pairs is not null)
+        {
+            int n = AxisLayout?.Length ?? AxisCount;
+            Check(Pairs.Length > 0, nameof(Pairs), "needs at least one pair of axes.");
+            foreach (var (m, k) in Pairs)
+                Check(m != k && m >= 0 && k >= 0 && m < n && k < n, nameof(Pairs), $"pair ({m},{k}) must name two different axes in [0, {n}).");
+        }
+        Check(TensorCount is null or > 0, nameof(TensorCount), $"must be positive or null (got {TensorCount}).");
+        Check(Rank is null or > 0, nameof(Rank), $"must be positive or null (got {Rank}).");
+        Check(TargetModules is { Length: > 0 } && TargetModules.All(t => !string.IsNullOrWhiteSpace(t)), nameof(TargetModules),
+            "give at least one module name suffix (e.g. \"q_proj\"), a \"regex:\" pattern or \"all-linear\".");
+        Check(Dropout is >= 0 and < 1, nameof(Dropout), $"must be in [0, 1) (got {Dropout}).");
+        Check(LoRARank > 0, nameof(LoRARank), $"must be positive (got {LoRARank}).");
+        Check(LoRAAlpha > 0, nameof(LoRAAlpha), $"must be positive (got {LoRAAlpha}).");
+        Check(Epochs > 0, nameof(Epochs), $"must be positive (got {Epochs}).");
+        Check(BatchSize > 0, nameof(BatchSize), $"must be positive (got {BatchSize}).");
+        Check(GradientAccumulationSteps > 0, nameof(GradientAccumulationSteps), $"must be positive (got {GradientAccumulationSteps}).");
+        Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), $"must be a positive number (got {LearningRate}).");
+        Check(WarmupRatio is >= 0 and < 1, nameof(WarmupRatio), $"must be in [0, 1) (got {WarmupRatio}).");
+        Check(WeightDecay >= 0, nameof(WeightDecay), $"must be ≥ 0 (got {WeightDecay}).");
+        Check(MaxGradNorm >= 0, nameof(MaxGradNorm), $"must be ≥ 0, 0 disables clipping (got {MaxGradNorm}).");
+        Check(MaxSequenceLength >= 2, nameof(MaxSequenceLength), $"must be at least 2 (got {MaxSequenceLength}).");
+        Check(InferenceBatchSize > 0, nameof(InferenceBatchSize), $"must be positive (got {InferenceBatchSize}).");
+    }
+
+    /// <summary>A shallow copy (the catalog keeps its own so later edits by the caller do not change a running Fit).</summary>
+    public QuanTAFineTuneOptions Clone() => (QuanTAFineTuneOptions)MemberwiseClone();
+}

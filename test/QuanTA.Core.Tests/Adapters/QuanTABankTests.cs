@@ -1,0 +1,154 @@
+using QuanTA.Core.Adapters;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Tests.Adapters;
+
+/// <summary>The fused all-layers materialization (GPU fast path) computes exactly what each adapter computes alone.</summary>
+public class QuanTABankTests
+{
+    static QuanTABankTests() => TestUtil.Init();
+
+    sealed class Stack : nn.Module<Tensor, Tensor>
+    {
+        public readonly AdaptableLinear[] Layers;
+        public Stack(params (int In, int Out)[] shapes) : base("Stack")
+        {
+            Layers = shapes.Select(s => new AdaptableLinear(s.In, s.Out, true)).ToArray();
+            for (int i = 0; i < Layers.Length; i++) register_module($"l{i}", Layers[i]);
+        }
+        public override Tensor forward(Tensor x) => throw new NotSupportedException();
+    }
+
+    static Stack Build()
+    {
+        // square, out < in (GQA-like: transposed chain), in < out (padded input), and a second square layer in the same group
+        var m = new Stack((32, 32), (32, 8), (16, 32), (32, 32));
+        using (no_grad()) { using var g = new Generator(3); foreach (var l in m.Layers) { l.weight.copy_(randn(l.weight.shape, generator: g)); l.bias!.copy_(randn(l.bias.shape, generator: g)); } }
+        AdapterInjector.Inject(m, new QuanTAConfig { Layout = [2, 4, 4], Seed = 5 }, TargetModules.All());
+        TestUtil.Randomize(m, 0.3, 11); // T ≠ S
+        return m;
+    }
+
+    [Fact]
+    public void BankDeltaEqualsEachAdaptersDeltaWeight()
+    {
+        using var m = Build();
+        using var bank = QuanTABank.Create(m);
+        Assert.Equal(4, bank.AdapterCount);
+        Assert.Equal(3, bank.GroupCount);
+        using var scope = NewDisposeScope();
+        bank.Materialize(ScalarType.Float32);
+        foreach (var l in m.Layers)
+        {
+            var a = (QuanTAAdapter)l.Adapter!;
+            Assert.True(TestUtil.RelErr(a.StepDeltaWeight!, a.DeltaWeight()) < 1e-6, $"{l.InFeatures}->{l.OutFeatures}");
+        }
+        bank.Clear();
+        Assert.All(m.Layers, l => Assert.Null(l.Adapter!.StepDeltaWeight));
+    }
+
+    [Fact]
+    public void FusedForwardAndGradientsMatchThePerLayerPath()
+    {
+        using var m = Build();
+        using var bank = QuanTABank.Create(m);
+        using var g = new Generator(9);
+        var xs = m.Layers.Select(l => randn(5, l.InFeatures, generator: g)).ToArray();
+        var adapters = m.Layers.Select(l => (QuanTAAdapter)l.Adapter!).ToArray();
+        int nT = adapters[0].Layout.TensorCount;
+
+        // Per-layer path: gradients land on each adapter's own T_i.
+        Tensor lossPlain;
+        using (var s1 = NewDisposeScope())
+        {
+            var loss = m.Layers.Select((l, i) => l.forward(xs[i]).pow(2).sum()).Aggregate((a, b) => a + b);
+            loss.backward();
+            lossPlain = loss.detach().clone().DetachFromDisposeScope();
+        }
+        var plainGrads = adapters.Select(a => Enumerable.Range(0, nT).Select(i => a.TensorT(i).grad!.clone()).ToArray()).ToArray();
+
+        // Fused path: gradients land on the bank's stacked parameters; slice l of group g = layer l of that group.
+        using (var s2 = NewDisposeScope())
+        {
+            bank.Materialize(ScalarType.Float32);
+            var loss = m.Layers.Select((l, i) => l.forward(xs[i]).pow(2).sum()).Aggregate((a, b) => a + b);
+            loss.backward();
+            bank.Clear();
+            Assert.True(TestUtil.RelErr(loss, lossPlain) < 1e-6);
+        }
+        var stacked = bank.OptimizerParameters(m).Where(p => p.Name.StartsWith("quanta_bank")).Select(p => p.Parameter).ToArray();
+        Assert.Equal(3 * nT, stacked.Length);
+        // Layers 0 and 3 share group 0 (32→32), layer 1 is group 1 (32→8), layer 2 group 2 (16→32).
+        (int Group, int Slice)[] where = [(0, 0), (1, 0), (2, 0), (0, 1)];
+        for (int l = 0; l < adapters.Length; l++)
+            for (int i = 0; i < nT; i++)
+            {
+                var fused = stacked[where[l].Group * nT + i].grad![where[l].Slice];
+                Assert.True(TestUtil.RelErr(fused, plainGrads[l][i]) < 1e-5, $"layer {l} tensor {i}");
+            }
+        // Only the stacked tensors (not the adapters' aliased T_i) are handed to the optimizer.
+        Assert.Equal(stacked.Length, bank.OptimizerParameters(m).Count);
+    }
+
+    [Fact]
+    public void AdaptersSeeTheBanksUpdatedValues()
+    {
+        using var m = Build();
+        using var bank = QuanTABank.Create(m);
+        var a = (QuanTAAdapter)m.Layers[3].Adapter!;
+        using (no_grad()) foreach (var p in bank.Parameters) p.add_(1.0);
+        using var scope = NewDisposeScope();
+        bank.Materialize(ScalarType.Float32);
+        Assert.True(TestUtil.RelErr(a.StepDeltaWeight!, a.DeltaWeight()) < 1e-6);
+        bank.Clear();
+    }
+
+    [Fact]
+    public void AtInitTheFusedUpdateIsExactlyZeroInBFloat16()
+    {
+        using var m = new Stack((32, 32), (32, 8));
+        AdapterInjector.Inject(m, new QuanTAConfig { Layout = [2, 4, 4], Seed = 1 }, TargetModules.All());
+        using var bank = QuanTABank.Create(m);
+        using var scope = NewDisposeScope();
+        bank.Materialize(ScalarType.BFloat16);
+        foreach (var l in m.Layers) Assert.Equal(0.0, l.Adapter!.StepDeltaWeight!.abs().max().item<BFloat16>().ToSingle());
+    }
+}
+
+/// <summary>The blocked chain (pairs grouped into blocks that act as one GEMM) equals the per-pair chain for every block size.</summary>
+public class QuanTAChainBlockTests
+{
+    static QuanTAChainBlockTests() => TestUtil.Init();
+
+    [Theory]
+    [InlineData(1)]     // one pair per block (the plain chain)
+    [InlineData(8)]
+    [InlineData(16)]    // [2,2,2,4]: blocks {2,3}+{1,2,3}, {0,3}, {1,2}+{0,1,2}+{0,1,2}
+    [InlineData(1024)]  // everything in one block
+    public void BlockedDeltaEqualsTheAdaptersDeltaWeight(int cap)
+    {
+        foreach (var (inF, outF) in new[] { (32, 32), (32, 12), (20, 32) })
+        {
+            using var layer = new AdaptableLinear(inF, outF, false);
+            AdapterInjector.Inject(layer, new QuanTAConfig { Layout = [2, 2, 2, 4], Seed = 2 }, TargetModules.All());
+            TestUtil.Randomize(layer, 0.3, 5);
+            var a = (QuanTAAdapter)layer.Adapter!;
+            using var bank = QuanTABank.Create(layer, blockCap: cap);
+            using var scope = NewDisposeScope();
+            bank.Materialize(ScalarType.Float32);
+            Assert.True(TestUtil.RelErr(a.StepDeltaWeight!, a.DeltaWeight()) < 1e-6, $"cap {cap}, {inF}->{outF}");
+            bank.Clear();
+        }
+    }
+
+    [Fact]
+    public void PartitionGroupsConsecutivePairsUpToTheCap()
+    {
+        var blocks = QuanTAChainBlocks.Partition(new AxisLayout([2, 2, 2, 4]), 16);
+        Assert.Equal(new[] { "1,2,3:0,1", "0,3:2", "0,1,2:3,4,5" },
+            blocks.Select(b => $"{string.Join(",", b.Axes)}:{string.Join(",", b.PairIndices)}"));
+        var paper = QuanTAChainBlocks.Partition(new AxisLayout([16, 8, 8, 4]), 1024);
+        Assert.Equal(3, paper.Count);
+    }
+}

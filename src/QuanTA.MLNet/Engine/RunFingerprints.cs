@@ -32,7 +32,7 @@ internal static class RunFingerprints
     /// checkpoint under it (<c>"latest"</c> = under <paramref name="checkpointDir"/>; corrupt ones are skipped with a warning).
     /// Throws a message naming the difference when the checkpoint was made with another base model, adapter or training path.
     /// </summary>
-    public static string ResolveResume(string resume, string? checkpointDir, string fingerprint, Action<string> warn)
+    public static string ResolveResume(string resume, string? checkpointDir, string fingerprint, long seed, Action<string> warn)
     {
         var from = resume == "latest"
             ? checkpointDir ?? throw new ArgumentException("ResumeFromCheckpoint = \"latest\" needs CheckpointDirectory.")
@@ -47,7 +47,8 @@ internal static class RunFingerprints
                 ?? throw new DirectoryNotFoundException($"ResumeFromCheckpoint: '{from}' holds no valid checkpoint-N folder " +
                     "(none was written yet, or all are corrupt). Start without ResumeFromCheckpoint.");
         }
-        var stored = Checkpoints.Verify(checkpoint).RunFingerprint ?? "";
+        var state = Checkpoints.Verify(checkpoint);
+        var stored = state.RunFingerprint ?? "";
         if (stored != fingerprint)
         {
             var (a, b) = (Parts(stored), Parts(fingerprint));
@@ -58,6 +59,9 @@ internal static class RunFingerprints
             throw new InvalidOperationException($"Cannot resume from checkpoint '{checkpoint}': it was made with {what}. " +
                 "Resume with the same BaseModelPath and adapter options, or start a fresh Fit in another CheckpointDirectory.");
         }
+        if (state.Seed != seed)
+            throw new InvalidOperationException($"Cannot resume from checkpoint '{checkpoint}': it was made with Seed = {state.Seed}, this Fit uses " +
+                $"Seed = {seed} (the seed fixes the data order of every epoch). Resume with Seed = {state.Seed}.");
         return checkpoint;
     }
 

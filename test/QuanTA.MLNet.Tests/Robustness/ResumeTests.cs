@@ -5,7 +5,7 @@ namespace QuanTA.MLNet.Tests.Robustness;
 /// <summary>
 /// A Fit stopped by cancellation and resumed from its checkpoint ends with exactly the adapter (bitwise, CPU, fixed seed) and
 /// the per-step loss history of an uninterrupted Fit — on the per-layer path and on the fused QuanTABank path
-/// (stacked <c>quanta_bank.*</c> tensors in the checkpoint). A resume against another base model, adapter or path is refused.
+/// (stacked <c>quanta_bank.*</c> tensors in the checkpoint). A resume against another base model, adapter, path or seed is refused.
 /// </summary>
 public class ResumeTests
 {
@@ -94,6 +94,10 @@ public class ResumeTests
             var f = RobustFit.Options(true, dir); f.Epochs = 1; f.ResumeFromCheckpoint = "latest";
             e = Assert.Throws<InvalidOperationException>(() => RobustFit.Fit(f));
             Assert.Contains("FusedQuanTA = false", e.Message);
+
+            var s = RobustFit.Options(false, dir); s.Epochs = 1; s.Seed = 6; s.ResumeFromCheckpoint = "latest";
+            e = Assert.Throws<InvalidOperationException>(() => RobustFit.Fit(s));
+            Assert.Contains("Seed = 5", e.Message);
 
             // Refusals changed nothing on disk.
             var after = Directory.GetFiles(dir, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.ReadAllBytes);

@@ -93,3 +93,33 @@ public class ConcurrencyTests : IClassFixture<ConcurrencyTests.Fitted>
             for (int i = 0; i < PerThread; i++) AssertSame(single[i], results[t][i], $"transform {t} row {i}");
     }
 }
+
+/// <summary>Greedy generation from many threads (an engine per thread) gives the single-thread texts.</summary>
+public class GenerationConcurrencyTests
+{
+    [Fact]
+    public void GenerationFromManyThreadsMatchesOneThread()
+    {
+        var ml = new MLContext(seed: 3);
+        using var model = ml.Transforms.QuanTAFineTune(new QuanTAFineTuneOptions
+        {
+            Task = QuanTATask.TextGeneration, BaseModelPath = ToyData.Fixture("llama-tiny"), AxisLayout = [8, 4, 4],
+            Epochs = 2, BatchSize = 8, LearningRate = 1e-2, MaxSequenceLength = 32, MaxNewTokens = 4, Seed = 5,
+        }).Fit(ToyData.View(ml, ToyData.Generation(16)));
+        var prompts = ToyData.Generation(8);
+        var one = ml.Model.CreatePredictionEngine<PromptRow, GenerationPrediction>(model);
+        var expected = prompts.Select(p => one.Predict(p).GeneratedText).ToList();
+        var errors = new ConcurrentQueue<string>();
+        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 8 }, t =>
+        {
+            var engine = ml.Model.CreatePredictionEngine<PromptRow, GenerationPrediction>(model);
+            for (int k = 0; k < 5; k++)
+            {
+                int i = (t + k) % prompts.Count;
+                var got = engine.Predict(prompts[i]).GeneratedText;
+                if (got != expected[i]) errors.Enqueue($"thread {t} prompt {i}: '{got}' vs '{expected[i]}'");
+            }
+        });
+        Assert.Empty(errors);
+    }
+}

@@ -101,7 +101,7 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
         var model = FineTuneModel.Create(o, labels?.Count ?? 0, device, o.Seed.Value, labels?.KeyNames);
         try
         {
-            var runner = new FineTuneRunner(model, o, _host, o.Seed.Value);
+            var runner = new FineTuneRunner(model, o, _host, o.Seed.Value, reference.Fingerprint);
             runner.Run(train, validation);
             if (o.LossCurvePngPath is not null)
                 Plotting.LossCurvePlot.SavePng(o.LossCurvePngPath, runner.History, $"QuanTA fine-tuning ({o.Task}, {o.Adapter}, lr {o.LearningRate:G3})");

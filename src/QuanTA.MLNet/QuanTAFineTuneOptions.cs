@@ -171,6 +171,16 @@ public sealed class QuanTAFineTuneOptions
     /// </summary>
     public bool? FusedQuanTA;
 
+    /// <summary>
+    /// Data-parallel training: this process's communicator (ranks, all-reduce). Null (default): read the launcher's environment
+    /// (<c>RANK</c>, <c>WORLD_SIZE</c>, <c>LOCAL_RANK</c>, <c>MASTER_ADDR</c>, <c>MASTER_PORT</c>, as torchrun / srun / mpirun set
+    /// them); one process when <c>WORLD_SIZE</c> is unset or 1. With several ranks each reads its own shard of the rows
+    /// (row striding over one seeded order, the remainder dropped so every rank takes the same number of steps), the
+    /// adapter gradients are averaged over the ranks every step (NCCL on CUDA: rank r trains on cuda:LOCAL_RANK), and only
+    /// rank 0 writes checkpoints. <see cref="BatchSize"/> is per rank.
+    /// </summary>
+    public QuanTA.Core.Distributed.ICommunicator? Communicator;
+
     /// <summary>Maximum tokens per row (prompt + target for generation). Default 256.</summary>
     public int MaxSequenceLength = 256;
 

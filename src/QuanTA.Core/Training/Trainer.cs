@@ -83,6 +83,10 @@ public sealed class Trainer<TBatch> : IDisposable
         return new Trainer<TBatch>(model.named_parameters().Where(p => p.parameter.requires_grad), options, model, state);
     }
 
+    /// <summary>Called once per optimizer step after the micro-batches' backward passes and before clipping and the AdamW
+    /// update: the place for data-parallel gradient averaging (<c>DistributedGradientSync.Synchronize</c>).</summary>
+    public Action? BeforeOptimizerStep { get; set; }
+
     /// <summary>The options in use (a copy of those given).</summary>
     public TrainerOptions Options { get; }
 
@@ -276,6 +280,7 @@ public sealed class Trainer<TBatch> : IDisposable
                 catch (Exception e) when (OutOfMemoryOnDeviceException.IsDeviceOutOfMemory(e)) { OutOfMemory(epoch, e); throw; }
                 finally { (batch as IDisposable)?.Dispose(); }
             }
+            t.BeforeOptimizerStep?.Invoke();   // e.g. data-parallel gradient averaging, before clipping
             var norm = GradNorm();
             if (!double.IsFinite(norm)) Diverged(epoch, norm, lr, "gradient norm");
             t._optimizer.step();

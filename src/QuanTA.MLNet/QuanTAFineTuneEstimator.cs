@@ -1,3 +1,4 @@
+using QuanTA.Core.Distributed;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
@@ -97,16 +98,21 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
         o.Seed ??= MlNetInternals.Seed(_env) ?? 1;
 
         TorchRuntime.Initialize();
-        var device = TorchRuntime.ResolveDevice(MlNetInternals.GpuDeviceId(_env), MlNetInternals.FallbackToCpu(_env));
+        // Data parallel: a communicator given in the options, or the launcher's environment (WORLD_SIZE > 1).
+        var fromEnvironment = o.Communicator is null && ProcessGroupOptions.FromEnvironment().WorldSize > 1;
+        using var ownedDist = fromEnvironment ? DistributedContext.Initialize() : null;
+        var dist = ownedDist ?? (o.Communicator is { WorldSize: > 1 } comm ? DistributedContext.FromCommunicator(comm) : null);
+        var device = ownedDist is not null ? ownedDist.Device
+            : TorchRuntime.ResolveDevice(MlNetInternals.GpuDeviceId(_env), MlNetInternals.FallbackToCpu(_env));
         var model = FineTuneModel.Create(o, labels?.Count ?? 0, device, o.Seed.Value, labels?.KeyNames);
         try
         {
-            var runner = new FineTuneRunner(model, o, _host, o.Seed.Value);
+            var runner = new FineTuneRunner(model, o, _host, o.Seed.Value, reference.Fingerprint, dist);
             runner.Run(train, validation);
             if (o.LossCurvePngPath is not null)
                 Plotting.LossCurvePlot.SavePng(o.LossCurvePngPath, runner.History, $"QuanTA fine-tuning ({o.Task}, {o.Adapter}, lr {o.LearningRate:G3})");
             var keep = o.Clone();
-            keep.ValidationSet = null; keep.Progress = null; keep.CancellationToken = default;
+            keep.ValidationSet = null; keep.Progress = null; keep.CancellationToken = default; keep.Communicator = null;
             return new QuanTAFineTuneTransformer(_env, model, keep, labels, reference, runner.StepLosses.ToArray())
             {
                 ValidationLosses = runner.ValidationLosses.ToArray(),

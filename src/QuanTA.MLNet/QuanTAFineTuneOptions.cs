@@ -42,6 +42,15 @@ public enum ClassificationMode
     Verbalizer,
 }
 
+/// <summary>What validation during <c>Fit</c> measures.</summary>
+public enum ValidationMetric
+{
+    /// <summary>Mean training loss on the validation set (cross-entropy; lower is better).</summary>
+    Loss,
+    /// <summary>Fraction of validation rows whose predicted class is the label (classification only; higher is better).</summary>
+    Accuracy,
+}
+
 /// <summary>One progress report from <c>Fit</c> (also logged through ML.NET's channels).</summary>
 /// <param name="Epoch">0-based epoch.</param>
 /// <param name="Step">Optimizer steps done so far (1-based).</param>
@@ -49,7 +58,7 @@ public enum ClassificationMode
 /// <param name="Loss">Mean training loss over the step's micro-batches.</param>
 /// <param name="LearningRate">Learning rate used for this step.</param>
 /// <param name="TokensPerSecond">Throughput over the step (non-pad tokens).</param>
-/// <param name="ValidationLoss">Set on the last step of an epoch when a validation set is given.</param>
+/// <param name="ValidationLoss">Set when a validation ran (the <see cref="QuanTAFineTuneOptions.ValidationMetric"/>: loss or accuracy).</param>
 public sealed record QuanTAProgress(int Epoch, int Step, int TotalSteps, double Loss, double LearningRate, double TokensPerSecond,
     double? ValidationLoss = null);
 
@@ -162,6 +171,16 @@ public sealed class QuanTAFineTuneOptions
     /// </summary>
     public bool? FusedQuanTA;
 
+    /// <summary>
+    /// Data-parallel training: this process's communicator (ranks, all-reduce). Null (default): read the launcher's environment
+    /// (<c>RANK</c>, <c>WORLD_SIZE</c>, <c>LOCAL_RANK</c>, <c>MASTER_ADDR</c>, <c>MASTER_PORT</c>, as torchrun / srun / mpirun set
+    /// them); one process when <c>WORLD_SIZE</c> is unset or 1. With several ranks each reads its own shard of the rows
+    /// (row striding over one seeded order, the remainder dropped so every rank takes the same number of steps), the
+    /// adapter gradients are averaged over the ranks every step (NCCL on CUDA: rank r trains on cuda:LOCAL_RANK), and only
+    /// rank 0 writes checkpoints. <see cref="BatchSize"/> is per rank.
+    /// </summary>
+    public QuanTA.Core.Distributed.ICommunicator? Communicator;
+
     /// <summary>Maximum tokens per row (prompt + target for generation). Default 256.</summary>
     public int MaxSequenceLength = 256;
 
@@ -171,8 +190,47 @@ public sealed class QuanTAFineTuneOptions
     /// <summary>Random seed for adapter initialisation and dropout; null takes the MLContext's seed (or 1).</summary>
     public int? Seed;
 
-    /// <summary>Optional validation data (same columns); its loss is logged after each epoch.</summary>
+    /// <summary>Optional validation data (same columns); its <see cref="ValidationMetric"/> is logged after each epoch (or every
+    /// <see cref="ValidateEverySteps"/> steps) and drives early stopping.</summary>
     public IDataView? ValidationSet;
+
+    // ---- checkpoints, resume, validation, early stopping ----
+
+    /// <summary>Folder for training checkpoints (<c>checkpoint-000042/</c>: adapter tensors, AdamW state, schedule position, RNG
+    /// state, data position; written atomically). Null (default): no checkpoints. A Fit that is cancelled or diverges saves its
+    /// last completed step here first.</summary>
+    public string? CheckpointDirectory;
+
+    /// <summary>Save a checkpoint every N optimizer steps (0: only at each epoch end, on cancellation and on divergence).
+    /// Default 0. Needs <see cref="CheckpointDirectory"/>.</summary>
+    public int CheckpointEverySteps;
+
+    /// <summary>Keep only the newest K checkpoints (the best validated one is kept too); 0 keeps all. Default 3.</summary>
+    public int KeepLastCheckpoints = 3;
+
+    /// <summary>Resume training from a checkpoint: a <c>checkpoint-N</c> folder, a folder of checkpoints (its newest valid one is
+    /// taken, corrupt ones are skipped), or <c>"latest"</c> for the newest valid checkpoint in <see cref="CheckpointDirectory"/>.
+    /// The resumed Fit must use the same base model, adapter options, data and batching (checked; a mismatch is an error).
+    /// On CPU with a fixed seed the result is bit-identical to an uninterrupted Fit. Null (default): start fresh.</summary>
+    public string? ResumeFromCheckpoint;
+
+    /// <summary>Stop training after this many validations in a row without improvement (needs <see cref="ValidationSet"/>);
+    /// 0 (default) turns early stopping off.</summary>
+    public int EarlyStoppingPatience;
+
+    /// <summary>Smallest change of the validation metric that counts as an improvement. Default 0.</summary>
+    public double EarlyStoppingThreshold;
+
+    /// <summary>Validate every N optimizer steps; 0 (default) validates at the end of each epoch.</summary>
+    public int ValidateEverySteps;
+
+    /// <summary>What validation measures (and early stopping watches). Default <see cref="MLNet.ValidationMetric.Loss"/>;
+    /// <see cref="MLNet.ValidationMetric.Accuracy"/> is for classification only.</summary>
+    public ValidationMetric ValidationMetric = ValidationMetric.Loss;
+
+    /// <summary>At the end of Fit, put back the adapter of the best validation (HF <c>load_best_model_at_end</c>). Default false
+    /// (the last step's adapter is kept).</summary>
+    public bool RestoreBestAtEnd;
 
     /// <summary>How classification is computed. Default <see cref="MLNet.ClassificationMode.Head"/>.</summary>
     public ClassificationMode ClassificationMode = ClassificationMode.Head;
@@ -260,6 +318,19 @@ public sealed class QuanTAFineTuneOptions
         Check(WeightDecay >= 0, nameof(WeightDecay), $"must be ≥ 0 (got {WeightDecay}).");
         Check(MaxGradNorm >= 0, nameof(MaxGradNorm), $"must be ≥ 0, 0 disables clipping (got {MaxGradNorm}).");
         Check(MaxSequenceLength >= 2, nameof(MaxSequenceLength), $"must be at least 2 (got {MaxSequenceLength}).");
+        Check(CheckpointEverySteps >= 0, nameof(CheckpointEverySteps), $"must be ≥ 0, 0 = only at epoch ends (got {CheckpointEverySteps}).");
+        Check(CheckpointEverySteps == 0 || CheckpointDirectory is not null, nameof(CheckpointEverySteps), "needs CheckpointDirectory.");
+        Check(KeepLastCheckpoints >= 0, nameof(KeepLastCheckpoints), $"must be ≥ 0, 0 keeps all (got {KeepLastCheckpoints}).");
+        Check(ResumeFromCheckpoint is null || !string.IsNullOrWhiteSpace(ResumeFromCheckpoint), nameof(ResumeFromCheckpoint),
+            "give a checkpoint folder, a folder of checkpoints or \"latest\".");
+        Check(ResumeFromCheckpoint != "latest" || CheckpointDirectory is not null, nameof(ResumeFromCheckpoint),
+            "\"latest\" needs CheckpointDirectory (the folder to take the newest checkpoint from).");
+        Check(EarlyStoppingPatience >= 0, nameof(EarlyStoppingPatience), $"must be ≥ 0, 0 = off (got {EarlyStoppingPatience}).");
+        Check(EarlyStoppingPatience == 0 || ValidationSet is not null, nameof(EarlyStoppingPatience), "needs a ValidationSet to watch.");
+        Check(EarlyStoppingThreshold >= 0 && double.IsFinite(EarlyStoppingThreshold), nameof(EarlyStoppingThreshold), $"must be ≥ 0 (got {EarlyStoppingThreshold}).");
+        Check(ValidateEverySteps >= 0, nameof(ValidateEverySteps), $"must be ≥ 0, 0 = each epoch end (got {ValidateEverySteps}).");
+        Check(ValidationMetric != ValidationMetric.Accuracy || Task == QuanTATask.TextClassification, nameof(ValidationMetric),
+            "Accuracy is for classification; use Loss for generation.");
         Check(InferenceBatchSize > 0, nameof(InferenceBatchSize), $"must be positive (got {InferenceBatchSize}).");
     }
 

@@ -1,3 +1,4 @@
+using QuanTA.Core.Distributed;
 using System.CommandLine;
 using System.Globalization;
 using Microsoft.ML;
@@ -48,13 +49,48 @@ public static class FineTuneCommand
         var lossCurve = new Option<string?>("--loss-curve") { Description = "Write the training-loss curve to this PNG." };
         var export = new Option<string?>("--export-adapter") { Description = "Also export the adapter as safetensors + JSON here." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
+        var ckptDir = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here (each epoch, every --checkpoint-every steps, and on Ctrl+C)." };
+        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N optimizer steps (0 = each epoch end only).", DefaultValueFactory = _ => d.CheckpointEverySteps };
+        var keepCkpt = new Option<int>("--keep-checkpoints") { Description = "Keep the newest K checkpoints (0 = all).", DefaultValueFactory = _ => d.KeepLastCheckpoints };
+        var resume = new Option<string?>("--resume") { Description = "Resume from a checkpoint folder, a folder of checkpoints, or 'latest' (newest in --checkpoint-dir)." };
+        var patience = new Option<int>("--early-stopping-patience") { Description = "Stop after N validations without improvement (needs --validation; 0 = off).", DefaultValueFactory = _ => d.EarlyStoppingPatience };
+        var valMetric = new Option<string>("--validation-metric") { Description = "loss or accuracy (classification).", DefaultValueFactory = _ => "loss" };
+        var nproc = new Option<int>("--nproc-per-node") { Description = "Data-parallel: start N local ranks (one per GPU, NCCL), like torchrun. Under torchrun/srun/mpirun leave it out: RANK/WORLD_SIZE/… are read from the environment.", DefaultValueFactory = _ => 1 };
 
         var cmd = new Command("finetune", "Fine-tune a QuanTA/LoRA adapter on TSV/CSV data and save an ML.NET model .zip.")
         {
             task, baseModel, train, validation, output, textCol, text2Col, labelCol, targetCol, mode, adapter, layout, axisCount, targets, dropout,
             loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, seed, lossCurve, export, device,
+            ckptDir, ckptEvery, keepCkpt, resume, patience, valMetric, nproc,
         };
         cmd.SetAction(r => CliRun.Run(() =>
+        {
+            // --nproc-per-node N (outside a launcher): start N ranks of this same command with the torchrun environment.
+            if (r.GetValue(nproc) > 1 && ProcessGroupOptions.FromEnvironment().WorldSize == 1)
+                return LaunchRanks(r.GetValue(nproc));
+            // Ctrl+C: finish the current micro-batch, save the last completed step (with --checkpoint-dir) and stop.
+            using var cts = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) =>
+            {
+                if (cts.IsCancellationRequested) return;                  // a second Ctrl+C kills the process
+                e.Cancel = true;
+                Console.Error.WriteLine("Ctrl+C: stopping after the current step" + (r.GetValue(ckptDir) is null ? " (no --checkpoint-dir: nothing will be saved)…" : " and saving a checkpoint…"));
+                cts.Cancel();
+            };
+            Console.CancelKeyPress += onCancel;
+            try { return Fit(r, cts.Token); }
+            catch (OperationCanceledException e) when (cts.IsCancellationRequested)
+            {
+                Console.Error.WriteLine($"cancelled: {e.Message}");
+                if (r.GetValue(ckptDir) is { } dir)
+                    Console.Error.WriteLine($"To continue, run the same command with --resume latest (or --resume {Quote(Path.GetFullPath(dir))}).");
+                return 130;
+            }
+            finally { Console.CancelKeyPress -= onCancel; }
+        }));
+        return cmd;
+
+        int Fit(ParseResult r, CancellationToken token)
         {
             var o = new QuanTAFineTuneOptions
             {
@@ -79,9 +115,15 @@ public static class FineTuneCommand
                     : throw new ArgumentException($"--schedule '{r.GetValue(schedule)}' is not linear, cosine or constant."),
                 WarmupRatio = r.GetValue(warmup), WeightDecay = r.GetValue(decay), MaxGradNorm = r.GetValue(clip),
                 MaxSequenceLength = r.GetValue(maxLen), Seed = r.GetValue(seed), LossCurvePngPath = r.GetValue(lossCurve),
+                CheckpointDirectory = r.GetValue(ckptDir), CheckpointEverySteps = r.GetValue(ckptEvery),
+                KeepLastCheckpoints = r.GetValue(keepCkpt), ResumeFromCheckpoint = r.GetValue(resume),
+                EarlyStoppingPatience = r.GetValue(patience),
+                ValidationMetric = Enum.TryParse<ValidationMetric>(r.GetValue(valMetric), true, out var vm) ? vm
+                    : throw new ArgumentException($"--validation-metric '{r.GetValue(valMetric)}' is not loss or accuracy."),
+                CancellationToken = token,
                 Progress = new SyncProgress(p => Console.Error.WriteLine(
                     $"epoch {p.Epoch + 1} step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:G3} tokens/s {p.TokensPerSecond:F0}" +
-                    (p.ValidationLoss is double v ? $" validation loss {v:F4}" : ""))),
+                    (p.ValidationLoss is double v ? $" validation {r.GetValue(valMetric)} {v:F4}" : ""))),
             };
             var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed));
             var data = TextData.Load(ml, r.GetValue(train)!);
@@ -90,14 +132,33 @@ public static class FineTuneCommand
                 o.ValidationSet = ml.Transforms.Conversion.MapValueToKey(o.LabelColumnName).Fit(data).Transform(o.ValidationSet);
             var estimator = Pipeline(ml, o);
             using var model = new DisposableChain(estimator.Fit(data));
+            if (ProcessGroupOptions.FromEnvironment().Rank != 0) return 0;   // data parallel: rank 0 alone writes the model
             ml.Model.Save(model.Chain, data.Schema, r.GetValue(output)!);
             if (r.GetValue(export) is { } exportPath) model.QuanTA.ExportAdapter(exportPath);
             Console.Error.WriteLine($"saved {r.GetValue(output)} ({model.QuanTA.TrainableParameterCount:N0} trainable parameters, " +
                 $"final training loss {model.QuanTA.TrainingLosses.LastOrDefault():F4})");
             return 0;
-        }));
-        return cmd;
+        }
     }
+
+    /// <summary>Re-runs this command as N local ranks (without --nproc-per-node), prefixing each rank's output.</summary>
+    static int LaunchRanks(int n)
+    {
+        var args = Environment.GetCommandLineArgs().Skip(1).ToList();
+        int i = args.FindIndex(a => a == "--nproc-per-node" || a.StartsWith("--nproc-per-node=", StringComparison.Ordinal));
+        if (i >= 0) args.RemoveRange(i, args[i].Contains('=') ? 1 : Math.Min(2, args.Count - i));
+        var (exe, prefix) = LocalLauncher.SelfCommand();
+        var result = LocalLauncher.Run(exe, [.. prefix, .. args], new LaunchOptions
+        {
+            NprocPerNode = n,
+            OnLine = (rank, line, isError) => (isError ? Console.Error : Console.Out).WriteLine($"[rank {rank}] {line}"),
+        });
+        if (result.Succeeded) return 0;
+        Console.Error.WriteLine($"rank {result.FirstFailedRank} failed (exit codes: {string.Join(", ", result.ExitCodes)}).");
+        return 1;
+    }
+
+    static string Quote(string path) => path.Contains(' ', StringComparison.Ordinal) ? $"\"{path}\"" : path;
 
     internal static QuanTATask ParseTask(string s) => s.ToLowerInvariant() switch
     {

@@ -48,7 +48,7 @@ public static class CheckpointLoader
         using var _ = no_grad();
         foreach (var file in FindWeightFiles(modelDir))
         {
-            var sd = Safetensors.LoadStateDict(file);
+            var sd = ReadSafetensors(file);
             try
             {
                 foreach (var (key, src) in sd)
@@ -73,6 +73,18 @@ public static class CheckpointLoader
                 (missing.Count > 0 ? $"missing {missing.Count} key(s): {List(missing)}. " : "") +
                 (unexpected.Count > 0 ? $"unexpected {unexpected.Count} key(s): {List(unexpected)}." : ""));
         return loaded;
+    }
+
+    /// <summary>Reads one safetensors file; a truncated or garbled file becomes an <see cref="InvalidDataException"/> naming it.</summary>
+    static Dictionary<string, Tensor> ReadSafetensors(string file)
+    {
+        try { return Safetensors.LoadStateDict(file); }
+        catch (Exception e) when (e is EndOfStreamException or System.Text.Json.JsonException or ArgumentException or OverflowException
+                                      or InvalidDataException or FormatException or KeyNotFoundException or NotSupportedException)
+        {
+            throw new InvalidDataException($"Weights file '{file}' ({new FileInfo(file).Length:N0} bytes) is truncated or corrupt and cannot be read " +
+                $"({e.GetType().Name}: {e.Message}). Copy or download the model again.", e);
+        }
     }
 
     static string List(List<string> keys) => string.Join(", ", keys.Take(8)) + (keys.Count > 8 ? $", … ({keys.Count - 8} more)" : "");

@@ -83,6 +83,10 @@ public sealed class Trainer<TBatch> : IDisposable
         return new Trainer<TBatch>(model.named_parameters().Where(p => p.parameter.requires_grad), options, model, state);
     }
 
+    /// <summary>Called once per optimizer step after the micro-batches' backward passes and before clipping and the AdamW
+    /// update: the place for data-parallel gradient averaging (<c>DistributedGradientSync.Synchronize</c>).</summary>
+    public Action? BeforeOptimizerStep { get; set; }
+
     /// <summary>The options in use (a copy of those given).</summary>
     public TrainerOptions Options { get; }
 
@@ -273,8 +277,10 @@ public sealed class Trainer<TBatch> : IDisposable
                     lossSum += loss;
                     tokens += r.TokenCount;
                 }
+                catch (Exception e) when (OutOfMemoryOnDeviceException.IsDeviceOutOfMemory(e)) { OutOfMemory(epoch, e); throw; }
                 finally { (batch as IDisposable)?.Dispose(); }
             }
+            t.BeforeOptimizerStep?.Invoke();   // e.g. data-parallel gradient averaging, before clipping
             var norm = GradNorm();
             if (!double.IsFinite(norm)) Diverged(epoch, norm, lr, "gradient norm");
             t._optimizer.step();
@@ -388,6 +394,16 @@ public sealed class Trainer<TBatch> : IDisposable
             }
             throw new OperationCanceledException(
                 $"Training was cancelled after step {_state.Step} of {_totalSteps}" + (saved is null ? "." : $"; resume from '{saved}'."), ct);
+        }
+
+        /// <summary>The device ran out of memory inside a step: the step is abandoned (its gradients dropped), the parameters
+        /// are those of the last completed step (saved when checkpoints are on), and the error says what to change.</summary>
+        void OutOfMemory(int epoch, Exception e)
+        {
+            ZeroGrad();
+            if (o.CheckpointDir is not null && _lastSavedStep != _state.Step) Save(epoch);
+            throw new OutOfMemoryOnDeviceException(_state.Step + 1, o.BatchSize, o.GradientAccumulationSteps,
+                o.CheckpointDir is null ? null : _lastCheckpoint, e);
         }
 
         void Diverged(int epoch, double value, double lr, string what)

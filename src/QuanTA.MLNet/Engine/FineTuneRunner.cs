@@ -3,6 +3,7 @@ using QuanTA.Core.Training;
 using QuanTA.MLNet.Data;
 using QuanTA.MLNet.Internals;
 using QuanTA.Core.Adapters;
+using QuanTA.Core.Distributed;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,9 +13,11 @@ namespace QuanTA.MLNet.Engine;
 /// Runs <c>Fit</c>'s training through QuanTA.Core's <see cref="Trainer{TBatch}"/> (AdamW over the trainable tensors, schedule,
 /// accumulation, clipping, NaN guard): streams micro-batches of rows from the data view (one cursor pass per epoch, shuffled
 /// per epoch with a seed when the view can shuffle), and reports through ML.NET channels, a progress channel and
-/// <see cref="IProgress{T}"/>. Cancellation: the options' token and ML.NET's own CheckAlive.
+/// <see cref="IProgress{T}"/>. Cancellation: the options' token and ML.NET's own CheckAlive. Checkpoints, resume, validation
+/// metric and early stopping come from the options; checkpoints carry a run fingerprint (base-model fingerprint + adapter
+/// options + parameter layout), so a resume against another base model or adapter is refused before anything is loaded.
 /// </summary>
-internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions options, IHost host, int seed)
+internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions options, IHost host, int seed, string baseModelFingerprint, DistributedContext? dist = null)
 {
     /// <summary>The trainer's history (per-step loss, learning rate, validations).</summary>
     public TrainingHistory History { get; private set; } = new();
@@ -31,19 +34,39 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         var o = options;
         long rows = train.Count();
         if (rows == 0) throw new InvalidDataException("The training data has no rows.");
-        long batchesPerEpoch = (rows + o.BatchSize - 1) / o.BatchSize;
+        // Data parallel: this rank's rows are every W-th row of the epoch's order, the remainder dropped (equal step counts).
+        int world = dist?.WorldSize ?? 1, rank = dist?.Rank ?? 0;
+        long rowsPerRank = rows / world;
+        if (rowsPerRank == 0) throw new InvalidDataException($"The training data has {rows} rows, fewer than the {world} data-parallel ranks.");
+        long batchesPerEpoch = (rowsPerRank + o.BatchSize - 1) / o.BatchSize;
         var trainerOptions = new TrainerOptions
         {
             Epochs = o.Epochs, BatchSize = o.BatchSize, GradientAccumulationSteps = o.GradientAccumulationSteps,
             LearningRate = o.LearningRate, Schedule = o.Schedule, WarmupRatio = o.WarmupRatio, WeightDecay = o.WeightDecay,
-            MaxGradNorm = o.MaxGradNorm, Seed = seed, LogEveryNSteps = 1, GreaterIsBetter = false, RestoreBestAtEnd = false,
+            MaxGradNorm = o.MaxGradNorm, Seed = seed, LogEveryNSteps = 1,
+            GreaterIsBetter = o.ValidationMetric == ValidationMetric.Accuracy, RestoreBestAtEnd = o.RestoreBestAtEnd,
+            CheckpointDir = o.CheckpointDirectory is null ? null : Path.GetFullPath(o.CheckpointDirectory),   // rank 0 only (below)
+            CheckpointEverySteps = o.CheckpointEverySteps, KeepLastCheckpoints = o.KeepLastCheckpoints,
+            EarlyStoppingPatience = o.EarlyStoppingPatience, EarlyStoppingThreshold = o.EarlyStoppingThreshold,
+            ValidateEverySteps = o.ValidateEverySteps,
         };
         // Fused QuanTA (all layers' ΔW per step, stacked trainable tensors) on CUDA by default; per-layer path otherwise.
         using var bank = CreateBank();
+        trainerOptions.RunFingerprint = RunFingerprints.Make(baseModelFingerprint, o, fused: bank is not null);
+        if (o.ResumeFromCheckpoint is not null)
+            trainerOptions.ResumeFrom = RunFingerprints.ResolveResume(o.ResumeFromCheckpoint, trainerOptions.CheckpointDir, trainerOptions.RunFingerprint, seed,
+                m => { using var c = host.Start("QuanTA resume"); c.Warning(MessageSensitivity.None, m); });
+        if (rank != 0) trainerOptions.CheckpointDir = null;   // only rank 0 writes; the others resume from what it wrote
         var computeDType = model.Module.parameters().First(p => !p.requires_grad).dtype;
         using var trainer = bank is null
             ? Trainer<InputRow[]>.ForModule(model.Module, trainerOptions)
             : new Trainer<InputRow[]>(bank.OptimizerParameters(model.Module), trainerOptions, model.Module, AdapterBuffers(model.Module));
+        using var gradientSync = world > 1 ? dist!.CreateGradientSync(trainer.Parameters.Select(p => p.parameter)) : null;
+        if (gradientSync is not null)
+        {
+            if (o.ResumeFromCheckpoint is null) gradientSync.BroadcastParameters();   // every rank starts from rank 0's adapter
+            trainer.BeforeOptimizerStep = gradientSync.Synchronize;                  // average the adapter gradients
+        }
         using var ch = host.Start("QuanTA fine-tuning");
         using var pch = host.StartProgressChannel("QuanTA fine-tuning");
         TrainingProgress? last = null;
@@ -72,7 +95,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             }
             else if (p.Kind == TrainingEventKind.Validation && p.ValidationMetric is double v)
             {
-                ch.Info(MessageSensitivity.None, $"epoch {p.Epoch + 1}/{o.Epochs} validation loss {v:F4}");
+                ch.Info(MessageSensitivity.None, $"epoch {p.Epoch + 1}/{o.Epochs} step {p.Step} validation {o.ValidationMetric.ToString().ToLowerInvariant()} {v:F4}");
                 o.Progress?.Report(new QuanTAProgress(p.Epoch, (int)p.Step, (int)p.TotalSteps, last?.Loss ?? double.NaN,
                     last?.LearningRate ?? 0, last?.TokensPerSecond ?? 0, v));
             }
@@ -84,7 +107,8 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             }
         });
 
-        var source = BatchSource.FromFactory(epoch => train.Read(new Random(unchecked(seed * 7919 + epoch))).Chunk(o.BatchSize), batchesPerEpoch);
+        var source = BatchSource.FromFactory(epoch => train.Read(new Random(unchecked(seed * 7919 + epoch)))
+            .Take((int)(rowsPerRank * world)).Where((_, i) => i % world == rank).Chunk(o.BatchSize), batchesPerEpoch);
         var result = trainer.Train(source, batch =>
         {
             MlNetInternals.CheckAlive(host);
@@ -130,17 +154,26 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         return e;
     }
 
-    /// <summary>Mean loss over a data view (called by the trainer under no_grad, in eval mode).</summary>
+    /// <summary>Mean loss, or accuracy, over a data view (called by the trainer under no_grad, in eval mode).</summary>
     double Evaluate(InputRowReader data)
     {
         double sum = 0; long n = 0;
         int truncated = 0;
+        bool accuracy = options.ValidationMetric == ValidationMetric.Accuracy;
         foreach (var batch in data.Read().Chunk(options.BatchSize))
         {
             MlNetInternals.CheckAlive(host);
-            var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
             using var scope = torch.NewDisposeScope();
             using var _ = torch.no_grad();
+            if (accuracy)
+            {
+                var probs = model.ClassProbabilities(batch.Select(r => model.EncodeClassification(r.Text, r.SecondText)).ToList());
+                for (int i = 0; i < batch.Length; i++)
+                    if (Array.IndexOf(probs[i], probs[i].Max()) == batch[i].Label) sum++;
+                n += batch.Length;
+                continue;
+            }
+            var encoded = batch.Select(r => Encode(r, ref truncated)).ToList();
             var loss = model.TrainingLoss(encoded, batch.Select(r => r.Label).ToList());
             sum += loss.item<float>() * batch.Length; n += batch.Length;
         }

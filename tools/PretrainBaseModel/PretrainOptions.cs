@@ -54,6 +54,10 @@ public sealed record PretrainOptions
     public int EvalEvery { get; init; } = 100;
     /// <summary>Validation sequences used by the periodic evaluation (the final one uses every line).</summary>
     public int EvalLines { get; init; } = 512;
+    /// <summary>Continue from this Hugging Face folder's weights (fresh optimizer and schedule) instead of a random init.</summary>
+    public string? InitFrom { get; init; }
+    /// <summary>true: no training; reload the model in <see cref="Out"/> and write its evaluation (evaluation.json).</summary>
+    public bool EvalOnly { get; init; }
     /// <summary>Stored weight dtype: bfloat16 (half the size) or float32.</summary>
     public string SaveDtype { get; init; } = "bfloat16";
 

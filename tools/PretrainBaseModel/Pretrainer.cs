@@ -65,6 +65,19 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
         return model;
     }
 
+    /// <summary>Loads <paramref name="dir"/> through <see cref="LlamaForCausalLM.FromPretrained"/> (fp32) to continue training it;
+    /// its config must match <paramref name="config"/>.</summary>
+    public static LlamaForCausalLM Continue(string dir, HfModelConfig config, int seed, Device device)
+    {
+        manual_seed(seed);
+        var model = LlamaForCausalLM.FromPretrained(dir, ScalarType.Float32, device);
+        if (model.Config with { } != config with { EosTokenIds = model.Config.EosTokenIds })
+            throw new ArgumentException($"--init-from '{dir}' has another shape than the options ask for: {model.Config} vs {config}.");
+        foreach (var p in model.parameters()) p.requires_grad = true;
+        model.train();
+        return model;
+    }
+
     /// <summary>Runs the training loop; returns a summary (also written as pretraining.json next to the model).</summary>
     public JsonObject Train(LlamaForCausalLM model, Tensor trainBlocks, IReadOnlyList<int[]> validationLines)
     {
@@ -225,7 +238,30 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
         }
         var tmp = Path.Combine(dir, "model.safetensors.tmp");
         Safetensors.SaveStateDict(tmp, sd);
+        AddFormatMetadata(tmp);
         File.Move(tmp, Path.Combine(dir, "model.safetensors"), overwrite: true);
+    }
+
+    /// <summary>
+    /// Adds <c>"__metadata__": {"format": "pt"}</c> to a safetensors header (as PyTorch's safetensors writes it; older
+    /// transformers versions require it). Offsets are relative to the data section, so only the header changes; it is
+    /// space-padded to a multiple of 8 bytes.
+    /// </summary>
+    public static void AddFormatMetadata(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        long n = BitConverter.ToInt64(bytes, 0);                                    // header length (little-endian)
+        var header = JsonNode.Parse(System.Text.Encoding.UTF8.GetString(bytes, 8, (int)n))!.AsObject();
+        if (header.ContainsKey("__metadata__")) return;
+        var withMeta = new JsonObject { ["__metadata__"] = new JsonObject { ["format"] = "pt" } };
+        foreach (var (k, v) in header.ToList()) { header.Remove(k); withMeta[k] = v; }
+        var text = withMeta.ToJsonString();
+        text += new string(' ', (8 - System.Text.Encoding.UTF8.GetByteCount(text) % 8) % 8);
+        var newHeader = System.Text.Encoding.UTF8.GetBytes(text);
+        using var f = File.Create(path);
+        f.Write(BitConverter.GetBytes((long)newHeader.Length));
+        f.Write(newHeader);
+        f.Write(bytes, 8 + (int)n, bytes.Length - 8 - (int)n);
     }
 
     /// <summary>Greedy continuation (no cache; the model is tiny) of <paramref name="prompt"/> ids, up to the first separator.</summary>

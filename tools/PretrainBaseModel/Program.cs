@@ -32,21 +32,28 @@ Console.WriteLine($"train: {train.Lines.Count:N0} gloss lines, {train.TokenCount
                   $"validation: {validation.Lines.Count:N0} lines, {validation.TokenCount:N0} tokens; vocab {vocabSize}");
 
 // ---- model ----
-var trainer = new Pretrainer(o, Console.Out);
-var config = HfModelConfig.Parse(trainer.ConfigJson(vocabSize).ToJsonString(), "generated config.json");
-using var model = Pretrainer.Create(config, o.Seed, device);
-long nParams = model.parameters().Sum(p => p.numel());
-Console.WriteLine($"LlamaForCausalLM: {nParams:N0} parameters, all trainable");
+var summary = new JsonObject();
+long nParams;
+if (!o.EvalOnly)
+{
+    var trainer = new Pretrainer(o, Console.Out);
+    var config = HfModelConfig.Parse(trainer.ConfigJson(vocabSize).ToJsonString(), "generated config.json");
+    using var model = o.InitFrom is null ? Pretrainer.Create(config, o.Seed, device) : Pretrainer.Continue(o.InitFrom, config, o.Seed, device);
+    nParams = model.parameters().Sum(p => p.numel());
+    Console.WriteLine($"LlamaForCausalLM: {nParams:N0} parameters, all trainable");
 
-Directory.CreateDirectory(o.Out);
-if (Path.GetFullPath(o.Out) != Path.GetFullPath(o.Tokenizer))
-    foreach (var f in new[] { "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json" })
-        File.Copy(Path.Combine(o.Tokenizer, f), Path.Combine(o.Out, f), overwrite: true);
+    Directory.CreateDirectory(o.Out);
+    if (Path.GetFullPath(o.Out) != Path.GetFullPath(o.Tokenizer))
+        foreach (var f in new[] { "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json" })
+            File.Copy(Path.Combine(o.Tokenizer, f), Path.Combine(o.Out, f), overwrite: true);
 
-var summary = trainer.Train(model, blocks, validation.Lines);
+    summary = trainer.Train(model, blocks, validation.Lines);
+}
 
 // ---- reload through the public loading path and evaluate ----
+if (o.EvalOnly) Pretrainer.AddFormatMetadata(Path.Combine(o.Out, "model.safetensors")); // files of older runs
 using var loaded = CausalLM.FromPretrained(o.Out, torch.ScalarType.Float32, device);
+nParams = loaded.parameters().Sum(p => p.numel());
 var ppl = Pretrainer.Perplexity(loaded, validation.Lines, o.Context);
 Console.WriteLine($"validation perplexity (all {validation.Lines.Count:N0} gloss lines, reloaded {o.SaveDtype} checkpoint): {ppl:F3}");
 
@@ -71,6 +78,6 @@ summary["device"] = device.ToString();
 summary["total_seconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
 summary["greedy_samples"] = samples;
 summary["command_line"] = "dotnet run -c Release --project tools/PretrainBaseModel -- " + string.Join(' ', args);
-File.WriteAllText(Path.Combine(o.Out, "pretraining.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+File.WriteAllText(Path.Combine(o.Out, o.EvalOnly ? "evaluation.json" : "pretraining.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
 Console.WriteLine(summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 return 0;

@@ -273,6 +273,7 @@ public sealed class Trainer<TBatch> : IDisposable
                     lossSum += loss;
                     tokens += r.TokenCount;
                 }
+                catch (Exception e) when (OutOfMemoryOnDeviceException.IsDeviceOutOfMemory(e)) { OutOfMemory(epoch, e); throw; }
                 finally { (batch as IDisposable)?.Dispose(); }
             }
             var norm = GradNorm();
@@ -388,6 +389,16 @@ public sealed class Trainer<TBatch> : IDisposable
             }
             throw new OperationCanceledException(
                 $"Training was cancelled after step {_state.Step} of {_totalSteps}" + (saved is null ? "." : $"; resume from '{saved}'."), ct);
+        }
+
+        /// <summary>The device ran out of memory inside a step: the step is abandoned (its gradients dropped), the parameters
+        /// are those of the last completed step (saved when checkpoints are on), and the error says what to change.</summary>
+        void OutOfMemory(int epoch, Exception e)
+        {
+            ZeroGrad();
+            if (o.CheckpointDir is not null && _lastSavedStep != _state.Step) Save(epoch);
+            throw new OutOfMemoryOnDeviceException(_state.Step + 1, o.BatchSize, o.GradientAccumulationSteps,
+                o.CheckpointDir is null ? null : _lastCheckpoint, e);
         }
 
         void Diverged(int epoch, double value, double lr, string what)

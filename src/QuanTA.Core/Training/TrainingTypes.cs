@@ -135,6 +135,40 @@ public sealed class TrainingDivergedException : Exception
     public string? LastGoodCheckpoint { get; }
 }
 
+/// <summary>The GPU (or host) ran out of memory during a training step. Nothing already trained is lost: the parameters are
+/// those of the last completed step (and its checkpoint, when checkpoints are written).</summary>
+public sealed class OutOfMemoryOnDeviceException : InvalidOperationException
+{
+    /// <summary>Creates the exception.</summary>
+    public OutOfMemoryOnDeviceException(long step, int batchSize, int accumulation, string? lastCheckpoint, Exception inner)
+        : base($"Out of memory on the device during optimizer step {step} (batch size {batchSize}, gradient accumulation {accumulation}). " +
+               $"Lower the batch size (e.g. {Math.Max(1, batchSize / 2)}) and raise gradient accumulation (e.g. {accumulation * 2}) to keep " +
+               "the same effective batch, or lower the maximum sequence length. The parameters are those of the last completed step" +
+               (lastCheckpoint is null ? "." : $"; resume from '{lastCheckpoint}'."), inner)
+    {
+        Step = step; LastCheckpoint = lastCheckpoint;
+    }
+
+    /// <summary>The optimizer step (1-based) that ran out of memory.</summary>
+    public long Step { get; }
+    /// <summary>The last checkpoint, when checkpoints are written.</summary>
+    public string? LastCheckpoint { get; }
+
+    /// <summary>True for libtorch's out-of-memory errors ("CUDA out of memory", allocator failures) and .NET's own.</summary>
+    public static bool IsDeviceOutOfMemory(Exception e)
+    {
+        for (var x = e; x is not null; x = x.InnerException)
+        {
+            if (x is OutOfMemoryOnDeviceException) return false;   // already translated
+            if (x is OutOfMemoryException) return true;
+            var m = x.Message;
+            if (m.Contains("out of memory", StringComparison.OrdinalIgnoreCase) || m.Contains("CUDA error: out of memory", StringComparison.Ordinal)
+                || m.Contains("DefaultCPUAllocator: can't allocate memory", StringComparison.Ordinal)) return true;
+        }
+        return false;
+    }
+}
+
 /// <summary>A checkpoint folder is incomplete, truncated or altered (hash mismatch, unreadable state).</summary>
 public sealed class CheckpointCorruptException : IOException
 {

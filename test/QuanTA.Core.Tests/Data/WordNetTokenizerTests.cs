@@ -30,6 +30,22 @@ public class WordNetTokenizerTests
         Assert.Equal(text, tok.Decode(expected));
     }
 
+    [Theory]
+    // the project's own tokenizer reads tokenizer.json; it also matches the trainer on runs of spaces ("Ġ" + "Ġspin")
+    [InlineData("tumble-dryer's  spin\tzzqx", new[] { 85, 336, 991, 14, 69, 454, 262, 475, 222, 428, 258, 199, 2943, 82, 89 })]
+    [InlineData("dog: a member of the genus Canis (probably descended from the common wolf)",
+        new[] { 69, 410, 27, 260, 1281, 274, 283, 434, 2244, 282, 351, 711, 67, 1750, 750, 68, 1343, 411, 283, 1132, 285, 2603, 10 })]
+    public void HfTokenizerReadsTokenizerJsonLikeTheTrainer(string text, int[] expected)
+    {
+        var tok = QuanTA.Core.Tokenization.HfTokenizer.FromPretrained(EmbeddedDefaults.BaseModelDirectory());
+        Assert.Equal(expected, tok.Encode(text, addSpecialTokens: false));
+        Assert.Equal(text, tok.Decode(expected));
+        Assert.Equal(0, tok.BosId);
+        Assert.Equal(0, tok.EosId);
+        Assert.Equal(1, tok.PadId);
+        Assert.Equal(4096, tok.VocabSize);
+    }
+
     [Fact]
     public void VocabularyAndSpecialTokens()
     {

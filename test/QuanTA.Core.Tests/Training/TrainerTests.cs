@@ -113,6 +113,31 @@ public class TrainerTests
     }
 
     [Fact]
+    public void OutOfMemoryInAStepGivesAClearErrorAndKeepsTheLastCompletedStep()
+    {
+        using var dir = new TempDir();
+        using var net = new ToyNet(seed: 6);
+        var data = ToyData.Batches(32, 4);
+        byte[][]? atFailure = null;
+        var calls = 0;
+        var loss = ToyData.MseLoss(net);
+        using var trainer = Trainer<ToyBatch>.ForModule(net, new TrainerOptions { Epochs = 1, BatchSize = 4, GradientAccumulationSteps = 2, LearningRate = 1e-2, CheckpointDir = dir.Path });
+        var e = Assert.Throws<OutOfMemoryOnDeviceException>(() => trainer.Train(BatchSource.FromList(data), b =>
+        {
+            // what libtorch's CUDA caching allocator throws, as TorchSharp surfaces it
+            if (++calls == 5) { atFailure = net.TrainableBytes(); throw new System.Runtime.InteropServices.ExternalException("CUDA out of memory. Tried to allocate 2.00 GiB"); }
+            return loss(b);
+        }));
+        Assert.Equal(3, e.Step);
+        Assert.Contains("batch size", e.Message);
+        Assert.Contains("sequence length", e.Message);
+        Assert.Equal(atFailure, net.TrainableBytes());             // nothing of the failing step was applied
+        Assert.NotNull(e.LastCheckpoint);
+        Assert.Equal(2, Checkpoints.Verify(e.LastCheckpoint!).Step);
+        Assert.False(OutOfMemoryOnDeviceException.IsDeviceOutOfMemory(new InvalidOperationException("shape mismatch")));
+    }
+
+    [Fact]
     public void CancellationStopsWithinOneMicroBatchAndLeavesACheckpoint()
     {
         using var dir = new TempDir();

@@ -19,7 +19,7 @@ bool quick = args.Contains("--quick"), gpu = args.Contains("--gpu");
 int outAt = Array.IndexOf(args, "--out");
 string outDir = Path.GetFullPath(outAt >= 0 && outAt + 1 < args.Length ? args[outAt + 1] : "out/wordnet-generation");
 int trainRows = quick ? 160 : 480, testRows = quick ? 40 : 100, shown = 6;
-const int MaxNewTokens = 24;
+const int MaxNewTokens = 16;
 var total = Stopwatch.StartNew();
 
 // Target = " " + definition: the causal LM sees "lemma: definition", exactly WordNetData.PromptTargetSeparator's joining.
@@ -44,7 +44,7 @@ var options = new QuanTAFineTuneOptions
     BaseModelPath = baseModel,
     TextColumnName = nameof(Pair.Prompt), TargetTextColumnName = nameof(Pair.Target),
     TargetModules = ["all-linear"], AxisCount = 4,
-    Epochs = 2, BatchSize = 16, LearningRate = 5e-3, WarmupRatio = 0.06, MaxSequenceLength = 48,
+    Epochs = 2, BatchSize = 16, LearningRate = 3e-3, WarmupRatio = 0.06, MaxSequenceLength = 48,
     MaxNewTokens = MaxNewTokens, Seed = 1,
     LossCurvePngPath = Path.Combine(outDir, "loss-quanta-generation.png"),
     Progress = progress,

@@ -12,7 +12,9 @@ int outAt = Array.IndexOf(args, "--out");
 string outDir = Path.GetFullPath(outAt >= 0 && outAt + 1 < args.Length ? args[outAt + 1] : "out/save-load-predict");
 var clock = Stopwatch.StartNew();
 var classes = WordNetData.DefaultClasses;
-var rows = WordNetData.LoadLexnames(WordNetSplit.Train).GroupBy(r => r.Label).SelectMany(g => g.Take(16)).ToList();
+var rand = new Random(1);
+var rows = WordNetData.LoadLexnames(WordNetSplit.Train).GroupBy(r => r.Label).SelectMany(g => g.Take(40))
+    .OrderBy(_ => rand.Next()).ToList();   // mixed classes: an enumerable view is read in order
 string baseModel = ClassifierCheckpoint.Create(EmbeddedDefaults.BaseModelDirectory(), Path.Combine(outDir, "base-seqcls"), classes, seed: 1);
 string zip = Path.Combine(outDir, "wordnet-quanta.zip");
 
@@ -22,11 +24,12 @@ var data = ml.Data.LoadFromEnumerable(rows.Select(r => new Gloss { Text = r.Text
 var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
     .Append(ml.MulticlassClassification.Trainers.QuanTAFineTune(new QuanTAFineTuneOptions
     {
-        BaseModelPath = baseModel, Epochs = 2, BatchSize = 16, LearningRate = 5e-3, MaxSequenceLength = 48, Seed = 1,
+        BaseModelPath = baseModel, TargetModules = ["all-linear"], FusedQuanTA = true,
+        Epochs = 3, BatchSize = 16, LearningRate = 5e-3, MaxSequenceLength = 48, Seed = 1,
         Progress = new ConsoleProgress("fit"),
     }))
     .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
-var samples = WordNetData.LoadLexnames(WordNetSplit.Test).Take(5).Select(r => new Gloss { Text = r.Text, Label = r.Label }).ToList();
+var samples = WordNetData.LoadLexnames(WordNetSplit.Test).GroupBy(r => r.Label).Select(g => g.First()).Select(r => new Gloss { Text = r.Text, Label = r.Label }).ToList();
 string[] before;
 using (var model = pipeline.Fit(data))
 {

@@ -35,7 +35,7 @@ string[] targets = (Value("--targets") ?? "all-linear").Split(',');
 int loraRank = int.Parse(Value("--lora-rank") ?? (targets is ["all-linear"] ? "6" : "3"));
 string[] only = (Value("--runs") ?? "head-only,quanta,lora").Split(',');
 
-int trainPerClass = quick ? 16 : 40, testPerClass = quick ? 20 : 50;
+int trainPerClass = quick ? 16 : 100, testPerClass = quick ? 20 : 50;
 var total = Stopwatch.StartNew();
 var ml = new MLContext(seed: 1);
 if (gpu) { ml.GpuDeviceId = 0; ml.FallbackToCpu = true; }

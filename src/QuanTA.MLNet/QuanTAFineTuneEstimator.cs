@@ -104,7 +104,8 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
         var dist = ownedDist ?? (o.Communicator is { WorldSize: > 1 } comm ? DistributedContext.FromCommunicator(comm) : null);
         var device = ownedDist is not null ? ownedDist.Device
             : TorchRuntime.ResolveDevice(MlNetInternals.GpuDeviceId(_env), MlNetInternals.FallbackToCpu(_env));
-        var model = FineTuneModel.Create(o, labels?.Count ?? 0, device, o.Seed.Value, labels?.KeyNames);
+        var model = FineTuneModel.Create(o, labels?.Count ?? 0, device, o.Seed.Value, labels?.KeyNames,
+            m => { using var warn = _host.Start("QuanTA"); warn.Warning(MessageSensitivity.None, m); });
         try
         {
             var runner = new FineTuneRunner(model, o, _host, o.Seed.Value, reference.Fingerprint, dist);

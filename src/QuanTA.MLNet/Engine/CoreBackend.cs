@@ -19,15 +19,44 @@ internal sealed record InjectionSummary(IReadOnlyList<string> AdaptedModules, lo
 internal static class CoreBackend
 {
     /// <summary>Loads tokenizer and model from a Hugging Face folder, with messages naming what is missing.</summary>
-    public static (ILanguageModel Model, ITextTokenizer Tokenizer) Load(string baseModelPath, QuanTATask task, Device device)
+    /// <remarks>Classification from a base (causal-LM) checkpoint without a <c>score</c> head works as in transformers'
+    /// AutoModelForSequenceClassification: the head is created with <paramref name="numClasses"/> outputs, drawn from
+    /// N(0, initializer_range²), and trained with the adapter (<paramref name="log"/> is told).</remarks>
+    public static (ILanguageModel Model, ITextTokenizer Tokenizer) Load(string baseModelPath, QuanTATask task, Device device,
+        int numClasses = 0, Action<string>? log = null)
     {
         if (!Directory.Exists(baseModelPath))
             throw new DirectoryNotFoundException($"Base model folder '{baseModelPath}' not found (BaseModelPath).");
         var tokenizer = new TokenizerAdapter(HfTokenizer.FromPretrained(baseModelPath));
-        ILanguageModel model = task == QuanTATask.TextClassification
-            ? new SequenceClassifier(LlamaForSequenceClassification.FromPretrained(baseModelPath, null, device))
-            : new CausalModel(CausalLM.FromPretrained(baseModelPath, null, device));
+        ILanguageModel model;
+        if (task != QuanTATask.TextClassification) model = new CausalModel(CausalLM.FromPretrained(baseModelPath, null, device));
+        else if (HasClassificationHead(baseModelPath)) model = new SequenceClassifier(LlamaForSequenceClassification.FromPretrained(baseModelPath, null, device));
+        else
+        {
+            log?.Invoke($"'{baseModelPath}' has no classification head (score.weight): a new {numClasses}-class head is initialized " +
+                        "from N(0, initializer_range²) and trained with the adapter, as transformers' AutoModelForSequenceClassification does.");
+            model = new SequenceClassifier(LlamaForSequenceClassification.FromPretrained(baseModelPath, null, device,
+                numLabels: numClasses >= 2 ? numClasses : null, initializeMissingHead: true, seed: 0));
+        }
         return (model, tokenizer);
+    }
+
+    /// <summary>True when the folder's weights hold a sequence-classification head (<c>score.weight</c>).</summary>
+    static bool HasClassificationHead(string modelDir)
+    {
+        try
+        {
+            foreach (var file in CheckpointLoader.FindWeightFiles(modelDir))
+            {
+                var keys = Safetensors.LoadStateDict(file, keysToKeep: ["score.weight"]);
+                bool found = keys.Count > 0;
+                foreach (var t in keys.Values) t.Dispose();
+                if (found) return true;
+            }
+            return false;
+        }
+        // An unreadable file: let the strict loader report it (it names the file and says what is wrong).
+        catch (Exception e) when (e is IOException or System.Text.Json.JsonException or InvalidDataException or ArgumentException) { return true; }
     }
 
     /// <summary>The adapter configuration the options describe.</summary>

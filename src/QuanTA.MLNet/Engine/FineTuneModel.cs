@@ -50,11 +50,11 @@ internal sealed class FineTuneModel : IDisposable
     /// <summary>Loads the base model, checks the head against <paramref name="numClasses"/> (or, in Verbalizer mode, tokenizes the
     /// <paramref name="classNames"/>), injects adapters with a fixed seed and (head mode) makes the head trainable.</summary>
     public static FineTuneModel Create(QuanTAFineTuneOptions options, int numClasses, Device device, int seed,
-        IReadOnlyList<string>? classNames = null)
+        IReadOnlyList<string>? classNames = null, Action<string>? log = null)
     {
         bool classification = options.Task == QuanTATask.TextClassification;
         bool verbalizer = classification && options.ClassificationMode == ClassificationMode.Verbalizer;
-        var (lm, tokenizer) = CoreBackend.Load(options.BaseModelPath, verbalizer ? QuanTATask.TextGeneration : options.Task, device);
+        var (lm, tokenizer) = CoreBackend.Load(options.BaseModelPath, verbalizer ? QuanTATask.TextGeneration : options.Task, device, numClasses, log);
         try
         {
             int[][]? verbalized = null;

@@ -10,16 +10,9 @@ namespace QuanTA.Cli.Tests;
 [Collection("console")]
 public class AdapterCliTests
 {
-    static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "fixtures", name);
+    static string Dir(string name) => QuantaProcess.Dir(name);
 
-    static (int Code, string Out, string Err) Quanta(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o); Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    static (int Code, string Out, string Err) Quanta(params string[] args) => QuantaProcess.Run(args);
 
     static double[] LogProbs(string stdout)
         => JsonDocument.Parse(stdout).RootElement.GetProperty("logprobs").EnumerateArray().Select(x => x.GetDouble()).ToArray();

@@ -15,7 +15,7 @@ public class ConsoleCollection { }
 [Collection("console")]
 public class CliTests
 {
-    static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "fixtures", name);
+    static string Dir(string name) => QuantaProcess.Dir(name);
 
     static Dictionary<string, Tensor> Reference(string name)
     {
@@ -23,14 +23,7 @@ public class CliTests
         return Safetensors.LoadStateDict(Path.Combine(Dir(name), "reference.safetensors"));
     }
 
-    static (int Code, string Out, string Err) Quanta(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o); Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    static (int Code, string Out, string Err) Quanta(params string[] args) => QuantaProcess.Run(args);
 
     static string[] Prompts(string name)
         => JsonDocument.Parse(File.ReadAllText(Path.Combine(Dir(name), "reference.json"))).RootElement

@@ -7,16 +7,9 @@ namespace QuanTA.Cli.Tests;
 [Collection("console")]
 public class FineTuneEvaluateCliTests
 {
-    static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "fixtures", name);
+    static string Dir(string name) => QuantaProcess.Dir(name);
 
-    static (int Code, string Out, string Err) Quanta(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o); Console.SetError(e);
-        try { return (Program.Main(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    static (int Code, string Out, string Err) Quanta(params string[] args) => QuantaProcess.Run(args);
 
     static readonly string[] Fillers = ["small", "green", "house", "table", "quiet", "paper", "stone", "light", "window", "garden"];
     static readonly (string Keyword, string Label)[] Classes = [("apple", "fruit"), ("river", "water"), ("music", "sound")];

@@ -28,17 +28,15 @@ public static class Losses
             throw new ArgumentException($"Labels must be [batch, time] = [{logits.shape[0]}, {logits.shape[1]}] to match the logits; got [{string.Join(", ", labels.shape)}].", nameof(labels));
         if (labels.dtype != ScalarType.Int64) throw new ArgumentException($"Labels must be int64 token ids; got {labels.dtype}.", nameof(labels));
         using var scope = NewDisposeScope();
-        long vocab = logits.shape[2];
-        var shiftLogits = logits[.., ..^1, ..].to_type(ScalarType.Float32).reshape(-1, vocab);   // (B·(T-1), V)
-        var shiftLabels = labels[.., 1..].reshape(-1).to(logits.device);                          // (B·(T-1))
+        var onDevice = labels.to(logits.device);
+        var shiftLabels = onDevice[.., 1..].reshape(-1);                                          // (B·(T-1))
         var mask = shiftLabels.ne(IgnoreIndex);
         targetTokens = mask.sum().item<long>();
         if (targetTokens == 0)
             throw new ArgumentException("The batch has no target token: every label after the first position is -100 " +
                                         "(is the prompt longer than the maximum sequence length, truncating the whole answer?).", nameof(labels));
-        CheckRange(shiftLabels.masked_select(mask), vocab, "vocabulary size");
-        var loss = nn.functional.cross_entropy(shiftLogits, shiftLabels, ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean);
-        return loss.MoveToOuterDisposeScope();
+        CheckRange(shiftLabels.masked_select(mask), logits.shape[2], "vocabulary size");
+        return CausalLMUnchecked(logits, onDevice).MoveToOuterDisposeScope();
     }
 
     /// <summary>

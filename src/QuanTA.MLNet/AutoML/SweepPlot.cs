@@ -1,3 +1,5 @@
+using QuanTA.MLNet.Plotting;
+
 namespace QuanTA.MLNet.AutoML;
 
 /// <summary>
@@ -34,14 +36,6 @@ public static class SweepPlot
         plot.YLabel(result.MetricName + (result.GreaterIsBetter ? " (higher is better)" : " (lower is better)"));
         plot.ShowLegend();
 
-        var full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var tmp = full + ".tmp-" + Guid.NewGuid().ToString("N")[..8] + ".png";
-        try
-        {
-            plot.SavePng(tmp, width, height);
-            File.Move(tmp, full, overwrite: true);
-        }
-        finally { if (File.Exists(tmp)) File.Delete(tmp); }
+        PngFile.Save(plot, path, width, height);
     }
 }

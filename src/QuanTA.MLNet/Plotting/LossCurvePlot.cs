@@ -54,15 +54,7 @@ public static class LossCurvePlot
         plot.YLabel("loss");
         plot.ShowLegend();
 
-        var full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var tmp = full + ".tmp-" + Guid.NewGuid().ToString("N")[..8] + ".png";
-        try
-        {
-            plot.SavePng(tmp, width, height);
-            File.Move(tmp, full, overwrite: true);
-        }
-        finally { if (File.Exists(tmp)) File.Delete(tmp); }
+        PngFile.Save(plot, path, width, height);
     }
 
     /// <summary>Exponential moving average with bias correction (as TensorBoard's smoothing).</summary>

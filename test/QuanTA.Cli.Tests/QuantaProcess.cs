@@ -1,0 +1,16 @@
+namespace QuanTA.Cli.Tests;
+
+/// <summary>Runs <c>quanta</c> in-process (Program.Main with captured stdout/stderr) and finds the copied fixtures.</summary>
+internal static class QuantaProcess
+{
+    public static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "fixtures", name);
+
+    public static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (o, e) = (new StringWriter(), new StringWriter());
+        Console.SetOut(o); Console.SetError(e);
+        try { return (Program.Main(args), o.ToString(), e.ToString()); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+    }
+}

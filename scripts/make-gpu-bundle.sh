@@ -15,6 +15,7 @@ publish() { # project, folder
     ! -name 'libmscord*' ! -name 'libMicrosoft.*' ! -name 'libSkiaSharp*' ! -name 'libHarfBuzzSharp*' -delete
 }
 publish bench/QuanTA.Bench bench
-for extra in "$@"; do publish "$extra" "$(basename "$extra" .csproj)"; done
+# extra projects (e.g. src/QuanTA.Cli/QuanTA.Cli.csproj) go into the same folder: one copy of the runtime for all
+for extra in "$@"; do publish "$extra" bench; done
 tar -C "$out" -cJf out/gpu-bundle.tar.xz .
 ls -la out/gpu-bundle.tar.xz

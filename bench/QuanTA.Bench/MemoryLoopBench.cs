@@ -41,8 +41,15 @@ static class MemoryLoopBench
             {
                 TrainBench.Sync();
                 proc.Refresh();
+                long rss = proc.WorkingSet64;
+                long managed = GC.GetTotalMemory(forceFullCollection: true);   // live managed bytes (runs finalizers' GC too)
+                GC.WaitForPendingFinalizers();
+                proc.Refresh();
                 samples.Add(new { step = s, device_used_gib = Math.Round((GpuMemory.UsedBytes() ?? 0) / Math.Pow(2, 30), 3),
-                                  host_rss_gib = Math.Round(proc.WorkingSet64 / Math.Pow(2, 30), 3) });
+                                  host_rss_gib = Math.Round(rss / Math.Pow(2, 30), 3),
+                                  host_rss_after_gc_gib = Math.Round(proc.WorkingSet64 / Math.Pow(2, 30), 3),
+                                  managed_mib = Math.Round(managed / Math.Pow(2, 20), 2),
+                                  live_tensors = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount });
                 Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(samples[^1]));
             }
         }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
@@ -50,6 +51,8 @@ public sealed record SweepWorkerOptions
 /// exactly as an in-process trial would (same runner, same error isolation) and writes <c>result.json</c> next to the spec.
 /// Test hook: when the environment variable <c>QUANTA_TEST_CRASH_TRIAL</c> equals the trial's id, the child exits with code 3
 /// before training and without a result (a stand-in for a crash, to test that the sweep records it and goes on).
+/// The child ignores SIGINT (Ctrl+C reaches the whole process group; the parent kills its trials itself) and exits when its
+/// parent sweep is gone.
 /// </summary>
 public static class SweepTrialWorker
 {
@@ -86,6 +89,10 @@ public static class SweepTrialWorker
             Console.Error.WriteLine($"{CrashTrialEnv}={spec.TrialId}: trial {spec.TrialId} exits with code 3 without a result (test hook).");
             return 3;
         }
+        // Ctrl+C in a terminal interrupts the whole process group: the parent sweep decides (it kills running trials and records
+        // them as cancelled), so the trial does not die on its own and get recorded as a crash.
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => c.Cancel = true);
+        if (spec.ParentProcessId is int parent) WatchParent(parent);
         TorchRuntime.Initialize();
         var ml = new MLContext(spec.Options.Seed) { GpuDeviceId = spec.GpuDeviceId, FallbackToCpu = spec.FallbackToCpu };
         var runner = new MlNetTrialRunner(ml, Load(ml, spec.TrainData, spec.TrainCanShuffle), Load(ml, spec.ValidationData, spec.ValidationCanShuffle), spec.Metric, null);
@@ -94,6 +101,23 @@ public static class SweepTrialWorker
         SweepTrialOutcome.Write(new SweepTrialOutcome(r.Status, r.Metric, r.Error, r.Seconds, System.Environment.ProcessId,
             runner.LastTrainableParameters), spec.ResultPath);
         return 0;
+    }
+
+    /// <summary>Exits (code 4) soon after the sweep that started this trial is gone (killed hard), so no trial outlives it.</summary>
+    static void WatchParent(int pid)
+    {
+        static bool Alive(int pid)
+        {
+            try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+            catch (ArgumentException) { return false; }
+            catch (InvalidOperationException) { return false; }
+        }
+        new Thread(() =>
+        {
+            while (Alive(pid)) Thread.Sleep(1000);
+            Console.Error.WriteLine($"The sweep (process {pid}) is gone; this trial stops.");
+            System.Environment.Exit(4);
+        }) { IsBackground = true, Name = "sweep parent watch" }.Start();
     }
 
     /// <summary>The binary copy of a view; it reads in file order unless the original view could shuffle, since training
@@ -120,7 +144,7 @@ public static class SweepTrialWorker
 /// data files and the device. Runtime-only option members (validation view, communicator, progress, cancellation) are not written.</summary>
 internal sealed record SweepTrialSpec(int TrialId, int ConfigId, int Rung, QuanTASweepParameters Parameters, QuanTAFineTuneOptions Options,
     ParameterCount Count, SweepMetric Metric, string TrainData, bool TrainCanShuffle, string ValidationData, bool ValidationCanShuffle,
-    int? GpuDeviceId, bool FallbackToCpu, string ResultPath)
+    int? GpuDeviceId, bool FallbackToCpu, string ResultPath, int? ParentProcessId)
 {
     internal static readonly JsonSerializerOptions Json = new()
     {

@@ -78,7 +78,8 @@ internal sealed class InProcessTrialExecutor(ISweepTrialRunner runner, Func<Time
 /// work folder; it writes <c>trial-NNN/result.json</c>, and its output goes to <c>trial-NNN/log.txt</c>. A child that exits
 /// without a result (crash, out of memory, killed) becomes a failed trial with the tail of its output; cancellation and the
 /// time budget kill every running child (its process tree) and record it as cancelled. The training and validation data are
-/// written once per sweep as ML.NET binary files (<c>data/*.idv</c>) that every child reads.
+/// written once per sweep as ML.NET binary files (<c>data/*.idv</c>) that every child reads, in the same row order as the
+/// original views (see <see cref="SweepTrialWorker"/>). Trials that end during the same poll are handed back in worker order.
 /// </summary>
 internal sealed class ProcessTrialExecutor : ITrialExecutor
 {
@@ -116,6 +117,14 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
         (_trainCanShuffle, _validationCanShuffle) = (train.CanShuffle, validation.CanShuffle);
         Save(ml, train, _trainPath);
         Save(ml, validation, _validationPath);
+        AppDomain.CurrentDomain.ProcessExit += KillOnExit;                 // SIGTERM / exit: no trial outlives the sweep
+    }
+
+    void KillOnExit(object? sender, EventArgs e)
+    {
+        foreach (var c in _slots)
+            try { if (c is not null && !c.Process.HasExited) c.Process.Kill(entireProcessTree: true); }
+            catch (Exception) { }                                 // exiting anyway: best effort (it may have ended meanwhile)
     }
 
     static void Save(MLContext ml, IDataView view, string path)
@@ -137,7 +146,7 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
         var resultPath = Path.Combine(folder, SweepTrialWorker.ResultFileName);
         File.Delete(resultPath);
         var spec = new SweepTrialSpec(trial.Id, trial.ConfigId, trial.Rung, trial.Parameters, trial.Options, trial.Count, _metric,
-            _trainPath, _trainCanShuffle, _validationPath, _validationCanShuffle, gpu is null ? _gpuDeviceId : 0, gpu is null && _fallbackToCpu, resultPath);
+            _trainPath, _trainCanShuffle, _validationPath, _validationCanShuffle, gpu is null ? _gpuDeviceId : 0, gpu is null && _fallbackToCpu, resultPath, Environment.ProcessId);
         var specPath = Path.Combine(folder, SweepTrialWorker.SpecFileName);
         SweepTrialSpec.Write(spec, specPath);
 
@@ -151,7 +160,13 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
         var child = new Child { Process = new Process { StartInfo = psi }, Pending = pending with { Worker = worker }, Folder = folder };
         child.Process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (child.Lines) child.Lines.Add(e.Data); };
         child.Process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (child.Lines) child.Lines.Add(e.Data); };
-        child.Process.Start();
+        try { child.Process.Start(); }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            child.Process.Dispose();
+            throw new InvalidOperationException($"Cannot start the trial process '{fileName}' ({e.Message}); set SweepWorkerOptions.Command " +
+                "to a program that runs SweepTrialWorker.Main.", e);
+        }
         child.Process.BeginOutputReadLine();
         child.Process.BeginErrorReadLine();
         _slots[worker] = child;
@@ -235,6 +250,7 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
 
     public void Dispose()
     {
+        AppDomain.CurrentDomain.ProcessExit -= KillOnExit;
         for (int w = 0; w < _slots.Length; w++)
             if (_slots[w] is { } c) { Kill(c.Process); c.Process.Dispose(); _slots[w] = null; }
         if (_ownsFolder)

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using QuanTA.Core.Adapters;
+using QuanTA.Bench;
 using QuanTA.Core.Distributed;
 using QuanTA.Core.Runtime;
 using TorchSharp;
@@ -43,6 +43,9 @@ public static class DistributedBench
         public long BucketElements { get; init; } = DistributedGradientSync.DefaultBucketElements;
         public long AllReduceElements { get; init; } = 64L << 20;   // 256 MB of fp32
         public string? Role { get; init; }                          // set by the parent for its children
+        public string Model { get; init; } = "standin";             // standin | llama (the real backbone, fused QuanTA q,v)
+        public string Shape { get; init; } = "tinyllama";           // LLaMA shape for --model llama (LlamaShapes)
+        public bool BlockingWait { get; init; } = true;             // NcclOptions.BlockingWait (0: collectives return at once)
 
         public static Options Parse(IReadOnlyList<string> args)
         {
@@ -74,7 +77,10 @@ public static class DistributedBench
                     "--bucket-elements" => o with { BucketElements = long.Parse(v, CultureInfo.InvariantCulture) },
                     "--allreduce-elements" => o with { AllReduceElements = long.Parse(v, CultureInfo.InvariantCulture) },
                     "--role" => o with { Role = v },
-                    _ => throw new ArgumentException($"Unknown option {key}. Known: --nproc-per-node --steps --warmup --batch --seq --hidden --layers --intermediate --kv-dim --adapter-rank --lr --seed --backend --out --timeout-s --bucket-elements --allreduce-elements."),
+                    "--model" => o with { Model = v is "standin" or "llama" ? v : throw new ArgumentException($"--model is standin or llama (got '{v}').") },
+                    "--shape" => o with { Shape = v },
+                    "--blocking-wait" => o with { BlockingWait = I() != 0 },
+                    _ => throw new ArgumentException($"Unknown option {key}. Known: --nproc-per-node --steps --warmup --batch --seq --hidden --layers --intermediate --kv-dim --adapter-rank --lr --seed --backend --out --timeout-s --bucket-elements --allreduce-elements --model --shape --blocking-wait."),
                 };
             }
             if (o.NprocPerNode < 1 || o.Batch < 1 || o.Seq < 1 || o.Hidden < 1 || o.Layers < 1 || o.AdapterRank < 1 || o.Steps < 1 || o.Intermediate < 1 || o.KvDim < 1)
@@ -96,6 +102,8 @@ public static class DistributedBench
             yield return "--timeout-s"; yield return TimeoutS.ToString("R", inv);
             yield return "--bucket-elements"; yield return BucketElements.ToString(inv);
             yield return "--allreduce-elements"; yield return AllReduceElements.ToString(inv);
+            yield return "--model"; yield return Model; yield return "--shape"; yield return Shape;
+            yield return "--blocking-wait"; yield return BlockingWait ? "1" : "0";
         }
     }
 
@@ -150,13 +158,17 @@ public static class DistributedBench
             ["bench"] = "ddp",
             ["date"] = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"),
             ["gpus"] = GpuNames(),
-            ["model"] = $"stand-in (TinyLlama linear shapes, no attention scores): {o.Layers} layers of q,k,v,o,gate,up,down AdaptableLinear (hidden {o.Hidden}, kv {o.KvDim}, intermediate {o.Intermediate}; frozen bf16 on GPU), rank-{o.AdapterRank} fp32 adapters on q,v",
-            ["world_size"] = o.NprocPerNode,
+            ["model"] = o.Model == "llama"
+                ? $"LlamaForCausalLM, {o.Shape} shape (LlamaShapes), random bf16 weights; QuanTA q,v through the fused bank; causal-LM loss on random ids"
+                : $"stand-in (TinyLlama linear shapes, no attention scores): {o.Layers} layers of q,k,v,o,gate,up,down AdaptableLinear (hidden {o.Hidden}, kv {o.KvDim}, intermediate {o.Intermediate}; frozen bf16 on GPU), rank-{o.AdapterRank} fp32 adapters on q,v",
+            ["world_size"] = o.NprocPerNode, ["nccl_blocking_wait"] = o.BlockingWait,
             ["per_gpu_batch"] = o.Batch, ["seq"] = o.Seq, ["steps"] = o.Steps, ["timed_steps"] = o.Steps - o.Warmup,
             ["tokens_per_s"] = Math.Round(tps, 1),
             ["tokens_per_s_single"] = Math.Round(tps1, 1),
             ["tokens_per_s_single_doubled_batch"] = Math.Round(single["tokens_per_s_doubled_batch"].GetDouble(), 1),
             ["speedup"] = Math.Round(tps / tps1, 3),
+            ["phase_ms_ddp_rank0"] = ddp.TryGetValue("phase_ms", out var pd) ? pd : null,
+            ["phase_ms_single"] = single.TryGetValue("phase_ms_batch", out var ps) ? ps : null,
             ["losses"] = lossDdp, ["losses_single_doubled_batch"] = lossSingle,
             ["final_loss"] = lossDdp[^1], ["final_loss_single_doubled_batch"] = lossSingle[^1],
             ["max_abs_loss_diff"] = absDiff.Max(),
@@ -198,21 +210,21 @@ public static class DistributedBench
         }
         else
         {
-            using var comm = NcclCommunicator.Create(group, store);
+            using var comm = NcclCommunicator.Create(group, store, options: new NcclOptions { BlockingWait = o.BlockingWait });
             var device = comm.Device;
             result = new() { ["nccl_version"] = comm.Library.Version, ["nccl_path"] = comm.Library.Path, ["device"] = device.ToString() };
             if (o.Role == "single")
             {
-                var (lossesDoubled, tpsDoubled, _) = Train(o, comm, globalBatch: o.Batch * o.NprocPerNode);   // reference: 1 GPU, W·B rows
-                var (_, tpsB, trainable) = Train(o, comm, globalBatch: o.Batch);                           // throughput: 1 GPU, B rows
+                var (lossesDoubled, tpsDoubled, _, _) = Train(o, comm, globalBatch: o.Batch * o.NprocPerNode);   // reference: 1 GPU, W·B rows
+                var (_, tpsB, trainable, phases) = Train(o, comm, globalBatch: o.Batch);                           // throughput: 1 GPU, B rows
                 result["losses_doubled_batch"] = lossesDoubled; result["tokens_per_s_doubled_batch"] = tpsDoubled;
-                result["tokens_per_s_batch"] = tpsB; result["trainable_parameters"] = trainable;
+                result["tokens_per_s_batch"] = tpsB; result["trainable_parameters"] = trainable; result["phase_ms_batch"] = phases;
             }
             else
             {
                 foreach (var (k, v) in AllReduceCheck(o, comm)) result[k] = v;
-                var (losses, tps, trainable) = Train(o, comm, globalBatch: o.Batch * group.WorldSize);
-                result["losses"] = losses; result["tokens_per_s"] = tps; result["trainable_parameters"] = trainable;
+                var (losses, tps, trainable, phases) = Train(o, comm, globalBatch: o.Batch * group.WorldSize);
+                result["losses"] = losses; result["tokens_per_s"] = tps; result["trainable_parameters"] = trainable; result["phase_ms"] = phases;
             }
             comm.Barrier();
             store.Barrier("done");
@@ -227,9 +239,9 @@ public static class DistributedBench
         var single = new Dictionary<string, object?>();
         using (var c = new SingleProcessCommunicator())
         {
-            var (l2, t2, _) = Train(o, c, o.Batch * o.NprocPerNode);
-            var (_, t1, _) = Train(o, c, o.Batch);
-            single["losses_doubled_batch"] = l2; single["tokens_per_s_doubled_batch"] = t2; single["tokens_per_s_batch"] = t1;
+            var (l2, t2, _, _) = Train(o, c, o.Batch * o.NprocPerNode);
+            var (_, t1, _, p1) = Train(o, c, o.Batch);
+            single["losses_doubled_batch"] = l2; single["tokens_per_s_doubled_batch"] = t2; single["tokens_per_s_batch"] = t1; single["phase_ms_batch"] = p1;
         }
         var comms = InProcessCommunicator.CreateGroup(o.NprocPerNode, TimeSpan.FromSeconds(o.TimeoutS));
         var threads = Enumerable.Range(0, o.NprocPerNode).Select(r => Task.Factory.StartNew(() =>
@@ -238,7 +250,7 @@ public static class DistributedBench
             return Train(o, c, o.Batch * o.NprocPerNode);
         }, TaskCreationOptions.LongRunning)).ToArray();
         Task.WaitAll(threads);
-        var ddp = new Dictionary<string, object?> { ["losses"] = threads[0].Result.Losses, ["tokens_per_s"] = threads[0].Result.TokensPerS * o.NprocPerNode };
+        var ddp = new Dictionary<string, object?> { ["losses"] = threads[0].Result.Losses, ["tokens_per_s"] = threads[0].Result.TokensPerS, ["phase_ms"] = threads[0].Result.PhaseMs };   // already over all ranks
         JsonElement J(object? x) => JsonSerializer.SerializeToElement(x, Json);
         return Report(o, single.ToDictionary(kv => kv.Key, kv => J(kv.Value)), ddp.ToDictionary(kv => kv.Key, kv => J(kv.Value)));
     }
@@ -275,146 +287,57 @@ public static class DistributedBench
         };
     }
 
-    // ---------------------------------------------------------------- the training loop (stand-in model)
+    // ---------------------------------------------------------------- the training loop
 
     /// <summary>
-    /// Data-parallel training of the stand-in model for <see cref="Options.Steps"/> steps. Each step's global batch of
-    /// <paramref name="globalBatch"/> rows is generated from (seed, step) identically everywhere; this rank takes rows
-    /// r, r+W, … (ShardedBatches' striding). Returns the global mean loss per step and the tokens/s over all ranks.
+    /// Data-parallel training of the workload for <see cref="Options.Steps"/> steps with a global batch of
+    /// <paramref name="globalBatch"/> rows (this rank's shard: rows r, r+W, …). Returns the global mean loss per step, the
+    /// tokens/s over all ranks, and per-phase milliseconds of a few extra steps timed with a device synchronization at
+    /// each phase boundary (forward+backward, gradient all-reduce, clip+AdamW) — a diagnostic of where time goes.
     /// </summary>
-    static (double[] Losses, double TokensPerS, long Trainable) Train(Options o, ICommunicator comm, int globalBatch)
+    static (double[] Losses, double TokensPerS, long Trainable, Dictionary<string, double> PhaseMs) Train(Options o, ICommunicator comm, int globalBatch)
     {
         int w = comm.WorldSize, rank = comm.Rank;
         if (globalBatch % w != 0) throw new ArgumentException($"global batch {globalBatch} is not divisible by {w} ranks.");
         var device = comm.Device;
         bool cuda = device.type == DeviceType.CUDA;
-        var dtype = cuda ? ScalarType.BFloat16 : ScalarType.Float32;
-        using var model = new StandInStack(o, dtype, device);
-        var trainable = model.parameters().Where(p => p.requires_grad).ToArray();
+        void Sync() { if (cuda) torch.cuda.synchronize(device); }
+        using var work = DistributedWorkloads.Create(o, globalBatch, rank, w, device);
+        var trainable = work.Trainable;
         using var sync = new DistributedGradientSync(trainable, comm, o.BucketElements);
         sync.BroadcastParameters();
-        var opt = optim.AdamW(trainable, lr: o.Lr, weight_decay: 0.0);
-
-        // Data, generated before timing: global batch per step from (seed, step), this rank's rows only.
-        var shard = new ShardedBatches(globalBatch, rank, w).Rows.Select(i => (long)i).ToArray();
-        var xs = new List<Tensor>(); var ys = new List<Tensor>();
-        for (int s = 0; s < o.Steps; s++)
-        {
-            using var scope = NewDisposeScope();
-            var g = NewGenerator((ulong)(o.Seed * 100_003L + s), device);
-            var x = Randn(new long[] { globalBatch, o.Seq, o.Hidden }, g, device);                 // (G, T, H): same on every rank
-            var y = Randn(new long[] { globalBatch, o.Seq, o.Hidden }, g, device);
-            var idx = tensor(shard, device: device);
-            xs.Add(x.index_select(0, idx).to(dtype).MoveToOuterDisposeScope());                   // (G/W, T, H)
-            ys.Add(y.index_select(0, idx).to(dtype).MoveToOuterDisposeScope());
-        }
+        using var opt = optim.AdamW(trainable, lr: o.Lr, weight_decay: 0.0);
 
         var losses = new double[o.Steps];
+        var phase = new double[3];
+        int phaseSteps = Math.Min(5, o.Steps - o.Warmup);
         var sw = new Stopwatch();
-        for (int s = 0; s < o.Steps; s++)
+        for (int s = 0; s < o.Steps + phaseSteps; s++)
         {
-            if (s == o.Warmup) { comm.Barrier(); if (cuda) cuda_synchronize(device); sw.Start(); }
+            bool timedPhases = s >= o.Steps;                                                     // extra steps, re-using the last batches
+            if (s == o.Warmup) { comm.Barrier(); Sync(); sw.Start(); }
+            if (s == o.Steps) { Sync(); comm.Barrier(); sw.Stop(); }
             using var scope = NewDisposeScope();
+            var t0 = Stopwatch.GetTimestamp();
             opt.zero_grad();
-            var pred = model.forward(xs[s]);                                                     // (G/W, T, H)
-            var loss = nn.functional.mse_loss(pred.to_type(ScalarType.Float32), ys[s].to_type(ScalarType.Float32));
+            var loss = work.Loss(timedPhases ? o.Steps - 1 - (s - o.Steps) : s);
             loss.backward();
+            if (timedPhases) { Sync(); phase[0] += Stopwatch.GetElapsedTime(t0).TotalMilliseconds; t0 = Stopwatch.GetTimestamp(); }
             sync.Synchronize();                                                                  // average adapter grads over ranks
+            if (timedPhases) { Sync(); phase[1] += Stopwatch.GetElapsedTime(t0).TotalMilliseconds; t0 = Stopwatch.GetTimestamp(); }
             nn.utils.clip_grad_norm_(trainable, 1.0);
             opt.step();
+            work.AfterStep();
+            if (timedPhases) { Sync(); phase[2] += Stopwatch.GetElapsedTime(t0).TotalMilliseconds; continue; }
             losses[s] = comm.AverageScalar(loss.item<float>());                                  // global mean (equal shard sizes)
         }
-        if (cuda) cuda_synchronize(device);
-        comm.Barrier();
-        sw.Stop();
-        foreach (var t in xs.Concat(ys)) t.Dispose();
-        double tokens = (double)globalBatch * o.Seq * (o.Steps - o.Warmup);
-        return (losses, tokens / sw.Elapsed.TotalSeconds, trainable.Sum(p => p.numel()));
-    }
-
-    static void cuda_synchronize(Device d) => torch.cuda.synchronize(d);
-
-
-    /// <summary>A generator on <paramref name="device"/> when libtorch supports one there, else on the CPU (then tensors are moved).</summary>
-    static Generator NewGenerator(ulong seed, Device device)
-    {
-        // A CUDA generator made through TorchSharp 0.107 aborts in normal_ (seen on H100): draw on the CPU and copy.
-        _ = device;
-        return new Generator(seed);
-    }
-
-    /// <summary>Seeded normal samples on <paramref name="device"/> (identical on every rank: same seed, same software).</summary>
-    static Tensor Randn(long[] shape, Generator g, Device device)
-        => g.device.type == device.type ? randn(shape, generator: g, device: device) : randn(shape, generator: g).to(device);
-
-    static Tensor RmsNorm(Tensor h)   // no weight: x / sqrt(mean(x²) + eps), statistics in fp32
-        => h * rsqrt(h.to_type(ScalarType.Float32).pow(2).mean(new long[] { -1 }, keepdim: true).add(1e-6)).to_type(h.dtype);
-
-    /// <summary>
-    /// Stand-in for the LLaMA backbone until it lands, with TinyLlama's linear layers (q, k, v, o, gate, up, down; GQA k/v
-    /// width) but no attention scores: per layer
-    /// h ← h + o(q(n) + repeat(k(n) + v(n))), n = rmsnorm(h);  h ← h + down(silu(gate(m)) · up(m)), m = rmsnorm(h).
-    /// Adapters on q and v, as in the QuanTA q,v setting. All ranks build identical frozen weights from the seed.
-    /// </summary>
-    sealed class StandInStack : nn.Module<Tensor, Tensor>
-    {
-        readonly ModuleList<AdaptableLinear> q = new(), k = new(), v = new(), o = new(), gate = new(), up = new(), down = new();
-        readonly int _repeat;
-
-        public StandInStack(Options opt, ScalarType dtype, Device device) : base(nameof(StandInStack))
+        double tokens = (double)globalBatch * work.TokensPerRow * (o.Steps - o.Warmup);
+        var phases = new Dictionary<string, double>
         {
-            var g = NewGenerator((ulong)opt.Seed, device);
-            var ga = new Generator((ulong)opt.Seed + 1);                                        // adapters: CPU generator, fp32
-            _repeat = opt.Hidden / opt.KvDim;
-            AdaptableLinear Lin(int inF, int outF, bool adapt)
-            {
-                var lin = new AdaptableLinear(inF, outF, hasBias: false, dtype: dtype, device: device);
-                using (no_grad()) using (var w0 = Randn(new long[] { outF, inF }, g, device).div_(Math.Sqrt(inF) * 2)) lin.weight.copy_(w0);
-                if (adapt) lin.Attach(new LowRankStandIn(inF, outF, opt.AdapterRank, ga, device));
-                return lin;
-            }
-            for (int l = 0; l < opt.Layers; l++)
-            {
-                q.Add(Lin(opt.Hidden, opt.Hidden, true)); k.Add(Lin(opt.Hidden, opt.KvDim, false)); v.Add(Lin(opt.Hidden, opt.KvDim, true));
-                o.Add(Lin(opt.Hidden, opt.Hidden, false));
-                gate.Add(Lin(opt.Hidden, opt.Intermediate, false)); up.Add(Lin(opt.Hidden, opt.Intermediate, false)); down.Add(Lin(opt.Intermediate, opt.Hidden, false));
-            }
-            RegisterComponents();
-        }
-
-        public override Tensor forward(Tensor h)                                                 // (B, T, H)
-        {
-            for (int l = 0; l < q.Count; l++)
-            {
-                var n = RmsNorm(h);
-                var kv = (k[l].forward(n) + v[l].forward(n)).repeat(1, 1, _repeat);                // (B, T, kv) → (B, T, H)
-                h = h + o[l].forward(q[l].forward(n) + kv);
-                var m = RmsNorm(h);
-                h = h + down[l].forward(nn.functional.silu(gate[l].forward(m)) * up[l].forward(m)); // (B, T, I) → (B, T, H)
-            }
-            return h;
-        }
-    }
-
-    /// <summary>A LoRA-shaped fp32 adapter (ΔW = B·A) standing in for QuanTA: the communication pattern is identical.</summary>
-    sealed class LowRankStandIn : Adapter
-    {
-#pragma warning disable IDE1006
-        public Parameter A, B;
-#pragma warning restore IDE1006
-        readonly int _in, _out;
-        public LowRankStandIn(int inF, int outF, int r, Generator g, Device device) : base(nameof(LowRankStandIn))
-        {
-            _in = inF; _out = outF;
-            A = new Parameter(randn(new long[] { r, inF }, generator: g).div_(Math.Sqrt(inF)).to(device));
-            B = new Parameter(randn(new long[] { outF, r }, generator: g).mul_(0.01).to(device));
-            RegisterComponents();
-        }
-        public override int InFeatures => _in;
-        public override int OutFeatures => _out;
-        public override string Method => "standin";
-        public override Tensor Delta(Tensor x) => x.to_type(ScalarType.Float32).matmul(A.t()).matmul(B.t()).to_type(x.dtype);   // (…, in) → (…, r) → (…, out)
-        public override Tensor DeltaWeight() => B.matmul(A);
-        public override IReadOnlyDictionary<string, object> Describe() => new Dictionary<string, object> { ["r"] = A.shape[0] };
+            ["forward_backward"] = Math.Round(phase[0] / phaseSteps, 2),
+            ["gradient_allreduce"] = Math.Round(phase[1] / phaseSteps, 2),
+            ["clip_adamw"] = Math.Round(phase[2] / phaseSteps, 2),
+        };
+        return (losses, tokens / sw.Elapsed.TotalSeconds, trainable.Sum(p => p.numel()), phases);
     }
 }

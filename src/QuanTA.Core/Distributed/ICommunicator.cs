@@ -41,6 +41,20 @@ public static class CommunicatorExtensions
         return t.cpu().item<double>();
     }
 
+    /// <summary>
+    /// One all-reduce for a step's log line: the mean of <paramref name="value"/> (e.g. the loss) and the sum of
+    /// <paramref name="count"/> (e.g. tokens) over ranks. Every rank must call it.
+    /// </summary>
+    public static (double Mean, long Sum) MeanAndSum(this ICommunicator comm, double value, long count)
+    {
+        if (comm.WorldSize == 1) return (value, count);
+        using var scope = NewDisposeScope();
+        var t = tensor(new[] { value, count }, dtype: ScalarType.Float64, device: comm.Device);   // (2,): counts < 2^53 are exact
+        comm.AllReduceSum(t);
+        var r = t.cpu().data<double>().ToArray();
+        return (r[0] / comm.WorldSize, (long)Math.Round(r[1]));
+    }
+
     /// <summary>Sum of a count (tokens, examples) over ranks. Every rank must call it.</summary>
     public static long SumCount(this ICommunicator comm, long value)
     {

@@ -87,6 +87,14 @@ public sealed class Trainer<TBatch> : IDisposable
     /// update: the place for data-parallel gradient averaging (<c>DistributedGradientSync.Synchronize</c>).</summary>
     public Action? BeforeOptimizerStep { get; set; }
 
+    /// <summary>
+    /// Called once per optimizer step, on every rank, with this rank's mean micro-batch loss and token count; returns what
+    /// the step logs and records (data-parallel: the mean loss and the total tokens over ranks, one small all-reduce).
+    /// When set, a non-finite loss is reported after this reduction, so every rank stops at the same step with the same
+    /// message (a NaN on one rank also reaches the others' gradients through the gradient all-reduce).
+    /// </summary>
+    public Func<double, long, (double Loss, long Tokens)>? ReduceStepStatistics { get; set; }
+
     /// <summary>The options in use (a copy of those given).</summary>
     public TrainerOptions Options { get; }
 
@@ -272,7 +280,7 @@ public sealed class Trainer<TBatch> : IDisposable
                     if (r.Loss is null || r.Loss.numel() != 1)
                         throw new InvalidOperationException("The loss function must return a scalar loss tensor.");
                     var loss = r.Loss.to_type(ScalarType.Float64).item<double>();
-                    if (!double.IsFinite(loss)) Diverged(epoch, loss, lr, "loss");
+                    if (!double.IsFinite(loss) && t.ReduceStepStatistics is null) Diverged(epoch, loss, lr, "loss");
                     r.Loss.div(group).backward();    // mean over the micro-batches of this step
                     lossSum += loss;
                     tokens += r.TokenCount;
@@ -281,6 +289,12 @@ public sealed class Trainer<TBatch> : IDisposable
                 finally { (batch as IDisposable)?.Dispose(); }
             }
             t.BeforeOptimizerStep?.Invoke();   // e.g. data-parallel gradient averaging, before clipping
+            double stepLoss = lossSum / group;
+            if (t.ReduceStepStatistics is { } reduce)
+            {
+                (stepLoss, tokens) = reduce(stepLoss, tokens);   // e.g. mean over data-parallel ranks
+                if (!double.IsFinite(stepLoss)) Diverged(epoch, stepLoss, lr, "loss");
+            }
             var norm = GradNorm();
             if (!double.IsFinite(norm)) Diverged(epoch, norm, lr, "gradient norm");
             t._optimizer.step();
@@ -289,7 +303,7 @@ public sealed class Trainer<TBatch> : IDisposable
             _stepsThisRun++;
             _tokensThisRun += tokens;
             _lastLr = lr; _lastGradNorm = norm;
-            _state.History.Steps.Add(new TrainingStepRecord(_state.Step, epoch, lossSum / group, lr, norm, tokens));
+            _state.History.Steps.Add(new TrainingStepRecord(_state.Step, epoch, stepLoss, lr, norm, tokens));
             _rngAtStep = Checkpoints.CaptureRng();
         }
 

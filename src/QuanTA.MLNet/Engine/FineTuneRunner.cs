@@ -66,6 +66,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         {
             if (o.ResumeFromCheckpoint is null) gradientSync.BroadcastParameters();   // every rank starts from rank 0's adapter
             trainer.BeforeOptimizerStep = gradientSync.Synchronize;                  // average the adapter gradients
+            trainer.ReduceStepStatistics = dist!.Communicator.MeanAndSum;           // log the global loss and tokens
         }
         using var ch = host.Start("QuanTA fine-tuning");
         using var pch = host.StartProgressChannel("QuanTA fine-tuning");

@@ -142,6 +142,40 @@ public class QuanTAChainBlockTests
         }
     }
 
+    [Theory]
+    [InlineData(1, true)]
+    [InlineData(1, false)]
+    [InlineData(16, true)]      // blocks K = 8, 8, 16: the Kronecker start skips the first block applied
+    [InlineData(16, false)]
+    [InlineData(1024, false)]   // one block: the Kronecker start is the whole operator
+    public void BothOrientationsWithAKroneckerStartGiveTheOperator(int cap, bool columns)
+    {
+        var lay = new AxisLayout([2, 2, 2, 4]);
+        using var a = new QuanTAAdapter(32, 32, lay, generator: new Generator(4));
+        using var layer = new AdaptableLinear(32, 32, false);
+        layer.Attach(a);
+        TestUtil.Randomize(layer, 0.3, 6);
+        using var scope = NewDisposeScope();
+        var blocks = QuanTAChainBlocks.Partition(lay, cap);
+        Assert.Equal((columns, true), QuanTAChainBlocks.Plan(lay, blocks, 32, 32, columns));   // basis = D: Kronecker start
+        var t = Enumerable.Range(0, lay.TensorCount).Select(i => a.TensorT(i).unsqueeze(0)).ToArray();   // L = 1
+        var m = QuanTAChainBlocks.CroppedOperator(lay, t, 32, 32, cap, ScalarType.Float32, CPU, columns)[0];
+        Assert.True(TestUtil.RelErr(m, a.Operator()) < 1e-6, $"cap {cap}, columns {columns}");
+    }
+
+    [Fact]
+    public void PlanPicksTheOrientationWhoseFirstBlockIsLargest()
+    {
+        // LLaMA-7B q/v, [16,8,8,4]: blocks K = 256, 64, 1024 in chain order; rows start with the 1024 block for free.
+        var paper = new AxisLayout([16, 8, 8, 4]);
+        Assert.Equal((false, true), QuanTAChainBlocks.Plan(paper, QuanTAChainBlocks.Partition(paper, 1024), 4096, 4096));
+        // TinyLlama v (2048 → 256): only the 256 row basis vectors are run, no Kronecker start (basis < D).
+        var tiny = new AxisLayout([16, 8, 4, 4]);
+        Assert.Equal((false, false), QuanTAChainBlocks.Plan(tiny, QuanTAChainBlocks.Partition(tiny, 1024), 2048, 256));
+        // A padded input (in = 1024 < out = D): columns cost 1024·704, rows with the free 512-block 2048·192 → rows.
+        Assert.Equal((false, true), QuanTAChainBlocks.Plan(tiny, QuanTAChainBlocks.Partition(tiny, 1024), 1024, 2048));
+    }
+
     [Fact]
     public void PartitionGroupsConsecutivePairsUpToTheCap()
     {

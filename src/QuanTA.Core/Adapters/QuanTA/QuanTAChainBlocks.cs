@@ -35,23 +35,76 @@ static class QuanTAChainBlocks
 
     /// <summary>
     /// crop_{out×in}(M) for L layers from the stacked tensors (L, d_m, d_n, d_m, d_n) in chain order → (L, out, in).
-    /// With in ≤ out the blocks run on the `in` column basis vectors; otherwise the transposed blocks run in reverse order on
-    /// the `out` row basis vectors.
+    /// The blocks run either on the `in` column basis vectors (in chain order) or, transposed and in reverse order, on the
+    /// `out` row basis vectors — whichever <see cref="Plan"/> finds cheaper. When the basis is all of D, the first block applied
+    /// to the identity is never multiplied out: its result is the Kronecker product I_rest ⊗ O_B, built directly
+    /// (<see cref="KroneckerStart"/>), so the plan prefers the orientation whose first block is the largest.
     /// </summary>
-    public static Tensor CroppedOperator(AxisLayout lay, Tensor[] tensors, int inF, int outF, int cap, ScalarType dtype, Device dev)
+    public static Tensor CroppedOperator(AxisLayout lay, Tensor[] tensors, int inF, int outF, int cap, ScalarType dtype, Device dev, bool? columnsOverride = null)
     {
         long L = tensors[0].shape[0];
-        bool columns = inF <= outF;
-        int basis = columns ? inF : outF;
         var blocks = Partition(lay, cap);
-        var ops = blocks.Select(b => BlockTransposed(lay, b.Axes, b.PairIndices, tensors, L, dtype, dev)).ToArray(); // Rᵀ... R_B = O_Bᵀ
-        long[] view = [L, basis, .. lay.Dims.Select(d => (long)d)];
-        var x = eye(basis, lay.D, dtype: dtype, device: dev).unsqueeze(0).expand(L, basis, lay.D).reshape(view);    // (L, b, d0..dN-1)
-        var order = columns ? Enumerable.Range(0, blocks.Count) : Enumerable.Range(0, blocks.Count).Reverse();
-        foreach (var k in order)
-            x = ApplyBlock(x, blocks[k].Axes, columns ? ops[k] : ops[k].transpose(1, 2), lay);   // columns: x ← x O_Bᵀ (rows apply O_B)
+        var (columns, kronecker) = Plan(lay, blocks, inF, outF, columnsOverride);
+        int basis = columns ? inF : outF;
+        var order = columns ? Enumerable.Range(0, blocks.Count).ToArray() : Enumerable.Range(0, blocks.Count).Reverse().ToArray();
+        Tensor Op(int k)                                        // columns: x ← x O_Bᵀ (R = O_Bᵀ); rows: x ← x O_B
+        {
+            var r = BlockTransposed(lay, blocks[k].Axes, blocks[k].PairIndices, tensors, L, dtype, dev);   // (L, K, K) = O_Bᵀ
+            return columns ? r : r.transpose(1, 2);
+        }
+        Tensor x;
+        int first = 0;
+        if (kronecker) { x = KroneckerStart(lay, blocks[order[0]].Axes, Op(order[0])); first = 1; }   // (L, D, d0..dN-1)
+        else
+        {
+            long[] view = [L, basis, .. lay.Dims.Select(d => (long)d)];
+            x = eye(basis, lay.D, dtype: dtype, device: dev).unsqueeze(0).expand(L, basis, lay.D).reshape(view);   // (L, b, d0..dN-1)
+        }
+        for (int s = first; s < order.Length; s++)
+            x = ApplyBlock(x, blocks[order[s]].Axes, Op(order[s]), lay);
         var r = x.reshape(L, basis, lay.D);                     // columns: r[l, j] = (M e_j)ᵀ;  rows: r[l, i] = row i of M
         return columns ? r.narrow(2, 0, outF).transpose(1, 2) : r.narrow(2, 0, inF);   // (L, out, in)
+    }
+
+    /// <summary>
+    /// Orientation and start of the materialization, by cost (multiply-adds ∝ basis · Σ K over the blocks that are multiplied
+    /// out). Columns need the `in` basis vectors, rows the `out` ones; a basis equal to D lets the first block start as a
+    /// Kronecker product for free. Ties keep the columns for in ≤ out.
+    /// </summary>
+    internal static (bool Columns, bool Kronecker) Plan(AxisLayout lay, List<(int[] Axes, int[] PairIndices)> blocks, int inF, int outF, bool? columnsOverride = null)
+    {
+        long K(int k) => blocks[k].Axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+        long total = Enumerable.Range(0, blocks.Count).Sum(K);
+        (double Cost, bool Kron) Cost(int basis, int firstBlock) => basis == lay.D
+            ? ((double)basis * (total - K(firstBlock)), true)
+            : ((double)basis * total, false);
+        var c = Cost(inF, 0);
+        var r = Cost(outF, blocks.Count - 1);
+        bool columns = columnsOverride ?? (c.Cost < r.Cost || (c.Cost == r.Cost && inF <= outF));
+        return (columns, columns ? c.Kron : r.Kron);
+    }
+
+    /// <summary>
+    /// The identity (L, D, D) after its first block, without a GEMM: for the block on axes A with matrix R (L, K, K) applied
+    /// as y[.., a'] = Σ_a x[.., a] R[a, a'], the identity becomes y[l, j, i] = δ(j_rest, i_rest) · R[l, j_A, i_A] — the
+    /// Kronecker product I_rest ⊗ R with the axes put back in layout order. Returns (L, D, d0..dN-1), rows j flattened.
+    /// </summary>
+    static Tensor KroneckerStart(AxisLayout lay, int[] axes, Tensor r)
+    {
+        long L = r.shape[0], K = r.shape[1];
+        int n = lay.AxisCount;
+        var rest = Enumerable.Range(0, n).Where(a => !axes.Contains(a)).ToArray();
+        long restSize = rest.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+        var e = eye(restSize, dtype: r.dtype, device: r.device);                              // (R, R)
+        var y = r.reshape(L, K, K, 1, 1) * e.reshape(1, 1, 1, restSize, restSize);             // (L, K, K, R, R) = (l, j_A, i_A, j_rest, i_rest)
+        long[] Dims(IEnumerable<int> a) => a.Select(x => (long)lay.Dims[x]).ToArray();
+        y = y.reshape([L, .. Dims(axes), .. Dims(axes), .. Dims(rest), .. Dims(rest)]);
+        int A = axes.Length, Rn = rest.Length;
+        long Pos(int axis, bool output) => Array.IndexOf(axes, axis) is int i && i >= 0
+            ? 1 + (output ? A : 0) + i
+            : 1 + 2 * A + (output ? Rn : 0) + Array.IndexOf(rest, axis);
+        long[] perm = [0, .. Enumerable.Range(0, n).Select(a => Pos(a, false)), .. Enumerable.Range(0, n).Select(a => Pos(a, true))];
+        return y.permute(perm).reshape([L, lay.D, .. lay.Dims.Select(d => (long)d)]);         // (L, D, d0..dN-1)
     }
 
     /// <summary>R_B = O_Bᵀ (L, K, K) for one block: its pairs' chain run on the identity of the block's own subspace

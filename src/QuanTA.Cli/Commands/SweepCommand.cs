@@ -1,5 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Reflection;
+using QuanTA.Core.Distributed;
 using QuanTA.MLNet;
 using QuanTA.MLNet.AutoML;
 
@@ -9,7 +11,8 @@ namespace QuanTA.Cli.Commands;
 /// <c>quanta sweep</c>: an AutoML-style search over QuanTA layouts / LoRA ranks, target modules, learning rate and epochs
 /// (successive halving, fixed seed) on TSV/CSV data — the library's <c>mlContext.QuanTASweep(...)</c>. Writes trials.json,
 /// leaderboard.csv and pareto.png to the output folder, prints the leaderboard and the Pareto front; running it again on the
-/// same folder resumes the sweep.
+/// same folder resumes the sweep. <c>--gpus 0,1,…</c> / <c>--workers N</c> run trials side by side, each in its own child
+/// process (<c>quanta sweep-trial</c>, hidden), so a failing trial costs only itself.
 /// </summary>
 public static class SweepCommand
 {
@@ -42,14 +45,17 @@ public static class SweepCommand
         var seed = new Option<int>("--seed") { Description = "Seed of the sampler and of every trial.", DefaultValueFactory = _ => 1 };
         var noResume = new Option<bool>("--no-resume") { Description = "Ignore trials already in the output folder." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
+        var gpus = new Option<string?>("--gpus") { Description = "Run trials side by side, one child process per GPU id, e.g. 0,1 (each sees only its GPU, as cuda:0; overrides --device)." };
+        var workers = new Option<int?>("--workers") { Description = "Run N trials side by side on --device, each in its own child process." };
 
         var cmd = new Command("sweep", "Search QuanTA layouts / LoRA ranks and training settings (successive halving); writes a leaderboard.")
         {
             task, baseModel, train, validation, output, textCol, text2Col, labelCol, targetCol, metric, trials, minutes, maxPercent, maxParams,
-            adapters, axisCounts, targets, epochs, lr, eta, batch, maxLen, seed, noResume, device,
+            adapters, axisCounts, targets, epochs, lr, eta, batch, maxLen, seed, noResume, device, gpus, workers,
         };
         cmd.SetAction(r => CliRun.Run(() =>
         {
+            var parallel = Workers(r.GetValue(gpus), r.GetValue(workers));
             var o = new QuanTAFineTuneOptions
             {
                 Task = FineTuneCommand.ParseTask(r.GetValue(task)!), BaseModelPath = r.GetValue(baseModel)!,
@@ -89,10 +95,23 @@ public static class SweepCommand
                 .SetConstraint(r.GetValue(maxPercent) / 100, r.GetValue(maxParams))
                 .SetReductionFactor(r.GetValue(eta))
                 .SetOutputFolder(r.GetValue(output)!, resume: !r.GetValue(noResume));
+            if (parallel is not null) experiment.SetWorkers(parallel);
             experiment.TrialCompleted += x => Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"trial {x.Id} ({x.Epochs} epochs) {x.Status} {(x.Metric is double m ? m.ToString("F4", CultureInfo.InvariantCulture) : x.Error)} " +
-                $"{x.TrainableParameters:N0} params {x.Seconds:F1}s  {x.Description}"));
-            var result = experiment.Run();
+                $"{x.TrainableParameters:N0} params {x.Seconds:F1}s{(x.Worker is int w ? $" [worker {w} pid {x.ProcessId}]" : "")}  {x.Description}"));
+            // Ctrl+C: stop the sweep, kill running trial processes (recorded as cancelled, re-run on resume), write the results.
+            using var cts = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) =>
+            {
+                if (cts.IsCancellationRequested) return;                  // a second Ctrl+C kills the process
+                e.Cancel = true;
+                Console.Error.WriteLine("Ctrl+C: stopping the sweep…");
+                cts.Cancel();
+            };
+            Console.CancelKeyPress += onCancel;
+            QuanTASweepResult result;
+            try { result = experiment.Run(cts.Token); }
+            finally { Console.CancelKeyPress -= onCancel; }
             Console.WriteLine($"stopped: {result.StopReason}; {result.Trials.Count} trials ({result.ReusedTrials} reused), " +
                 $"{result.Leaderboard.Count} succeeded, {result.Rejected.Count} configurations rejected");
             Console.Write(result.FormatLeaderboard());
@@ -103,6 +122,40 @@ public static class SweepCommand
             return result.Leaderboard.Count > 0 ? 0 : 1;
         }));
         return cmd;
+    }
+
+    /// <summary>The hidden child verb of parallel sweeps: <c>quanta sweep-trial --spec trial-NNN/spec.json</c> runs one trial.</summary>
+    public static Command CreateTrialRunner()
+    {
+        var spec = new Option<string>("--spec") { Description = "Trial spec written by the parent sweep.", Required = true };
+        var cmd = new Command(SweepTrialWorker.Verb, "Run one sweep trial in this process (started by 'quanta sweep --workers/--gpus').") { spec };
+        cmd.Hidden = true;
+        cmd.SetAction(r => CliRun.Run(() => SweepTrialWorker.Run(r.GetValue(spec)!)));
+        return cmd;
+    }
+
+    /// <summary>--gpus 0,1 → one worker per GPU; --workers N → N workers on --device; neither → in-process trials (null).</summary>
+    static SweepWorkerOptions? Workers(string? gpus, int? workers)
+    {
+        if (gpus is not null && workers is not null) throw new ArgumentException("Give --gpus or --workers, not both (--gpus 0,1 already means two workers).");
+        if (workers is < 1) throw new ArgumentException($"--workers {workers} must be at least 1.");
+        if (gpus is null && workers is null) return null;
+        var o = new SweepWorkerOptions { Command = TrialCommand() };
+        if (gpus is null) return o with { Workers = workers!.Value };
+        var ids = Ints(gpus, "--gpus");
+        if (ids.Length == 0 || ids.Any(i => i < 0) || ids.Distinct().Count() != ids.Length)
+            throw new ArgumentException($"--gpus '{gpus}' is not a list of distinct GPU ids such as 0,1.");
+        return o with { GpuIds = ids };
+    }
+
+    /// <summary>How to start this tool for a trial: itself when it is the running program, else (hosted in-process, e.g. by
+    /// tests) its assembly under the dotnet muxer.</summary>
+    static (string, IReadOnlyList<string>) TrialCommand()
+    {
+        var self = typeof(SweepCommand).Assembly;
+        if (Assembly.GetEntryAssembly() == self) return LocalLauncher.SelfCommand();
+        var host = Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
+        return (host, [self.Location]);
     }
 
     static int[] Ints(string text, string option)

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Reflection;
 using Microsoft.ML;
 using QuanTA.MLNet.AutoML;
 
@@ -24,7 +23,8 @@ namespace QuanTA.MLNet.AutoML
     /// trainable-parameter constraint are rejected before training (counted from config.json, <see cref="ModelShape"/>). Each trial
     /// is isolated: an exception (bad layout, out of memory, divergence to NaN) is recorded and the sweep goes on. With an output
     /// folder, <c>trials.json</c> and <c>leaderboard.csv</c> are rewritten after every trial and <c>pareto.png</c> at the end; running
-    /// again on the same folder resumes: trials found there are taken as they are, not trained again.
+    /// again on the same folder resumes: trials found there are taken as they are, not trained again. With
+    /// <see cref="SetWorkers"/>, trials run side by side in independent child processes (one per GPU, or N on one device).
     /// </summary>
     public sealed class QuanTASweepExperiment
     {
@@ -43,6 +43,7 @@ namespace QuanTA.MLNet.AutoML
         string? _output;
         bool _resume = true;
         ISweepTrialRunner? _runner;
+        SweepWorkerOptions? _workers;
 
         /// <summary>Creates an experiment; <paramref name="baseOptions"/> supplies everything the search does not set.</summary>
         public QuanTASweepExperiment(MLContext mlContext, QuanTAFineTuneOptions baseOptions)
@@ -142,14 +143,27 @@ namespace QuanTA.MLNet.AutoML
         /// <summary>Replaces the trial runner (default: ML.NET fit + evaluation), e.g. for custom training or tests.</summary>
         public QuanTASweepExperiment SetTrialRunner(ISweepTrialRunner runner) { _runner = runner ?? throw new ArgumentNullException(nameof(runner)); return this; }
 
-        /// <summary>Runs the sweep until a budget is spent, the space is used up or <paramref name="cancellationToken"/> fires.</summary>
+        /// <summary>Runs trials in independent child processes, several side by side (one per GPU, or N on the same device), instead
+        /// of one at a time in this process; the scheduler (successive halving, budgets, trials.json, leaderboard) stays here. Needs
+        /// the default trial runner and a built-in metric (a delegate cannot cross a process boundary). See <see cref="SweepWorkerOptions"/>.</summary>
+        public QuanTASweepExperiment SetWorkers(SweepWorkerOptions workers)
+        {
+            ArgumentNullException.ThrowIfNull(workers);
+            workers.Validate();
+            _workers = workers;
+            return this;
+        }
+
+        /// <summary>Runs the sweep until a budget is spent, the space is used up or <paramref name="cancellationToken"/> fires.
+        /// With <see cref="SetWorkers"/>, a trial is started whenever a worker is free; configuration numbers, trial ids and the
+        /// configurations drawn are deterministic, but which promotions are offered depends on which trials had finished when a
+        /// worker freed up, so a parallel sweep's trial list can differ from a sequential one (each trial's metric does not).</summary>
         public QuanTASweepResult Run(CancellationToken cancellationToken = default)
         {
             bool trainsHead = _baseOptions.Task == QuanTATask.TextClassification && _baseOptions.ClassificationMode == ClassificationMode.Head;
             var shape = _shape ?? ModelShape.FromConfig(_baseOptions.BaseModelPath, trainsHead);
             var space = _space ?? QuanTASearchSpace.Create(shape.HiddenSize);
-            var runner = _runner ?? new MlNetTrialRunner(_ml,
-                _train ?? throw new InvalidOperationException("Call SetData(train, validation) before Run()."), _validation!, _metric, _custom?.Evaluate);
+            if (_runner is null && _train is null) throw new InvalidOperationException("Call SetData(train, validation) before Run().");
             var (metricName, greater) = _custom is { } c ? (c.Name, c.GreaterIsBetter)
                 : (_metric.ToString(), _metric is SweepMetric.MacroAccuracy or SweepMetric.MicroAccuracy);
             var (minEpochs, maxEpochs) = EpochRange(space);
@@ -167,57 +181,65 @@ namespace QuanTA.MLNet.AutoML
             var configs = new List<(QuanTASweepParameters P, IReadOnlyDictionary<string, object> Raw, ParameterCount Count)>();
             var seen = new HashSet<string>();
             var trials = new List<SweepTrialResult>();
+            var jobs = new Dictionary<int, SweepJob>();
             var rejected = new List<SweepRejection>();
-            int reused = 0;
-            string stop;
+            int reused = 0, started = 0;
+            string? stop = null;
             var clock = Stopwatch.StartNew();
+            TimeSpan TimeLeft() => _maxTime - clock.Elapsed;
             QuanTASweepResult Result(string why) => new()
             {
-                MetricName = metricName, GreaterIsBetter = greater, Trials = trials.ToArray(), Rejected = rejected.ToArray(),
+                MetricName = metricName, GreaterIsBetter = greater, Trials = trials.OrderBy(t => t.Id).ToArray(), Rejected = rejected.ToArray(),
                 ReusedTrials = reused, StopReason = why, OutputFolder = _output,
             };
-
-            while (true)
+            void Complete(SweepTrialResult result)
             {
-                if (cancellationToken.IsCancellationRequested) { stop = "cancelled"; break; }
-                if (trials.Count >= _maxTrials) { stop = "trial budget"; break; }
-                if (clock.Elapsed >= _maxTime) { stop = "time budget"; break; }
-                if (tuner.Next() is not { } job) { stop = "search space exhausted"; break; }
-                if (job.IsNew && !Draw(space, shape, trainsHead, baseOptions, random, seen, configs, rejected)) { tuner.MarkExhausted(); continue; }
-
-                var (p, raw, count) = configs[job.ConfigId];
-                string description = p.Describe();
-                var result = new SweepTrialResult
-                {
-                    Id = trials.Count, ConfigId = job.ConfigId, Rung = job.Rung, Epochs = job.Epochs, Adapter = p.Adapter, Description = description,
-                    Parameters = raw.ToDictionary(kv => kv.Key, kv => Convert.ToString(kv.Value, CultureInfo.InvariantCulture) ?? ""),
-                    TrainableParameters = count.Trainable, TrainablePercent = 100 * count.TrainableFraction,
-                };
-                if (previous.TryGetValue((description, job.Epochs), out var old))
-                {
-                    result = result with { Metric = old.Metric, Status = old.Status, Error = old.Error, Seconds = old.Seconds };
-                    reused++;
-                }
-                else
-                {
-                    var trial = new SweepTrial(result.Id, job.ConfigId, job.Rung, p, p.ApplyTo(baseOptions, job.Epochs), count);
-                    result = RunIsolated(runner, trial, result, clock, cancellationToken);
-                }
                 trials.Add(result);
                 if (result.Status == SweepTrialStatus.Cancelled)
                 {
-                    tuner.Withdraw(job);
-                    stop = cancellationToken.IsCancellationRequested ? "cancelled" : "time budget";
-                    if (_output is not null) SweepResultFiles.Write(_output, Result(stop));
-                    TrialCompleted?.Invoke(result);
-                    break;
+                    tuner.Withdraw(jobs[result.Id]);
+                    stop ??= cancellationToken.IsCancellationRequested ? "cancelled" : "time budget";
                 }
-                tuner.Report(job, result.Status == SweepTrialStatus.Succeeded ? result.Metric : null);
-                if (_output is not null) SweepResultFiles.Write(_output, Result("running"));
+                else tuner.Report(jobs[result.Id], result.Status == SweepTrialStatus.Succeeded ? result.Metric : null);
+                if (_output is not null) SweepResultFiles.Write(_output, Result(stop ?? "running"));
                 TrialCompleted?.Invoke(result);
             }
 
-            var final = Result(stop);
+            using var executor = CreateExecutor(TimeLeft, cancellationToken);
+            while (true)
+            {
+                // start trials while a worker is free (one at a time without workers: the trial runs inside Start)
+                while (stop is null && executor.Running < executor.Capacity)
+                {
+                    if (cancellationToken.IsCancellationRequested) stop = "cancelled";
+                    else if (started >= _maxTrials) stop = "trial budget";
+                    else if (clock.Elapsed >= _maxTime) stop = "time budget";
+                    if (stop is not null) break;
+                    if (tuner.Next() is not { } job) { if (executor.Running == 0) stop = "search space exhausted"; break; }
+                    if (job.IsNew && !Draw(space, shape, trainsHead, baseOptions, random, seen, configs, rejected)) { tuner.MarkExhausted(); continue; }
+
+                    var (p, raw, count) = configs[job.ConfigId];
+                    string description = p.Describe();
+                    var result = new SweepTrialResult
+                    {
+                        Id = started++, ConfigId = job.ConfigId, Rung = job.Rung, Epochs = job.Epochs, Adapter = p.Adapter, Description = description,
+                        Parameters = raw.ToDictionary(kv => kv.Key, kv => Convert.ToString(kv.Value, CultureInfo.InvariantCulture) ?? ""),
+                        TrainableParameters = count.Trainable, TrainablePercent = 100 * count.TrainableFraction,
+                    };
+                    jobs[result.Id] = job;
+                    if (previous.TryGetValue((description, job.Epochs), out var old))
+                    {
+                        reused++;
+                        Complete(result with { Metric = old.Metric, Status = old.Status, Error = old.Error, Seconds = old.Seconds });
+                        continue;
+                    }
+                    executor.Start(new SweepTrial(result.Id, job.ConfigId, job.Rung, p, p.ApplyTo(baseOptions, job.Epochs), count), result);
+                }
+                if (executor.Running == 0) break;
+                foreach (var done in executor.WaitAny()) Complete(done);
+            }
+
+            var final = Result(stop ?? "search space exhausted");
             if (_output is not null)
             {
                 SweepResultFiles.Write(_output, final);
@@ -226,34 +248,14 @@ namespace QuanTA.MLNet.AutoML
             return final;
         }
 
-        SweepTrialResult RunIsolated(ISweepTrialRunner runner, SweepTrial trial, SweepTrialResult result, Stopwatch clock, CancellationToken outer)
+        /// <summary>In-process (the runner, one trial at a time) or child processes (<see cref="SetWorkers"/>).</summary>
+        ITrialExecutor CreateExecutor(Func<TimeSpan> timeLeft, CancellationToken cancellationToken)
         {
-            using var cts = CancellationTokenSource.CreateLinkedTokenSource(outer);
-            var left = _maxTime - clock.Elapsed;
-            cts.CancelAfter(left > TimeSpan.Zero ? left : TimeSpan.Zero);
-            var watch = Stopwatch.StartNew();
-            try
-            {
-                double metric = runner.Run(trial, cts.Token);
-                if (!double.IsFinite(metric))
-                    return result with { Status = SweepTrialStatus.Failed, Error = $"The metric is {metric} (training diverged?).", Seconds = watch.Elapsed.TotalSeconds };
-                return result with { Status = SweepTrialStatus.Succeeded, Metric = metric, Seconds = watch.Elapsed.TotalSeconds };
-            }
-            catch (Exception e) when (Unwrap(e) is OperationCanceledException && cts.IsCancellationRequested)
-            {
-                return result with { Status = SweepTrialStatus.Cancelled, Error = outer.IsCancellationRequested ? "cancelled" : "time budget reached", Seconds = watch.Elapsed.TotalSeconds };
-            }
-            catch (Exception e)
-            {
-                var inner = Unwrap(e);
-                return result with { Status = SweepTrialStatus.Failed, Error = $"{inner.GetType().Name}: {inner.Message}", Seconds = watch.Elapsed.TotalSeconds };
-            }
-        }
-
-        static Exception Unwrap(Exception e)
-        {
-            while (e is TargetInvocationException or AggregateException && e.InnerException is not null) e = e.InnerException!;
-            return e;
+            if (_workers is null)
+                return new InProcessTrialExecutor(_runner ?? new MlNetTrialRunner(_ml, _train!, _validation!, _metric, _custom?.Evaluate), timeLeft, cancellationToken);
+            if (_runner is not null) throw new InvalidOperationException("SetWorkers runs the built-in trial runner in child processes; it cannot be combined with SetTrialRunner.");
+            if (_custom is not null) throw new InvalidOperationException($"SetWorkers cannot run the custom metric '{_custom.Value.Name}' in child processes; use a built-in SweepMetric.");
+            return new ProcessTrialExecutor(_ml, _workers, _train!, _validation!, _metric, _output, timeLeft, cancellationToken);
         }
 
         /// <summary>Draws configurations until one is new, fits the model and meets the constraint (gives up after 200 draws in a row).</summary>

@@ -9,12 +9,15 @@ namespace QuanTA.MLNet.AutoML;
 public readonly record struct SweepJob(int ConfigId, int Rung, int Epochs, bool IsNew);
 
 /// <summary>
-/// Asynchronous successive halving (ASHA, Li et al. 2020) with epochs as the resource, run one trial at a time. Rungs train for
+/// Asynchronous successive halving (ASHA, Li et al. 2020) with epochs as the resource. Rungs train for
 /// <c>min·η^k</c> epochs (the last rung = max). Whenever a configuration is among the best 1/η of those finished at its rung
 /// and not yet promoted, it is promoted (re-trained with the next rung's epochs, from scratch so the schedule fits the new
 /// length); otherwise a new configuration starts at rung 0. Compared with a grid at full epochs, most configurations cost only
 /// the smallest resource, so a fixed budget covers η-fold more of them, and the budget is spent on the promising ones. Failed
 /// trials count as the worst score of their rung (never promoted). Deterministic: decisions depend only on the reported scores.
+/// Several jobs may be pending at once (parallel workers): <see cref="Next"/> hands out a new configuration number or a
+/// promotion without waiting for earlier jobs, promotions are decided on completed results only (a pending trial is neither
+/// counted in its rung's quota nor promotable), and a promotion handed out is never offered twice.
 /// </summary>
 public sealed class SuccessiveHalvingTuner
 {
@@ -63,17 +66,14 @@ public sealed class SuccessiveHalvingTuner
                 }
         }
         if (_exhausted) return null;
-        return new SweepJob(_nextConfig, 0, RungEpochs[0], IsNew: true);
+        return new SweepJob(_nextConfig++, 0, RungEpochs[0], IsNew: true);
     }
 
-    /// <summary>Records the outcome of <paramref name="job"/>: its metric, or null for a failed trial.</summary>
+    /// <summary>Records the outcome of <paramref name="job"/> (in any order when several are pending): its metric, or null for a failed trial.</summary>
     public void Report(SweepJob job, double? metric)
     {
-        if (job.IsNew)
-        {
-            if (job.ConfigId != _nextConfig) throw new InvalidOperationException($"Expected a report for new configuration {_nextConfig}, got {job.ConfigId}.");
-            _nextConfig++;
-        }
+        if (job.ConfigId >= _nextConfig || job.Rung >= RungEpochs.Count)
+            throw new InvalidOperationException($"Configuration {job.ConfigId} at rung {job.Rung} was never handed out by Next().");
         double score = metric is double m && double.IsFinite(m) ? (GreaterIsBetter ? -m : m) : double.PositiveInfinity;
         _scores[job.Rung][job.ConfigId] = score;
     }
@@ -81,7 +81,8 @@ public sealed class SuccessiveHalvingTuner
     /// <summary>Tells the tuner that no new configuration can be drawn (the space is used up); only promotions remain.</summary>
     public void MarkExhausted() => _exhausted = true;
 
-    /// <summary>Withdraws a job that was not run (e.g. the time budget ran out): a promotion can be offered again.</summary>
+    /// <summary>Withdraws a job that was not run (e.g. the time budget ran out): a promotion can be offered again; a new
+    /// configuration's number stays used.</summary>
     public void Withdraw(SweepJob job)
     {
         if (!job.IsNew) _promoted[job.Rung - 1].Remove(job.ConfigId);

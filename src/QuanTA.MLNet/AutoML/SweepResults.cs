@@ -46,6 +46,10 @@ public sealed record SweepTrialResult
     public string? Error { get; init; }
     /// <summary>Wall time of the trial in seconds.</summary>
     public double Seconds { get; init; }
+    /// <summary>The worker (0-based) that ran the trial with <see cref="QuanTASweepExperiment.SetWorkers"/>; null in-process.</summary>
+    public int? Worker { get; init; }
+    /// <summary>Id of the child process that ran the trial with <see cref="QuanTASweepExperiment.SetWorkers"/>; null in-process.</summary>
+    public int? ProcessId { get; init; }
 }
 
 /// <summary>A configuration the sampler drew but did not run, with the reason (over the parameter constraint, or its layout

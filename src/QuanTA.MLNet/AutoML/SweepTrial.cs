@@ -41,6 +41,9 @@ internal sealed class MlNetTrialRunner(MLContext ml, IDataView train, IDataView 
 {
     ITransformer? _keyMap;
 
+    /// <summary>Trainable parameters of the model the last <see cref="Run"/> fitted.</summary>
+    public long? LastTrainableParameters { get; private set; }
+
     public double Run(SweepTrial trial, CancellationToken cancellationToken)
     {
         var o = trial.Options.Clone();
@@ -54,6 +57,7 @@ internal sealed class MlNetTrialRunner(MLContext ml, IDataView train, IDataView 
         var keyedValidation = keyMap.Transform(validation);
         o.ValidationSet = keyedValidation;
         using var model = new QuanTAFineTuneEstimator(ml, o).Fit(keyMap.Transform(train));
+        LastTrainableParameters = model.TrainableParameterCount;
         if (customMetric is not null)
             return customMetric(new TransformerChain<ITransformer>(keyMap, model), validation);
         if (metric == SweepMetric.ValidationLoss)

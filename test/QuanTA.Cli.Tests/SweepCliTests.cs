@@ -1,0 +1,120 @@
+using System.Text.Json;
+using QuanTA.MLNet.AutoML;
+
+namespace QuanTA.Cli.Tests;
+
+/// <summary><c>quanta sweep</c> on the tiny classifier: in-process trials against <c>--workers 2</c> (each trial a
+/// <c>quanta sweep-trial</c> child process), a crashing child, and the verb's arguments.</summary>
+[Collection("console")]
+public sealed class SweepCliTests : IDisposable
+{
+    readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("quanta-sweep-cli");
+
+    public void Dispose() => _dir.Delete(true);
+
+    static readonly string[] Fillers = ["small", "green", "house", "table", "quiet", "paper", "stone", "light", "window", "garden"];
+    static readonly (string Keyword, string Label)[] Classes = [("apple", "fruit"), ("river", "water"), ("music", "sound")];
+
+    string Data(string name, int rows, int seed)
+    {
+        var rand = new Random(seed);
+        var lines = new List<string> { "Sentence,Category" };
+        for (int i = 0; i < rows; i++)
+        {
+            var (kw, label) = Classes[i % 3];
+            var words = Enumerable.Range(0, 4).Select(_ => Fillers[rand.Next(Fillers.Length)]).ToList();
+            words.Insert(rand.Next(5), kw);
+            lines.Add($"{string.Join(' ', words)},{label}");
+        }
+        var path = Path.Combine(_dir.FullName, name);
+        File.WriteAllLines(path, lines);
+        return path;
+    }
+
+    (int Code, string Out, string Err, IReadOnlyList<SweepTrialResult> Trials) Sweep(string output, params string[] more)
+    {
+        string[] args = ["sweep", "--base-model", QuantaProcess.Dir("llama-tiny-seqcls"), "--train", Data("train.csv", 24, 1),
+            "--validation", Data("valid.csv", 12, 2), "--text-column", "Sentence", "--label-column", "Category", "--epochs", "1-1",
+            "--trials", "3", "--batch-size", "8", "--max-seq-len", "16", "--target-modules", "q_proj,v_proj", "--output", output, .. more];
+        var (code, stdout, stderr) = QuantaProcess.Run(args);
+        return (code, stdout, stderr, SweepResultFiles.ReadTrials(output));
+    }
+
+    [Fact]
+    public void WorkersRunEachTrialInItsOwnProcessWithTheSameMetricsAsInProcessTrials()
+    {
+        var inProcess = Sweep(Path.Combine(_dir.FullName, "sequential"));
+        Assert.True(inProcess.Code == 0, inProcess.Err);
+        var parallelFolder = Path.Combine(_dir.FullName, "parallel");
+        var parallel = Sweep(parallelFolder, "--workers", "2");
+        Assert.True(parallel.Code == 0, parallel.Err);
+
+        Assert.Equal(3, inProcess.Trials.Count);
+        Assert.All(inProcess.Trials, t => Assert.Null(t.ProcessId));
+        Assert.Equal(3, parallel.Trials.Count);
+        Assert.All(parallel.Trials, t => Assert.Equal(SweepTrialStatus.Succeeded, t.Status));
+        var pids = parallel.Trials.Select(t => t.ProcessId!.Value).ToList();
+        Assert.Equal(3, pids.Distinct().Count());                                    // a process per trial …
+        Assert.DoesNotContain(Environment.ProcessId, pids);                          // … none of them the sweep's
+        Assert.Equal(new int?[] { 0, 1 }, parallel.Trials.Take(2).Select(t => t.Worker));
+        // the same configurations (drawn in the same order), each with exactly the metric of its in-process trial
+        Assert.Equal(inProcess.Trials.Select(t => (t.Description, t.Epochs, t.TrainableParameters, t.Metric)),
+                     parallel.Trials.Select(t => (t.Description, t.Epochs, t.TrainableParameters, t.Metric)));
+        Assert.All(parallel.Trials, t => Assert.InRange(t.Metric!.Value, 0.01, 5));
+        // the child also reports the trainable parameters of the model it trained: the count the sweep computed up front
+        foreach (var t in parallel.Trials)
+        {
+            var r = JsonDocument.Parse(File.ReadAllText(Path.Combine(parallelFolder, $"trial-{t.Id:D3}", "result.json"))).RootElement;
+            Assert.Equal(t.TrainableParameters, r.GetProperty("TrainableParameters").GetInt64());
+        }
+        Assert.Contains("3 succeeded", parallel.Out);
+        Assert.Contains("[worker 0 pid ", parallel.Err);
+        Assert.Equal(4, File.ReadAllLines(Path.Combine(parallelFolder, SweepResultFiles.CsvFileName)).Length);   // header + 3 trials
+    }
+
+    [Fact]
+    public void ACrashingTrialProcessIsAFailedTrialAndTheSweepGoesOn()
+    {
+        Environment.SetEnvironmentVariable(SweepTrialWorker.CrashTrialEnv, "1");
+        try
+        {
+            var (code, stdout, stderr, trials) = Sweep(Path.Combine(_dir.FullName, "crash"), "--workers", "2");
+            Assert.True(code == 0, stderr);
+            Assert.Equal(3, trials.Count);
+            var failed = Assert.Single(trials, t => t.Status == SweepTrialStatus.Failed);
+            Assert.Equal(1, failed.Id);
+            Assert.StartsWith($"The trial process {failed.ProcessId} exited with code 3 without a result: ", failed.Error);
+            Assert.Contains("trial 1 exits with code 3 without a result (test hook)", failed.Error);
+            Assert.Equal(2, trials.Count(t => t.Status == SweepTrialStatus.Succeeded));
+            Assert.Contains("2 succeeded", stdout);
+        }
+        finally { Environment.SetEnvironmentVariable(SweepTrialWorker.CrashTrialEnv, null); }
+    }
+
+    [Fact]
+    public void ParallelOptionsAreCheckedAndTheTrialVerbIsHidden()
+    {
+        var (_, help, _) = QuantaProcess.Run("sweep", "--help");
+        Assert.Contains("--gpus", help);
+        Assert.Contains("--workers", help);
+        var (_, rootHelp, _) = QuantaProcess.Run("--help");
+        Assert.Contains("sweep", rootHelp);
+        Assert.DoesNotContain(SweepTrialWorker.Verb, rootHelp);
+        foreach (var (extra, message) in new[]
+                 {
+                     (new[] { "--gpus", "0,0" }, "--gpus '0,0'"),
+                     (new[] { "--gpus", "0", "--workers", "2" }, "not both"),
+                     (new[] { "--workers", "0" }, "--workers 0"),
+                 })
+        {
+            var (code, stdout, stderr, _) = Sweep(Path.Combine(_dir.FullName, "bad"), extra);
+            Assert.Equal(1, code);
+            Assert.Equal("", stdout);
+            Assert.StartsWith("error:", stderr);
+            Assert.Contains(message, stderr);
+        }
+        var (c2, _, e2) = QuantaProcess.Run(SweepTrialWorker.Verb, "--spec", Path.Combine(_dir.FullName, "missing.json"));
+        Assert.Equal(1, c2);
+        Assert.Contains("missing.json", e2);
+    }
+}

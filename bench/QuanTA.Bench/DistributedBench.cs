@@ -324,6 +324,10 @@ public static class DistributedBench
         sync.BroadcastParameters();
         using var opt = optim.AdamW(trainable, lr: o.Lr, weight_decay: 0.0);
 
+        // Test hook for the failure path on GPUs: QUANTA_TEST_DIE_AT_STEP=N makes rank QUANTA_TEST_DIE_RANK (default 1) exit at
+        // step N, so the others must end with a clear error within the timeout instead of hanging.
+        int dieAt = w > 1 && int.TryParse(Environment.GetEnvironmentVariable("QUANTA_TEST_DIE_AT_STEP"), out var d) ? d : -1;
+        int dieRank = int.TryParse(Environment.GetEnvironmentVariable("QUANTA_TEST_DIE_RANK"), out var dr) ? dr : 1;
         var lossTensors = new Tensor[o.Steps];
         var phase = new double[3];
         int phaseSteps = Math.Min(5, o.Steps - o.Warmup);
@@ -333,6 +337,7 @@ public static class DistributedBench
             bool timedPhases = s >= o.Steps;                                                     // extra steps, re-using the last batches
             if (s == o.Warmup) { comm.Barrier(); Sync(); sw.Start(); }
             if (s == o.Steps) { Sync(); comm.Barrier(); sw.Stop(); }
+            if (s == dieAt && rank == dieRank) { Console.Error.WriteLine($"rank {rank}: test hook: exiting at step {s}"); Environment.Exit(9); }
             using var scope = NewDisposeScope();
             var t0 = Stopwatch.GetTimestamp();
             opt.zero_grad();

@@ -17,6 +17,10 @@ internal static unsafe class CudaRuntime
     static delegate* unmanaged<IntPtr, int> _streamQuery;             // cudaStreamQuery / cuStreamQuery
     static delegate* unmanaged<IntPtr, int> _streamSynchronize;       // cudaStreamSynchronize / cuStreamSynchronize
     static delegate* unmanaged<int, IntPtr> _getErrorString;          // cudaGetErrorString
+    static delegate* unmanaged<IntPtr*, uint, int> _eventCreate;      // cudaEventCreateWithFlags / cuEventCreate
+    static delegate* unmanaged<IntPtr, IntPtr, int> _eventRecord;     // cudaEventRecord / cuEventRecord
+    static delegate* unmanaged<IntPtr, int> _eventQuery;              // cudaEventQuery / cuEventQuery
+    static delegate* unmanaged<IntPtr, int> _eventDestroy;            // cudaEventDestroy / cuEventDestroy_v2
     // driver API
     static delegate* unmanaged<uint, int> _cuInit;
     static delegate* unmanaged<int*, int, int> _cuDeviceGet;
@@ -45,6 +49,10 @@ internal static unsafe class CudaRuntime
                 _streamQuery = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(h, "cudaStreamQuery");
                 _streamSynchronize = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(h, "cudaStreamSynchronize");
                 _getErrorString = (delegate* unmanaged<int, IntPtr>)NativeLibrary.GetExport(h, "cudaGetErrorString");
+                _eventCreate = (delegate* unmanaged<IntPtr*, uint, int>)NativeLibrary.GetExport(h, "cudaEventCreateWithFlags");
+                _eventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)NativeLibrary.GetExport(h, "cudaEventRecord");
+                _eventQuery = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(h, "cudaEventQuery");
+                _eventDestroy = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(h, "cudaEventDestroy");
                 return;
             }
             if (NativeLibrary.TryLoad("libcuda.so.1", out var d))
@@ -56,6 +64,10 @@ internal static unsafe class CudaRuntime
                 _cuCtxSetCurrent = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(d, "cuCtxSetCurrent");
                 _streamQuery = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(d, "cuStreamQuery");
                 _streamSynchronize = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(d, "cuStreamSynchronize");
+                _eventCreate = (delegate* unmanaged<IntPtr*, uint, int>)NativeLibrary.GetExport(d, "cuEventCreate");
+                _eventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)NativeLibrary.GetExport(d, "cuEventRecord");
+                _eventQuery = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(d, "cuEventQuery");
+                _eventDestroy = (delegate* unmanaged<IntPtr, int>)NativeLibrary.GetExport(d, "cuEventDestroy_v2");
             }
         }
     }
@@ -104,4 +116,28 @@ internal static unsafe class CudaRuntime
         Bind();
         if (_streamSynchronize != null) Check(_streamSynchronize(stream), "cudaStreamSynchronize");
     }
+
+    /// <summary>Records a timing-free event on <paramref name="stream"/> after the work queued so far.</summary>
+    public static IntPtr RecordEvent(IntPtr stream)
+    {
+        Bind();
+        if (_eventCreate == null) throw new DllNotFoundException("CUDA events are not available (no libcudart or libcuda.so.1).");
+        IntPtr e;
+        Check(_eventCreate(&e, 0x02 /* cudaEventDisableTiming = CU_EVENT_DISABLE_TIMING */), "cudaEventCreateWithFlags");
+        var rc = _eventRecord(e, stream);
+        if (rc != 0) { _eventDestroy(e); Check(rc, "cudaEventRecord"); }
+        return e;
+    }
+
+    /// <summary>True when the work before the event has finished; throws on a CUDA error.</summary>
+    public static bool EventDone(IntPtr e)
+    {
+        var rc = _eventQuery(e);
+        if (rc == 600) return false; // cudaErrorNotReady / CUDA_ERROR_NOT_READY
+        Check(rc, "cudaEventQuery");
+        return true;
+    }
+
+    /// <summary>Frees an event made by <see cref="RecordEvent"/>.</summary>
+    public static void DestroyEvent(IntPtr e) { if (_eventDestroy != null) _eventDestroy(e); }
 }

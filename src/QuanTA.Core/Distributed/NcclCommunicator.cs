@@ -17,7 +17,9 @@ namespace QuanTA.Core.Distributed;
 /// <para><b>Bounded waits.</b> With <see cref="NcclOptions.BlockingWait"/> (default) each collective returns only once it has
 /// finished on the GPU, polling <c>ncclCommGetAsyncError</c> meanwhile; when it exceeds the timeout (a peer died or never
 /// called it) the communicator is aborted (<c>ncclCommAbort</c>) and a <see cref="TimeoutException"/> is thrown instead of
-/// hanging.</para>
+/// hanging. Without it, collectives are only queued (the host runs ahead of the GPU, as PyTorch's DDP does) and a
+/// <see cref="CollectiveWatchdog"/> thread follows each one through a CUDA event: on a timeout or an asynchronous NCCL error
+/// it prints which collective on which rank failed and ends the process (exit code 71), PyTorch's async error handling.</para>
 /// <para><b>NVLink multicast.</b> <c>NCCL_NVLS_ENABLE=0</c> is set in this process's native environment before NCCL starts
 /// (NVLS stays off; see <see cref="NcclOptions.DisableNvls"/>).</para>
 /// </remarks>
@@ -26,13 +28,40 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     readonly NcclLibrary _nccl;
     readonly NcclOptions _options;
     readonly TimeSpan _timeout;
+    readonly CollectiveWatchdog? _watchdog;   // non-blocking mode only
     IntPtr _comm;
 
     NcclCommunicator(NcclLibrary nccl, IntPtr comm, int rank, int worldSize, int cudaDevice, NcclOptions options, TimeSpan timeout)
     {
         _nccl = nccl; _comm = comm; Rank = rank; WorldSize = worldSize; CudaDevice = cudaDevice; _options = options; _timeout = timeout;
         Device = torch.device(DeviceType.CUDA, cudaDevice);
+        if (!options.BlockingWait)
+            _watchdog = new CollectiveWatchdog(new CudaEventMarkers(cudaDevice), AsyncErrorMessage,
+                options.OnWatchdogFailure ?? EndProcess, timeout, $"Rank {rank} of {worldSize} (cuda:{cudaDevice})");
     }
+
+    /// <summary>ncclCommGetAsyncError as a message, or null (polled by the watchdog thread; NCCL allows that).</summary>
+    string? AsyncErrorMessage()
+    {
+        var comm = _comm;
+        if (comm == IntPtr.Zero) return null;
+        int err;
+        if (_nccl.CommGetAsyncError(comm, &err) != 0 || err == 0 || err == 7 /* ncclInProgress */) return null;
+        return $"NCCL reported an asynchronous error: {_nccl.ErrorString(err)} (a peer rank probably died).";
+    }
+
+    static void EndProcess(string message)
+    {
+        Console.Error.WriteLine($"{message} Ending this process (exit code {CollectiveWatchdog.ExitCode}): a queued step may have used the " +
+            "broken collective's result, so nothing after the last checkpoint is kept; resume from that checkpoint.");
+        Console.Error.Flush();
+        // _exit, not Environment.Exit: exit handlers of native libraries (the CUDA caching allocator's teardown) would wait
+        // for the stuck NCCL kernel forever (seen on 2 × H100: the launcher had to kill the rank). PyTorch aborts likewise.
+        _exit(CollectiveWatchdog.ExitCode);
+    }
+
+    [DllImport("libc", EntryPoint = "_exit")]
+    static extern void _exit(int status);
 
     /// <inheritdoc/>
     public int Rank { get; }
@@ -112,7 +141,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         using var scope = NewDisposeScope();
         var t = ones(1, dtype: ScalarType.Float32, device: Device);
         AllReduceSum(t);
-        if (!_options.BlockingWait) CudaRuntime.StreamSynchronize(IntPtr.Zero);
+        _watchdog?.WaitAll();   // non-blocking mode: bounded wait for everything queued
     }
 
     (IntPtr Ptr, long Count, int Dtype) Describe(Tensor t)
@@ -168,7 +197,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
 
     void Complete(string what)
     {
-        if (!_options.BlockingWait) { CheckAsync(what); return; }
+        if (_watchdog is not null) { _watchdog.Track(what); return; }   // the watchdog thread polls errors and completion
         var sw = Stopwatch.StartNew();
         var spin = new SpinWait();
         while (!CudaRuntime.StreamDone(IntPtr.Zero))
@@ -200,6 +229,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     public void Dispose()
     {
         if (_comm == IntPtr.Zero) return;
+        _watchdog?.Dispose();
         CudaRuntime.SetDevice(CudaDevice);
         CudaRuntime.StreamSynchronize(IntPtr.Zero);
         _nccl.CommDestroy(_comm);
@@ -227,8 +257,36 @@ public sealed record NcclOptions
 {
     /// <summary>Explicit path of <c>libnccl.so.2</c> or its folder (first place searched; see <see cref="NcclLibrary"/>).</summary>
     public string? LibraryPath { get; init; }
-    /// <summary>Wait for each collective to finish, bounded by the group timeout (default true). False only queues it (faster, but a dead peer can hang the next sync).</summary>
-    public bool BlockingWait { get; init; } = true;
+    /// <summary>Variable that sets <see cref="BlockingWait"/>'s default: <c>QUANTA_NCCL_BLOCKING_WAIT=0</c> queues collectives.</summary>
+    public const string BlockingWaitEnv = "QUANTA_NCCL_BLOCKING_WAIT";
+
+    /// <summary>
+    /// Wait for each collective to finish, bounded by the group timeout, and throw a <see cref="TimeoutException"/> if a peer
+    /// does not take part (default true, or <c>QUANTA_NCCL_BLOCKING_WAIT</c>). False only queues collectives, so the host keeps
+    /// queuing the optimizer step and the next forward while the GPU works (2 × H100, TinyLlama shape: 1.98× one GPU vs 1.87×);
+    /// a watchdog thread then bounds the wait instead and ends the process on a timeout (see <see cref="OnWatchdogFailure"/>).
+    /// </summary>
+    public bool BlockingWait { get; init; } = Environment.GetEnvironmentVariable(BlockingWaitEnv) is not ("0" or "false" or "False");
+
+    /// <summary>
+    /// Non-blocking mode: called on the watchdog thread with the failure message (a collective timed out or NCCL reported an
+    /// asynchronous error). Default: print it and end the process with exit code 71, because the training thread may be
+    /// stuck in a device synchronization that never returns. Replace it only if you can end the work otherwise.
+    /// </summary>
+    public Action<string>? OnWatchdogFailure { get; init; }
     /// <summary>Set <c>NCCL_NVLS_ENABLE=0</c> before NCCL starts (default true: NVLink multicast stays off).</summary>
     public bool DisableNvls { get; init; } = true;
+}
+
+/// <summary>Stream markers as CUDA events on the legacy default stream (where the collectives are queued).</summary>
+internal sealed class CudaEventMarkers(int device) : IStreamMarkers
+{
+    /// <inheritdoc/>
+    public void BindThread() => CudaRuntime.SetDevice(device);
+    /// <inheritdoc/>
+    public IntPtr Record() => CudaRuntime.RecordEvent(IntPtr.Zero);
+    /// <inheritdoc/>
+    public bool IsDone(IntPtr marker) => CudaRuntime.EventDone(marker);
+    /// <inheritdoc/>
+    public void Destroy(IntPtr marker) => CudaRuntime.DestroyEvent(marker);
 }

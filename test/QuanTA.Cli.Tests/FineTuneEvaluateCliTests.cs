@@ -14,7 +14,8 @@ public class FineTuneEvaluateCliTests
     static readonly string[] Fillers = ["small", "green", "house", "table", "quiet", "paper", "stone", "light", "window", "garden"];
     static readonly (string Keyword, string Label)[] Classes = [("apple", "fruit"), ("river", "water"), ("music", "sound")];
 
-    static void WriteToyCsv(string path, int rows, int seed)
+    /// <summary>A toy keyword → category CSV (columns Sentence, Category), also used by the sweep tests.</summary>
+    internal static void WriteToyCsv(string path, int rows, int seed)
     {
         var rand = new Random(seed);
         var lines = new List<string> { "Sentence,Category" };

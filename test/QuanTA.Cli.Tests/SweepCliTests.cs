@@ -12,22 +12,10 @@ public sealed class SweepCliTests : IDisposable
 
     public void Dispose() => _dir.Delete(true);
 
-    static readonly string[] Fillers = ["small", "green", "house", "table", "quiet", "paper", "stone", "light", "window", "garden"];
-    static readonly (string Keyword, string Label)[] Classes = [("apple", "fruit"), ("river", "water"), ("music", "sound")];
-
     string Data(string name, int rows, int seed)
     {
-        var rand = new Random(seed);
-        var lines = new List<string> { "Sentence,Category" };
-        for (int i = 0; i < rows; i++)
-        {
-            var (kw, label) = Classes[i % 3];
-            var words = Enumerable.Range(0, 4).Select(_ => Fillers[rand.Next(Fillers.Length)]).ToList();
-            words.Insert(rand.Next(5), kw);
-            lines.Add($"{string.Join(' ', words)},{label}");
-        }
         var path = Path.Combine(_dir.FullName, name);
-        File.WriteAllLines(path, lines);
+        FineTuneEvaluateCliTests.WriteToyCsv(path, rows, seed);
         return path;
     }
 

@@ -2,8 +2,8 @@
 # On a GPU host with several GPUs (PyTorch installed for libtorch + NCCL, no .NET): unpacks the bundle made by
 #   bash scripts/make-gpu-bundle.sh src/QuanTA.Cli/QuanTA.Cli.csproj
 # and runs (1) the data-parallel benchmark on the real backbone (TinyLlama shape, QuanTA q,v, fused bank, per-GPU batch
-# 8 × 512): 1 GPU then all GPUs in the same run, JSON with world_size / tokens_per_s / tokens_per_s_single / speedup and
-# the losses of both; (2) the same with NCCL collectives returning at once (--blocking-wait 0), to see what waiting costs;
+# 8 × 512): 1-GPU and all-GPU runs alternating (REPEATS pairs, default 2, + a last 1-GPU run), JSON with world_size /
+# tokens_per_s / tokens_per_s_single / speedup (ratio of the means; every run listed) and the losses of both; (2) the same with NCCL collectives returning at once (--blocking-wait 0), to see what waiting costs;
 # (3) `quanta finetune --nproc-per-node N` end to end through the ML.NET estimator on the embedded WordNet task, against
 # one process with N× the batch (the logged losses must agree); (4) the long-run memory check on one GPU.
 #   bash bench/run-ddp-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
@@ -16,7 +16,7 @@ n=$(nvidia-smi -L | wc -l)
 b=/tmp/qb/bench
 steps=${STEPS:-30}
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  $b/quanta-bench ddp --model llama --shape tinyllama --nproc-per-node "$n" --steps "$steps" --warmup 5 \
+  $b/quanta-bench ddp --model llama --shape tinyllama --nproc-per-node "$n" --steps "$steps" --warmup 5 --repeats "${REPEATS:-2}" \
     --out "$out/ddp_llama_tinyllama.json" > "$out/ddp_llama_log.txt" 2>&1
   python3 - "$out/ddp_llama_tinyllama.json" <<'PY'
 import json, sys; d = json.load(open(sys.argv[1]))

@@ -46,6 +46,7 @@ public static class DistributedBench
         public string Model { get; init; } = "standin";             // standin | llama (the real backbone, fused QuanTA q,v)
         public string Shape { get; init; } = "tinyllama";           // LLaMA shape for --model llama (LlamaShapes)
         public bool BlockingWait { get; init; } = true;             // NcclOptions.BlockingWait (0: collectives return at once)
+        public int Repeats { get; init; } = 1;                      // alternating 1-GPU / N-GPU throughput runs
 
         public static Options Parse(IReadOnlyList<string> args)
         {
@@ -80,7 +81,8 @@ public static class DistributedBench
                     "--model" => o with { Model = v is "standin" or "llama" ? v : throw new ArgumentException($"--model is standin or llama (got '{v}').") },
                     "--shape" => o with { Shape = v },
                     "--blocking-wait" => o with { BlockingWait = I() != 0 },
-                    _ => throw new ArgumentException($"Unknown option {key}. Known: --nproc-per-node --steps --warmup --batch --seq --hidden --layers --intermediate --kv-dim --adapter-rank --lr --seed --backend --out --timeout-s --bucket-elements --allreduce-elements --model --shape --blocking-wait."),
+                    "--repeats" => o with { Repeats = Math.Max(1, I()) },
+                    _ => throw new ArgumentException($"Unknown option {key}. Known: --nproc-per-node --steps --warmup --batch --seq --hidden --layers --intermediate --kv-dim --adapter-rank --lr --seed --backend --out --timeout-s --bucket-elements --allreduce-elements --model --shape --blocking-wait --repeats."),
                 };
             }
             if (o.NprocPerNode < 1 || o.Batch < 1 || o.Seq < 1 || o.Hidden < 1 || o.Layers < 1 || o.AdapterRank < 1 || o.Steps < 1 || o.Intermediate < 1 || o.KvDim < 1)
@@ -104,6 +106,7 @@ public static class DistributedBench
             yield return "--allreduce-elements"; yield return AllReduceElements.ToString(inv);
             yield return "--model"; yield return Model; yield return "--shape"; yield return Shape;
             yield return "--blocking-wait"; yield return BlockingWait ? "1" : "0";
+            yield return "--repeats"; yield return Repeats.ToString(inv);
         }
     }
 
@@ -144,22 +147,34 @@ public static class DistributedBench
         if (single is null) return 1;
         var ddp = Launch(o.NprocPerNode, "ddp");
         if (ddp is null) return 1;
-        // The 1-GPU throughput once more after the data-parallel run: the single figure varies between runs of one
-        // process (~10 % seen on H100), so the speedup uses the mean of the two and both are reported.
-        var again = Launch(1, "single-throughput");
-        if (again is null) return 1;
-        single["tokens_per_s_batch_again"] = again["tokens_per_s_batch"];
-        return Report(o, single, ddp);
+        // Throughput varies between processes (~10 % for one GPU on H100 hosts), so the 1-GPU and N-GPU runs alternate:
+        // single, ddp, [single, ddp] × (repeats − 1), single; the speedup is the ratio of the means, every run reported.
+        var singles = new List<double> { single["tokens_per_s_batch"].GetDouble() };
+        var ddps = new List<double> { ddp["tokens_per_s"].GetDouble() };
+        for (int r = 0; r < o.Repeats; r++)
+        {
+            if (r > 0)
+            {
+                var d = Launch(o.NprocPerNode, "ddp-throughput");
+                if (d is null) return 1;
+                ddps.Add(d["tokens_per_s"].GetDouble());
+            }
+            var again = Launch(1, "single-throughput");
+            if (again is null) return 1;
+            singles.Add(again["tokens_per_s_batch"].GetDouble());
+        }
+        return Report(o, single, ddp, singles, ddps);
     }
 
-    static int Report(Options o, Dictionary<string, JsonElement> single, Dictionary<string, JsonElement> ddp)
+    static int Report(Options o, Dictionary<string, JsonElement> single, Dictionary<string, JsonElement> ddp,
+        IReadOnlyList<double>? singleRuns = null, IReadOnlyList<double>? ddpRuns = null)
     {
         double[] L(Dictionary<string, JsonElement> d, string k) => d[k].EnumerateArray().Select(x => x.ValueKind == JsonValueKind.String ? double.Parse(x.GetString()!, CultureInfo.InvariantCulture) : x.GetDouble()).ToArray();
         var lossSingle = L(single, "losses_doubled_batch"); var lossDdp = L(ddp, "losses");
         var absDiff = lossSingle.Zip(lossDdp, (a, b) => Math.Abs(a - b)).ToArray();
-        double tps = ddp["tokens_per_s"].GetDouble(), tps1First = single["tokens_per_s_batch"].GetDouble();
-        double? tps1Again = single.TryGetValue("tokens_per_s_batch_again", out var ag) ? ag.GetDouble() : null;
-        double tps1 = tps1Again is double a2 ? (tps1First + a2) / 2 : tps1First;
+        singleRuns ??= [single["tokens_per_s_batch"].GetDouble()];
+        ddpRuns ??= [ddp["tokens_per_s"].GetDouble()];
+        double tps = ddpRuns.Average(), tps1 = singleRuns.Average();
         var report = new Dictionary<string, object?>
         {
             ["bench"] = "ddp",
@@ -172,7 +187,9 @@ public static class DistributedBench
             ["per_gpu_batch"] = o.Batch, ["seq"] = o.Seq, ["steps"] = o.Steps, ["timed_steps"] = o.Steps - o.Warmup,
             ["tokens_per_s"] = Math.Round(tps, 1),
             ["tokens_per_s_single"] = Math.Round(tps1, 1),
-            ["tokens_per_s_single_runs"] = tps1Again is double a3 ? new[] { Math.Round(tps1First, 1), Math.Round(a3, 1) } : new[] { Math.Round(tps1First, 1) },
+            ["tokens_per_s_runs"] = ddpRuns.Select(x => Math.Round(x, 1)).ToArray(),
+            ["tokens_per_s_single_runs"] = singleRuns.Select(x => Math.Round(x, 1)).ToArray(),
+            ["speedup_min_max"] = new[] { Math.Round(ddpRuns.Min() / singleRuns.Max(), 3), Math.Round(ddpRuns.Max() / singleRuns.Min(), 3) },
             ["tokens_per_s_single_doubled_batch"] = Math.Round(single["tokens_per_s_doubled_batch"].GetDouble(), 1),
             ["speedup"] = Math.Round(tps / tps1, 3),
             ["phase_ms_ddp_rank0"] = ddp.TryGetValue("phase_ms", out var pd) ? pd : null,
@@ -221,7 +238,12 @@ public static class DistributedBench
             using var comm = NcclCommunicator.Create(group, store, options: new NcclOptions { BlockingWait = o.BlockingWait });
             var device = comm.Device;
             result = new() { ["nccl_version"] = comm.Library.Version, ["nccl_path"] = comm.Library.Path, ["device"] = device.ToString() };
-            if (o.Role == "single-throughput")
+            if (o.Role == "ddp-throughput")
+            {
+                var (_, tps, _, _) = Train(o, comm, globalBatch: o.Batch * group.WorldSize);
+                result["tokens_per_s"] = tps;
+            }
+            else if (o.Role == "single-throughput")
             {
                 var (_, tpsB, _, _) = Train(o, comm, globalBatch: o.Batch);
                 result["tokens_per_s_batch"] = tpsB;

@@ -22,7 +22,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
 import json, sys; d = json.load(open(sys.argv[1]))
 print({k: d.get(k) for k in ["world_size", "tokens_per_s", "tokens_per_s_single", "tokens_per_s_single_doubled_batch", "speedup", "max_rel_loss_diff", "phase_ms_single", "phase_ms_ddp_rank0"]})
 PY
-  [ "${SKIP_ASYNC:-0}" != 1 ] && $b/quanta-bench ddp --model llama --shape tinyllama --nproc-per-node "$n" --steps "$steps" --warmup 5 --blocking-wait 0 \
+  [ "${SKIP_ASYNC:-0}" != 1 ] && $b/quanta-bench ddp --model llama --shape tinyllama --nproc-per-node "$n" --steps "$steps" --warmup 5 --repeats "${REPEATS:-2}" --blocking-wait 0 \
     --out "$out/ddp_llama_tinyllama_nonblocking.json" > "$out/ddp_llama_nonblocking_log.txt" 2>&1 && \
   python3 -c "import json,sys; d=json.load(open('$out/ddp_llama_tinyllama_nonblocking.json')); print('nonblocking', {k: d.get(k) for k in ['tokens_per_s','tokens_per_s_single','speedup','phase_ms_ddp_rank0']})"
 fi

@@ -10,7 +10,8 @@ namespace QuanTA.Bench;
 /// <summary>
 /// Training throughput on a LLaMA shape with random bf16 weights, AdamW, batch × 512 tokens, the same protocol as
 /// <c>peer_bench.py</c> (3 warm-up + 10 timed steps, loss = causal LM on the input ids). Methods: quanta (fused bank:
-/// all layers' ΔW materialized at once, one GEMM per layer), quanta-layer (each adapter on its own: chain or
+/// all layers' ΔW materialized at once, one GEMM per layer), quanta-recompute (the same, the chain run again in backward
+/// instead of keeping its activations), quanta-layer (each adapter on its own: chain or
 /// materialize per layer, as chosen by cost), lora (r8, α16, q/v), frozen (nothing adapted; layer 0's q_proj weight
 /// trains so backward runs through the whole model, as in the peer's floor).
 /// </summary>
@@ -34,9 +35,10 @@ static class TrainBench
         switch (method)
         {
             case "quanta":
+            case "quanta-recompute":
             case "quanta-layer":
                 report = AdapterInjector.Inject(model, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
-                if (method == "quanta") bank = QuanTABank.Create(model);
+                if (method != "quanta-layer") bank = QuanTABank.Create(model, recomputeChainInBackward: method == "quanta-recompute");
                 break;
             case "lora":
                 report = AdapterInjector.Inject(model, new LoRAConfig { Rank = 8, Alpha = 16, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
@@ -68,6 +70,7 @@ static class TrainBench
                 var logits = model.forward(ids, null);                              // (B, T, V) fp32
                 var loss = Losses.CausalLMUnchecked(logits, ids);
                 loss.backward();
+                bank?.PropagateChainGradients();                                     // recompute mode: dL/dΔW through the chain
                 opt.step();
                 opt.zero_grad();
                 bank?.Clear();

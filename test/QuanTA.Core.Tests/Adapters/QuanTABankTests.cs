@@ -92,6 +92,53 @@ public class QuanTABankTests
     }
 
     [Fact]
+    public void RecomputedChainGivesTheSameGradientsOverAccumulatedMicroBatches()
+    {
+        using var g = new Generator(9);
+        var xs = Enumerable.Range(0, 2).Select(_ => new[] { randn(5, 32, generator: g), randn(5, 32, generator: g), randn(5, 16, generator: g), randn(5, 32, generator: g) }).ToArray();
+        Tensor[] Run(bool recompute, out int propagated)
+        {
+            using var m = Build();
+            using var bank = QuanTABank.Create(m, recomputeChainInBackward: recompute);
+            Assert.Equal(recompute, bank.RecomputeChainInBackward);
+            foreach (var micro in xs)                                     // two micro-batches, each in its own scope (as the Trainer)
+            {
+                using var scope = NewDisposeScope();
+                bank.Materialize(ScalarType.Float32);
+                var loss = m.Layers.Select((l, i) => l.forward(micro[i]).pow(2).sum()).Aggregate((a, b) => a + b);
+                loss.div(2).backward();
+            }
+            var stacked = bank.Parameters.ToArray();
+            if (recompute) Assert.All(stacked, p => Assert.Null(p.grad));  // nothing reaches T before the propagation
+            propagated = bank.PropagateChainGradients();
+            Assert.Equal(0, bank.PropagateChainGradients());              // once per step
+            bank.Clear();
+            return stacked.Select(p => p.grad!.clone().DetachFromDisposeScope()).ToArray();
+        }
+        var inGraph = Run(false, out var none);
+        var recomputed = Run(true, out var groups);
+        Assert.Equal(0, none);
+        Assert.Equal(3, groups);
+        Assert.Equal(inGraph.Length, recomputed.Length);
+        for (int i = 0; i < inGraph.Length; i++)
+            Assert.True(TestUtil.RelErr(recomputed[i], inGraph[i]) < 1e-5, $"stacked tensor {i}: {TestUtil.RelErr(recomputed[i], inGraph[i])}");
+    }
+
+    [Fact]
+    public void RecomputeModeRefusesToMixComputeTypesWithinAStep()
+    {
+        using var m = Build();
+        using var bank = QuanTABank.Create(m, recomputeChainInBackward: true);
+        using var scope = NewDisposeScope();
+        bank.Materialize(ScalarType.Float32);
+        var e = Assert.Throws<InvalidOperationException>(() => bank.Materialize(ScalarType.BFloat16));
+        Assert.Contains("PropagateChainGradients", e.Message);
+        bank.Clear();
+        bank.Materialize(ScalarType.BFloat16);                          // after Clear a new step may use another type
+        bank.Clear();
+    }
+
+    [Fact]
     public void AdaptersSeeTheBanksUpdatedValues()
     {
         using var m = Build();

@@ -35,8 +35,23 @@ public sealed class QuanTABank : IDisposable
     readonly bool _cacheFrozen;
     readonly int _blockCap;
     readonly Dictionary<(int Group, ScalarType DType), Tensor> _frozenCache = [];
+    readonly (Tensor Delta, ScalarType DType)?[] _leaves;   // recompute mode: this step's ΔW per group, a leaf owned by the bank
 
-    QuanTABank(Group[] groups, bool cacheFrozen, int blockCap) { _groups = groups; _cacheFrozen = cacheFrozen; _blockCap = blockCap; }
+    QuanTABank(Group[] groups, bool cacheFrozen, int blockCap, bool recompute)
+    {
+        _groups = groups; _cacheFrozen = cacheFrozen; _blockCap = blockCap; RecomputeChainInBackward = recompute;
+        _leaves = new (Tensor, ScalarType)?[groups.Length];
+    }
+
+    /// <summary>
+    /// True: the chain's activations are not kept for the backward pass. <see cref="Materialize"/> computes ΔW without a graph
+    /// as a leaf that collects dL/dΔW from every micro-batch of the step, and <see cref="PropagateChainGradients"/> (call it
+    /// after the backward passes, before the optimizer step) runs the chain once more with a graph and pushes that gradient
+    /// through it: one extra chain forward per optimizer step, in exchange for the chain's saved activations (the same ΔW is
+    /// reused by every micro-batch of a step, so with gradient accumulation the chain also runs once per step, not per
+    /// micro-batch). False (default): ΔW is part of each micro-batch's graph and needs no extra call.
+    /// </summary>
+    public bool RecomputeChainInBackward { get; }
 
     /// <summary>The stacked trainable tensors (one per group and chain position); give these to the optimizer.</summary>
     public IEnumerable<Parameter> Parameters => _groups.SelectMany(g => g.Stacked);
@@ -67,7 +82,9 @@ public sealed class QuanTABank : IDisposable
     /// <param name="cacheFrozenOperator">Keep crop(M_S) per compute dtype instead of recomputing it every step.</param>
     /// <param name="blockCap">Largest subspace (product of local dims) a block of consecutive pairs may span; 1 = one pair per
     /// block (<see cref="QuanTAChainBlocks"/>).</param>
-    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = 1024)
+    /// <param name="recomputeChainInBackward">See <see cref="RecomputeChainInBackward"/> (then call
+    /// <see cref="PropagateChainGradients"/> every optimizer step).</param>
+    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = 1024, bool recomputeChainInBackward = false)
     {
         if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
         var adapters = AdapterInjector.LinearLayers(model)
@@ -77,7 +94,7 @@ public sealed class QuanTABank : IDisposable
             .GroupBy(a => (Key: $"{string.Join(",", a.Layout.Dims)}|{string.Join(" ", a.Layout.Pairs)}", a.InFeatures, a.OutFeatures))
             .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray()))
             .ToArray();
-        return new QuanTABank(groups, cacheFrozenOperator, blockCap);
+        return new QuanTABank(groups, cacheFrozenOperator, blockCap, recomputeChainInBackward);
     }
 
     /// <summary>Re-points <paramref name="target"/>'s storage at <paramref name="view"/> (in place, <c>set_</c>).</summary>
@@ -113,7 +130,7 @@ public sealed class QuanTABank : IDisposable
         for (int gi = 0; gi < _groups.Length; gi++)
         {
             var g = _groups[gi];
-            var delta = GroupDelta(gi, computeDType);                         // (L, out, in)
+            var delta = RecomputeChainInBackward ? StepLeaf(gi, computeDType) : GroupDelta(gi, computeDType);   // (L, out, in)
             // unbind, not delta[l]: one autograd node whose backward stacks the L slice gradients once. Indexing would give
             // each slice a select-backward that writes its gradient into a zero (L, out, in) tensor, and the engine would sum
             // L of those: O(L²·out·in) memory traffic (≈ 150 ms per step for LLaMA-7B's 64 q/v layers).
@@ -123,11 +140,56 @@ public sealed class QuanTABank : IDisposable
         }
     }
 
-    /// <summary>Forgets the step's ΔW (the layers go back to their own path).</summary>
+    /// <summary>Recompute mode: this step's ΔW of group gi as a leaf without graph, made once per step and shared by its
+    /// micro-batches (T does not change within a step).</summary>
+    Tensor StepLeaf(int gi, ScalarType dtype)
+    {
+        if (_leaves[gi] is { } held)
+        {
+            if (held.DType == dtype) return held.Delta;
+            throw new InvalidOperationException($"ΔW of this step was made in {held.DType}; call PropagateChainGradients() or Clear() before materializing in {dtype}.");
+        }
+        Tensor leaf;
+        using (no_grad()) leaf = GroupDelta(gi, dtype).DetachFromDisposeScope();   // (L, out, in), no chain activations kept
+        leaf.requires_grad_(true);
+        _leaves[gi] = (leaf, dtype);
+        return leaf;
+    }
+
+    /// <summary>
+    /// Recompute mode: pushes the gradient that this step's backward passes left on ΔW through the tensor chain (run once
+    /// more, with a graph) into the stacked T tensors' gradients, then forgets the step's ΔW. Call it after the backward
+    /// passes and before clipping / data-parallel averaging / the optimizer step. Returns the number of groups propagated
+    /// (0 in the default mode, or when no forward used ΔW this step).
+    /// </summary>
+    public int PropagateChainGradients()
+    {
+        int done = 0;
+        for (int gi = 0; gi < _groups.Length; gi++)
+        {
+            if (_leaves[gi] is not { } held) continue;
+            using (var scope = NewDisposeScope())
+            {
+                if (held.Delta.grad is { } grad)
+                {
+                    using var _ = enable_grad();
+                    GroupDelta(gi, held.DType).backward([grad]);          // dL/dT += (∂ΔW/∂T)ᵀ · dL/dΔW
+                    done++;
+                }
+            }
+            held.Delta.Dispose();
+            _leaves[gi] = null;
+        }
+        return done;
+    }
+
+    /// <summary>Forgets the step's ΔW (the layers go back to their own path); in recompute mode also any ΔW whose gradient
+    /// was not propagated.</summary>
     public void Clear()
     {
         foreach (var g in _groups)
             foreach (var a in g.Adapters) a.StepDeltaWeight = null;
+        for (int gi = 0; gi < _leaves.Length; gi++) { _leaves[gi]?.Delta.Dispose(); _leaves[gi] = null; }
     }
 
     /// <summary>ΔW of every layer of a group, (L, out, in): the T chain minus the (cached) S chain.</summary>
@@ -159,6 +221,7 @@ public sealed class QuanTABank : IDisposable
     /// <summary>Frees the cached frozen operators and the stacked parameters' references (the adapters keep their slices).</summary>
     public void Dispose()
     {
+        Clear();
         foreach (var t in _frozenCache.Values) t.Dispose();
         _frozenCache.Clear();
     }

@@ -53,12 +53,7 @@ internal sealed class QuanTADataView : IDataView
         {
             _view = view; _input = input; _ahead = ahead; _active = active;
             _outputs = new OutputGetters(view._parent, view._source.Schema.Count, CurrentScores, CurrentText);
-            if (ahead is not null)
-            {
-                var names = view._parent.InputColumnNames.ToArray();
-                _text = ahead.GetGetter<ReadOnlyMemory<char>>(ahead.Schema[names[0]]);
-                if (names.Length > 1) _second = ahead.GetGetter<ReadOnlyMemory<char>>(ahead.Schema[names[1]]);
-            }
+            if (ahead is not null) (_text, _second) = OutputGetters.TextInputs(ahead, view._parent);
         }
 
         public override DataViewSchema Schema => _view.Schema;
@@ -118,6 +113,14 @@ internal sealed class QuanTADataView : IDataView
 /// <summary>Getters for the transformer's output columns, shared by the batched cursor and the row-to-row mapper.</summary>
 internal sealed class OutputGetters(QuanTAFineTuneTransformer parent, int inputCount, Func<float[]> scores, Func<string> text)
 {
+    /// <summary>Getters of the transformer's text input column(s) on <paramref name="row"/>: the text, and the second text or null.</summary>
+    public static (ValueGetter<ReadOnlyMemory<char>> Text, ValueGetter<ReadOnlyMemory<char>>? Second) TextInputs(DataViewRow row, QuanTAFineTuneTransformer parent)
+    {
+        var names = parent.InputColumnNames.ToArray();
+        var text = row.GetGetter<ReadOnlyMemory<char>>(row.Schema[names[0]]);
+        return (text, names.Length > 1 ? row.GetGetter<ReadOnlyMemory<char>>(row.Schema[names[1]]) : null);
+    }
+
     /// <summary>A getter for output column <paramref name="column"/> (index ≥ the input column count).</summary>
     public ValueGetter<TValue> Get<TValue>(DataViewSchema.Column column)
     {

@@ -50,12 +50,7 @@ internal sealed class QuanTARowMapper : IRowToRowMapper
             _mapper = mapper; _input = input; _active = active;
             int nIn = mapper.InputSchema.Count;
             _outputs = new OutputGetters(mapper._parent, nIn, () => { Ensure(); return _scores!; }, () => { Ensure(); return _generated!; });
-            if (active.Any(i => i >= nIn))
-            {
-                var names = mapper._parent.InputColumnNames.ToArray();
-                _text = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[names[0]]);
-                if (names.Length > 1) _second = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[names[1]]);
-            }
+            if (active.Any(i => i >= nIn)) (_text, _second) = OutputGetters.TextInputs(input, mapper._parent);
         }
 
         public override DataViewSchema Schema => _mapper.OutputSchema;

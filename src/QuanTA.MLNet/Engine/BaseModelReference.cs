@@ -44,7 +44,7 @@ internal sealed record BaseModelReference(string Path, string Fingerprint)
                 Append(s, Edge);
             }
         }
-        return Convert.ToHexStringLower(sha.GetHashAndReset());
+        return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
 
         void Append(Stream s, long count)
         {

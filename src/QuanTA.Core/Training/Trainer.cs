@@ -263,8 +263,11 @@ public sealed class Trainer<TBatch> : IDisposable
         {
             var lr = LearningRates.At(o, _state.Step, _totalSteps);
             foreach (var pg in t._optimizer.ParamGroups) pg.LearningRate = lr;
-            double lossSum = 0;
             long tokens = 0;
+            // The micro-batch losses stay on the device; the host reads them once per step, together with the gradient norm
+            // (one synchronization per optimizer step instead of one per micro-batch plus one for clipping).
+            using var stepScope = NewDisposeScope();
+            Tensor? lossSum = null;                                             // Σ micro-batch losses, fp64, on the loss's device
             for (var i = 0; i < group; i++)
             {
                 if (ct.IsCancellationRequested) Cancel(epoch);
@@ -279,24 +282,24 @@ public sealed class Trainer<TBatch> : IDisposable
                     catch (OperationCanceledException) when (ct.IsCancellationRequested) { Cancel(epoch); throw; }
                     if (r.Loss is null || r.Loss.numel() != 1)
                         throw new InvalidOperationException("The loss function must return a scalar loss tensor.");
-                    var loss = r.Loss.to_type(ScalarType.Float64).item<double>();
-                    if (!double.IsFinite(loss) && t.ReduceStepStatistics is null) Diverged(epoch, loss, lr, "loss");
+                    var loss = r.Loss.detach().to_type(ScalarType.Float64).reshape(1);
+                    if (lossSum is null) lossSum = loss.clone().MoveToOuterDisposeScope();
+                    else lossSum.add_(loss);
                     r.Loss.div(group).backward();    // mean over the micro-batches of this step
-                    lossSum += loss;
                     tokens += r.TokenCount;
                 }
                 catch (Exception e) when (OutOfMemoryOnDeviceException.IsDeviceOutOfMemory(e)) { OutOfMemory(epoch, e); throw; }
                 finally { (batch as IDisposable)?.Dispose(); }
             }
             t.BeforeOptimizerStep?.Invoke();   // e.g. data-parallel gradient averaging, before clipping
-            double stepLoss = lossSum / group;
-            if (t.ReduceStepStatistics is { } reduce)
-            {
-                (stepLoss, tokens) = reduce(stepLoss, tokens);   // e.g. mean over data-parallel ranks
-                if (!double.IsFinite(stepLoss)) Diverged(epoch, stepLoss, lr, "loss");
-            }
-            var norm = GradNorm();
+            var (sum, norm) = ReadLossAndGradNorm(lossSum!);
+            double stepLoss = sum / group;
+            if (t.ReduceStepStatistics is { } reduce) (stepLoss, tokens) = reduce(stepLoss, tokens);   // e.g. mean over ranks
+            // A non-finite value stops here, before the update: the parameters stay as after the last good step (with data
+            // parallelism every rank stops at the same step, since the reduced loss and the averaged gradients are shared).
+            if (!double.IsFinite(stepLoss)) Diverged(epoch, stepLoss, lr, "loss");
             if (!double.IsFinite(norm)) Diverged(epoch, norm, lr, "gradient norm");
+            ClipGradients(norm);
             t._optimizer.step();
             ZeroGrad();
             _state.Step++;
@@ -307,17 +310,29 @@ public sealed class Trainer<TBatch> : IDisposable
             _rngAtStep = Checkpoints.CaptureRng();
         }
 
-        double GradNorm()
+        /// <summary>The step's loss sum and the global gradient L2 norm ‖g‖ = ‖(‖g_p‖)_p‖ (fp64), in one host read.</summary>
+        (double LossSum, double GradNorm) ReadLossAndGradNorm(Tensor lossSum)
         {
             using var scope = NewDisposeScope();
-            var ps = new List<Parameter>();
-            var grads = new List<Tensor>();
-            foreach (var (_, p) in t._params)
-                if (p.grad is Tensor g) { ps.Add(p); grads.Add(g); }    // grad wrappers are freed with the scope
-            if (ps.Count == 0) return 0;
-            if (o.MaxGradNorm > 0) return torch.nn.utils.clip_grad_norm_(ps, o.MaxGradNorm);
             using var _ = no_grad();
-            return stack(grads.Select(g => g.to_type(ScalarType.Float64).norm()).ToArray()).norm().item<double>();
+            var norms = t._params.Select(p => p.parameter.grad).Where(g => g is not null)
+                .Select(g => g!.to_type(ScalarType.Float64).norm().to(lossSum.device).reshape(1)).ToArray();
+            var norm = norms.Length == 0 ? zeros(1, dtype: ScalarType.Float64, device: lossSum.device) : cat(norms).norm().reshape(1);
+            var both = cat([lossSum, norm]).cpu().data<double>().ToArray();   // the one synchronization of the step
+            return (both[0], both[1]);
+        }
+
+        /// <summary>Scales every gradient by min(1, MaxGradNorm / (‖g‖ + 1e-6)), as torch.nn.utils.clip_grad_norm_ does (off when
+        /// MaxGradNorm ≤ 0).</summary>
+        void ClipGradients(double norm)
+        {
+            if (o.MaxGradNorm <= 0) return;
+            double coef = o.MaxGradNorm / (norm + 1e-6);
+            if (coef >= 1) return;
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            foreach (var (_, p) in t._params)
+                if (p.grad is Tensor g) g.mul_(coef);
         }
 
         /// <summary>optimizer.zero_grad() inside a scope: TorchSharp's leaves one undisposed wrapper per parameter and call.</summary>

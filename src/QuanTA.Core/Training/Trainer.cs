@@ -90,8 +90,8 @@ public sealed class Trainer<TBatch> : IDisposable
     /// <summary>
     /// Called once per optimizer step, on every rank, with this rank's mean micro-batch loss and token count; returns what
     /// the step logs and records (data-parallel: the mean loss and the total tokens over ranks, one small all-reduce).
-    /// When set, a non-finite loss is reported after this reduction, so every rank stops at the same step with the same
-    /// message (a NaN on one rank also reaches the others' gradients through the gradient all-reduce).
+    /// The finiteness check uses the reduced loss, so every rank stops at the same step with the same message (a NaN on one
+    /// rank also reaches the others' gradients through the gradient all-reduce).
     /// </summary>
     public Func<double, long, (double Loss, long Tokens)>? ReduceStepStatistics { get; set; }
 

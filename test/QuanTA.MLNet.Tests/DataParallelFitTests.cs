@@ -49,4 +49,52 @@ public class DataParallelFitTests
             }
         foreach (var c in group) c.Dispose();
     }
+
+    static (List<float[]> Scores, IReadOnlyList<double> Losses)[] FitRanks(Func<QuanTAFineTuneOptions, QuanTAFineTuneOptions> edit)
+    {
+        var group = InProcessCommunicator.CreateGroup(2, TimeSpan.FromSeconds(120));
+        var results = new (List<float[]>, IReadOnlyList<double>)[2];
+        var threads = Enumerable.Range(0, 2).Select(r => new Thread(() =>
+        {
+            var scores = FitAndScore(edit(Options(4, group[r])), out var losses);
+            results[r] = (scores, losses);
+        })).ToArray();
+        foreach (var t in threads) t.Start();
+        foreach (var t in threads) t.Join();
+        foreach (var c in group) c.Dispose();
+        return results;
+    }
+
+    [Fact]
+    public void ADataParallelRunResumesFromACheckpointWithTheSameWorldSizeOnly()
+    {
+        var dir = Directory.CreateTempSubdirectory("quanta-ddp-resume").FullName;
+        try
+        {
+            QuanTAFineTuneOptions WithCheckpoints(QuanTAFineTuneOptions o)
+            {
+                o.CheckpointDirectory = dir; o.CheckpointEverySteps = 1; o.KeepLastCheckpoints = 0;
+                return o;
+            }
+            var full = FitRanks(WithCheckpoints);                                 // 6 steps; rank 0 writes checkpoint-1 … -6
+            var atStep3 = Path.Combine(dir, QuanTA.Core.Training.Checkpoints.FolderName(3));
+            Assert.True(Directory.Exists(atStep3));
+
+            var resumed = FitRanks(o => { o.ResumeFromCheckpoint = atStep3; return o; });   // both ranks read rank 0's checkpoint
+            for (int r = 0; r < 2; r++)
+            {
+                Assert.Equal(full[r].Losses.Skip(3), resumed[r].Losses.Skip(3));     // the remaining steps are the same steps
+                for (int row = 0; row < full[r].Scores.Count; row++)
+                    Assert.Equal(full[r].Scores[row], resumed[r].Scores[row]);
+            }
+
+            var single = Options(8, null);
+            single.ResumeFromCheckpoint = atStep3;
+            var e = Assert.ThrowsAny<Exception>(() => FitAndScore(single, out _));
+            var message = (e.InnerException ?? e).Message;
+            Assert.Contains("2 data-parallel ranks", message);
+            Assert.Contains("1 process", message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }

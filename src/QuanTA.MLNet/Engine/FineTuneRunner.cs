@@ -52,7 +52,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         };
         // Fused QuanTA (all layers' ΔW per step, stacked trainable tensors) on CUDA by default; per-layer path otherwise.
         using var bank = CreateBank();
-        trainerOptions.RunFingerprint = RunFingerprints.Make(baseModelFingerprint, o, fused: bank is not null);
+        trainerOptions.RunFingerprint = RunFingerprints.Make(baseModelFingerprint, o, fused: bank is not null, worldSize: world);
         if (o.ResumeFromCheckpoint is not null)
             trainerOptions.ResumeFrom = RunFingerprints.ResolveResume(o.ResumeFromCheckpoint, trainerOptions.CheckpointDir, trainerOptions.RunFingerprint, seed,
                 m => { using var c = host.Start("QuanTA resume"); c.Warning(MessageSensitivity.None, m); });

@@ -7,14 +7,16 @@ namespace QuanTA.MLNet.Engine;
 /// The run fingerprint stored in every checkpoint of <c>Fit</c>, and resolving <see cref="QuanTAFineTuneOptions.ResumeFromCheckpoint"/>
 /// with a check that the checkpoint belongs to this base model and adapter. The fingerprint is readable text in three parts:
 /// <c>base &lt;sha256 of the base model files&gt; | adapter &lt;options that shape the trained tensors&gt; | path fused|per-layer</c>
-/// (the fused QuanTA path stores stacked <c>quanta_bank.*</c> tensors, the per-layer path one tensor per layer).
+/// (the fused QuanTA path stores stacked <c>quanta_bank.*</c> tensors, the per-layer path one tensor per layer), and a fourth,
+/// <c>| world N</c>, for data-parallel runs: each rank's shard and the steps per epoch depend on the number of ranks, so a
+/// checkpoint resumes only with the world size that wrote it.
 /// </summary>
 internal static class RunFingerprints
 {
     const string Sep = " | ";
 
     /// <summary>The fingerprint of a run.</summary>
-    public static string Make(string baseModelFingerprint, QuanTAFineTuneOptions o, bool fused)
+    public static string Make(string baseModelFingerprint, QuanTAFineTuneOptions o, bool fused, int worldSize = 1)
     {
         var inv = CultureInfo.InvariantCulture;
         string adapter = o.Adapter == AdapterMethod.LoRA
@@ -24,7 +26,7 @@ internal static class RunFingerprints
                 $"tensors={o.TensorCount?.ToString(inv) ?? "all"} rank={o.Rank?.ToString(inv) ?? "full"} dropout={o.Dropout}");
         string task = o.Task == QuanTATask.TextClassification ? $"classification/{o.ClassificationMode}" : "generation";
         return $"base {baseModelFingerprint}{Sep}adapter {adapter} targets={string.Join(",", o.TargetModules)} task={task}" +
-               $"{Sep}path {(fused ? "fused" : "per-layer")}";
+               $"{Sep}path {(fused ? "fused" : "per-layer")}" + (worldSize > 1 ? $"{Sep}world {worldSize}" : "");
     }
 
     /// <summary>
@@ -55,6 +57,8 @@ internal static class RunFingerprints
             string what = a.Base != b.Base ? $"a different base model (checkpoint: {a.Base}; now: {b.Base})"
                 : a.Adapter != b.Adapter ? $"different adapter options (checkpoint: {a.Adapter}; now: {b.Adapter})"
                 : a.Path != b.Path ? $"the {a.Path} training path, this Fit uses {b.Path} (set FusedQuanTA = {(a.Path == "path fused" ? "true" : "false")} to resume)"
+                : a.World != b.World ? $"{Ranks(a.World)}, this Fit runs {Ranks(b.World)} (each rank's shard and the steps per epoch " +
+                    "depend on the number of ranks: resume with the world size that wrote the checkpoint)"
                 : $"another run (fingerprint '{stored}')";
             throw new InvalidOperationException($"Cannot resume from checkpoint '{checkpoint}': it was made with {what}. " +
                 "Resume with the same BaseModelPath and adapter options, or start a fresh Fit in another CheckpointDirectory.");
@@ -65,9 +69,12 @@ internal static class RunFingerprints
         return checkpoint;
     }
 
-    static (string Base, string Adapter, string Path) Parts(string fingerprint)
+    static (string Base, string Adapter, string Path, int World) Parts(string fingerprint)
     {
         var p = fingerprint.Split(Sep);
-        return (p.ElementAtOrDefault(0) ?? "", p.ElementAtOrDefault(1) ?? "", p.ElementAtOrDefault(2) ?? "");
+        var world = p.ElementAtOrDefault(3) is { } w && w.StartsWith("world ", StringComparison.Ordinal) && int.TryParse(w[6..], out var n) ? n : 1;
+        return (p.ElementAtOrDefault(0) ?? "", p.ElementAtOrDefault(1) ?? "", p.ElementAtOrDefault(2) ?? "", world);
     }
+
+    static string Ranks(int n) => n == 1 ? "1 process (no data parallelism)" : $"{n} data-parallel ranks";
 }

@@ -57,19 +57,10 @@ static class DistributedWorkloads
             bool cuda = device.type == DeviceType.CUDA;
             _dtype = cuda ? ScalarType.BFloat16 : ScalarType.Float32;
             _model = new LlamaForCausalLM(config, _dtype, device);
-            using (no_grad())
-            {
-                // transformers-like init: N(0, 0.02), norms 1. On CUDA (one process per rank) the seeded default generator
-                // draws on the device; on CPU (ranks may be threads of one process) a private generator per model.
-                if (cuda) manual_seed(o.Seed);
-                var g = cuda ? null : NewGenerator((ulong)o.Seed);
-                foreach (var (_, p) in _model.named_parameters())
-                {
-                    if (p.dim() == 1) p.fill_(1.0);
-                    else if (g is null) p.normal_(0, 0.02);
-                    else using (var w = Randn(p.shape, g, device)) p.copy_(w.mul_(0.02));
-                }
-            }
+            // On CUDA (one process per rank) the seeded default generator draws on the device; on CPU (ranks may be threads
+            // of one process) a private generator per model.
+            if (cuda) { manual_seed(o.Seed); TrainBench.RandomInit(_model); }
+            else TrainBench.RandomInit(_model, NewGenerator((ulong)o.Seed));
             AdapterInjector.Inject(_model, new QuanTAConfig { Layout = layout, Seed = o.Seed }, TargetModules.Names("q_proj", "v_proj"));
             _model.train();
             _bank = QuanTABank.Create(_model);

@@ -94,14 +94,17 @@ static class TrainBench
         };
     }
 
-    /// <summary>Random weights like transformers' init: N(0, 0.02) for matrices, ones for RMSNorm weights.</summary>
-    public static void RandomInit(nn.Module model)
+    /// <summary>Random weights like transformers' init: N(0, 0.02) for matrices, ones for RMSNorm weights. Drawn in place by
+    /// the global generator, or, with <paramref name="generator"/> (a CPU generator of its own, e.g. for ranks that are threads
+    /// of one process), on the CPU and copied.</summary>
+    public static void RandomInit(nn.Module model, Generator? generator = null)
     {
         using var _ = no_grad();
         foreach (var (name, p) in model.named_parameters())
         {
             if (p.dim() == 1) p.fill_(1.0);
-            else p.normal_(0, 0.02);
+            else if (generator is null) p.normal_(0, 0.02);
+            else using (var w = randn(p.shape, generator: generator)) p.copy_(w.mul_(0.02));
         }
     }
 }

@@ -26,14 +26,13 @@ namespace QuanTA.Core.Distributed;
 public sealed unsafe class NcclCommunicator : ICommunicator
 {
     readonly NcclLibrary _nccl;
-    readonly NcclOptions _options;
     readonly TimeSpan _timeout;
     readonly CollectiveWatchdog? _watchdog;   // non-blocking mode only
     IntPtr _comm;
 
     NcclCommunicator(NcclLibrary nccl, IntPtr comm, int rank, int worldSize, int cudaDevice, NcclOptions options, TimeSpan timeout)
     {
-        _nccl = nccl; _comm = comm; Rank = rank; WorldSize = worldSize; CudaDevice = cudaDevice; _options = options; _timeout = timeout;
+        _nccl = nccl; _comm = comm; Rank = rank; WorldSize = worldSize; CudaDevice = cudaDevice; _timeout = timeout;
         Device = torch.device(DeviceType.CUDA, cudaDevice);
         if (!options.BlockingWait)
             _watchdog = new CollectiveWatchdog(new CudaEventMarkers(cudaDevice), AsyncErrorMessage,
@@ -263,8 +262,8 @@ public sealed record NcclOptions
     /// <summary>
     /// Wait for each collective to finish, bounded by the group timeout, and throw a <see cref="TimeoutException"/> if a peer
     /// does not take part (default true, or <c>QUANTA_NCCL_BLOCKING_WAIT</c>). False only queues collectives, so the host keeps
-    /// queuing the optimizer step and the next forward while the GPU works (2 × H100, TinyLlama shape: 1.98× one GPU vs 1.87×);
-    /// a watchdog thread then bounds the wait instead and ends the process on a timeout (see <see cref="OnWatchdogFailure"/>).
+    /// queuing the optimizer step and the next forward while the GPU works (faster; measurements in the README's "Several GPUs"
+    /// section); a watchdog thread then bounds the wait instead and ends the process on a timeout (see <see cref="OnWatchdogFailure"/>).
     /// </summary>
     public bool BlockingWait { get; init; } = Environment.GetEnvironmentVariable(BlockingWaitEnv) is not ("0" or "false" or "False");
 

@@ -122,8 +122,10 @@ public sealed class QuanTABank : IDisposable
     }
 
     /// <summary>
-    /// Computes ΔW for every adapter of the bank (differentiable w.r.t. T) in <paramref name="computeDType"/> and hands each
-    /// adapter its slice as <see cref="Adapter.StepDeltaWeight"/>. The tensors belong to the caller's dispose scope.
+    /// Computes ΔW for every adapter of the bank in <paramref name="computeDType"/> and hands each adapter its slice as
+    /// <see cref="Adapter.StepDeltaWeight"/>; the slices belong to the caller's dispose scope. By default ΔW is differentiable
+    /// w.r.t. T; with <see cref="RecomputeChainInBackward"/> it is the step's leaf (made on the first call of a step, reused by
+    /// the step's later micro-batches) and <see cref="PropagateChainGradients"/> carries its gradient to T.
     /// </summary>
     public void Materialize(ScalarType computeDType)
     {

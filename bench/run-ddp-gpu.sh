@@ -3,7 +3,7 @@
 #   bash scripts/make-gpu-bundle.sh src/QuanTA.Cli/QuanTA.Cli.csproj
 # and runs (1) the data-parallel benchmark on the real backbone (TinyLlama shape, QuanTA q,v, fused bank, per-GPU batch
 # 8 × 512): 1-GPU and all-GPU runs alternating (REPEATS pairs, default 2, + a last 1-GPU run), JSON with world_size /
-# tokens_per_s / tokens_per_s_single / speedup (ratio of the means; every run listed) and the losses of both; (2) the same with NCCL collectives returning at once (--blocking-wait 0), to see what waiting costs;
+# tokens_per_s / tokens_per_s_single / speedup (ratio of the means; every run listed) and the losses of both; (2) the same with a bounded host wait for every collective (--blocking-wait 1, QUANTA_NCCL_BLOCKING_WAIT=1), to see what waiting costs;
 # (3) `quanta finetune --nproc-per-node N` end to end through the ML.NET estimator on the embedded WordNet task, against
 # one process with N× the batch (the logged losses must agree); (4) the long-run memory check on one GPU.
 #   bash bench/run-ddp-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
@@ -14,7 +14,7 @@ export QUANTA_LIBTORCH_DIR=$(python3 -c 'import torch,os;print(os.path.dirname(t
 export NCCL_NVLS_ENABLE=0
 n=$(nvidia-smi -L | wc -l)
 b=/tmp/qb/bench
-steps=${STEPS:-30}
+steps=${STEPS:-80}
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   $b/quanta-bench ddp --model llama --shape tinyllama --nproc-per-node "$n" --steps "$steps" --warmup 5 --repeats "${REPEATS:-2}" \
     --out "$out/ddp_llama_tinyllama.json" > "$out/ddp_llama_log.txt" 2>&1
@@ -22,9 +22,9 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
 import json, sys; d = json.load(open(sys.argv[1]))
 print({k: d.get(k) for k in ["world_size", "tokens_per_s", "tokens_per_s_single", "tokens_per_s_single_doubled_batch", "speedup", "max_rel_loss_diff", "phase_ms_single", "phase_ms_ddp_rank0"]})
 PY
-  [ "${SKIP_ASYNC:-0}" != 1 ] && $b/quanta-bench ddp --model llama --shape tinyllama --nproc-per-node "$n" --steps "$steps" --warmup 5 --repeats "${REPEATS:-2}" --blocking-wait 0 \
-    --out "$out/ddp_llama_tinyllama_nonblocking.json" > "$out/ddp_llama_nonblocking_log.txt" 2>&1 && \
-  python3 -c "import json,sys; d=json.load(open('$out/ddp_llama_tinyllama_nonblocking.json')); print('nonblocking', {k: d.get(k) for k in ['tokens_per_s','tokens_per_s_single','speedup','phase_ms_ddp_rank0']})"
+  [ "${SKIP_BLOCKING:-0}" != 1 ] && $b/quanta-bench ddp --model llama --shape tinyllama --nproc-per-node "$n" --steps "$steps" --warmup 5 --repeats "${REPEATS:-2}" --blocking-wait 1 \
+    --out "$out/ddp_llama_tinyllama_blocking.json" > "$out/ddp_llama_blocking_log.txt" 2>&1 && \
+  python3 -c "import json,sys; d=json.load(open('$out/ddp_llama_tinyllama_blocking.json')); print('blocking', {k: d.get(k) for k in ['tokens_per_s','tokens_per_s_single','speedup','phase_ms_ddp_rank0']})"
 fi
 if [ "${SKIP_FINETUNE:-0}" != 1 ]; then
   zcat samples/Data/wordnet/lexname-train.tsv.gz > /tmp/lexname-train.tsv

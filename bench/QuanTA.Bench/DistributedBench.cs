@@ -45,7 +45,7 @@ public static class DistributedBench
         public string? Role { get; init; }                          // set by the parent for its children
         public string Model { get; init; } = "standin";             // standin | llama (the real backbone, fused QuanTA q,v)
         public string Shape { get; init; } = "tinyllama";           // LLaMA shape for --model llama (LlamaShapes)
-        public bool BlockingWait { get; init; } = true;             // NcclOptions.BlockingWait (0: collectives return at once)
+        public bool BlockingWait { get; init; }                    // NcclOptions.BlockingWait (1: each collective waits; default 0: queued)
         public int Repeats { get; init; } = 1;                      // alternating 1-GPU / N-GPU throughput runs
 
         public static Options Parse(IReadOnlyList<string> args)

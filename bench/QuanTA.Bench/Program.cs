@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 // quanta-bench: the GPU benchmark program. Prints one JSON line per measurement and, with --out DIR, writes them to
 // DIR/quanta_dotnet_<shape>.json. Verbs:
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
-//   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-recompute | quanta-layer | lora | frozen)
+//   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
 //   memloop --shape S [--steps N]             device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
 //   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)

@@ -11,7 +11,9 @@ namespace QuanTA.Bench;
 /// Training throughput on a LLaMA shape with random bf16 weights, AdamW, batch × 512 tokens, the same protocol as
 /// <c>peer_bench.py</c> (3 warm-up + 10 timed steps, loss = causal LM on the input ids). Methods: quanta (fused bank:
 /// all layers' ΔW materialized at once, one GEMM per layer), quanta-recompute (the same, the chain run again in backward
-/// instead of keeping its activations), quanta-layer (each adapter on its own: chain or
+/// instead of keeping its activations), quanta-lean (layerwise: each layer builds W0 + ΔW inside its forward and again in its
+/// backward from the bank's small block operators; nothing weight-sized kept; crop(M_S) cached), quanta-lean-nocache (the
+/// same, crop(M_S) rebuilt too), quanta-layer (each adapter on its own: chain or
 /// materialize per layer, as chosen by cost), lora (r8, α16, q/v), frozen (nothing adapted; layer 0's q_proj weight
 /// trains so backward runs through the whole model, as in the peer's floor).
 /// </summary>
@@ -37,8 +39,12 @@ static class TrainBench
             case "quanta":
             case "quanta-recompute":
             case "quanta-layer":
+            case "quanta-lean":
+            case "quanta-lean-nocache":
                 report = AdapterInjector.Inject(model, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
-                if (method != "quanta-layer") bank = QuanTABank.Create(model, recomputeChainInBackward: method == "quanta-recompute");
+                if (method != "quanta-layer")
+                    bank = QuanTABank.Create(model, cacheFrozenOperator: method != "quanta-lean-nocache",
+                        recomputeChainInBackward: method == "quanta-recompute", layerwise: method.StartsWith("quanta-lean"));
                 break;
             case "lora":
                 report = AdapterInjector.Inject(model, new LoRAConfig { Rank = 8, Alpha = 16, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));

@@ -55,7 +55,7 @@ public static class FineTuneCommand
         var resume = new Option<string?>("--resume") { Description = "Resume from a checkpoint folder, a folder of checkpoints, or 'latest' (newest in --checkpoint-dir)." };
         var patience = new Option<int>("--early-stopping-patience") { Description = "Stop after N validations without improvement (needs --validation; 0 = off).", DefaultValueFactory = _ => d.EarlyStoppingPatience };
         var valMetric = new Option<string>("--validation-metric") { Description = "loss or accuracy (classification).", DefaultValueFactory = _ => "loss" };
-        var nproc = new Option<int>("--nproc-per-node") { Description = "Data-parallel: start N local ranks (one per GPU, NCCL), like torchrun. Under torchrun/srun/mpirun leave it out: RANK/WORLD_SIZE/… are read from the environment. QUANTA_DIST_TIMEOUT_S bounds every wait (default 600); QUANTA_NCCL_BLOCKING_WAIT=0 queues collectives (faster; a watchdog ends a stuck rank).", DefaultValueFactory = _ => 1 };
+        var nproc = new Option<int>("--nproc-per-node") { Description = "Data-parallel: start N local ranks (one per GPU, NCCL), like torchrun. Under torchrun/srun/mpirun leave it out: RANK/WORLD_SIZE/… are read from the environment. QUANTA_DIST_TIMEOUT_S bounds every wait (default 600); collectives are queued and a watchdog ends a stuck rank (QUANTA_NCCL_BLOCKING_WAIT=1: each collective waits and throws on a timeout instead).", DefaultValueFactory = _ => 1 };
 
         var cmd = new Command("finetune", "Fine-tune a QuanTA/LoRA adapter on TSV/CSV data and save an ML.NET model .zip.")
         {

@@ -64,6 +64,8 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor x)
     {
+        if (_adapter?.StepLinear is { IsLive: true } step && !IsMerged)           // layerwise fused path: W0 + ΔW built inside
+            return step.Forward(x, weight, bias);
         if (_adapter?.StepDeltaWeight is { IsInvalid: false } dw && !IsMerged)   // (a ΔW left from a finished step's scope is ignored)
             return nn.functional.linear(x, weight + dw, bias);   // (…, out) = x (W0 + ΔW)ᵀ + b: one GEMM (fused path)
         var y = nn.functional.linear(x, weight, bias);     // (…, out) = x W0ᵀ + b

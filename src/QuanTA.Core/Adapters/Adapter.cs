@@ -38,6 +38,9 @@ public abstract class Adapter : nn.Module
     /// </summary>
     public Tensor? StepDeltaWeight { get; internal set; }
 
+    /// <summary>This step's replacement of the layer's forward by the memory-lean fused path (<see cref="QuanTABank.Layerwise"/>).</summary>
+    internal IStepLinear? StepLinear { get; set; }
+
     /// <summary>A JSON-serializable description of the adapter's shape options (stored next to exported weights).</summary>
     public abstract IReadOnlyDictionary<string, object> Describe();
 }

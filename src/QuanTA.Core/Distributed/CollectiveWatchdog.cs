@@ -30,6 +30,9 @@ internal sealed class CollectiveWatchdog : IDisposable
     /// <summary>Process exit code after a collective timed out or failed in non-blocking mode.</summary>
     public const int ExitCode = 71;
 
+    /// <summary>How often the thread looks at the oldest pending collective (timeouts are seconds; PyTorch polls every 100 ms or more).</summary>
+    public static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(10);
+
     readonly IStreamMarkers _markers;
     readonly Func<string?> _asyncError;
     readonly Action<string> _onFailure;
@@ -98,7 +101,7 @@ internal sealed class CollectiveWatchdog : IDisposable
                 break;
             }
             if (++polls % 8 == 0 && _asyncError() is { } err) { Fail($"{_who}: {err}"); return; }
-            Thread.Sleep(1);
+            Thread.Sleep(PollInterval);
         }
     }
 

@@ -256,16 +256,17 @@ public sealed record NcclOptions
 {
     /// <summary>Explicit path of <c>libnccl.so.2</c> or its folder (first place searched; see <see cref="NcclLibrary"/>).</summary>
     public string? LibraryPath { get; init; }
-    /// <summary>Variable that sets <see cref="BlockingWait"/>'s default: <c>QUANTA_NCCL_BLOCKING_WAIT=0</c> queues collectives.</summary>
+    /// <summary>Variable that sets <see cref="BlockingWait"/>'s default: <c>QUANTA_NCCL_BLOCKING_WAIT=1</c> waits for each collective.</summary>
     public const string BlockingWaitEnv = "QUANTA_NCCL_BLOCKING_WAIT";
 
     /// <summary>
-    /// Wait for each collective to finish, bounded by the group timeout, and throw a <see cref="TimeoutException"/> if a peer
-    /// does not take part (default true, or <c>QUANTA_NCCL_BLOCKING_WAIT</c>). False only queues collectives, so the host keeps
-    /// queuing the optimizer step and the next forward while the GPU works (faster; measurements in the README's "Several GPUs"
-    /// section); a watchdog thread then bounds the wait instead and ends the process on a timeout (see <see cref="OnWatchdogFailure"/>).
+    /// True: wait for each collective to finish, bounded by the group timeout, and throw a <see cref="TimeoutException"/> if a
+    /// peer does not take part. False (default, as in PyTorch's ProcessGroupNCCL; <c>QUANTA_NCCL_BLOCKING_WAIT=1</c> turns
+    /// blocking on): collectives are only queued, so the host keeps queuing the optimizer step and the next forward while the
+    /// GPU works (faster in every paired measurement: README, "Several GPUs"); a watchdog thread bounds the wait instead and
+    /// ends the process on a timeout (see <see cref="OnWatchdogFailure"/>).
     /// </summary>
-    public bool BlockingWait { get; init; } = Environment.GetEnvironmentVariable(BlockingWaitEnv) is not ("0" or "false" or "False");
+    public bool BlockingWait { get; init; } = Environment.GetEnvironmentVariable(BlockingWaitEnv) is "1" or "true" or "True";
 
     /// <summary>
     /// Non-blocking mode: called on the watchdog thread with the failure message (a collective timed out or NCCL reported an

@@ -124,6 +124,55 @@ public class QuanTABankTests
             Assert.True(TestUtil.RelErr(recomputed[i], inGraph[i]) < 1e-5, $"stacked tensor {i}: {TestUtil.RelErr(recomputed[i], inGraph[i])}");
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void LayerwiseModeGivesTheSameLossAndGradientsAsTheStackedGraph(bool cacheFrozen)
+    {
+        // Two micro-batches; layer 1 takes layer 0's output (its input needs a gradient), the others take plain inputs.
+        using var g = new Generator(21);
+        var xs = Enumerable.Range(0, 2).Select(_ => new[] { randn(5, 32, generator: g), randn(5, 32, generator: g), randn(5, 16, generator: g) }).ToArray();
+        (double Loss, Tensor[] Grads, Tensor InputGrad) Run(bool layerwise)
+        {
+            using var m = Build();
+            using var bank = QuanTABank.Create(m, cacheFrozenOperator: cacheFrozen, layerwise: layerwise);
+            Assert.Equal(layerwise, bank.Layerwise);
+            double total = 0;
+            var input0 = xs[0][0].clone().requires_grad_(true);
+            foreach (var micro in xs)
+            {
+                using var scope = NewDisposeScope();
+                bank.Materialize(ScalarType.Float32);
+                Assert.All(m.Layers, l => Assert.Equal(layerwise, l.Adapter!.StepDeltaWeight is null));   // no stacked ΔW in layerwise mode
+                var x0 = micro == xs[0] ? input0 : micro[0];
+                var h = m.Layers[0].forward(x0);                                  // 32 → 32
+                var loss = m.Layers[1].forward(h.tanh()).pow(2).sum()             // 32 → 8 (transposed chain), input needs a gradient
+                         + m.Layers[2].forward(micro[2]).pow(2).sum()             // 16 → 32 (padded input)
+                         + m.Layers[3].forward(micro[1]).sin().sum();             // 32 → 32, second layer of group 0
+                loss.div(2).backward();
+                total += loss.item<float>();
+            }
+            Assert.Equal(0, bank.PropagateChainGradients());
+            bank.Clear();
+            Assert.All(m.Layers, l => Assert.Null(l.Adapter!.StepDeltaWeight));
+            return (total, bank.Parameters.Select(p => p.grad!.clone().DetachFromDisposeScope()).ToArray(), input0.grad!.clone().DetachFromDisposeScope());
+        }
+        var stacked = Run(false);
+        var lean = Run(true);
+        Assert.Equal(stacked.Loss, lean.Loss, 4);
+        Assert.True(TestUtil.RelErr(lean.InputGrad, stacked.InputGrad) < 1e-5, $"input gradient: {TestUtil.RelErr(lean.InputGrad, stacked.InputGrad)}");
+        Assert.Equal(stacked.Grads.Length, lean.Grads.Length);
+        for (int i = 0; i < stacked.Grads.Length; i++)
+        {
+            Assert.True(stacked.Grads[i].abs().max().item<float>() > 0, $"stacked tensor {i} has a zero gradient");
+            Assert.True(TestUtil.RelErr(lean.Grads[i], stacked.Grads[i]) < 1e-5, $"stacked tensor {i}: {TestUtil.RelErr(lean.Grads[i], stacked.Grads[i])}");
+        }
+    }
+
+    [Fact]
+    public void LayerwiseModeExcludesStepRecompute()
+        => Assert.Throws<ArgumentException>(() => QuanTABank.Create(Build(), recomputeChainInBackward: true, layerwise: true));
+
     [Fact]
     public void RecomputeModeRefusesToMixComputeTypesWithinAStep()
     {

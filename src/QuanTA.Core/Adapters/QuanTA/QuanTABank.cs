@@ -36,12 +36,23 @@ public sealed class QuanTABank : IDisposable
     readonly int _blockCap;
     readonly Dictionary<(int Group, ScalarType DType), Tensor> _frozenCache = [];
     readonly (Tensor Delta, ScalarType DType)?[] _leaves;   // recompute mode: this step's ΔW per group, a leaf owned by the bank
+    readonly ReturnedGradients _returned = new();            // layerwise mode: gradient wrappers handed to libtorch
 
-    QuanTABank(Group[] groups, bool cacheFrozen, int blockCap, bool recompute)
+    QuanTABank(Group[] groups, bool cacheFrozen, int blockCap, bool recompute, bool layerwise)
     {
-        _groups = groups; _cacheFrozen = cacheFrozen; _blockCap = blockCap; RecomputeChainInBackward = recompute;
+        _groups = groups; _cacheFrozen = cacheFrozen; _blockCap = blockCap; RecomputeChainInBackward = recompute; Layerwise = layerwise;
         _leaves = new (Tensor, ScalarType)?[groups.Length];
     }
+
+    /// <summary>
+    /// True: the memory-lean path (<see cref="QuanTALayerStep"/>). <see cref="Materialize"/> computes only each layer's small
+    /// block operators; every adapted layer builds W0 + ΔW inside its own forward and again in its backward (a custom
+    /// autograd node that saves only its input), so no weight-sized tensor is kept between forward and backward. The chain
+    /// runs twice per step; peak memory stays close to the frozen model's. With <c>cacheFrozenOperator</c> the constant
+    /// crop(M_S) of every layer is still kept (one weight-sized copy per adapted layer, in the compute dtype); without it it is
+    /// rebuilt from its block operators in each forward and backward.
+    /// </summary>
+    public bool Layerwise { get; }
 
     /// <summary>
     /// True: the chain's activations are not kept for the backward pass. <see cref="Materialize"/> computes ΔW without a graph
@@ -84,8 +95,12 @@ public sealed class QuanTABank : IDisposable
     /// block (<see cref="QuanTAChainBlocks"/>).</param>
     /// <param name="recomputeChainInBackward">See <see cref="RecomputeChainInBackward"/> (then call
     /// <see cref="PropagateChainGradients"/> every optimizer step).</param>
-    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = 1024, bool recomputeChainInBackward = false)
+    /// <param name="layerwise">See <see cref="Layerwise"/> (excludes <paramref name="recomputeChainInBackward"/>).</param>
+    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = 1024, bool recomputeChainInBackward = false,
+        bool layerwise = false)
     {
+        if (layerwise && recomputeChainInBackward)
+            throw new ArgumentException("Choose one memory mode: layerwise already rebuilds the chain in the backward pass.", nameof(layerwise));
         if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
         var adapters = AdapterInjector.LinearLayers(model)
             .Select(x => x.Layer.Adapter).OfType<QuanTAAdapter>()
@@ -94,7 +109,7 @@ public sealed class QuanTABank : IDisposable
             .GroupBy(a => (Key: $"{string.Join(",", a.Layout.Dims)}|{string.Join(" ", a.Layout.Pairs)}", a.InFeatures, a.OutFeatures))
             .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray()))
             .ToArray();
-        return new QuanTABank(groups, cacheFrozenOperator, blockCap, recomputeChainInBackward);
+        return new QuanTABank(groups, cacheFrozenOperator, blockCap, recomputeChainInBackward, layerwise);
     }
 
     /// <summary>Re-points <paramref name="target"/>'s storage at <paramref name="view"/> (in place, <c>set_</c>).</summary>
@@ -129,9 +144,11 @@ public sealed class QuanTABank : IDisposable
     /// </summary>
     public void Materialize(ScalarType computeDType)
     {
+        _returned.Release();
         for (int gi = 0; gi < _groups.Length; gi++)
         {
             var g = _groups[gi];
+            if (Layerwise) { MaterializeLayerwise(gi, computeDType); continue; }
             var delta = RecomputeChainInBackward ? StepLeaf(gi, computeDType) : GroupDelta(gi, computeDType);   // (L, out, in)
             // unbind, not delta[l]: one autograd node whose backward stacks the L slice gradients once. Indexing would give
             // each slice a select-backward that writes its gradient into a zero (L, out, in) tensor, and the engine would sum
@@ -140,6 +157,30 @@ public sealed class QuanTABank : IDisposable
             for (int l = 0; l < g.Adapters.Length; l++)
                 g.Adapters[l].StepDeltaWeight = slices[l];                   // (out, in)
         }
+    }
+
+    /// <summary>Layerwise mode: each layer of group gi gets its block operators (views of one batched computation per block,
+    /// differentiable w.r.t. the stacked T) and its frozen part; the layer does the rest (<see cref="QuanTALayerStep"/>).</summary>
+    void MaterializeLayerwise(int gi, ScalarType dtype)
+    {
+        var g = _groups[gi];
+        var dev = g.Stacked[0].device;
+        var plan = QuanTAChainBlocks.MakePlan(g.Layout, _blockCap, g.In, g.Out);
+        var t = g.Stacked.Select(p => p.to_type(dtype)).ToArray();                                        // (L, d_m, d_n, d_m, d_n)
+        var ops = QuanTAChainBlocks.BlockOperators(plan, t, dtype, dev).Select(o => o.unbind(0)).ToArray();   // [block][layer] (K, K)
+        Tensor[]? frozen = null;
+        Tensor[][]? frozenOps = null;
+        if (_cacheFrozen) frozen = FrozenOperator(gi, dtype).unbind(0);                                   // [layer] (out, in)
+        else
+            using (no_grad())
+            {
+                var s = Enumerable.Range(0, g.Layout.TensorCount)
+                    .Select(i => stack(g.Adapters.Select(a => a.TensorS(i)).ToArray()).to_type(dtype)).ToArray();
+                frozenOps = QuanTAChainBlocks.BlockOperators(plan, s, dtype, dev).Select(o => o.unbind(0)).ToArray();
+            }
+        for (int l = 0; l < g.Adapters.Length; l++)
+            g.Adapters[l].StepLinear = new QuanTALayerStep(plan, ops.Select(o => o[l]).ToArray(), frozen?[l],
+                frozenOps?.Select(o => o[l]).ToArray(), _returned);
     }
 
     /// <summary>Recompute mode: this step's ΔW of group gi as a leaf without graph, made once per step and shared by its
@@ -190,7 +231,8 @@ public sealed class QuanTABank : IDisposable
     public void Clear()
     {
         foreach (var g in _groups)
-            foreach (var a in g.Adapters) a.StepDeltaWeight = null;
+            foreach (var a in g.Adapters) { a.StepDeltaWeight = null; a.StepLinear = null; }
+        _returned.Release();
         for (int gi = 0; gi < _leaves.Length; gi++) { _leaves[gi]?.Delta.Dispose(); _leaves[gi] = null; }
     }
 

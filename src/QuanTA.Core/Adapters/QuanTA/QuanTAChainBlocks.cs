@@ -42,28 +42,53 @@ static class QuanTAChainBlocks
     /// </summary>
     public static Tensor CroppedOperator(AxisLayout lay, Tensor[] tensors, int inF, int outF, int cap, ScalarType dtype, Device dev, bool? columnsOverride = null)
     {
-        long L = tensors[0].shape[0];
+        var plan = MakePlan(lay, cap, inF, outF, columnsOverride);
+        return ApplyPlan(plan, BlockOperators(plan, tensors, dtype, dev));
+    }
+
+    /// <summary>How a layer shape's chain is materialized: the blocks, the orientation, whether the first block starts as a
+    /// Kronecker product, and the order in which the blocks are applied.</summary>
+    internal sealed record ChainPlan(AxisLayout Layout, List<(int[] Axes, int[] PairIndices)> Blocks, bool Columns, bool Kronecker, int[] Order, int In, int Out);
+
+    /// <summary>The plan for one layer shape (<see cref="Partition"/> + <see cref="Plan"/>).</summary>
+    internal static ChainPlan MakePlan(AxisLayout lay, int cap, int inF, int outF, bool? columnsOverride = null)
+    {
         var blocks = Partition(lay, cap);
         var (columns, kronecker) = Plan(lay, blocks, inF, outF, columnsOverride);
-        int basis = columns ? inF : outF;
         var order = columns ? Enumerable.Range(0, blocks.Count).ToArray() : Enumerable.Range(0, blocks.Count).Reverse().ToArray();
-        Tensor Op(int k)                                        // columns: x ← x O_Bᵀ (R = O_Bᵀ); rows: x ← x O_B
+        return new ChainPlan(lay, blocks, columns, kronecker, order, inF, outF);
+    }
+
+    /// <summary>The block operators in application order, each (L, K, K) and oriented for <see cref="ApplyPlan"/>:
+    /// columns x ← x O_Bᵀ (R = O_Bᵀ); rows x ← x O_B. Small (K ≤ cap): cheap to keep, differentiable w.r.t. the tensors.</summary>
+    internal static Tensor[] BlockOperators(ChainPlan plan, Tensor[] tensors, ScalarType dtype, Device dev)
+    {
+        long L = tensors[0].shape[0];
+        return plan.Order.Select(k =>
         {
-            var r = BlockTransposed(lay, blocks[k].Axes, blocks[k].PairIndices, tensors, L, dtype, dev);   // (L, K, K) = O_Bᵀ
-            return columns ? r : r.transpose(1, 2);
-        }
+            var r = BlockTransposed(plan.Layout, plan.Blocks[k].Axes, plan.Blocks[k].PairIndices, tensors, L, dtype, dev);   // (L, K, K) = O_Bᵀ
+            return plan.Columns ? r : r.transpose(1, 2);
+        }).ToArray();
+    }
+
+    /// <summary>crop_{out×in}(M) (L, out, in) from the block operators of <see cref="BlockOperators"/> (application order).</summary>
+    internal static Tensor ApplyPlan(ChainPlan plan, Tensor[] ops)
+    {
+        var lay = plan.Layout;
+        long L = ops[0].shape[0];
+        int basis = plan.Columns ? plan.In : plan.Out;
         Tensor x;
         int first = 0;
-        if (kronecker) { x = KroneckerStart(lay, blocks[order[0]].Axes, Op(order[0])); first = 1; }   // (L, D, d0..dN-1)
+        if (plan.Kronecker) { x = KroneckerStart(lay, plan.Blocks[plan.Order[0]].Axes, ops[0]); first = 1; }   // (L, D, d0..dN-1)
         else
         {
             long[] view = [L, basis, .. lay.Dims.Select(d => (long)d)];
-            x = eye(basis, lay.D, dtype: dtype, device: dev).unsqueeze(0).expand(L, basis, lay.D).reshape(view);   // (L, b, d0..dN-1)
+            x = eye(basis, lay.D, dtype: ops[0].dtype, device: ops[0].device).unsqueeze(0).expand(L, basis, lay.D).reshape(view);   // (L, b, d0..dN-1)
         }
-        for (int s = first; s < order.Length; s++)
-            x = ApplyBlock(x, blocks[order[s]].Axes, Op(order[s]), lay);
+        for (int s = first; s < plan.Order.Length; s++)
+            x = ApplyBlock(x, plan.Blocks[plan.Order[s]].Axes, ops[s], lay);
         var r = x.reshape(L, basis, lay.D);                     // columns: r[l, j] = (M e_j)ᵀ;  rows: r[l, i] = row i of M
-        return columns ? r.narrow(2, 0, outF).transpose(1, 2) : r.narrow(2, 0, inF);   // (L, out, in)
+        return plan.Columns ? r.narrow(2, 0, plan.Out).transpose(1, 2) : r.narrow(2, 0, plan.In);   // (L, out, in)
     }
 
     /// <summary>

@@ -1,0 +1,141 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Adapters;
+
+/// <summary>A per-step replacement of a layer's forward set by a fused materializer (<see cref="QuanTABank"/>).</summary>
+internal interface IStepLinear
+{
+    /// <summary>False once the step's tensors were disposed (a stale step is ignored by the layer).</summary>
+    bool IsLive { get; }
+
+    /// <summary>y = x (W0 + ΔW)ᵀ + b for this step.</summary>
+    Tensor Forward(Tensor x, Tensor weight, Tensor? bias);
+}
+
+/// <summary>
+/// The memory-lean QuanTA training path (<see cref="QuanTABank"/> created with <c>layerwise: true</c>): nothing weight-sized
+/// is kept between the forward and the backward pass. Per step, the bank computes only the small block operators
+/// R_B (K×K per layer, <see cref="QuanTAChainBlocks"/>); each adapted layer then builds its merged weight inside its own
+/// forward and drops it, and builds it again in its backward:
+/// <code>
+///   forward:   ΔW = crop(M_T) − crop(M_S),  M_T = ∏_B R_B (applied to the identity)     (out, in), transient
+///              y  = x (W0 + ΔW)ᵀ + b                                                    saves only x
+///   backward:  ∂L/∂x  = g (W0 + ΔW)                                                     ΔW rebuilt, transient
+///              ∂L/∂ΔW = gᵀ x,   ∂L/∂R_B = (∂ΔW/∂R_B)ᵀ ∂L/∂ΔW                            chain rebuilt with a graph
+/// </code>
+/// The gradients w.r.t. R_B flow on through the ordinary graph into the stacked T tensors. Cost: the chain runs twice per
+/// step instead of once, for a peak memory close to the frozen model's (the stacked path keeps ΔW, W0 + ΔW and the chain's
+/// activations for every adapted layer: ≈ 19 GiB more on LLaMA-7B's 64 q/v layers in bf16).
+/// </summary>
+internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[] ops, Tensor? frozenDelta, Tensor[]? frozenOps, ReturnedGradients returned)
+    : IStepLinear
+{
+    public bool IsLive => !ops[0].IsInvalid && (frozenDelta is null || !frozenDelta.IsInvalid);
+
+    public Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
+    {
+        var args = new object?[4 + ops.Length];
+        args[0] = x; args[1] = weight; args[2] = bias; args[3] = this;
+        for (int i = 0; i < ops.Length; i++) args[4 + i] = ops[i];
+        return MergedLinearFunction.apply(args!);
+    }
+
+    /// <summary>ΔW (out, in) from block operators (K, K) each: crop(M_T) − crop(M_S).</summary>
+    internal Tensor Delta(Tensor[] blockOps)
+    {
+        var mT = QuanTAChainBlocks.ApplyPlan(plan, blockOps.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // (out, in)
+        return mT - FrozenDelta();
+    }
+
+    Tensor FrozenDelta()
+    {
+        if (frozenDelta is not null) return frozenDelta;
+        using var _ = no_grad();
+        return QuanTAChainBlocks.ApplyPlan(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);      // (out, in)
+    }
+
+    internal ReturnedGradients Returned => returned;
+    internal int In => plan.In;
+    internal int Out => plan.Out;
+}
+
+/// <summary>
+/// Gradients handed back to libtorch from a custom backward must stay alive until the engine has taken its own reference
+/// (right after the backward returns); their .NET wrappers are kept here and freed at the next backward call or when the
+/// step ends, instead of waiting for the garbage collector.
+/// </summary>
+internal sealed class ReturnedGradients
+{
+    readonly List<Tensor> _pending = [];
+
+    public void Hold(IEnumerable<Tensor?> tensors)
+    {
+        lock (_pending) _pending.AddRange(tensors.Where(t => t is not null)!);
+    }
+
+    public void Release()
+    {
+        lock (_pending)
+        {
+            foreach (var t in _pending) t.Dispose();
+            _pending.Clear();
+        }
+    }
+}
+
+/// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that saves only its input x (see <see cref="QuanTALayerStep"/>).
+/// Arguments: x, W0, b (or null), the layer step, then the block operators R_B.</summary>
+internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<MergedLinearFunction>
+{
+    public override string Name => "QuanTAMergedLinear";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (x, w, b, step) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (QuanTALayerStep)vars[3]);
+        var ops = vars.Skip(4).Cast<Tensor>().ToArray();
+        using var scope = NewDisposeScope();
+        var y = nn.functional.linear(x, w + step.Delta(ops).to_type(w.dtype), b);   // (…, out): one GEMM, W0 + ΔW dropped after
+        ctx.save_for_backward([x, w, .. ops]);
+        ctx.save_data("step", step);
+        ctx.save_data("x_needs_grad", x.requires_grad);
+        return y.MoveToOuterDisposeScope();
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)
+    {
+        var step = (QuanTALayerStep)ctx.get_data("step");
+        bool xNeedsGrad = (bool)ctx.get_data("x_needs_grad");
+        step.Returned.Release();                              // the previous layer's returned gradients are in the engine now
+        var saved = ctx.get_saved_variables();
+        var result = new List<Tensor>();
+        try
+        {
+            using var scope = NewDisposeScope();
+            var (x, w) = (saved[0], saved[1]);
+            var leaves = saved.Skip(2).Select(o => o.detach().requires_grad_(true)).ToArray();   // R_B (K, K), fresh leaves
+            Tensor delta;
+            using (enable_grad()) delta = step.Delta(leaves);                                   // (out, in), graph to the leaves
+            var g2 = g.reshape(-1, step.Out);                                                    // (M, out)
+            Tensor? gx = null;
+            if (xNeedsGrad)
+            {
+                using var _ = no_grad();
+                gx = g2.mm(w + delta.detach().to_type(w.dtype)).reshape(x.shape);                // (M, in) = g (W0 + ΔW)
+            }
+            Tensor gDelta;
+            using (no_grad()) gDelta = g2.t().mm(x.reshape(-1, step.In)).to_type(delta.dtype);    // (out, in) = gᵀ x
+            var gOps = autograd.grad([delta], leaves, [gDelta]);                                 // ∂L/∂R_B
+            result.Add(gx!); result.Add(null!); result.Add(null!); result.Add(null!);
+            result.AddRange(gOps);
+            foreach (var t in result) t?.DetachFromDisposeScope();
+        }
+        finally
+        {
+            foreach (var t in saved) t?.Dispose();
+            g.Dispose();
+        }
+        step.Returned.Hold(result);
+        return result;
+    }
+}

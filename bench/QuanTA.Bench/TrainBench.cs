@@ -86,6 +86,19 @@ static class TrainBench
         }
         Sync();
         sw.Stop();
+        // Where the time goes: 3 more steps with a device sync at each phase boundary (not part of tokens/s).
+        var phase = new double[4];
+        const int phaseSteps = 3;
+        for (int s = 0; s < phaseSteps; s++)
+        {
+            using var scope = NewDisposeScope();
+            long t0 = Stopwatch.GetTimestamp();
+            void Mark(int i) { Sync(); phase[i] += Stopwatch.GetElapsedTime(t0).TotalMilliseconds; t0 = Stopwatch.GetTimestamp(); }
+            bank?.Materialize(ScalarType.BFloat16); Mark(0);
+            var loss = Losses.CausalLMUnchecked(model.forward(ids, null), ids); Mark(1);
+            loss.backward(); bank?.PropagateChainGradients(); Mark(2);
+            opt.step(); opt.zero_grad(); bank?.Clear(); Mark(3);
+        }
         bank?.Dispose();
         double dt = sw.Elapsed.TotalSeconds;
         return new Dictionary<string, object>
@@ -97,6 +110,11 @@ static class TrainBench
             ["trainable"] = trainable.Sum(p => p.numel()),
             ["final_loss"] = Math.Round(lastLoss, 4),
             ["adapted_layers"] = report?.Layers.Count ?? 0,
+            ["phase_ms"] = new Dictionary<string, double>
+            {
+                ["materialize"] = Math.Round(phase[0] / phaseSteps, 2), ["forward"] = Math.Round(phase[1] / phaseSteps, 2),
+                ["backward"] = Math.Round(phase[2] / phaseSteps, 2), ["optimizer"] = Math.Round(phase[3] / phaseSteps, 2),
+            },
         };
     }
 

@@ -7,7 +7,7 @@ namespace QuanTA.MLNet.Tests;
 /// same model as the per-layer path: same per-step losses and the same predictions, and it saves/loads like any other.</summary>
 public class FusedQuanTATests
 {
-    static (IReadOnlyList<double> Losses, List<float[]> Scores, QuanTAFineTuneTransformer Model) Fit(bool fused)
+    static (IReadOnlyList<double> Losses, List<float[]> Scores, QuanTAFineTuneTransformer Model) Fit(bool fused, FusedQuanTAMemory memory = FusedQuanTAMemory.Auto)
     {
         var ml = new MLContext(seed: 3);
         var train = ToyData.View(ml, ToyData.Classification(24, 1));
@@ -16,18 +16,20 @@ public class FusedQuanTATests
             {
                 BaseModelPath = ToyData.Fixture("llama-tiny-seqcls"), AxisLayout = [8, 4, 4],
                 Epochs = 2, BatchSize = 4, GradientAccumulationSteps = 2, LearningRate = 3e-3, MaxSequenceLength = 32,
-                FusedQuanTA = fused,
+                FusedQuanTA = fused, FusedQuanTAMemory = memory,
             }))
             .Fit(train);
         var scores = model.Transform(ToyData.View(ml, ToyData.Classification(8, 2))).GetColumn<float[]>("Score").ToList();
         return (model.LastTransformer.TrainingLosses, scores, model.LastTransformer);
     }
 
-    [Fact]
-    public void FusedAndPerLayerTrainingAgree()
+    [Theory]
+    [InlineData(FusedQuanTAMemory.Auto)]   // on the CPU: the fast (stacked) path
+    [InlineData(FusedQuanTAMemory.Lean)]   // layerwise: W0 + ΔW rebuilt in each layer's backward
+    public void FusedAndPerLayerTrainingAgree(FusedQuanTAMemory memory)
     {
         var plain = Fit(false);
-        var fused = Fit(true);
+        var fused = Fit(true, memory);
         using var d1 = plain.Model; using var d2 = fused.Model;
         Assert.Equal(plain.Losses.Count, fused.Losses.Count);
         for (int i = 0; i < plain.Losses.Count; i++) Assert.True(Math.Abs(plain.Losses[i] - fused.Losses[i]) < 1e-3 * Math.Max(1, Math.Abs(plain.Losses[i])), $"step {i}: {plain.Losses[i]} vs {fused.Losses[i]}");

@@ -4,6 +4,7 @@ using QuanTA.MLNet.Data;
 using QuanTA.MLNet.Internals;
 using QuanTA.Core.Adapters;
 using QuanTA.Core.Distributed;
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -51,7 +52,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             ValidateEverySteps = o.ValidateEverySteps,
         };
         // Fused QuanTA (all layers' ΔW per step, stacked trainable tensors) on CUDA by default; per-layer path otherwise.
-        using var bank = CreateBank();
+        using var bank = CreateBank(out var bankNote);
         trainerOptions.RunFingerprint = RunFingerprints.Make(baseModelFingerprint, o, fused: bank is not null, worldSize: world);
         if (o.ResumeFromCheckpoint is not null)
             trainerOptions.ResumeFrom = RunFingerprints.ResolveResume(o.ResumeFromCheckpoint, trainerOptions.CheckpointDir, trainerOptions.RunFingerprint, seed,
@@ -69,6 +70,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             trainer.ReduceStepStatistics = dist!.Communicator.MeanAndSum;           // log the global loss and tokens
         }
         using var ch = host.Start("QuanTA fine-tuning");
+        if (bankNote is not null) ch.Info(MessageSensitivity.None, bankNote);
         using var pch = host.StartProgressChannel("QuanTA fine-tuning");
         TrainingProgress? last = null;
         pch.SetHeader(new ProgressHeader(["Loss", "Learning rate", "Tokens/s"], ["Epochs", "Steps"]), e =>
@@ -123,12 +125,29 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         model.SetTraining(false);
     }
 
-    QuanTABank? CreateBank()
+    QuanTABank? CreateBank(out string? note)
     {
+        note = null;
         if (options.Adapter != AdapterMethod.QuanTA || !(options.FusedQuanTA ?? model.Device.type == DeviceType.CUDA)) return null;
-        var bank = QuanTABank.Create(model.Module);
+        var dtype = model.Module.parameters().First(p => !p.requires_grad).dtype;
+        long extra = QuanTABank.EstimatedStackedExtraBytes(model.Module, dtype);
+        bool lean;
+        switch (options.FusedQuanTAMemory)
+        {
+            case FusedQuanTAMemory.Lean: lean = true; break;
+            case FusedQuanTAMemory.Fast: lean = false; break;
+            default:
+                var free = model.Device.type == DeviceType.CUDA ? DeviceMemory.Query()?.Free : null;
+                lean = free is long f && extra > f / 4;
+                note = free is long ff
+                    ? $"fused QuanTA, {(lean ? "lean" : "fast")} memory mode: the fast path needs ≈ {extra / 1048576.0:F0} MiB more, {ff / 1048576.0:F0} MiB free"
+                    : null;
+                break;
+        }
+        var bank = QuanTABank.Create(model.Module, layerwise: lean);
         if (bank.AdapterCount > 0) return bank;
         bank.Dispose();
+        note = null;
         return null;
     }
 

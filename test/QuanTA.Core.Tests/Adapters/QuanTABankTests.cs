@@ -259,6 +259,31 @@ public class QuanTAChainBlockTests
         Assert.True(TestUtil.RelErr(m, a.Operator()) < 1e-6, $"cap {cap}, columns {columns}");
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void MergedKroneckerStartHasTheSameGradientsAsPairByPair(bool columns)
+    {
+        // cap 16 on [2,2,2,4]: the first two blocks applied cover every axis, so the Kronecker start and the next block are
+        // one contraction; cap 1 applies pair by pair. Same operator, same gradient w.r.t. the stacked tensors (L = 2).
+        var lay = new AxisLayout([2, 2, 2, 4]);
+        using var g = new Generator(8);
+        var t0 = Enumerable.Range(0, lay.TensorCount).Select(i => randn([2, .. lay.TensorShape(i)], generator: g).mul_(0.4)).ToArray();
+        var probe = randn(2, 32, 32, generator: g);
+        (Tensor M, Tensor[] Grads) Run(int cap)
+        {
+            var t = t0.Select(x => x.clone().requires_grad_(true)).ToArray();
+            var m = QuanTAChainBlocks.CroppedOperator(lay, t, 32, 32, cap, ScalarType.Float32, CPU, columns);
+            (m * probe).sum().backward();
+            return (m.detach(), t.Select(x => x.grad!).ToArray());
+        }
+        var merged = Run(16);
+        var pairwise = Run(1);
+        Assert.True(TestUtil.RelErr(merged.M, pairwise.M) < 1e-6);
+        for (int i = 0; i < lay.TensorCount; i++)
+            Assert.True(TestUtil.RelErr(merged.Grads[i], pairwise.Grads[i]) < 1e-5, $"tensor {i}: {TestUtil.RelErr(merged.Grads[i], pairwise.Grads[i])}");
+    }
+
     [Fact]
     public void PlanPicksTheOrientationWhoseFirstBlockIsLargest()
     {

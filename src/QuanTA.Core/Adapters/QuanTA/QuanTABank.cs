@@ -22,8 +22,9 @@ namespace QuanTA.Core.Adapters;
 /// <c>T_stack_i</c> (L, d_m, d_n, d_m, d_n), and every adapter's own <c>T_i</c> is re-pointed (<c>set_</c>) to its slice, so
 /// the adapters still see the current values (save, merge, <see cref="QuanTAAdapter.DeltaWeight"/>) while the optimizer
 /// updates a handful of large tensors instead of hundreds of small ones (<see cref="OptimizerParameters"/>).
-/// The frozen operators crop(M_S) are constant: they are computed once per compute dtype and cached (set
-/// <c>cacheFrozenOperator: false</c> to recompute them each step instead, trading time for one weight-sized copy).
+/// The frozen chain M_S is constant: it is computed once per compute dtype and cached, negated and uncropped on the same
+/// basis vectors, so that M_T − M_S is one pass that reads the chain's last output in place (set
+/// <c>cacheFrozenOperator: false</c> to recompute it each step instead, trading time for one weight-sized copy).
 /// Create the bank after the model is on its final device; moving the model afterwards breaks the sharing.
 /// </para>
 /// </summary>
@@ -34,7 +35,7 @@ public sealed class QuanTABank : IDisposable
     readonly Group[] _groups;
     readonly bool _cacheFrozen;
     readonly int _blockCap;
-    readonly Dictionary<(int Group, ScalarType DType), Tensor> _frozenCache = [];
+    readonly Dictionary<(int Group, ScalarType DType), Tensor> _minusFrozenRaw = [];   // −(S chain on the basis vectors), uncropped
     readonly (Tensor Delta, ScalarType DType)?[] _leaves;   // recompute mode: this step's ΔW per group, a leaf owned by the bank
     readonly ReturnedGradients _returned = new();            // layerwise mode: gradient wrappers handed to libtorch
 
@@ -185,7 +186,7 @@ public sealed class QuanTABank : IDisposable
         var ops = QuanTAChainBlocks.BlockOperators(plan, t, dtype, dev).Select(o => o.unbind(0)).ToArray();   // [block][layer] (K, K)
         Tensor[]? frozen = null;
         Tensor[][]? frozenOps = null;
-        if (_cacheFrozen) frozen = FrozenOperator(gi, dtype).unbind(0);                                   // [layer] (out, in)
+        if (_cacheFrozen) frozen = MinusFrozenRaw(gi, plan, dtype).unbind(0);                              // [layer] (basis, D)
         else
             using (no_grad())
             {
@@ -251,37 +252,42 @@ public sealed class QuanTABank : IDisposable
         for (int gi = 0; gi < _leaves.Length; gi++) { _leaves[gi]?.Delta.Dispose(); _leaves[gi] = null; }
     }
 
-    /// <summary>ΔW of every layer of a group, (L, out, in): the T chain minus the (cached) S chain.</summary>
+    /// <summary>ΔW of every layer of a group, (L, out, in): the T chain minus the (cached) S chain, subtracted before the
+    /// crop while reading the chain's last output in place — one pass writes the contiguous difference.</summary>
     Tensor GroupDelta(int gi, ScalarType dtype)
     {
         var g = _groups[gi];
         var dev = g.Stacked[0].device;
+        var plan = QuanTAChainBlocks.MakePlan(g.Layout, _blockCap, g.In, g.Out);
         var t = g.Stacked.Select(p => p.to_type(dtype)).ToArray();                     // (L, d_m, d_n, d_m, d_n) each
-        var mT = QuanTAChainBlocks.CroppedOperator(g.Layout, t, g.In, g.Out, _blockCap, dtype, dev);   // (L, out, in)
-        return mT - FrozenOperator(gi, dtype);
+        var x = QuanTAChainBlocks.ApplyRaw(plan, QuanTAChainBlocks.BlockOperators(plan, t, dtype, dev));   // (L, basis…, d…), any layout
+        var minusS = MinusFrozenRaw(gi, plan, dtype);                                   // (L, basis, D) contiguous
+        var diff = minusS.view(x.shape).add(x);                                        // contiguous like its first operand
+        return QuanTAChainBlocks.Crop(plan, diff.view(minusS.shape));                  // (L, out, in)
     }
 
-    /// <summary>crop(M_S) of every layer of group gi, (L, out, in), without gradient; cached unless disabled.</summary>
-    Tensor FrozenOperator(int gi, ScalarType dtype)
+    /// <summary>−(the S chain on the basis vectors), (L, basis, D), uncropped, without gradient; cached unless disabled.</summary>
+    Tensor MinusFrozenRaw(int gi, QuanTAChainBlocks.ChainPlan plan, ScalarType dtype)
     {
-        if (_frozenCache.TryGetValue((gi, dtype), out var cached)) return cached;
+        if (_minusFrozenRaw.TryGetValue((gi, dtype), out var cached)) return cached;
         var g = _groups[gi];
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var s = Enumerable.Range(0, g.Layout.TensorCount)
             .Select(i => stack(g.Adapters.Select(a => a.TensorS(i)).ToArray()).to_type(dtype)).ToArray();
-        var mS = QuanTAChainBlocks.CroppedOperator(g.Layout, s, g.In, g.Out, _blockCap, dtype, g.Stacked[0].device);
-        if (!_cacheFrozen) return mS.MoveToOuterDisposeScope();
-        mS = mS.DetachFromDisposeScope();
-        _frozenCache[(gi, dtype)] = mS;
-        return mS;
+        var raw = QuanTAChainBlocks.ApplyRaw(plan, QuanTAChainBlocks.BlockOperators(plan, s, dtype, g.Stacked[0].device));
+        var m = raw.reshape(raw.shape[0], plan.Columns ? plan.In : plan.Out, g.Layout.D).neg();   // (L, basis, D) contiguous
+        if (!_cacheFrozen) return m.MoveToOuterDisposeScope();
+        m = m.DetachFromDisposeScope();
+        _minusFrozenRaw[(gi, dtype)] = m;
+        return m;
     }
 
     /// <summary>Frees the cached frozen operators and the stacked parameters' references (the adapters keep their slices).</summary>
     public void Dispose()
     {
         Clear();
-        foreach (var t in _frozenCache.Values) t.Dispose();
-        _frozenCache.Clear();
+        foreach (var t in _minusFrozenRaw.Values) t.Dispose();
+        _minusFrozenRaw.Clear();
     }
 }

@@ -74,12 +74,29 @@ static class QuanTAChainBlocks
     /// <summary>crop_{out×in}(M) (L, out, in) from the block operators of <see cref="BlockOperators"/> (application order).</summary>
     internal static Tensor ApplyPlan(ChainPlan plan, Tensor[] ops)
     {
+        var raw = ApplyRaw(plan, ops);
+        return Crop(plan, raw.reshape(raw.shape[0], plan.Columns ? plan.In : plan.Out, plan.Layout.D));
+    }
+
+    /// <summary>(L, basis, D) → crop(M) (L, out, in): columns r[l, j] = (M e_j)ᵀ is transposed; rows r[l, i] = row i of M.</summary>
+    internal static Tensor Crop(ChainPlan plan, Tensor r)
+        => plan.Columns ? r.narrow(2, 0, plan.Out).transpose(1, 2) : r.narrow(2, 0, plan.In);
+
+    /// <summary>The chain on the plan's basis vectors before reshaping and cropping: the last block's output, logically
+    /// (L, basis dims…, d0..dN-1) with the basis flattened in layout order, in whatever memory order the last GEMM left it.
+    /// Reading it once in an elementwise op that writes a contiguous result (e.g. <c>minusFrozen.add(raw)</c>) saves the copy
+    /// a reshape would make.</summary>
+    internal static Tensor ApplyRaw(ChainPlan plan, Tensor[] ops)
+    {
         var lay = plan.Layout;
         long L = ops[0].shape[0];
         int basis = plan.Columns ? plan.In : plan.Out;
         Tensor x;
         int first = 0;
-        if (plan.Kronecker) { x = KroneckerStart(lay, plan.Blocks[plan.Order[0]].Axes, ops[0]); first = 1; }   // (L, D, d0..dN-1)
+        var (a1, a2) = (plan.Blocks[plan.Order[0]].Axes, plan.Order.Length > 1 ? plan.Blocks[plan.Order[1]].Axes : []);
+        if (plan.Kronecker && a1.Union(a2).Count() == lay.AxisCount && a2.Length > 0)
+        { x = KroneckerThenBlock(lay, a1, ops[0], a2, ops[1]); first = 2; }                  // (L, j0..jN-1, d0..dN-1)
+        else if (plan.Kronecker) { x = KroneckerStart(lay, a1, ops[0]); first = 1; }          // (L, D, d0..dN-1)
         else
         {
             long[] view = [L, basis, .. lay.Dims.Select(d => (long)d)];
@@ -87,8 +104,7 @@ static class QuanTAChainBlocks
         }
         for (int s = first; s < plan.Order.Length; s++)
             x = ApplyBlock(x, plan.Blocks[plan.Order[s]].Axes, ops[s], lay);
-        var r = x.reshape(L, basis, lay.D);                     // columns: r[l, j] = (M e_j)ᵀ;  rows: r[l, i] = row i of M
-        return plan.Columns ? r.narrow(2, 0, plan.Out).transpose(1, 2) : r.narrow(2, 0, plan.In);   // (L, out, in)
+        return x;                                               // columns: x[l, j] = (M e_j)ᵀ;  rows: x[l, i] = row i of M
     }
 
     /// <summary>
@@ -132,6 +148,32 @@ static class QuanTAChainBlocks
         return y.permute(perm).reshape([L, lay.D, .. lay.Dims.Select(d => (long)d)]);         // (L, D, d0..dN-1)
     }
 
+    /// <summary>
+    /// The Kronecker start followed by the next block, as ONE contraction when the two blocks' axes cover the layout (e.g.
+    /// LLaMA-7B's [16,8,8,4]: blocks on {0,1,2} and {0,3}). With R1 on axes A1 (identity elsewhere) and R2 on A2:
+    /// <code>
+    ///   y[l, j, i] = Σ_{c_a : a ∈ A1∩A2}  R1[l, j_A1, (c or i)_A1] · R2[l, (c or j)_A2, i_A2]
+    /// </code>
+    /// (an axis of both blocks is contracted; one only in A1 goes straight to the output; one only in A2 takes its input
+    /// index from j, the identity). The (L, D, D) result is written once, instead of being built as I ⊗ R1, copied into
+    /// layout order, permuted for R2's GEMM and written again (≈ 3 fewer passes over the D×D stack each way).
+    /// Returns (L, j0..jN-1, i0..iN-1), a view in whatever order the contraction produced.
+    /// </summary>
+    static Tensor KroneckerThenBlock(AxisLayout lay, int[] a1, Tensor r1, int[] a2, Tensor r2)
+    {
+        int n = lay.AxisCount;
+        long L = r1.shape[0];
+        static char J(int a) => (char)('a' + a);       // input (basis) index of axis a
+        static char O(int a) => (char)('j' + a);       // output index
+        static char C(int a) => (char)('s' + a);       // contracted index (axes of both blocks)
+        long[] Dims(IEnumerable<int> a) => a.Select(x => (long)lay.Dims[x]).ToArray();
+        string s1 = string.Concat(a1.Select(J)) + string.Concat(a1.Select(a => a2.Contains(a) ? C(a) : O(a)));
+        string s2 = string.Concat(a2.Select(a => a1.Contains(a) ? C(a) : J(a))) + string.Concat(a2.Select(O));
+        string so = string.Concat(Enumerable.Range(0, n).Select(J)) + string.Concat(Enumerable.Range(0, n).Select(O));
+        return einsum($"Z{s1},Z{s2}->Z{so}",
+            r1.reshape([L, .. Dims(a1), .. Dims(a1)]), r2.reshape([L, .. Dims(a2), .. Dims(a2)]));   // (L, j0..jN-1, i0..iN-1)
+    }
+
     /// <summary>R_B = O_Bᵀ (L, K, K) for one block: its pairs' chain run on the identity of the block's own subspace
     /// (row j of the result is (O_B e_j)ᵀ).</summary>
     static Tensor BlockTransposed(AxisLayout lay, int[] axes, int[] pairIdx, Tensor[] tensors, long L, ScalarType dtype, Device dev)
@@ -153,12 +195,13 @@ static class QuanTAChainBlocks
     static Tensor ApplyBlock(Tensor x, int[] axes, Tensor r, AxisLayout lay)
     {
         int n = lay.AxisCount;
+        int nb = (int)x.dim() - 1 - n;                                                                    // basis dims: 1, or N after KroneckerThenBlock
         var rest = Enumerable.Range(0, n).Where(a => !axes.Contains(a)).ToArray();
-        long[] perm = [0, 1, .. rest.Select(a => (long)a + 2), .. axes.Select(a => (long)a + 2)];
-        long L = x.shape[0], b = x.shape[1];
+        long[] perm = [0, .. Enumerable.Range(1, nb).Select(d => (long)d), .. rest.Select(a => (long)a + 1 + nb), .. axes.Select(a => (long)a + 1 + nb)];
+        long L = x.shape[0];
         long K = axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
         var y = x.permute(perm).reshape(L, -1, K).bmm(r);                                                 // (L, b·rest, K)
-        long[] shape = [L, b, .. rest.Select(a => (long)lay.Dims[a]), .. axes.Select(a => (long)lay.Dims[a])];
+        long[] shape = [L, .. x.shape.Skip(1).Take(nb), .. rest.Select(a => (long)lay.Dims[a]), .. axes.Select(a => (long)lay.Dims[a])];
         var inverse = new long[perm.Length];
         for (int i = 0; i < perm.Length; i++) inverse[perm[i]] = i;
         return y.reshape(shape).permute(inverse);                                                          // (L, b, d0..dN-1)

@@ -28,10 +28,15 @@ internal interface IStepLinear
 /// step instead of once, for a peak memory close to the frozen model's (the stacked path keeps ΔW, W0 + ΔW and the chain's
 /// activations for every adapted layer: ≈ 19 GiB more on LLaMA-7B's 64 q/v layers in bf16).
 /// </summary>
-internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[] ops, Tensor? frozenDelta, Tensor[]? frozenOps, ReturnedGradients returned)
+/// <param name="plan">The layer shape's chain plan.</param>
+/// <param name="ops">This layer's block operators (K, K), application order, differentiable w.r.t. the stacked T.</param>
+/// <param name="minusFrozenRaw">−(the S chain on the basis vectors), (basis, D), when cached; else null.</param>
+/// <param name="frozenOps">The S chain's block operators (no gradient) when <paramref name="minusFrozenRaw"/> is null.</param>
+/// <param name="returned">Where returned gradient wrappers wait to be freed.</param>
+internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[] ops, Tensor? minusFrozenRaw, Tensor[]? frozenOps, ReturnedGradients returned)
     : IStepLinear
 {
-    public bool IsLive => !ops[0].IsInvalid && (frozenDelta is null || !frozenDelta.IsInvalid);
+    public bool IsLive => !ops[0].IsInvalid && (minusFrozenRaw is null || !minusFrozenRaw.IsInvalid);
 
     public Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
     {
@@ -41,18 +46,22 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
         return MergedLinearFunction.apply(args!);
     }
 
-    /// <summary>ΔW (out, in) from block operators (K, K) each: crop(M_T) − crop(M_S).</summary>
+    /// <summary>ΔW (out, in) from block operators (K, K) each: crop(M_T − M_S), the difference written in one pass that
+    /// reads the chain's last output in place.</summary>
     internal Tensor Delta(Tensor[] blockOps)
     {
-        var mT = QuanTAChainBlocks.ApplyPlan(plan, blockOps.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // (out, in)
-        return mT - FrozenDelta();
+        var x = QuanTAChainBlocks.ApplyRaw(plan, blockOps.Select(o => o.unsqueeze(0)).ToArray());   // (1, basis…, d…)
+        var minusS = MinusFrozenRaw().unsqueeze(0);                                                    // (1, basis, D)
+        var diff = minusS.view(x.shape).add(x);                                                        // contiguous like minusS
+        return QuanTAChainBlocks.Crop(plan, diff.view(minusS.shape)).squeeze(0);                       // (out, in)
     }
 
-    Tensor FrozenDelta()
+    Tensor MinusFrozenRaw()
     {
-        if (frozenDelta is not null) return frozenDelta;
+        if (minusFrozenRaw is not null) return minusFrozenRaw;
         using var _ = no_grad();
-        return QuanTAChainBlocks.ApplyPlan(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);      // (out, in)
+        var raw = QuanTAChainBlocks.ApplyRaw(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray());
+        return raw.reshape(plan.Columns ? plan.In : plan.Out, plan.Layout.D).neg();                   // (basis, D)
     }
 
     internal ReturnedGradients Returned => returned;

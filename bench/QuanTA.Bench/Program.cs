@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
 //   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
-//   memloop --shape S [--steps N]             device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
+//   memloop --shape S [--steps N] [--lean 1]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
 //   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
 var verb = args.Length > 0 ? args[0] : "probe";
 string Arg(string name, string def) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : def; }
@@ -65,11 +65,12 @@ switch (verb)
         if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"quanta_dotnet_{shape}.json"), JsonSerializer.Serialize(result, opts)); }
         break;
     }
-    case "memloop":   // memloop --shape S [--steps 300] [--every 50]: device/host memory over a long fused-QuanTA run
+    case "memloop":   // memloop --shape S [--steps 300] [--every 50] [--lean 1]: device/host memory over a long fused-QuanTA run
     {
-        var r = MemoryLoopBench.Run(Arg("--shape", "tinyllama"), int.Parse(Arg("--steps", "300")), int.Parse(Arg("--every", "50")), seq);
+        bool lean = Arg("--lean", "0") == "1";
+        var r = MemoryLoopBench.Run(Arg("--shape", "tinyllama"), int.Parse(Arg("--steps", "300")), int.Parse(Arg("--every", "50")), seq, lean);
         var outDir = Arg("--out", "");
-        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"memloop_{r["shape"]}.json"), JsonSerializer.Serialize(r, opts)); }
+        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"memloop_{r["shape"]}{(lean ? "_lean" : "")}.json"), JsonSerializer.Serialize(r, opts)); }
         break;
     }
     case "ddp":

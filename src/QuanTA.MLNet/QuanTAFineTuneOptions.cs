@@ -175,7 +175,7 @@ public sealed class QuanTAFineTuneOptions
     /// Memory mode of the fused QuanTA path (when <see cref="FusedQuanTA"/> is on). <see cref="FusedQuanTAMemory.Fast"/>
     /// keeps ΔW, W0 + ΔW and the chain's activations of every adapted layer for the backward pass;
     /// <see cref="FusedQuanTAMemory.Lean"/> builds W0 + ΔW inside each layer's forward and again in its backward, keeping
-    /// nothing weight-sized in between (LLaMA-7B q,v on an H100: peak 26.2 instead of 42.1 GiB, 9–10 % fewer tokens/s; on
+    /// nothing weight-sized in between (LLaMA-7B q,v on an H100: peak 26.1 instead of 38.3 GiB, 7 % fewer tokens/s; on
     /// small models the per-layer work costs more: TinyLlama 41 % fewer). Same gradients either way (tested).
     /// Default <see cref="FusedQuanTAMemory.Auto"/>: Lean when the fast path's estimated extra memory
     /// (<see cref="QuanTA.Core.Adapters.QuanTABank.EstimatedStackedExtraBytes"/>) exceeds a quarter of the GPU memory still free

@@ -117,15 +117,15 @@ public sealed class QuanTABank : IDisposable
 
     /// <summary>
     /// Rough extra device memory of the default (stacked) path over the frozen model for <paramref name="model"/>'s eligible
-    /// adapters: about ten weight-sized tensors per adapted layer in the compute dtype (ΔW, W0 + ΔW, the chain's saved
-    /// activations, the frozen operator, their gradients) — measured on an H100: +1.9 GiB for TinyLlama's 44 q/v layers and
-    /// +19 GiB for LLaMA-7B's 64, ≈ 9.5 × Σ out·in·2 bytes in bf16. The layerwise path keeps none of these between forward and
-    /// backward (LLaMA-7B: +3.1 GiB with the cached frozen operator, +1.6 GiB without).
+    /// adapters: about eight weight-sized tensors per adapted layer in the compute dtype (ΔW, W0 + ΔW, the chain's saved
+    /// activations, the frozen chain, their gradients) — measured on an H100 (run E): +1.6 GiB for TinyLlama's 44 q/v layers
+    /// and +15.2 GiB for LLaMA-7B's 64, ≈ 7.6–8 × Σ out·in·2 bytes in bf16. The layerwise path keeps none of these between
+    /// forward and backward (LLaMA-7B: +3.0 GiB with the cached frozen chain).
     /// </summary>
     public static long EstimatedStackedExtraBytes(nn.Module model, ScalarType computeDType)
     {
         long size = computeDType switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 2 };
-        return EligibleAdapters(model).Sum(a => 10L * a.InFeatures * a.OutFeatures * size);
+        return EligibleAdapters(model).Sum(a => 8L * a.InFeatures * a.OutFeatures * size);
     }
 
     /// <summary>Re-points <paramref name="target"/>'s storage at <paramref name="view"/> (in place, <c>set_</c>).</summary>

@@ -189,7 +189,9 @@ public static class DistributedBench
             ["tokens_per_s_single"] = Math.Round(tps1, 1),
             ["tokens_per_s_runs"] = ddpRuns.Select(x => Math.Round(x, 1)).ToArray(),
             ["tokens_per_s_single_runs"] = singleRuns.Select(x => Math.Round(x, 1)).ToArray(),
-            ["speedup_min_max"] = new[] { Math.Round(ddpRuns.Min() / singleRuns.Max(), 3), Math.Round(ddpRuns.Max() / singleRuns.Min(), 3) },
+            ["speedup_min_max"] = new[] { Math.Round(ddpRuns.Min() / singleRuns.Max(), 3), Math.Round(ddpRuns.Max() / singleRuns.Min(), 3) },   // envelope
+            // each N-GPU run against the mean of the 1-GPU runs just before and after it (runs alternate)
+            ["speedup_pairs"] = ddpRuns.Select((x, i) => i + 1 < singleRuns.Count ? Math.Round(2 * x / (singleRuns[i] + singleRuns[i + 1]), 3) : (double?)null).ToArray(),
             ["tokens_per_s_single_doubled_batch"] = Math.Round(single["tokens_per_s_doubled_batch"].GetDouble(), 1),
             ["speedup"] = Math.Round(tps / tps1, 3),
             ["phase_ms_ddp_rank0"] = ddp.TryGetValue("phase_ms", out var pd) ? pd : null,

@@ -14,10 +14,10 @@ namespace QuanTA.Core.Distributed;
 /// libtorch queues TorchSharp's kernels on unless a different stream is made current (TorchSharp exposes none). So a
 /// collective starts after the kernels that produced its input and the kernels queued after it see its result; no
 /// extra synchronization is needed for correctness.</para>
-/// <para><b>Bounded waits.</b> With <see cref="NcclOptions.BlockingWait"/> (default) each collective returns only once it has
+/// <para><b>Bounded waits.</b> With <see cref="NcclOptions.BlockingWait"/> (off by default) each collective returns only once it has
 /// finished on the GPU, polling <c>ncclCommGetAsyncError</c> meanwhile; when it exceeds the timeout (a peer died or never
 /// called it) the communicator is aborted (<c>ncclCommAbort</c>) and a <see cref="TimeoutException"/> is thrown instead of
-/// hanging. Without it, collectives are only queued (the host runs ahead of the GPU, as PyTorch's DDP does) and a
+/// hanging. Without it (the default), collectives are only queued (the host runs ahead of the GPU, as PyTorch's DDP does) and a
 /// <see cref="CollectiveWatchdog"/> thread follows each one through a CUDA event: on a timeout or an asynchronous NCCL error
 /// it prints which collective on which rank failed and ends the process (exit code 71), PyTorch's async error handling.</para>
 /// <para><b>NVLink multicast.</b> <c>NCCL_NVLS_ENABLE=0</c> is set in this process's native environment before NCCL starts
@@ -263,7 +263,7 @@ public sealed record NcclOptions
     /// True: wait for each collective to finish, bounded by the group timeout, and throw a <see cref="TimeoutException"/> if a
     /// peer does not take part. False (default, as in PyTorch's ProcessGroupNCCL; <c>QUANTA_NCCL_BLOCKING_WAIT=1</c> turns
     /// blocking on): collectives are only queued, so the host keeps queuing the optimizer step and the next forward while the
-    /// GPU works (faster in every paired measurement: README, "Several GPUs"); a watchdog thread bounds the wait instead and
+    /// GPU works (as fast or faster in every measurement: README, "Several GPUs"); a watchdog thread bounds the wait instead and
     /// ends the process on a timeout (see <see cref="OnWatchdogFailure"/>).
     /// </summary>
     public bool BlockingWait { get; init; } = Environment.GetEnvironmentVariable(BlockingWaitEnv) is "1" or "true" or "True";

@@ -129,19 +129,20 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
     {
         note = null;
         if (options.Adapter != AdapterMethod.QuanTA || !(options.FusedQuanTA ?? model.Device.type == DeviceType.CUDA)) return null;
-        var dtype = model.Module.parameters().First(p => !p.requires_grad).dtype;
-        long extra = QuanTABank.EstimatedStackedExtraBytes(model.Module, dtype);
         bool lean;
         switch (options.FusedQuanTAMemory)
         {
             case FusedQuanTAMemory.Lean: lean = true; break;
             case FusedQuanTAMemory.Fast: lean = false; break;
             default:
-                var free = model.Device.type == DeviceType.CUDA ? DeviceMemory.Query()?.Free : null;
+                if (model.Device.type != DeviceType.CUDA) { lean = false; break; }
+                var dtype = model.Module.parameters().FirstOrDefault(p => !p.requires_grad)?.dtype ?? ScalarType.Float32;   // the frozen base's
+                long extra = QuanTABank.EstimatedStackedExtraBytes(model.Module, dtype);
+                var free = DeviceMemory.Query(model.Device.index < 0 ? 0 : model.Device.index)?.Free;
                 lean = free is long f && extra > f / 4;
                 note = free is long ff
                     ? $"fused QuanTA, {(lean ? "lean" : "fast")} memory mode: the fast path needs ≈ {extra / 1048576.0:F0} MiB more, {ff / 1048576.0:F0} MiB free"
-                    : null;
+                    : "fused QuanTA, fast memory mode (the free GPU memory could not be read; set FusedQuanTAMemory = Lean to save memory)";
                 break;
         }
         var bank = QuanTABank.Create(model.Module, layerwise: lean);

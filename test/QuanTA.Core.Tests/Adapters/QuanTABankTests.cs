@@ -310,6 +310,26 @@ public class QuanTAChainBlockTests
             Assert.True(TestUtil.RelErr(merged.Grads[i], pairwise.Grads[i]) < 1e-5, $"tensor {i}: {TestUtil.RelErr(merged.Grads[i], pairwise.Grads[i])}");
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void TenAxisLayoutsGetDistinctEinsumLetters(bool columns)
+    {
+        // 10 axes, cap 512: the first two blocks applied cover every axis in both orientations, so the merged Kronecker start
+        // runs and needs 2·10 + (shared axes) distinct einsum subscripts ('a' + axis for inputs and 'j' + axis for outputs clash).
+        var lay = new AxisLayout(Enumerable.Repeat(2, 10).ToArray());
+        using var a = new QuanTAAdapter(1024, 1024, lay, generator: new Generator(4));
+        using var layer = new AdaptableLinear(1024, 1024, false);
+        layer.Attach(a);
+        TestUtil.Randomize(layer, 0.3, 6);
+        using var scope = NewDisposeScope();
+        var t = Enumerable.Range(0, lay.TensorCount).Select(i => a.TensorT(i).unsqueeze(0)).ToArray();
+        var plan = QuanTAChainBlocks.MakePlan(lay, 512, 1024, 1024, columns);
+        Assert.Equal(10, plan.Blocks[plan.Order[0]].Axes.Union(plan.Blocks[plan.Order[1]].Axes).Count());   // the merged start is taken
+        var m = QuanTAChainBlocks.CroppedOperator(lay, t, 1024, 1024, 512, ScalarType.Float32, CPU, columns)[0];
+        Assert.True(TestUtil.RelErr(m, a.Operator()) < 1e-5, $"columns {columns}: {TestUtil.RelErr(m, a.Operator())}");
+    }
+
     [Fact]
     public void PlanPicksTheOrientationWhoseFirstBlockIsLargest()
     {

@@ -50,8 +50,9 @@ public sealed class QuanTABank : IDisposable
     /// block operators; every adapted layer builds W0 + ΔW inside its own forward and again in its backward (a custom
     /// autograd node that saves only its input), so no weight-sized tensor is kept between forward and backward. The chain
     /// runs twice per step; peak memory stays close to the frozen model's. With <c>cacheFrozenOperator</c> the constant
-    /// crop(M_S) of every layer is still kept (one weight-sized copy per adapted layer, in the compute dtype); without it it is
-    /// rebuilt from its block operators in each forward and backward.
+    /// S chain of every layer is still kept, negated and uncropped on the basis vectors ((basis, D) per adapted layer in the
+    /// compute dtype: weight-sized for square layers, larger when D pads past max(in, out)); without it it is rebuilt from
+    /// its block operators in each forward and backward.
     /// </summary>
     public bool Layerwise { get; }
 

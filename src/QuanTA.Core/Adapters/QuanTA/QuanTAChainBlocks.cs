@@ -94,7 +94,7 @@ static class QuanTAChainBlocks
         Tensor x;
         int first = 0;
         var (a1, a2) = (plan.Blocks[plan.Order[0]].Axes, plan.Order.Length > 1 ? plan.Blocks[plan.Order[1]].Axes : []);
-        if (plan.Kronecker && a1.Union(a2).Count() == lay.AxisCount && a2.Length > 0)
+        if (plan.Kronecker && a2.Length > 0 && a1.Union(a2).Count() == lay.AxisCount && EinsumLetters(lay, a1, a2) is not null)
         { x = KroneckerThenBlock(lay, a1, ops[0], a2, ops[1]); first = 2; }                  // (L, j0..jN-1, d0..dN-1)
         else if (plan.Kronecker) { x = KroneckerStart(lay, a1, ops[0]); first = 1; }          // (L, D, d0..dN-1)
         else
@@ -163,15 +163,30 @@ static class QuanTAChainBlocks
     {
         int n = lay.AxisCount;
         long L = r1.shape[0];
-        static char J(int a) => (char)('a' + a);       // input (basis) index of axis a
-        static char O(int a) => (char)('j' + a);       // output index
-        static char C(int a) => (char)('s' + a);       // contracted index (axes of both blocks)
+        var (s1, s2, so) = EinsumLetters(lay, a1, a2)!.Value;
         long[] Dims(IEnumerable<int> a) => a.Select(x => (long)lay.Dims[x]).ToArray();
+        return einsum($"{LayerLetter}{s1},{LayerLetter}{s2}->{LayerLetter}{so}",
+            r1.reshape([L, .. Dims(a1), .. Dims(a1)]), r2.reshape([L, .. Dims(a2), .. Dims(a2)]));   // (L, j0..jN-1, i0..iN-1)
+    }
+
+    const char LayerLetter = 'Z';
+    const string Letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY";   // einsum's a–z, A–Z without the layer's Z
+
+    /// <summary>Subscripts of <see cref="KroneckerThenBlock"/>: per axis an input (basis) index j_a and an output index o_a,
+    /// plus a contracted index for each axis of both blocks; null when a layout has too many axes for einsum's 52 letters
+    /// (then the Kronecker start and the block run separately).</summary>
+    static (string R1, string R2, string Out)? EinsumLetters(AxisLayout lay, int[] a1, int[] a2)
+    {
+        int n = lay.AxisCount;
+        var both = a1.Intersect(a2).ToArray();
+        if (2 * n + both.Length > Letters.Length) return null;
+        char J(int a) => Letters[a];                                    // input (basis) index of axis a
+        char O(int a) => Letters[n + a];                                // output index
+        char C(int a) => Letters[2 * n + Array.IndexOf(both, a)];       // contracted index (axes of both blocks)
         string s1 = string.Concat(a1.Select(J)) + string.Concat(a1.Select(a => a2.Contains(a) ? C(a) : O(a)));
         string s2 = string.Concat(a2.Select(a => a1.Contains(a) ? C(a) : J(a))) + string.Concat(a2.Select(O));
         string so = string.Concat(Enumerable.Range(0, n).Select(J)) + string.Concat(Enumerable.Range(0, n).Select(O));
-        return einsum($"Z{s1},Z{s2}->Z{so}",
-            r1.reshape([L, .. Dims(a1), .. Dims(a1)]), r2.reshape([L, .. Dims(a2), .. Dims(a2)]));   // (L, j0..jN-1, i0..iN-1)
+        return (s1, s2, so);
     }
 
     /// <summary>R_B = O_Bᵀ (L, K, K) for one block: its pairs' chain run on the identity of the block's own subspace

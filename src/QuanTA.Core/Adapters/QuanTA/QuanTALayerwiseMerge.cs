@@ -25,8 +25,10 @@ internal interface IStepLinear
 ///              ∂L/∂ΔW = gᵀ x,   ∂L/∂R_B = (∂ΔW/∂R_B)ᵀ ∂L/∂ΔW                            chain rebuilt with a graph
 /// </code>
 /// The gradients w.r.t. R_B flow on through the ordinary graph into the stacked T tensors. Cost: the chain runs twice per
-/// step instead of once, for a peak memory close to the frozen model's (the stacked path keeps ΔW, W0 + ΔW and the chain's
-/// activations for every adapted layer: ≈ 19 GiB more on LLaMA-7B's 64 q/v layers in bf16).
+/// step instead of once, for a peak memory close to the frozen model's (on an H100, LLaMA-7B q,v: 26.1 GiB against 38.3 for
+/// the stacked path and 23.1 for the frozen model). One known remainder: TorchSharp's custom-function node keeps an empty
+/// tensor shaped like its output (to zero-fill a missing gradient), one activation-sized buffer per adapted layer
+/// (≈ 1 GiB on LLaMA-7B at 4 × 512 tokens).
 /// </summary>
 /// <param name="plan">The layer shape's chain plan.</param>
 /// <param name="ops">This layer's block operators (K, K), application order, differentiable w.r.t. the stacked T.</param>
@@ -40,11 +42,20 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
 
     public Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
     {
+        if (weight.requires_grad || bias?.requires_grad == true)
+            throw new InvalidOperationException("The lean (layerwise) QuanTA path trains only the adapter: the layer's weight and bias " +
+                "must stay frozen. Freeze them, or use the fast path (FusedQuanTAMemory.Fast / QuanTABank without layerwise).");
         var args = new object?[4 + ops.Length];
         args[0] = x; args[1] = weight; args[2] = bias; args[3] = this;
         for (int i = 0; i < ops.Length; i++) args[4 + i] = ops[i];
-        return MergedLinearFunction.apply(args!);
+        var y = MergedLinearFunction.apply(args!);   // a new wrapper of the node's output
+        PendingOutput?.Dispose();                    // the wrapper forward() made: freed now, not left to the GC
+        PendingOutput = null;
+        return y;
     }
+
+    /// <summary>The output wrapper made inside <see cref="MergedLinearFunction.forward"/> (apply returns another one).</summary>
+    internal Tensor? PendingOutput { get; set; }
 
     /// <summary>ΔW (out, in) from block operators (K, K) each: crop(M_T − M_S), the difference written in one pass that
     /// reads the chain's last output in place.</summary>
@@ -108,7 +119,8 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
         ctx.save_for_backward([x, w, .. ops]);
         ctx.save_data("step", step);
         ctx.save_data("x_needs_grad", x.requires_grad);
-        return y.MoveToOuterDisposeScope();
+        step.PendingOutput = y.DetachFromDisposeScope();
+        return y;
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)

@@ -432,7 +432,7 @@ public sealed class Trainer<TBatch> : IDisposable
             ZeroGrad();
             if (o.CheckpointDir is not null && _lastSavedStep != _state.Step) Save(epoch);
             throw new OutOfMemoryOnDeviceException(_state.Step + 1, o.BatchSize, o.GradientAccumulationSteps,
-                o.CheckpointDir is null ? null : _lastCheckpoint, e);
+                o.CheckpointDir is null ? null : _lastCheckpoint, e, o.OutOfMemoryHint);
         }
 
         void Diverged(int epoch, double value, double lr, string what)

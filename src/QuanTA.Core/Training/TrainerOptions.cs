@@ -90,6 +90,10 @@ public sealed class TrainerOptions
     /// </summary>
     public string? RunFingerprint { get; set; }
 
+    /// <summary>One more suggestion for the out-of-memory error, from the caller that knows the model (e.g. a lower-memory
+    /// adapter path); appended to <see cref="OutOfMemoryOnDeviceException"/>'s message. Default null.</summary>
+    public string? OutOfMemoryHint { get; set; }
+
     /// <summary>Run the validation function every N optimizer steps; 0: at the end of each epoch. Default 0.</summary>
     public long ValidateEverySteps { get; set; }
 

@@ -140,10 +140,11 @@ public sealed class TrainingDivergedException : Exception
 public sealed class OutOfMemoryOnDeviceException : InvalidOperationException
 {
     /// <summary>Creates the exception.</summary>
-    public OutOfMemoryOnDeviceException(long step, int batchSize, int accumulation, string? lastCheckpoint, Exception inner)
+    public OutOfMemoryOnDeviceException(long step, int batchSize, int accumulation, string? lastCheckpoint, Exception inner, string? hint = null)
         : base($"Out of memory on the device during optimizer step {step} (batch size {batchSize}, gradient accumulation {accumulation}). " +
                $"Lower the batch size (e.g. {Math.Max(1, batchSize / 2)}) and raise gradient accumulation (e.g. {accumulation * 2}) to keep " +
-               "the same effective batch, or lower the maximum sequence length. The parameters are those of the last completed step" +
+               "the same effective batch, or lower the maximum sequence length" + (hint is null ? "" : $"; {hint}") +
+               ". The parameters are those of the last completed step" +
                (lastCheckpoint is null ? "." : $"; resume from '{lastCheckpoint}'."), inner)
     {
         Step = step; LastCheckpoint = lastCheckpoint;

@@ -54,6 +54,9 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         // Fused QuanTA (all layers' ΔW per step, stacked trainable tensors) on CUDA by default; per-layer path otherwise.
         using var bank = CreateBank(out var bankNote);
         trainerOptions.RunFingerprint = RunFingerprints.Make(baseModelFingerprint, o, fused: bank is not null, worldSize: world);
+        if (bank is { Layerwise: false })
+            trainerOptions.OutOfMemoryHint = "or set FusedQuanTAMemory = Lean (CLI: --fused-memory lean), which keeps no weight-sized " +
+                "tensor per adapted layer between forward and backward (same results, a little slower)";
         if (o.ResumeFromCheckpoint is not null)
             trainerOptions.ResumeFrom = RunFingerprints.ResolveResume(o.ResumeFromCheckpoint, trainerOptions.CheckpointDir, trainerOptions.RunFingerprint, seed,
                 m => { using var c = host.Start("QuanTA resume"); c.Warning(MessageSensitivity.None, m); });

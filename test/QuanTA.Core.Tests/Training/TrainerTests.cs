@@ -121,7 +121,8 @@ public class TrainerTests
         byte[][]? atFailure = null;
         var calls = 0;
         var loss = ToyData.MseLoss(net);
-        using var trainer = Trainer<ToyBatch>.ForModule(net, new TrainerOptions { Epochs = 1, BatchSize = 4, GradientAccumulationSteps = 2, LearningRate = 1e-2, CheckpointDir = dir.Path });
+        using var trainer = Trainer<ToyBatch>.ForModule(net, new TrainerOptions { Epochs = 1, BatchSize = 4, GradientAccumulationSteps = 2, LearningRate = 1e-2, CheckpointDir = dir.Path,
+            OutOfMemoryHint = "or try the lean path" });
         var e = Assert.Throws<OutOfMemoryOnDeviceException>(() => trainer.Train(BatchSource.FromList(data), b =>
         {
             // what libtorch's CUDA caching allocator throws, as TorchSharp surfaces it
@@ -130,7 +131,7 @@ public class TrainerTests
         }));
         Assert.Equal(3, e.Step);
         Assert.Contains("batch size", e.Message);
-        Assert.Contains("sequence length", e.Message);
+        Assert.Contains("sequence length; or try the lean path.", e.Message);
         Assert.Equal(atFailure, net.TrainableBytes());             // nothing of the failing step was applied
         Assert.NotNull(e.LastCheckpoint);
         Assert.Equal(2, Checkpoints.Verify(e.LastCheckpoint!).Step);

@@ -178,7 +178,7 @@ public sealed class QuanTAFineTuneOptions
     /// nothing weight-sized in between (LLaMA-7B q,v on an H100: peak 26.1 instead of 38.3 GiB, 7 % fewer tokens/s; on
     /// small models the per-layer work costs more: TinyLlama 41 % fewer). Same gradients either way (tested).
     /// Default <see cref="FusedQuanTAMemory.Auto"/>: Lean when the fast path's estimated extra memory
-    /// (<see cref="QuanTA.Core.Adapters.QuanTABank.EstimatedStackedExtraBytes"/>) exceeds a quarter of the GPU memory still free
+    /// (<see cref="QuanTA.Core.Adapters.QuanTABank.EstimatedStackedExtraBytes"/>) exceeds half of the GPU memory still free
     /// after the model is loaded, else Fast. The choice is logged.
     /// </summary>
     public FusedQuanTAMemory FusedQuanTAMemory = FusedQuanTAMemory.Auto;
@@ -353,7 +353,7 @@ public sealed class QuanTAFineTuneOptions
 /// <summary>How the fused QuanTA path trades memory for speed (<see cref="QuanTAFineTuneOptions.FusedQuanTAMemory"/>).</summary>
 public enum FusedQuanTAMemory
 {
-    /// <summary>Lean when the fast path would take more than a quarter of the free GPU memory, else Fast.</summary>
+    /// <summary>Lean when the fast path would take more than half of the free GPU memory, else Fast.</summary>
     Auto,
     /// <summary>Keep every adapted layer's ΔW, W0 + ΔW and chain activations for the backward pass (fastest).</summary>
     Fast,

@@ -39,3 +39,19 @@ public class FusedQuanTATests
                 Assert.True(Math.Abs(plain.Scores[r][c] - fused.Scores[r][c]) < 2e-3, $"row {r} class {c}: {plain.Scores[r][c]} vs {fused.Scores[r][c]}");
     }
 }
+
+/// <summary>The Auto memory rule on the calibrated sizes (<see cref="QuanTA.Core.Adapters.QuanTABank.EstimatedStackedExtraBytes"/>).</summary>
+public class FusedQuanTAMemoryRuleTests
+{
+    const long GB = 1_000_000_000;
+
+    [Theory]
+    [InlineData(17.2, 64.0, false)]   // LLaMA-7B q,v (64 layers of 4096², bf16) on an 80 GB GPU: the fast path fits
+    [InlineData(17.2, 25.0, true)]    // the same on a 40 GB GPU: lean
+    [InlineData(1.7, 20.0, false)]    // TinyLlama q,v on a 24 GB GPU: fast
+    public void AutoPicksLeanOnlyWhenTheFastPathWouldCrowdTheGpu(double extraGb, double freeGb, bool lean)
+        => Assert.Equal(lean, QuanTA.MLNet.Engine.FineTuneRunner.PreferLean((long)(extraGb * GB), (long)(freeGb * GB)));
+
+    [Fact]
+    public void UnknownFreeMemoryKeepsTheFastPath() => Assert.False(QuanTA.MLNet.Engine.FineTuneRunner.PreferLean(100 * GB, null));
+}

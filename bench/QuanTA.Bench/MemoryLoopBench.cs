@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using System.Diagnostics;
 using QuanTA.Core.Adapters;
 using QuanTA.Core.Models.Llama;
@@ -45,7 +46,7 @@ static class MemoryLoopBench
                 long managed = GC.GetTotalMemory(forceFullCollection: true);   // live managed bytes (runs finalizers' GC too)
                 GC.WaitForPendingFinalizers();
                 proc.Refresh();
-                samples.Add(new { step = s, device_used_gib = Math.Round((GpuMemory.UsedBytes() ?? 0) / Math.Pow(2, 30), 3),
+                samples.Add(new { step = s, device_used_gib = Math.Round((DeviceMemory.UsedBytes() ?? 0) / Math.Pow(2, 30), 3),
                                   host_rss_gib = Math.Round(rss / Math.Pow(2, 30), 3),
                                   host_rss_after_gc_gib = Math.Round(proc.WorkingSet64 / Math.Pow(2, 30), 3),
                                   managed_mib = Math.Round(managed / Math.Pow(2, 20), 2),

@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using System.Diagnostics;
 using QuanTA.Core.Adapters;
 using QuanTA.Core.Models.Llama;
@@ -28,7 +29,7 @@ static class TrainBench
         batch = batchOverride ?? batch;
         var dev = Dev;
         using (var ctx = ones(1, device: dev)) { Sync(); }
-        long baseline = GpuMemory.UsedBytes() ?? 0;
+        long baseline = DeviceMemory.UsedBytes() ?? 0;
         manual_seed(0);
         using var model = new LlamaForCausalLM(config, ScalarType.BFloat16, dev);
         RandomInit(model);
@@ -64,25 +65,25 @@ static class TrainBench
         var hostIds = randint(0, config.VocabSize, [batch, seq], dtype: ScalarType.Int64);
         Losses.CountTargets(hostIds.data<long>().ToArray(), seq, config.VocabSize);   // labels checked on the host, once
         using var ids = hostIds.to(dev);
+        // One training step; mark(i) is called after phase i (materialize, forward, backward, optimizer). Reads the loss on
+        // the host (a device sync) only when asked.
+        double Step(Action<int> mark, bool readLoss = false)
+        {
+            using var scope = NewDisposeScope();
+            bank?.Materialize(ScalarType.BFloat16); mark(0);
+            var loss = Losses.CausalLMUnchecked(model.forward(ids, null), ids); mark(1);   // logits (B, T, V) fp32
+            loss.backward(); bank?.PropagateChainGradients(); mark(2);                    // recompute mode: dL/dΔW through the chain
+            opt.step(); opt.zero_grad(); bank?.Clear(); mark(3);
+            return readLoss ? loss.item<float>() : double.NaN;
+        }
         long peak = 0;
         var sw = new Stopwatch();
         double lastLoss = double.NaN;
         for (int s = 0; s < warm + steps; s++)
         {
             if (s == warm) { Sync(); sw.Start(); }
-            using (var scope = NewDisposeScope())
-            {
-                bank?.Materialize(ScalarType.BFloat16);
-                var logits = model.forward(ids, null);                              // (B, T, V) fp32
-                var loss = Losses.CausalLMUnchecked(logits, ids);
-                loss.backward();
-                bank?.PropagateChainGradients();                                     // recompute mode: dL/dΔW through the chain
-                opt.step();
-                opt.zero_grad();
-                bank?.Clear();
-                if (s == warm + steps - 1) lastLoss = loss.item<float>();
-            }
-            if (s == 0 || s == warm + steps - 1) { Sync(); peak = Math.Max(peak, GpuMemory.UsedBytes() ?? 0); }
+            lastLoss = Step(_ => { }, readLoss: s == warm + steps - 1);
+            if (s == 0 || s == warm + steps - 1) { Sync(); peak = Math.Max(peak, DeviceMemory.UsedBytes() ?? 0); }
         }
         Sync();
         sw.Stop();
@@ -91,13 +92,8 @@ static class TrainBench
         const int phaseSteps = 3;
         for (int s = 0; s < phaseSteps; s++)
         {
-            using var scope = NewDisposeScope();
             long t0 = Stopwatch.GetTimestamp();
-            void Mark(int i) { Sync(); phase[i] += Stopwatch.GetElapsedTime(t0).TotalMilliseconds; t0 = Stopwatch.GetTimestamp(); }
-            bank?.Materialize(ScalarType.BFloat16); Mark(0);
-            var loss = Losses.CausalLMUnchecked(model.forward(ids, null), ids); Mark(1);
-            loss.backward(); bank?.PropagateChainGradients(); Mark(2);
-            opt.step(); opt.zero_grad(); bank?.Clear(); Mark(3);
+            Step(i => { Sync(); phase[i] += Stopwatch.GetElapsedTime(t0).TotalMilliseconds; t0 = Stopwatch.GetTimestamp(); });
         }
         bank?.Dispose();
         double dt = sw.Elapsed.TotalSeconds;

@@ -52,7 +52,8 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             ValidateEverySteps = o.ValidateEverySteps,
         };
         // Fused QuanTA (all layers' ΔW per step, stacked trainable tensors) on CUDA by default; per-layer path otherwise.
-        using var bank = CreateBank(out var bankNote);
+        var computeDType = model.Module.parameters().First(p => !p.requires_grad).dtype;   // the frozen base's
+        using var bank = CreateBank(computeDType, out var bankNote);
         trainerOptions.RunFingerprint = RunFingerprints.Make(baseModelFingerprint, o, fused: bank is not null, worldSize: world);
         if (bank is { Layerwise: false })
             trainerOptions.OutOfMemoryHint = "or set FusedQuanTAMemory = Lean (CLI: --fused-memory lean), which keeps no weight-sized " +
@@ -61,7 +62,6 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             trainerOptions.ResumeFrom = RunFingerprints.ResolveResume(o.ResumeFromCheckpoint, trainerOptions.CheckpointDir, trainerOptions.RunFingerprint, seed,
                 m => { using var c = host.Start("QuanTA resume"); c.Warning(MessageSensitivity.None, m); });
         if (rank != 0) trainerOptions.CheckpointDir = null;   // only rank 0 writes; the others resume from what it wrote
-        var computeDType = model.Module.parameters().First(p => !p.requires_grad).dtype;
         using var trainer = bank is null
             ? Trainer<InputRow[]>.ForModule(model.Module, trainerOptions)
             : new Trainer<InputRow[]>(bank.OptimizerParameters(model.Module), trainerOptions, model.Module, AdapterBuffers(model.Module));
@@ -133,7 +133,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
     /// lean on a 40 GB one; unknown free memory keeps the fast path.</summary>
     internal static bool PreferLean(long stackedExtraBytes, long? freeBytes) => freeBytes is long f && stackedExtraBytes > f / 2;
 
-    QuanTABank? CreateBank(out string? note)
+    QuanTABank? CreateBank(ScalarType computeDType, out string? note)
     {
         note = null;
         if (options.Adapter != AdapterMethod.QuanTA || !(options.FusedQuanTA ?? model.Device.type == DeviceType.CUDA)) return null;
@@ -144,8 +144,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             case FusedQuanTAMemory.Fast: lean = false; break;
             default:
                 if (model.Device.type != DeviceType.CUDA) { lean = false; break; }
-                var dtype = model.Module.parameters().FirstOrDefault(p => !p.requires_grad)?.dtype ?? ScalarType.Float32;   // the frozen base's
-                long extra = QuanTABank.EstimatedStackedExtraBytes(model.Module, dtype);
+                long extra = QuanTABank.EstimatedStackedExtraBytes(model.Module, computeDType);
                 var free = DeviceMemory.Query(model.Device.index < 0 ? 0 : model.Device.index)?.Free;
                 lean = PreferLean(extra, free);
                 note = free is long ff

@@ -30,18 +30,17 @@ namespace QuanTA.Core.Adapters;
 /// </summary>
 public sealed class QuanTABank : IDisposable
 {
-    sealed record Group(AxisLayout Layout, int In, int Out, QuanTAAdapter[] Adapters, Parameter[] Stacked);
+    sealed record Group(AxisLayout Layout, int In, int Out, QuanTAAdapter[] Adapters, Parameter[] Stacked, QuanTAChainBlocks.ChainPlan Plan);
 
     readonly Group[] _groups;
     readonly bool _cacheFrozen;
-    readonly int _blockCap;
     readonly Dictionary<(int Group, ScalarType DType), Tensor> _minusFrozenRaw = [];   // −(S chain on the basis vectors), uncropped
     readonly (Tensor Delta, ScalarType DType)?[] _leaves;   // recompute mode: this step's ΔW per group, a leaf owned by the bank
     readonly ReturnedGradients _returned = new();            // layerwise mode: gradient wrappers handed to libtorch
 
-    QuanTABank(Group[] groups, bool cacheFrozen, int blockCap, bool recompute, bool layerwise)
+    QuanTABank(Group[] groups, bool cacheFrozen, bool recompute, bool layerwise)
     {
-        _groups = groups; _cacheFrozen = cacheFrozen; _blockCap = blockCap; RecomputeChainInBackward = recompute; Layerwise = layerwise;
+        _groups = groups; _cacheFrozen = cacheFrozen; RecomputeChainInBackward = recompute; Layerwise = layerwise;
         _leaves = new (Tensor, ScalarType)?[groups.Length];
     }
 
@@ -106,9 +105,9 @@ public sealed class QuanTABank : IDisposable
         if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
         var groups = EligibleAdapters(model)
             .GroupBy(a => (Key: $"{string.Join(",", a.Layout.Dims)}|{string.Join(" ", a.Layout.Pairs)}", a.InFeatures, a.OutFeatures))
-            .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray()))
+            .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray(), blockCap))
             .ToArray();
-        return new QuanTABank(groups, cacheFrozenOperator, blockCap, recomputeChainInBackward, layerwise);
+        return new QuanTABank(groups, cacheFrozenOperator, recomputeChainInBackward, layerwise);
     }
 
     /// <summary>The adapters a bank serves: full-rank QuanTA without dropout.</summary>
@@ -139,7 +138,7 @@ public sealed class QuanTABank : IDisposable
     }
 
     /// <summary>Makes the group's stacked parameters and points every adapter's T_i at its slice.</summary>
-    static Group Stack(AxisLayout layout, int inF, int outF, QuanTAAdapter[] adapters)
+    static Group Stack(AxisLayout layout, int inF, int outF, QuanTAAdapter[] adapters, int blockCap)
     {
         using var _ = no_grad();
         var stacked = new Parameter[layout.TensorCount];
@@ -150,7 +149,7 @@ public sealed class QuanTABank : IDisposable
             for (int l = 0; l < adapters.Length; l++)
                 Alias(adapters[l].TensorT(i), stacked[i][l]);                                             // T_i of layer l aliases slice l
         }
-        return new Group(layout, inF, outF, adapters, stacked);
+        return new Group(layout, inF, outF, adapters, stacked, QuanTAChainBlocks.MakePlan(layout, blockCap, inF, outF));
     }
 
     /// <summary>
@@ -181,20 +180,13 @@ public sealed class QuanTABank : IDisposable
     void MaterializeLayerwise(int gi, ScalarType dtype)
     {
         var g = _groups[gi];
-        var dev = g.Stacked[0].device;
-        var plan = QuanTAChainBlocks.MakePlan(g.Layout, _blockCap, g.In, g.Out);
-        var t = g.Stacked.Select(p => p.to_type(dtype)).ToArray();                                        // (L, d_m, d_n, d_m, d_n)
-        var ops = QuanTAChainBlocks.BlockOperators(plan, t, dtype, dev).Select(o => o.unbind(0)).ToArray();   // [block][layer] (K, K)
+        var plan = g.Plan;
+        var ops = TensorBlockOperators(g, dtype).Select(o => o.unbind(0)).ToArray();                      // [block][layer] (K, K)
         Tensor[]? frozen = null;
         Tensor[][]? frozenOps = null;
-        if (_cacheFrozen) frozen = MinusFrozenRaw(gi, plan, dtype).unbind(0);                              // [layer] (basis, D)
+        if (_cacheFrozen) frozen = MinusFrozenRaw(gi, dtype).unbind(0);                                    // [layer] (basis, D)
         else
-            using (no_grad())
-            {
-                var s = Enumerable.Range(0, g.Layout.TensorCount)
-                    .Select(i => stack(g.Adapters.Select(a => a.TensorS(i)).ToArray()).to_type(dtype)).ToArray();
-                frozenOps = QuanTAChainBlocks.BlockOperators(plan, s, dtype, dev).Select(o => o.unbind(0)).ToArray();
-            }
+            using (no_grad()) frozenOps = FrozenBlockOperators(g, dtype).Select(o => o.unbind(0)).ToArray();
         for (int l = 0; l < g.Adapters.Length; l++)
             g.Adapters[l].StepLinear = new QuanTALayerStep(plan, ops.Select(o => o[l]).ToArray(), frozen?[l],
                 frozenOps?.Select(o => o[l]).ToArray(), _returned);
@@ -258,26 +250,29 @@ public sealed class QuanTABank : IDisposable
     Tensor GroupDelta(int gi, ScalarType dtype)
     {
         var g = _groups[gi];
-        var dev = g.Stacked[0].device;
-        var plan = QuanTAChainBlocks.MakePlan(g.Layout, _blockCap, g.In, g.Out);
-        var t = g.Stacked.Select(p => p.to_type(dtype)).ToArray();                     // (L, d_m, d_n, d_m, d_n) each
-        var x = QuanTAChainBlocks.ApplyRaw(plan, QuanTAChainBlocks.BlockOperators(plan, t, dtype, dev));   // (L, basis…, d…), any layout
-        var minusS = MinusFrozenRaw(gi, plan, dtype);                                   // (L, basis, D) contiguous
+        var x = QuanTAChainBlocks.ApplyRaw(g.Plan, TensorBlockOperators(g, dtype));   // (L, basis…, d…), any layout
+        var minusS = MinusFrozenRaw(gi, dtype);                                         // (L, basis, D) contiguous
         var diff = minusS.view(x.shape).add(x);                                        // contiguous like its first operand
-        return QuanTAChainBlocks.Crop(plan, diff.view(minusS.shape));                  // (L, out, in)
+        return QuanTAChainBlocks.Crop(g.Plan, diff.view(minusS.shape));                // (L, out, in)
     }
 
+    /// <summary>The group's block operators from its stacked T (L, K, K) each, differentiable.</summary>
+    static Tensor[] TensorBlockOperators(Group g, ScalarType dtype) => QuanTAChainBlocks.BlockOperators(
+        g.Plan, g.Stacked.Select(p => p.to_type(dtype)).ToArray(), dtype, g.Stacked[0].device);   // from (L, d_m, d_n, d_m, d_n)
+
+    /// <summary>The group's block operators from the adapters' frozen S (call without gradient).</summary>
+    static Tensor[] FrozenBlockOperators(Group g, ScalarType dtype) => QuanTAChainBlocks.BlockOperators(
+        g.Plan, Enumerable.Range(0, g.Layout.TensorCount).Select(i => stack(g.Adapters.Select(a => a.TensorS(i)).ToArray()).to_type(dtype)).ToArray(),
+        dtype, g.Stacked[0].device);
+
     /// <summary>−(the S chain on the basis vectors), (L, basis, D), uncropped, without gradient; cached unless disabled.</summary>
-    Tensor MinusFrozenRaw(int gi, QuanTAChainBlocks.ChainPlan plan, ScalarType dtype)
+    Tensor MinusFrozenRaw(int gi, ScalarType dtype)
     {
         if (_minusFrozenRaw.TryGetValue((gi, dtype), out var cached)) return cached;
         var g = _groups[gi];
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var s = Enumerable.Range(0, g.Layout.TensorCount)
-            .Select(i => stack(g.Adapters.Select(a => a.TensorS(i)).ToArray()).to_type(dtype)).ToArray();
-        var raw = QuanTAChainBlocks.ApplyRaw(plan, QuanTAChainBlocks.BlockOperators(plan, s, dtype, g.Stacked[0].device));
-        var m = raw.reshape(raw.shape[0], plan.Columns ? plan.In : plan.Out, g.Layout.D).neg();   // (L, basis, D) contiguous
+        var m = QuanTAChainBlocks.NegatedRaw(g.Plan, FrozenBlockOperators(g, dtype));   // (L, basis, D) contiguous
         if (!_cacheFrozen) return m.MoveToOuterDisposeScope();
         m = m.DetachFromDisposeScope();
         _minusFrozenRaw[(gi, dtype)] = m;

@@ -48,7 +48,11 @@ static class QuanTAChainBlocks
 
     /// <summary>How a layer shape's chain is materialized: the blocks, the orientation, whether the first block starts as a
     /// Kronecker product, and the order in which the blocks are applied.</summary>
-    internal sealed record ChainPlan(AxisLayout Layout, List<(int[] Axes, int[] PairIndices)> Blocks, bool Columns, bool Kronecker, int[] Order, int In, int Out);
+    internal sealed record ChainPlan(AxisLayout Layout, List<(int[] Axes, int[] PairIndices)> Blocks, bool Columns, bool Kronecker, int[] Order, int In, int Out)
+    {
+        /// <summary>Basis vectors the chain runs on: the `in` columns or the `out` rows.</summary>
+        public int Basis => Columns ? In : Out;
+    }
 
     /// <summary>The plan for one layer shape (<see cref="Partition"/> + <see cref="Plan"/>).</summary>
     internal static ChainPlan MakePlan(AxisLayout lay, int cap, int inF, int outF, bool? columnsOverride = null)
@@ -75,7 +79,15 @@ static class QuanTAChainBlocks
     internal static Tensor ApplyPlan(ChainPlan plan, Tensor[] ops)
     {
         var raw = ApplyRaw(plan, ops);
-        return Crop(plan, raw.reshape(raw.shape[0], plan.Columns ? plan.In : plan.Out, plan.Layout.D));
+        return Crop(plan, raw.reshape(raw.shape[0], plan.Basis, plan.Layout.D));
+    }
+
+    /// <summary>−(the chain on the basis vectors), (L, basis, D) contiguous and uncropped: the cached frozen part that
+    /// <c>minus.view(raw.shape).add(raw)</c> turns into M_T − M_S in one pass.</summary>
+    internal static Tensor NegatedRaw(ChainPlan plan, Tensor[] ops)
+    {
+        var raw = ApplyRaw(plan, ops);
+        return raw.reshape(raw.shape[0], plan.Basis, plan.Layout.D).neg();
     }
 
     /// <summary>(L, basis, D) → crop(M) (L, out, in): columns r[l, j] = (M e_j)ᵀ is transposed; rows r[l, i] = row i of M.</summary>
@@ -90,7 +102,7 @@ static class QuanTAChainBlocks
     {
         var lay = plan.Layout;
         long L = ops[0].shape[0];
-        int basis = plan.Columns ? plan.In : plan.Out;
+        int basis = plan.Basis;
         Tensor x;
         int first = 0;
         var (a1, a2) = (plan.Blocks[plan.Order[0]].Axes, plan.Order.Length > 1 ? plan.Blocks[plan.Order[1]].Axes : []);

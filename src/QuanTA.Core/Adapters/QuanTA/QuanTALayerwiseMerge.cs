@@ -71,8 +71,7 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
     {
         if (minusFrozenRaw is not null) return minusFrozenRaw;
         using var _ = no_grad();
-        var raw = QuanTAChainBlocks.ApplyRaw(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray());
-        return raw.reshape(plan.Columns ? plan.In : plan.Out, plan.Layout.D).neg();                   // (basis, D)
+        return QuanTAChainBlocks.NegatedRaw(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // (basis, D)
     }
 
     internal ReturnedGradients Returned => returned;

@@ -6,8 +6,10 @@ using static TorchSharp.torch;
 namespace QuanTA.Core.Models.Llama;
 
 /// <summary>
-/// Multi-head self-attention with grouped-query attention (n_kv_heads ≤ n_heads: k/v heads are repeated),
-/// rotary embeddings, an optional KV cache, and <c>scaled_dot_product_attention</c> (scale 1/√head_dim).
+/// Multi-head self-attention with grouped-query attention (n_kv_heads ≤ n_heads), rotary embeddings, an optional KV
+/// cache, and <c>scaled_dot_product_attention</c> (scale 1/√head_dim). Plain causal attention (training, scoring) runs
+/// one attention call per query group against the shared k/v heads, so k and v are never repeated (what
+/// <c>enable_gqa</c> does in PyTorch, which TorchSharp's binding lacks); with a mask or a cache, k/v heads are repeated.
 /// </summary>
 public sealed class LlamaAttention : nn.Module
 {
@@ -48,13 +50,35 @@ public sealed class LlamaAttention : nn.Module
         q = LlamaRotaryEmbedding.Apply(q, cos, sin);
         k = LlamaRotaryEmbedding.Apply(k, cos, sin);
         if (cache is not null) (k, v) = cache.Update(_layerIdx, k, v);             // (B, nkv, S, hd)
-        k = RepeatKV(k, _nHeads / _nKv);                                            // (B, nh, S, hd)
-        v = RepeatKV(v, _nHeads / _nKv);
-        var y = mask is null
-            ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: T > 1)
-            : nn.functional.scaled_dot_product_attention(q, k, v, mask);            // (B, nh, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, _nHeads * _headDim);                    // (B, T, nh·hd)
+        Tensor y;
+        if (mask is null && cache is null && _nHeads != _nKv && T > 1)
+            y = GroupedCausalAttention(q, k, v, _nHeads / _nKv);                   // (B, T, nh·hd)
+        else
+        {
+            k = RepeatKV(k, _nHeads / _nKv);                                        // (B, nh, S, hd)
+            v = RepeatKV(v, _nHeads / _nKv);
+            y = mask is null
+                ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: T > 1)
+                : nn.functional.scaled_dot_product_attention(q, k, v, mask);        // (B, nh, T, hd)
+            y = y.transpose(1, 2).reshape(B, T, _nHeads * _headDim);                // (B, T, nh·hd)
+        }
         return o_proj.forward(y).MoveToOuterDisposeScope();                         // (B, T, C)
+    }
+
+    /// <summary>
+    /// Causal grouped-query attention without repeating k/v: query head h·G + g reads kv head h, so the queries are split
+    /// into G groups (B, n_kv, T, hd) that each attend to the same k and v. Autograd keeps k and v once (not G times) and
+    /// their gradients are summed over the groups, as the repeat would. q (B, n_kv·G, T, hd), k/v (B, n_kv, T, hd) →
+    /// (B, T, n_kv·G·hd), heads in the usual order.
+    /// </summary>
+    public static Tensor GroupedCausalAttention(Tensor q, Tensor k, Tensor v, int groups)
+    {
+        using var scope = NewDisposeScope();
+        var (B, nKv, T, hd) = (k.shape[0], k.shape[1], q.shape[2], q.shape[3]);
+        var outs = q.reshape(B, nKv, groups, T, hd).unbind(2)                                   // G × (B, nkv, T, hd)
+            .Select(qg => nn.functional.scaled_dot_product_attention(qg, k, v, is_casual: true).transpose(1, 2))
+            .ToArray();                                                                         // G × (B, T, nkv, hd)
+        return stack(outs, 3).reshape(B, T, nKv * groups * hd).MoveToOuterDisposeScope();       // (B, T, nkv, G, hd)
     }
 
     /// <summary>(B, n_kv, S, hd) → (B, n_kv·nRep, S, hd), each kv head repeated for its group of query heads.</summary>

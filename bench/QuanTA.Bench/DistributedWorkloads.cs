@@ -81,7 +81,7 @@ static class DistributedWorkloads
         public Tensor Loss(int step)
         {
             _bank?.Materialize(_dtype);
-            var logits = _model.forward(_ids[step], null);                    // (B/W, T, V)
+            using var logits = _model.forward(_ids[step], null);              // (B/W, T, V), freed once the loss is built
             return Losses.CausalLMUnchecked(logits, _ids[step]);             // mean over this rank's tokens (all rows full)
         }
 

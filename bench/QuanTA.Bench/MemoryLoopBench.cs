@@ -32,7 +32,8 @@ static class MemoryLoopBench
             using (var scope = NewDisposeScope())
             {
                 bank.Materialize(ScalarType.BFloat16);
-                var loss = Losses.CausalLMUnchecked(model.forward(ids, null), ids);
+                Tensor loss;
+                using (var logits = model.forward(ids, null)) loss = Losses.CausalLMUnchecked(logits, ids);   // logits freed before backward
                 loss.backward();
                 opt.step();
                 opt.zero_grad();

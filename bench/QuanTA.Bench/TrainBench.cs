@@ -71,7 +71,9 @@ static class TrainBench
         {
             using var scope = NewDisposeScope();
             bank?.Materialize(ScalarType.BFloat16); mark(0);
-            var loss = Losses.CausalLMUnchecked(model.forward(ids, null), ids); mark(1);   // logits (B, T, V) fp32
+            Tensor loss;
+            using (var logits = model.forward(ids, null)) loss = Losses.CausalLMUnchecked(logits, ids);   // logits (B, T, V) fp32,
+            mark(1);                                                                                     // not kept for the backward
             loss.backward(); bank?.PropagateChainGradients(); mark(2);                    // recompute mode: dL/dΔW through the chain
             opt.step(); opt.zero_grad(); bank?.Clear(); mark(3);
             return readLoss ? loss.item<float>() : double.NaN;

@@ -67,7 +67,12 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
         if (_adapter?.StepLinear is { IsLive: true } step && !IsMerged)           // layerwise fused path: W0 + ΔW built inside
             return step.Forward(x, weight, bias);
         if (_adapter?.StepDeltaWeight is { IsInvalid: false } dw && !IsMerged)   // (a ΔW left from a finished step's scope is ignored)
-            return nn.functional.linear(x, weight + dw, bias);   // (…, out) = x (W0 + ΔW)ᵀ + b: one GEMM (fused path)
+        {
+            var y0 = nn.functional.linear(x, weight + dw, bias);   // (…, out) = x (W0 + ΔW)ᵀ + b: one GEMM (fused path)
+            _adapter.StepDeltaWeight = null;                       // used once: the slice is let go so that the bank's ΔW
+            dw.Dispose();                                          // stack is freed once every layer ran (autograd keeps
+            return y0;                                             // W0 + ΔW, not ΔW)
+        }
         var y = nn.functional.linear(x, weight, bias);     // (…, out) = x W0ᵀ + b
         if (_adapter is null || IsMerged) return y;
         return y.add_(_adapter.Delta(x));                   // + Δ(x)

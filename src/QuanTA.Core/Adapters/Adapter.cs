@@ -34,7 +34,9 @@ public abstract class Adapter : nn.Module
     /// <summary>
     /// A ΔW [out, in] already computed for the current training step by a fused materializer (<see cref="QuanTABank"/>),
     /// in the layer's compute dtype and differentiable with respect to the adapter's parameters. While set, the layer
-    /// computes one GEMM with the effective weight, <c>y = x (W0 + ΔW)ᵀ + b</c>, instead of calling <see cref="Delta"/>.
+    /// computes one GEMM with the effective weight, <c>y = x (W0 + ΔW)ᵀ + b</c>, instead of calling <see cref="Delta"/>. The
+    /// layer consumes it: its next forward uses it once and clears it (the fused materializer sets it again for each
+    /// micro-batch), so the step's ΔW is freed before the backward pass.
     /// </summary>
     public Tensor? StepDeltaWeight { get; internal set; }
 

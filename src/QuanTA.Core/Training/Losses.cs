@@ -46,10 +46,13 @@ public static class Losses
     public static Tensor CausalLMUnchecked(Tensor logits, Tensor labels)
     {
         using var scope = NewDisposeScope();
+        // The labels are shifted, not the logits (as transformers' ForCausalLMLoss does): position t is scored against
+        // labels[t + 1] and the last position against nothing, so the (B, T, V) logits are never copied into a slice.
         long vocab = logits.shape[2];
-        var shiftLogits = logits[.., ..^1, ..].to_type(ScalarType.Float32).reshape(-1, vocab);   // (B·(T-1), V)
-        var shiftLabels = labels[.., 1..].reshape(-1);                                            // (B·(T-1))
-        return nn.functional.cross_entropy(shiftLogits, shiftLabels, ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean)
+        var flatLogits = logits.to_type(ScalarType.Float32).reshape(-1, vocab);                  // (B·T, V), a view when fp32
+        var shiftLabels = cat([labels[.., 1..], full(labels.shape[0], 1, IgnoreIndex, dtype: labels.dtype, device: labels.device)], 1)
+            .reshape(-1);                                                                          // (B·T), last position ignored
+        return nn.functional.cross_entropy(flatLogits, shiftLabels, ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean)
             .MoveToOuterDisposeScope();
     }
 

@@ -182,7 +182,7 @@ internal sealed class FineTuneModel : IDisposable
     {
         var (ids, mask) = Collate(rows);
         var labels = Losses.PromptMaskedLabels(ids, mask, rows.Select(r => r.PromptLength).ToList());   // (B, T), -100 on prompt/pad
-        var logits = _lm.Forward(ids, mask);                                              // (B, T, V)
+        using var logits = _lm.Forward(ids, mask);                                        // (B, T, V) fp32, freed after the loss
         return Losses.CausalLM(logits, labels, out _);                                    // mean over target tokens
     }
 

@@ -72,7 +72,11 @@ public class QuanTABankTests
         using (var s2 = NewDisposeScope())
         {
             bank.Materialize(ScalarType.Float32);
+            var deltas = adapters.Select(a => a.StepDeltaWeight!).ToArray();
             var loss = m.Layers.Select((l, i) => l.forward(xs[i]).pow(2).sum()).Aggregate((a, b) => a + b);
+            // Each layer used its ΔW once and let go of it, so the stacked ΔW is not held through the backward pass.
+            Assert.All(adapters, a => Assert.Null(a.StepDeltaWeight));
+            Assert.All(deltas, d => Assert.True(d.IsInvalid));
             loss.backward();
             bank.Clear();
             Assert.True(TestUtil.RelErr(loss, lossPlain) < 1e-6);

@@ -170,8 +170,9 @@ public sealed class QuanTABank : IDisposable
             // each slice a select-backward that writes its gradient into a zero (L, out, in) tensor, and the engine would sum
             // L of those: O(L²·out·in) memory traffic (≈ 150 ms per step for LLaMA-7B's 64 q/v layers).
             var slices = delta.unbind(0);
-            for (int l = 0; l < g.Adapters.Length; l++)
-                g.Adapters[l].StepDeltaWeight = slices[l];                   // (out, in)
+            if (!RecomputeChainInBackward) delta.Dispose();                    // the slices hold the storage; each layer lets go
+            for (int l = 0; l < g.Adapters.Length; l++)                        // of its slice after its forward (AdaptableLinear),
+                g.Adapters[l].StepDeltaWeight = slices[l];                   // so ΔW is freed before the backward. (out, in)
         }
     }
 
@@ -249,11 +250,14 @@ public sealed class QuanTABank : IDisposable
     /// crop while reading the chain's last output in place — one pass writes the contiguous difference.</summary>
     Tensor GroupDelta(int gi, ScalarType dtype)
     {
+        // Own scope: the chain's intermediates (each as large as ΔW) are freed here unless autograd saved them, instead of
+        // living in the caller's step scope until the step ends.
+        using var scope = NewDisposeScope();
         var g = _groups[gi];
         var x = QuanTAChainBlocks.ApplyRaw(g.Plan, TensorBlockOperators(g, dtype));   // (L, basis…, d…), any layout
         var minusS = MinusFrozenRaw(gi, dtype);                                         // (L, basis, D) contiguous
         var diff = minusS.view(x.shape).add(x);                                        // contiguous like its first operand
-        return QuanTAChainBlocks.Crop(g.Plan, diff.view(minusS.shape));                // (L, out, in)
+        return QuanTAChainBlocks.Crop(g.Plan, diff.view(minusS.shape)).MoveToOuterDisposeScope();   // (L, out, in)
     }
 
     /// <summary>The group's block operators from its stacked T (L, K, K) each, differentiable.</summary>

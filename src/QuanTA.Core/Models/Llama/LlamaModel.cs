@@ -126,7 +126,11 @@ public sealed class LlamaModel : nn.Module
         var x = embed_tokens.forward(inputIds);                                       // (B, T, C)
         var (cos, sin) = _rope.Forward(positionIds.to(device), x.dtype);              // (B, T, hd)
         foreach (var layer in layers)
-            x = layer.Forward(x, cos, sin, mask, cache);
+        {
+            var next = layer.Forward(x, cos, sin, mask, cache);
+            x.Dispose();                                                              // the residual stream is not saved for the
+            x = next;                                                                 // backward: free it now, not at the scope's end
+        }
         return norm.forward(x).MoveToOuterDisposeScope();                             // (B, T, C)
     }
 }

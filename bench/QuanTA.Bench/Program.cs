@@ -8,7 +8,8 @@ using static TorchSharp.torch;
 // quanta-bench: the GPU benchmark program. Prints one JSON line per measurement and, with --out DIR, writes them to
 // DIR/quanta_dotnet_<shape>.json. Verbs:
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
-//   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
+//   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
+//   attn   --shape S [--batch B]              grouped-query attention (no repeated k/v) vs repeat + one SDPA call, forward + backward
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
 //   memloop --shape S [--steps N] [--lean 1]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
 //   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
@@ -71,6 +72,15 @@ switch (verb)
         var r = MemoryLoopBench.Run(Arg("--shape", "tinyllama"), int.Parse(Arg("--steps", "300")), int.Parse(Arg("--every", "50")), seq, lean);
         var outDir = Arg("--out", "");
         if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"memloop_{r["shape"]}{(lean ? "_lean" : "")}.json"), JsonSerializer.Serialize(r, opts)); }
+        break;
+    }
+    case "attn":   // attn --shape S [--batch B]: grouped-query attention without repeated k/v vs repeat + one SDPA call
+    {
+        var batch = Arg("--batch", "") is { Length: > 0 } bs ? int.Parse(bs) : (int?)null;
+        var r = AttentionBench.Run(Arg("--shape", "tinyllama"), batch, seq);
+        Console.WriteLine(JsonSerializer.Serialize(r));
+        var outDir = Arg("--out", "");
+        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"attn_{r["shape"]}.json"), JsonSerializer.Serialize(r, opts)); }
         break;
     }
     case "ddp":

@@ -11,7 +11,8 @@ namespace QuanTA.Bench;
 /// <summary>
 /// Training throughput on a LLaMA shape with random bf16 weights, AdamW, batch × 512 tokens, the same protocol as
 /// <c>peer_bench.py</c> (3 warm-up + 10 timed steps, loss = causal LM on the input ids). Methods: quanta (fused bank:
-/// all layers' ΔW materialized at once, one GEMM per layer), quanta-recompute (the same, the chain run again in backward
+/// all layers' ΔW materialized at once, one GEMM per layer), quanta-nocache (the same with the frozen S chain rebuilt every
+/// step instead of cached: one weight-sized tensor per adapted layer less), quanta-recompute (the same, the chain run again in backward
 /// instead of keeping its activations), quanta-lean (layerwise: each layer builds W0 + ΔW inside its forward and again in its
 /// backward from the bank's small block operators; nothing weight-sized kept; crop(M_S) cached), quanta-lean-nocache (the
 /// same, crop(M_S) rebuilt too), quanta-layer (each adapter on its own: chain or
@@ -38,13 +39,14 @@ static class TrainBench
         switch (method)
         {
             case "quanta":
+            case "quanta-nocache":
             case "quanta-recompute":
             case "quanta-layer":
             case "quanta-lean":
             case "quanta-lean-nocache":
                 report = AdapterInjector.Inject(model, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
                 if (method != "quanta-layer")
-                    bank = QuanTABank.Create(model, cacheFrozenOperator: method != "quanta-lean-nocache",
+                    bank = QuanTABank.Create(model, cacheFrozenOperator: !method.EndsWith("-nocache"),
                         recomputeChainInBackward: method == "quanta-recompute", layerwise: method.StartsWith("quanta-lean"));
                 break;
             case "lora":

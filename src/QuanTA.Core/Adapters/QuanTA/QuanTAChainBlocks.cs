@@ -70,8 +70,11 @@ static class QuanTAChainBlocks
         long L = tensors[0].shape[0];
         return plan.Order.Select(k =>
         {
+            // Own scope: the pair-by-pair intermediates ((L, K, K) each, 128 MiB for LLaMA-7B's K = 1024 block) are freed
+            // here unless autograd saved them, instead of living in the caller's step scope.
+            using var scope = NewDisposeScope();
             var r = BlockTransposed(plan.Layout, plan.Blocks[k].Axes, plan.Blocks[k].PairIndices, tensors, L, dtype, dev);   // (L, K, K) = O_Bᵀ
-            return plan.Columns ? r : r.transpose(1, 2);
+            return (plan.Columns ? r : r.transpose(1, 2)).MoveToOuterDisposeScope();
         }).ToArray();
     }
 

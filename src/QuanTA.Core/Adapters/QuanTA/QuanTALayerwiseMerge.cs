@@ -1,4 +1,3 @@
-using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,10 +26,9 @@ internal interface IStepLinear
 /// </code>
 /// The gradients w.r.t. R_B flow on through the ordinary graph into the stacked T tensors. Cost: the chain runs twice per
 /// step instead of once, for a peak memory close to the frozen model's (on an H100, LLaMA-7B q,v: 26.1 GiB against 38.3 for
-/// the stacked path and 23.1 for the frozen model). TorchSharp's custom-function node would also keep an empty tensor
-/// shaped like its output until the graph is freed (to zero-fill a missing gradient, ≈ 1 GiB on LLaMA-7B at 4 × 512
-/// tokens); the node does not materialize gradients and that buffer is released right after the call
-/// (<see cref="TorchSharpInternals.ReleaseOutputCache"/>).
+/// the stacked path and 23.1 for the frozen model). (TorchSharp's custom-function node also makes an empty tensor shaped
+/// like its output, to zero-fill a gradient that never arrives; it is made in the caller's dispose scope, so it is freed
+/// when the calling module's forward ends, not kept until the backward.)
 /// </summary>
 /// <param name="plan">The layer shape's chain plan.</param>
 /// <param name="ops">This layer's block operators (K, K), application order, differentiable w.r.t. the stacked T.</param>
@@ -53,20 +51,11 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
         var y = MergedLinearFunction.apply(args!);   // a new wrapper of the node's output
         PendingOutput?.Dispose();                    // the wrapper forward() made: freed now, not left to the GC
         PendingOutput = null;
-        if (PendingContext is { } ctx) TorchSharpInternals.ReleaseOutputCache(ctx);   // the node's output-sized spare buffer
-        LastContext = PendingContext;
-        PendingContext = null;
         return y;
     }
 
     /// <summary>The output wrapper made inside <see cref="MergedLinearFunction.forward"/> (apply returns another one).</summary>
     internal Tensor? PendingOutput { get; set; }
-
-    /// <summary>The autograd context of the call in progress (null when no graph is recorded).</summary>
-    internal autograd.AutogradContext? PendingContext { get; set; }
-
-    /// <summary>The last recorded call's context (tests look at what its node still holds).</summary>
-    internal autograd.AutogradContext? LastContext { get; private set; }
 
     /// <summary>ΔW (out, in) from block operators (K, K) each: crop(M_T − M_S), the difference written in one pass that
     /// reads the chain's last output in place.</summary>
@@ -129,9 +118,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
         ctx.save_for_backward([x, w, .. ops]);
         ctx.save_data("step", step);
         ctx.save_data("x_needs_grad", x.requires_grad);
-        ctx.set_materialize_grads(false);   // y's gradient always arrives (a single output); no zero-filled stand-in needed
         step.PendingOutput = y.DetachFromDisposeScope();
-        step.PendingContext = ctx;
         return y;
     }
 

@@ -1,0 +1,54 @@
+using System.Diagnostics;
+using QuanTA.Core.Models.Llama;
+using static TorchSharp.torch;
+
+namespace QuanTA.Bench;
+
+/// <summary>
+/// The attention of one decoder layer on a LLaMA shape, forward + backward in bf16: the backbone's grouped-query path
+/// (<see cref="LlamaAttention.GroupedCausalAttention"/>: one SDPA call per query group, k/v shared) against repeating k/v to
+/// every query head and one SDPA call (what the backbone did before, and what a PyTorch SDPA without enable_gqa needs).
+/// Prints time per call (forward + backward) and the largest output difference.
+/// </summary>
+static class AttentionBench
+{
+    public static Dictionary<string, object> Run(string shape, int? batchOverride, int seq, int reps = 50)
+    {
+        var (config, _, batch) = LlamaShapes.Get(shape);
+        batch = batchOverride ?? batch;
+        var dev = TrainBench.Dev;
+        int nh = config.NumAttentionHeads, nkv = config.NumKeyValueHeads, hd = config.HeadDim, groups = nh / nkv;
+        manual_seed(0);
+        using var q = randn([batch, nh, seq, hd], dtype: ScalarType.BFloat16, device: dev).requires_grad_(true);
+        using var k = randn([batch, nkv, seq, hd], dtype: ScalarType.BFloat16, device: dev).requires_grad_(true);
+        using var v = randn([batch, nkv, seq, hd], dtype: ScalarType.BFloat16, device: dev).requires_grad_(true);
+        using var g = randn([batch, seq, nh * hd], dtype: ScalarType.BFloat16, device: dev);
+
+        Tensor Grouped() => LlamaAttention.GroupedCausalAttention(q, k, v, groups);
+        Tensor Repeated() => nn.functional.scaled_dot_product_attention(q, LlamaAttention.RepeatKV(k, groups), LlamaAttention.RepeatKV(v, groups), is_casual: true)
+            .transpose(1, 2).reshape(batch, seq, nh * hd);
+
+        double Time(Func<Tensor> f)
+        {
+            void Once() { using var scope = NewDisposeScope(); f().backward([g]); q.grad!.zero_(); k.grad!.zero_(); v.grad!.zero_(); }
+            for (int i = 0; i < 3; i++) Once();
+            TrainBench.Sync();
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < reps; i++) Once();
+            TrainBench.Sync();
+            return sw.Elapsed.TotalMilliseconds / reps;
+        }
+        double diff;
+        using (var scope = NewDisposeScope())
+        using (var _ = no_grad())
+            diff = (Grouped().to_type(ScalarType.Float32) - Repeated().to_type(ScalarType.Float32)).abs().max().item<float>();
+        var grouped = Time(Grouped);
+        var repeated = Time(Repeated);
+        return new()
+        {
+            ["shape"] = shape, ["batch"] = batch, ["seq"] = seq, ["heads"] = nh, ["kv_heads"] = nkv,
+            ["grouped_fwd_bwd_ms"] = Math.Round(grouped, 3), ["repeat_fwd_bwd_ms"] = Math.Round(repeated, 3),
+            ["max_abs_output_diff"] = diff,
+        };
+    }
+}

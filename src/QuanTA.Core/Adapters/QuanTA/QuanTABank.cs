@@ -261,8 +261,8 @@ public sealed class QuanTABank : IDisposable
     }
 
     /// <summary>The group's block operators from its stacked T (L, K, K) each, differentiable.</summary>
-    static Tensor[] TensorBlockOperators(Group g, ScalarType dtype) => QuanTAChainBlocks.BlockOperators(
-        g.Plan, g.Stacked.Select(p => p.to_type(dtype)).ToArray(), dtype, g.Stacked[0].device);   // from (L, d_m, d_n, d_m, d_n)
+    Tensor[] TensorBlockOperators(Group g, ScalarType dtype) => QuanTAChainBlocks.BlockOperators(
+        g.Plan, g.Stacked.Select(p => p.to_type(dtype)).ToArray(), dtype, g.Stacked[0].device, checkpoint: _returned);   // from (L, d_m, d_n, d_m, d_n)
 
     /// <summary>The group's block operators from the adapters' frozen S (call without gradient).</summary>
     static Tensor[] FrozenBlockOperators(Group g, ScalarType dtype) => QuanTAChainBlocks.BlockOperators(

@@ -65,15 +65,22 @@ static class QuanTAChainBlocks
 
     /// <summary>The block operators in application order, each (L, K, K) and oriented for <see cref="ApplyPlan"/>:
     /// columns x ← x O_Bᵀ (R = O_Bᵀ); rows x ← x O_B. Small (K ≤ cap): cheap to keep, differentiable w.r.t. the tensors.</summary>
-    internal static Tensor[] BlockOperators(ChainPlan plan, Tensor[] tensors, ScalarType dtype, Device dev)
+    /// <remarks>
+    /// With <paramref name="checkpoint"/> (and a graph being recorded), each block is one checkpointed node
+    /// (<see cref="BlockOperatorFunction"/>) that keeps only its pair tensors for the backward.</remarks>
+    internal static Tensor[] BlockOperators(ChainPlan plan, Tensor[] tensors, ScalarType dtype, Device dev, ReturnedGradients? checkpoint = null)
     {
         long L = tensors[0].shape[0];
+        bool useCheckpoint = checkpoint is not null && is_grad_enabled() && tensors.Any(t => t.requires_grad);
         return plan.Order.Select(k =>
         {
             // Own scope: the pair-by-pair intermediates ((L, K, K) each, 128 MiB for LLaMA-7B's K = 1024 block) are freed
             // here unless autograd saved them, instead of living in the caller's step scope.
             using var scope = NewDisposeScope();
-            var r = BlockTransposed(plan.Layout, plan.Blocks[k].Axes, plan.Blocks[k].PairIndices, tensors, L, dtype, dev);   // (L, K, K) = O_Bᵀ
+            var (axes, pairs) = plan.Blocks[k];
+            var r = useCheckpoint
+                ? BlockOperatorFunction.Apply(new(plan.Layout, axes, pairs, dtype, dev, checkpoint!), tensors)
+                : BlockTransposed(plan.Layout, axes, pairs, tensors, L, dtype, dev);                 // (L, K, K) = O_Bᵀ
             return (plan.Columns ? r : r.transpose(1, 2)).MoveToOuterDisposeScope();
         }).ToArray();
     }
@@ -206,7 +213,7 @@ static class QuanTAChainBlocks
 
     /// <summary>R_B = O_Bᵀ (L, K, K) for one block: its pairs' chain run on the identity of the block's own subspace
     /// (row j of the result is (O_B e_j)ᵀ).</summary>
-    static Tensor BlockTransposed(AxisLayout lay, int[] axes, int[] pairIdx, Tensor[] tensors, long L, ScalarType dtype, Device dev)
+    internal static Tensor BlockTransposed(AxisLayout lay, int[] axes, int[] pairIdx, Tensor[] tensors, long L, ScalarType dtype, Device dev)
     {
         var sub = axes.Select(a => lay.Dims[a]).ToArray();
         int K = sub.Aggregate(1, (p, d) => p * d);

@@ -1,0 +1,79 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Adapters;
+
+/// <summary>
+/// A block operator R_B = O_Bᵀ (L, K, K) built from its pairs' tensors as one autograd node that saves only those tensors
+/// (activation checkpointing for the chain's small side). Built pair by pair, autograd would keep every intermediate
+/// (L, K, K) product — 3 × 128 MiB for LLaMA-7B's K = 1024 block over 64 layers, held from the step's start to its end;
+/// here the backward rebuilds them (a few small batched einsums per step) and hands the pair tensors their gradients.
+/// Arguments: the block's description (<see cref="Spec"/>), then its pair tensors (L, d_m, d_n, d_m, d_n) in chain order.
+/// </summary>
+internal sealed class BlockOperatorFunction : autograd.SingleTensorFunction<BlockOperatorFunction>
+{
+    /// <summary>What <see cref="QuanTAChainBlocks.BlockTransposed"/> needs besides the tensors, and where returned gradient
+    /// wrappers wait until libtorch has taken them.</summary>
+    internal sealed record Spec(AxisLayout Layout, int[] Axes, int[] PairIndices, ScalarType DType, Device Device, ReturnedGradients Returned)
+    {
+        /// <summary>The wrapper made inside <see cref="forward"/> (apply returns another one); freed by <see cref="Apply"/>.</summary>
+        internal Tensor? PendingOutput { get; set; }
+    }
+
+    public override string Name => "QuanTABlockOperator";
+
+    /// <summary>R_B (L, K, K) from the block's pair tensors (indexed like the layout's pairs), checkpointed.</summary>
+    public static Tensor Apply(Spec spec, Tensor[] tensors)
+    {
+        var args = new object[1 + spec.PairIndices.Length];
+        args[0] = spec;
+        for (int i = 0; i < spec.PairIndices.Length; i++) args[1 + i] = tensors[spec.PairIndices[i]];
+        var y = apply(args);
+        spec.PendingOutput?.Dispose();
+        spec.PendingOutput = null;
+        return y;
+    }
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var spec = (Spec)vars[0];
+        var pairs = vars.Skip(1).Cast<Tensor>().ToArray();
+        var y = Build(spec, pairs);                                  // runs without a graph (apply turns it off)
+        ctx.save_for_backward([.. pairs]);
+        ctx.save_data("spec", spec);
+        spec.PendingOutput = y.DetachFromDisposeScope();
+        return y;
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)
+    {
+        var spec = (Spec)ctx.get_data("spec");
+        var saved = ctx.get_saved_variables();
+        var result = new List<Tensor> { null! };                     // no gradient for the spec
+        try
+        {
+            using var scope = NewDisposeScope();
+            var leaves = saved.Select(t => t.detach().requires_grad_(true)).ToArray();
+            Tensor y;
+            using (enable_grad()) y = Build(spec, leaves);            // the pair-by-pair products again, with a graph
+            result.AddRange(autograd.grad([y], leaves, [g]));         // ∂L/∂T for each pair of the block
+            foreach (var t in result) t?.DetachFromDisposeScope();
+        }
+        finally
+        {
+            foreach (var t in saved) t?.Dispose();
+            g.Dispose();
+        }
+        spec.Returned.Hold(result);
+        return result;
+    }
+
+    static Tensor Build(Spec spec, Tensor[] pairs)
+    {
+        using var scope = NewDisposeScope();
+        var byIndex = new Tensor[spec.Layout.TensorCount];
+        for (int i = 0; i < spec.PairIndices.Length; i++) byIndex[spec.PairIndices[i]] = pairs[i];
+        long L = pairs[0].shape[0];
+        return QuanTAChainBlocks.BlockTransposed(spec.Layout, spec.Axes, spec.PairIndices, byIndex, L, spec.DType, spec.Device).MoveToOuterDisposeScope();
+    }
+}

@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 // quanta-bench: the GPU benchmark program. Prints one JSON line per measurement and, with --out DIR, writes them to
 // DIR/quanta_dotnet_<shape>.json. Verbs:
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
-//   train  --shape S --method M [--batch B]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
+//   train  --shape S --method M [--batch B] [--gqa repeat]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
 //   attn   --shape S [--batch B]              grouped-query attention (no repeated k/v) vs repeat + one SDPA call, forward + backward
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
 //   memloop --shape S [--steps N] [--lean 1]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
@@ -19,6 +19,8 @@ TorchRuntime.Initialize();
 var device = TorchRuntime.CudaAvailable ? torch.CUDA : torch.CPU;
 Console.WriteLine($"libtorch: {TorchRuntime.LibTorchDirectory ?? "packaged"}; cuda: {TorchRuntime.CudaAvailable}; devices: {(TorchRuntime.CudaAvailable ? torch.cuda.device_count() : 0)}");
 var opts = new JsonSerializerOptions { WriteIndented = true };
+// --gqa repeat: attention repeats k/v to every query head (one SDPA call) instead of one call per query group
+QuanTA.Core.Models.Llama.LlamaAttention.GroupedQueryPath = Arg("--gqa", "grouped") != "repeat";
 int seq = int.Parse(Arg("--seq", "512"));
 switch (verb)
 {

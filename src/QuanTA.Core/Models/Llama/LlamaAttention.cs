@@ -51,7 +51,7 @@ public sealed class LlamaAttention : nn.Module
         k = LlamaRotaryEmbedding.Apply(k, cos, sin);
         if (cache is not null) (k, v) = cache.Update(_layerIdx, k, v);             // (B, nkv, S, hd)
         Tensor y;
-        if (mask is null && cache is null && _nHeads != _nKv && T > 1)
+        if (GroupedQueryPath && mask is null && cache is null && _nHeads != _nKv && T > 1)
             y = GroupedCausalAttention(q, k, v, _nHeads / _nKv);                   // (B, T, nh·hd)
         else
         {
@@ -64,6 +64,10 @@ public sealed class LlamaAttention : nn.Module
         }
         return o_proj.forward(y).MoveToOuterDisposeScope();                         // (B, T, C)
     }
+
+    /// <summary>Whether plain causal attention takes <see cref="GroupedCausalAttention"/> (the benchmark turns it off to
+    /// compare against repeated k/v).</summary>
+    internal static bool GroupedQueryPath { get; set; } = true;
 
     /// <summary>
     /// Causal grouped-query attention without repeating k/v: query head h·G + g reads kv head h, so the queries are split

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU host: like run-gpu.sh, but every configuration runs REPEATS times, interleaved (a, b, c, a, b, c, ...), each in
 # its own process, with the peer (HF + PEFT) before the first and after the last round — so that a noisy or drifting
-# machine shows up as spread instead of as a difference between methods. Configurations are METHOD or METHOD:repeat (GQA
-# attention with repeated k/v instead of one call per query group).
-#   REPEATS=3 STEPS=30 bash bench/run-interleaved.sh out/gpu-bundle.tar.xz tinyllama RESULTS_DIR "frozen quanta quanta:repeat"
+# machine shows up as spread instead of as a difference between methods. Configurations are METHOD or METHOD:plain (GQA
+# attention without the checkpointed node: autograd keeps the repeated k/v).
+#   REPEATS=3 STEPS=30 bash bench/run-interleaved.sh out/gpu-bundle.tar.xz tinyllama RESULTS_DIR "frozen quanta quanta:plain"
 set -uo pipefail
 bundle=$1; shape=$2; out=$3; configs=$4
 mkdir -p /tmp/qb "$out" && tar -xJf "$bundle" -C /tmp/qb
@@ -15,7 +15,7 @@ peer() { OUT="$out" python3 bench/peer/run_peer.py 2>&1 | grep -v Warning | tail
 : > "$out/train_$shape.jsonl"
 for r in $(seq 1 "${REPEATS:-3}"); do
   for c in $configs; do
-    m=${c%%:*}; gqa=grouped; [ "$c" != "$m" ] && gqa=${c#*:}
+    m=${c%%:*}; gqa=checkpoint; [ "$c" != "$m" ] && gqa=${c#*:}
     /tmp/qb/bench/quanta-bench train --shape "$shape" --method "$m" --gqa "$gqa" --steps "${STEPS:-30}" | grep '^{' | sed "s/^{/{\"round\":$r,/" | tee -a "$out/train_$shape.jsonl" | cut -c1-200
   done
 done

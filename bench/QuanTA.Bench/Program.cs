@@ -8,8 +8,8 @@ using static TorchSharp.torch;
 // quanta-bench: the GPU benchmark program. Prints one JSON line per measurement and, with --out DIR, writes them to
 // DIR/quanta_dotnet_<shape>.json. Verbs:
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
-//   train  --shape S --method M [--batch B] [--gqa repeat]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
-//   attn   --shape S [--batch B]              grouped-query attention (no repeated k/v) vs repeat + one SDPA call, forward + backward
+//   train  --shape S --method M [--batch B] [--gqa plain]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
+//   attn   --shape S [--batch B]              grouped-query attention, checkpointed node vs plain graph, forward + backward
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
 //   memloop --shape S [--steps N] [--lean 1]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
 //   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
@@ -19,8 +19,8 @@ TorchRuntime.Initialize();
 var device = TorchRuntime.CudaAvailable ? torch.CUDA : torch.CPU;
 Console.WriteLine($"libtorch: {TorchRuntime.LibTorchDirectory ?? "packaged"}; cuda: {TorchRuntime.CudaAvailable}; devices: {(TorchRuntime.CudaAvailable ? torch.cuda.device_count() : 0)}");
 var opts = new JsonSerializerOptions { WriteIndented = true };
-// --gqa repeat: attention repeats k/v to every query head (one SDPA call) instead of one call per query group
-QuanTA.Core.Models.Llama.LlamaAttention.GroupedQueryPath = Arg("--gqa", "grouped") != "repeat";
+// --gqa plain: grouped-query attention keeps the repeated k/v for the backward (no checkpointed attention node)
+QuanTA.Core.Models.Llama.LlamaAttention.CheckpointGroupedAttention = Arg("--gqa", "checkpoint") != "plain";
 int seq = int.Parse(Arg("--seq", "512"));
 switch (verb)
 {
@@ -76,7 +76,7 @@ switch (verb)
         if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"memloop_{r["shape"]}{(lean ? "_lean" : "")}.json"), JsonSerializer.Serialize(r, opts)); }
         break;
     }
-    case "attn":   // attn --shape S [--batch B]: grouped-query attention without repeated k/v vs repeat + one SDPA call
+    case "attn":   // attn --shape S [--batch B]: grouped-query attention, checkpointed node vs plain graph
     {
         var batch = Arg("--batch", "") is { Length: > 0 } bs ? int.Parse(bs) : (int?)null;
         var r = AttentionBench.Run(Arg("--shape", "tinyllama"), batch, seq);

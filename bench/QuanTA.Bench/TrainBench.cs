@@ -104,7 +104,7 @@ static class TrainBench
         return new Dictionary<string, object>
         {
             ["shape"] = shape, ["method"] = method, ["batch"] = batch, ["seq"] = seq,
-            ["gqa"] = config.NumKeyValueHeads == config.NumAttentionHeads ? "none" : LlamaAttention.GroupedQueryPath ? "grouped" : "repeat",
+            ["gqa"] = config.NumKeyValueHeads == config.NumAttentionHeads ? "none" : LlamaAttention.CheckpointGroupedAttention ? "checkpoint" : "plain",
             ["tokens_per_s"] = Math.Round(batch * seq * steps / dt),
             ["step_ms"] = Math.Round(1000 * dt / steps, 1),
             ["peak_gib_device_used_minus_context"] = Math.Round((peak - baseline) / Math.Pow(2, 30), 2),

@@ -6,10 +6,10 @@ using static TorchSharp.torch;
 namespace QuanTA.Core.Models.Llama;
 
 /// <summary>
-/// Multi-head self-attention with grouped-query attention (n_kv_heads ≤ n_heads), rotary embeddings, an optional KV
-/// cache, and <c>scaled_dot_product_attention</c> (scale 1/√head_dim). Plain causal attention (training, scoring) runs
-/// one attention call per query group against the shared k/v heads, so k and v are never repeated (what
-/// <c>enable_gqa</c> does in PyTorch, which TorchSharp's binding lacks); with a mask or a cache, k/v heads are repeated.
+/// Multi-head self-attention with grouped-query attention (n_kv_heads ≤ n_heads: k/v heads are repeated), rotary
+/// embeddings, an optional KV cache, and <c>scaled_dot_product_attention</c> (scale 1/√head_dim). While training with plain
+/// causal attention, grouped-query layers run as one checkpointed node (<see cref="CheckpointedGroupedAttention"/>) that
+/// keeps the unrepeated k and v for the backward instead of the repeated ones.
 /// </summary>
 public sealed class LlamaAttention : nn.Module
 {
@@ -51,8 +51,9 @@ public sealed class LlamaAttention : nn.Module
         k = LlamaRotaryEmbedding.Apply(k, cos, sin);
         if (cache is not null) (k, v) = cache.Update(_layerIdx, k, v);             // (B, nkv, S, hd)
         Tensor y;
-        if (GroupedQueryPath && mask is null && cache is null && _nHeads != _nKv && T > 1)
-            y = GroupedCausalAttention(q, k, v, _nHeads / _nKv);                   // (B, T, nh·hd)
+        if (CheckpointGroupedAttention && mask is null && cache is null && _nHeads != _nKv && T > 1 && is_grad_enabled()
+            && (q.requires_grad || k.requires_grad || v.requires_grad))
+            y = CheckpointedGroupedAttention.Apply(q, k, v, _nHeads / _nKv);       // (B, nh, T, hd), repeated k/v not kept
         else
         {
             k = RepeatKV(k, _nHeads / _nKv);                                        // (B, nh, S, hd)
@@ -60,30 +61,14 @@ public sealed class LlamaAttention : nn.Module
             y = mask is null
                 ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: T > 1)
                 : nn.functional.scaled_dot_product_attention(q, k, v, mask);        // (B, nh, T, hd)
-            y = y.transpose(1, 2).reshape(B, T, _nHeads * _headDim);                // (B, T, nh·hd)
         }
+        y = y.transpose(1, 2).reshape(B, T, _nHeads * _headDim);                    // (B, T, nh·hd)
         return o_proj.forward(y).MoveToOuterDisposeScope();                         // (B, T, C)
     }
 
-    /// <summary>Whether plain causal attention takes <see cref="GroupedCausalAttention"/> (the benchmark turns it off to
-    /// compare against repeated k/v).</summary>
-    internal static bool GroupedQueryPath { get; set; } = true;
-
-    /// <summary>
-    /// Causal grouped-query attention without repeating k/v: query head h·G + g reads kv head h, so the queries are split
-    /// into G groups (B, n_kv, T, hd) that each attend to the same k and v. Autograd keeps k and v once (not G times) and
-    /// their gradients are summed over the groups, as the repeat would. q (B, n_kv·G, T, hd), k/v (B, n_kv, T, hd) →
-    /// (B, T, n_kv·G·hd), heads in the usual order.
-    /// </summary>
-    public static Tensor GroupedCausalAttention(Tensor q, Tensor k, Tensor v, int groups)
-    {
-        using var scope = NewDisposeScope();
-        var (B, nKv, T, hd) = (k.shape[0], k.shape[1], q.shape[2], q.shape[3]);
-        var outs = q.reshape(B, nKv, groups, T, hd).unbind(2)                                   // G × (B, nkv, T, hd)
-            .Select(qg => nn.functional.scaled_dot_product_attention(qg, k, v, is_casual: true).transpose(1, 2))
-            .ToArray();                                                                         // G × (B, T, nkv, hd)
-        return stack(outs, 3).reshape(B, T, nKv * groups * hd).MoveToOuterDisposeScope();       // (B, T, nkv, G, hd)
-    }
+    /// <summary>Whether training with plain causal attention checkpoints grouped-query layers (on by default; the benchmark
+    /// turns it off to measure the plain graph).</summary>
+    internal static bool CheckpointGroupedAttention { get; set; } = true;
 
     /// <summary>(B, n_kv, S, hd) → (B, n_kv·nRep, S, hd), each kv head repeated for its group of query heads.</summary>
     public static Tensor RepeatKV(Tensor x, int nRep)

@@ -173,10 +173,12 @@ public sealed class QuanTAFineTuneOptions
 
     /// <summary>
     /// Memory mode of the fused QuanTA path (when <see cref="FusedQuanTA"/> is on). <see cref="FusedQuanTAMemory.Fast"/>
-    /// keeps ΔW, W0 + ΔW and the chain's activations of every adapted layer for the backward pass;
+    /// keeps W0 + ΔW and the chain's last input of every adapted layer for the backward pass;
     /// <see cref="FusedQuanTAMemory.Lean"/> builds W0 + ΔW inside each layer's forward and again in its backward, keeping
-    /// nothing weight-sized in between (LLaMA-7B q,v on an H100: peak 26.1 instead of 38.3 GiB, 7 % fewer tokens/s; on
-    /// small models the per-layer work costs more: TinyLlama 41 % fewer). Same gradients either way (tested).
+    /// nothing weight-sized in between; <see cref="FusedQuanTAMemory.Minimal"/> also rebuilds the frozen chain instead of
+    /// caching it. LLaMA-7B q,v, batch 4 × 512 on an H200: peak 31.4 / 24.8 / 23.1 GiB (PEFT LoRA r8: 23.3) for 12,691 /
+    /// 11,898 / 10,401 tokens/s. On small models the per-layer work costs more (TinyLlama: Lean about 40 % fewer tokens/s).
+    /// Same gradients in every mode (tested).
     /// Default <see cref="FusedQuanTAMemory.Auto"/>: Lean when the fast path's estimated extra memory
     /// (<see cref="QuanTA.Core.Adapters.QuanTABank.EstimatedStackedExtraBytes"/>) exceeds half of the GPU memory still free
     /// after the model is loaded, else Fast. The choice is logged.
@@ -355,8 +357,11 @@ public enum FusedQuanTAMemory
 {
     /// <summary>Lean when the fast path would take more than half of the free GPU memory, else Fast.</summary>
     Auto,
-    /// <summary>Keep every adapted layer's ΔW, W0 + ΔW and chain activations for the backward pass (fastest).</summary>
+    /// <summary>Keep every adapted layer's W0 + ΔW and the chain's last input for the backward pass (fastest).</summary>
     Fast,
     /// <summary>Rebuild W0 + ΔW per layer in the backward pass; nothing weight-sized kept between forward and backward.</summary>
     Lean,
+    /// <summary>As <see cref="Lean"/>, and the frozen part of the chain (S) is rebuilt where it is needed instead of being
+    /// cached: one weight-sized tensor per adapted layer less, for the smallest peak (slowest).</summary>
+    Minimal,
 }

@@ -26,6 +26,7 @@ public class FusedQuanTATests
     [Theory]
     [InlineData(FusedQuanTAMemory.Auto)]   // on the CPU: the fast (stacked) path
     [InlineData(FusedQuanTAMemory.Lean)]   // layerwise: W0 + ΔW rebuilt in each layer's backward
+    [InlineData(FusedQuanTAMemory.Minimal)]   // layerwise, the frozen chain rebuilt too
     public void FusedAndPerLayerTrainingAgree(FusedQuanTAMemory memory)
     {
         var plain = Fit(false);

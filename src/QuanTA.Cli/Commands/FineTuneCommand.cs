@@ -55,7 +55,7 @@ public static class FineTuneCommand
         var resume = new Option<string?>("--resume") { Description = "Resume from a checkpoint folder, a folder of checkpoints, or 'latest' (newest in --checkpoint-dir)." };
         var patience = new Option<int>("--early-stopping-patience") { Description = "Stop after N validations without improvement (needs --validation; 0 = off).", DefaultValueFactory = _ => d.EarlyStoppingPatience };
         var valMetric = new Option<string>("--validation-metric") { Description = "loss or accuracy (classification).", DefaultValueFactory = _ => "loss" };
-        var fusedMemory = new Option<string>("--fused-memory") { Description = "Fused QuanTA path (default on CUDA): auto, fast (keeps each layer's ΔW and chain activations for the backward pass) or lean (rebuilds them per layer in backward: LLaMA-7B q,v peak 26 instead of 38 GiB, ~7 % slower on an H100). auto picks lean when fast would take over half of the free GPU memory.", DefaultValueFactory = _ => "auto" };
+        var fusedMemory = new Option<string>("--fused-memory") { Description = "Fused QuanTA path (default on CUDA): auto, fast (keeps each layer's W0 + ΔW and chain input for the backward pass), lean (rebuilds W0 + ΔW per layer in backward) or minimal (lean, and the frozen chain rebuilt too). LLaMA-7B q,v on an H200: 31.4 / 24.8 / 23.1 GiB at 12.7k / 11.9k / 10.4k tokens/s. auto picks lean when fast would take over half of the free GPU memory.", DefaultValueFactory = _ => "auto" };
         var nproc = new Option<int>("--nproc-per-node") { Description = "Data-parallel: start N local ranks (one per GPU, NCCL), like torchrun. Under torchrun/srun/mpirun leave it out: RANK/WORLD_SIZE/… are read from the environment. QUANTA_DIST_TIMEOUT_S bounds every wait (default 600); collectives are queued and a watchdog ends a stuck rank (QUANTA_NCCL_BLOCKING_WAIT=1: each collective waits and throws on a timeout instead).", DefaultValueFactory = _ => 1 };
 
         var cmd = new Command("finetune", "Fine-tune a QuanTA/LoRA adapter on TSV/CSV data and save an ML.NET model .zip.")
@@ -122,7 +122,7 @@ public static class FineTuneCommand
                 ValidationMetric = Enum.TryParse<ValidationMetric>(r.GetValue(valMetric), true, out var vm) ? vm
                     : throw new ArgumentException($"--validation-metric '{r.GetValue(valMetric)}' is not loss or accuracy."),
                 FusedQuanTAMemory = Enum.TryParse<FusedQuanTAMemory>(r.GetValue(fusedMemory), true, out var fm) ? fm
-                    : throw new ArgumentException($"--fused-memory '{r.GetValue(fusedMemory)}' is not auto, fast or lean."),
+                    : throw new ArgumentException($"--fused-memory '{r.GetValue(fusedMemory)}' is not auto, fast, lean or minimal."),
                 CancellationToken = token,
                 Progress = new SyncProgress(p => Console.Error.WriteLine(
                     $"epoch {p.Epoch + 1} step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:G3} tokens/s {p.TokensPerSecond:F0}" +

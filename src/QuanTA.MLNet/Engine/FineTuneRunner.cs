@@ -137,10 +137,11 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
     {
         note = null;
         if (options.Adapter != AdapterMethod.QuanTA || !(options.FusedQuanTA ?? model.Device.type == DeviceType.CUDA)) return null;
-        bool lean;
+        bool lean, cacheFrozen = true;
         switch (options.FusedQuanTAMemory)
         {
             case FusedQuanTAMemory.Lean: lean = true; break;
+            case FusedQuanTAMemory.Minimal: lean = true; cacheFrozen = false; break;
             case FusedQuanTAMemory.Fast: lean = false; break;
             default:
                 if (model.Device.type != DeviceType.CUDA) { lean = false; break; }
@@ -152,7 +153,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
                     : "fused QuanTA, fast memory mode (the free GPU memory could not be read; set FusedQuanTAMemory = Lean to save memory)";
                 break;
         }
-        var bank = QuanTABank.Create(model.Module, layerwise: lean);
+        var bank = QuanTABank.Create(model.Module, cacheFrozenOperator: cacheFrozen, layerwise: lean);
         if (bank.AdapterCount > 0) return bank;
         bank.Dispose();
         note = null;

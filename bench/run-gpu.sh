@@ -5,7 +5,7 @@
 # Each of our training methods runs in its own process, so that its peak memory is measured from a clean allocator.
 set -uo pipefail
 bundle=$1; shape=${2:-tinyllama}; out=${3:-${OUT:-/tmp/quanta-results}}
-mkdir -p /tmp/qb "$out" && tar -xJf "$bundle" -C /tmp/qb
+rm -rf /tmp/qb && mkdir -p /tmp/qb "$out" && tar -xJf "$bundle" -C /tmp/qb
 export QUANTA_LIBTORCH_DIR=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 export PYTHONUNBUFFERED=1 OUT="$out" SHAPE="$shape"

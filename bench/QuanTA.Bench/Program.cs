@@ -20,7 +20,11 @@ var device = TorchRuntime.CudaAvailable ? torch.CUDA : torch.CPU;
 Console.WriteLine($"libtorch: {TorchRuntime.LibTorchDirectory ?? "packaged"}; cuda: {TorchRuntime.CudaAvailable}; devices: {(TorchRuntime.CudaAvailable ? torch.cuda.device_count() : 0)}");
 var opts = new JsonSerializerOptions { WriteIndented = true };
 // --gqa plain: grouped-query attention keeps the repeated k/v for the backward (no checkpointed attention node)
-QuanTA.Core.Models.Llama.LlamaAttention.CheckpointGroupedAttention = Arg("--gqa", "checkpoint") != "plain";
+QuanTA.Core.Models.Llama.LlamaAttention.CheckpointGroupedAttention = Arg("--gqa", "checkpoint") switch
+{
+    "checkpoint" => true, "plain" => false,
+    var g => throw new ArgumentException($"--gqa '{g}' is not checkpoint or plain."),
+};
 int seq = int.Parse(Arg("--seq", "512"));
 switch (verb)
 {

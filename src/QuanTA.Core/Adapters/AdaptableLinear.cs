@@ -69,10 +69,17 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
         if (_adapter?.StepDeltaWeight is { IsInvalid: false } dw && !IsMerged)   // (a ΔW left from a finished step's scope is ignored)
         {
             var y0 = nn.functional.linear(x, weight + dw, bias);   // (…, out) = x (W0 + ΔW)ᵀ + b: one GEMM (fused path)
-            _adapter.StepDeltaWeight = null;                       // used once: the slice is let go so that the bank's ΔW
-            dw.Dispose();                                          // stack is freed once every layer ran (autograd keeps
-            return y0;                                             // W0 + ΔW, not ΔW)
+            if (_adapter.StepDeltaSingleUse)
+            {
+                _adapter.StepDeltaWeight = null;                   // used once: the slice is let go so that the bank's ΔW
+                _adapter.StepDeltaSpent = true;                    // stack is freed once every layer ran (autograd keeps
+                dw.Dispose();                                      // W0 + ΔW, not ΔW)
+            }
+            return y0;
         }
+        if (_adapter is { StepDeltaSpent: true } && !IsMerged && is_grad_enabled())
+            throw new InvalidOperationException("This layer already used its fused ΔW for this micro-batch: call QuanTABank.Materialize " +
+                "before every forward pass that is backpropagated (each micro-batch), and Clear() when the step ends.");
         var y = nn.functional.linear(x, weight, bias);     // (…, out) = x W0ᵀ + b
         if (_adapter is null || IsMerged) return y;
         return y.add_(_adapter.Delta(x));                   // + Δ(x)

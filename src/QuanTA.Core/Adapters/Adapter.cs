@@ -34,11 +34,19 @@ public abstract class Adapter : nn.Module
     /// <summary>
     /// A ΔW [out, in] already computed for the current training step by a fused materializer (<see cref="QuanTABank"/>),
     /// in the layer's compute dtype and differentiable with respect to the adapter's parameters. While set, the layer
-    /// computes one GEMM with the effective weight, <c>y = x (W0 + ΔW)ᵀ + b</c>, instead of calling <see cref="Delta"/>. The
-    /// layer consumes it: its next forward uses it once and clears it (the fused materializer sets it again for each
-    /// micro-batch), so the step's ΔW is freed before the backward pass.
+    /// computes one GEMM with the effective weight, <c>y = x (W0 + ΔW)ᵀ + b</c>, instead of calling <see cref="Delta"/>. In
+    /// the bank's default mode the layer consumes it: its next forward uses it once and clears it (the bank sets it again
+    /// for each micro-batch), so the step's ΔW is freed before the backward pass.
     /// </summary>
     public Tensor? StepDeltaWeight { get; internal set; }
+
+    /// <summary>Set by the bank: the layer's next forward consumes <see cref="StepDeltaWeight"/> (default mode; in recompute
+    /// mode the step's ΔW is a leaf shared by its micro-batches and stays set).</summary>
+    internal bool StepDeltaSingleUse { get; set; }
+
+    /// <summary>True once a forward consumed this micro-batch's ΔW; until the bank materializes again, a forward that records
+    /// a graph is refused (its gradient would reach this adapter's own tensors, which the bank's optimizer never sees).</summary>
+    internal bool StepDeltaSpent { get; set; }
 
     /// <summary>This step's replacement of the layer's forward by the memory-lean fused path (<see cref="QuanTABank.Layerwise"/>).</summary>
     internal IStepLinear? StepLinear { get; set; }

@@ -96,6 +96,56 @@ public class QuanTABankTests
     }
 
     [Fact]
+    public void RecomputeModeMayMaterializeOncePerStep()
+    {
+        // Recompute mode shares one ΔW leaf among a step's micro-batches, so one Materialize per step is enough: the second
+        // micro-batch must still take the fused path (its gradient reaching the bank's stacked tensors), not fall back.
+        using var g = new Generator(10);
+        var xs = Enumerable.Range(0, 2).Select(_ => new[] { randn(5, 32, generator: g), randn(5, 32, generator: g), randn(5, 16, generator: g), randn(5, 32, generator: g) }).ToArray();
+        Tensor[] Run(bool oncePerStep)
+        {
+            using var m = Build();
+            using var bank = QuanTABank.Create(m, recomputeChainInBackward: true);
+            using var outer = NewDisposeScope();
+            for (int k = 0; k < xs.Length; k++)
+            {
+                if (k == 0 || !oncePerStep) bank.Materialize(ScalarType.Float32);
+                var loss = m.Layers.Select((l, i) => l.forward(xs[k][i]).pow(2).sum()).Aggregate((a, b) => a + b);
+                loss.div(2).backward();
+            }
+            Assert.Equal(3, bank.PropagateChainGradients());
+            bank.Clear();
+            var own = m.Layers.Select(l => (QuanTAAdapter)l.Adapter!).SelectMany(a => Enumerable.Range(0, a.Layout.TensorCount).Select(i => a.TensorT(i).grad)).ToArray();
+            Assert.All(own, gr => Assert.True(gr is null || gr.abs().max().item<float>() == 0, "a gradient reached an adapter's own tensors"));
+            return bank.Parameters.Select(p => p.grad!.clone().DetachFromDisposeScope()).ToArray();
+        }
+        var perMicroBatch = Run(false);
+        var once = Run(true);
+        for (int i = 0; i < once.Length; i++)
+            Assert.True(TestUtil.RelErr(once[i], perMicroBatch[i]) < 1e-5, $"stacked tensor {i}");
+    }
+
+    [Fact]
+    public void DefaultModeRefusesASecondForwardWithoutMaterialize()
+    {
+        // Each layer uses its ΔW once; a second backpropagated forward in the same micro-batch would silently train the
+        // adapters' own tensors instead of the bank's, so it is refused with a message that says what to do.
+        using var m = Build();
+        using var bank = QuanTABank.Create(m);
+        using var scope = NewDisposeScope();
+        var x = randn(3, 32);
+        bank.Materialize(ScalarType.Float32);
+        m.Layers[0].forward(x).sum().backward();
+        var e = Assert.Throws<InvalidOperationException>(() => m.Layers[0].forward(x));
+        Assert.Contains("Materialize", e.Message);
+        using (no_grad()) Assert.Equal(new long[] { 3, 32 }, m.Layers[0].forward(x).shape);   // evaluation without a graph is fine
+        bank.Materialize(ScalarType.Float32);                                                 // and the next micro-batch is too
+        m.Layers[0].forward(x).sum().backward();
+        bank.Clear();
+        m.Layers[0].forward(x).sum().backward();                                              // after Clear: the layer's own path
+    }
+
+    [Fact]
     public void RecomputedChainGivesTheSameGradientsOverAccumulatedMicroBatches()
     {
         using var g = new Generator(9);

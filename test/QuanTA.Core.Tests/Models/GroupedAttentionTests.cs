@@ -21,7 +21,9 @@ public class GroupedAttentionTests
         using var v = randn(B, nKv, T, hd).requires_grad_(true);
         using var w = randn(B, nKv * groups, T, hd);                         // a loss that weighs every output
 
-        var (yc, gq, gk, gv) = Run(() => CheckpointedGroupedAttention.Apply(q, k, v, groups));
+        var returned = new ReturnedGradients();
+        var (yc, gq, gk, gv) = Run(() => CheckpointedGroupedAttention.Apply(q, k, v, groups, returned));
+        returned.Release();
         var (yr, rq, rk, rv) = Run(() => nn.functional.scaled_dot_product_attention(q, LlamaAttention.RepeatKV(k, groups), LlamaAttention.RepeatKV(v, groups), is_casual: true));
 
         Assert.Equal(yr.shape, yc.shape);
@@ -65,7 +67,9 @@ public class GroupedAttentionTests
             finally { LlamaAttention.CheckpointGroupedAttention = true; }
         }
         var plain = Step(false);
+        long calls = CheckpointedGroupedAttention.Calls;
         var checkpointed = Step(true);
+        Assert.True(CheckpointedGroupedAttention.Calls >= calls + 2, "both layers take the checkpointed node");
         Assert.Equal(plain.Loss, checkpointed.Loss, 5);
         Assert.Equal(plain.Grads.Length, checkpointed.Grads.Length);
         for (int i = 0; i < plain.Grads.Length; i++)

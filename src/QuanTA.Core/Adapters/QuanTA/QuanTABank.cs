@@ -16,7 +16,8 @@ namespace QuanTA.Core.Adapters;
 /// ∝ D·min(in,out)·Σk per layer, independent of the number of tokens, and there are N_T kernel launches per group instead of
 /// per layer. For GQA-style layers with out &lt; in the transposed chain runs on the `out` row basis vectors instead.
 /// The result is exactly <see cref="QuanTAAdapter.DeltaWeight"/> (tested); adapters with dropout are left on their own path.
-/// Call <see cref="Materialize"/> inside the step's dispose scope before the forward, and <see cref="Clear"/> after backward.
+/// Call <see cref="Materialize"/> inside the step's dispose scope before every forward pass that is backpropagated (each
+/// micro-batch: each layer uses its ΔW once and drops it), and <see cref="Clear"/> when the step ends.
 /// <para>
 /// The bank owns the trainable storage: for each group and tensor i it holds ONE stacked fp32 parameter
 /// <c>T_stack_i</c> (L, d_m, d_n, d_m, d_n), and every adapter's own <c>T_i</c> is re-pointed (<c>set_</c>) to its slice, so
@@ -117,15 +118,16 @@ public sealed class QuanTABank : IDisposable
 
     /// <summary>
     /// Rough extra device memory of the default (stacked) path over the frozen model for <paramref name="model"/>'s eligible
-    /// adapters: about eight weight-sized tensors per adapted layer in the compute dtype (ΔW, W0 + ΔW, the chain's saved
-    /// activations, the frozen chain, their gradients) — measured on an H100 (run E): +1.6 GiB for TinyLlama's 44 q/v layers
-    /// and +15.2 GiB for LLaMA-7B's 64, ≈ 7.6–8 × Σ out·in·2 bytes in bf16. The layerwise path keeps none of these between
-    /// forward and backward (LLaMA-7B: +3.0 GiB with the cached frozen chain).
+    /// adapters: about five weight-sized tensors per adapted layer in the compute dtype (W0 + ΔW and the chain's last input
+    /// kept for the backward, the cached frozen chain, the gradients the chain's backward makes) — measured on an H200
+    /// (runs I, J): +0.95 GiB for TinyLlama's 44 q/v layers and +9.1 GiB for LLaMA-7B's 64, ≈ 4.5–4.9 × Σ out·in·2 bytes in
+    /// bf16. The layerwise path keeps none of these between forward and backward (LLaMA-7B: +2.5 GiB with the cached frozen
+    /// chain, +0.8 GiB without).
     /// </summary>
     public static long EstimatedStackedExtraBytes(nn.Module model, ScalarType computeDType)
     {
         long size = computeDType switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 2 };
-        return EligibleAdapters(model).Sum(a => 8L * a.InFeatures * a.OutFeatures * size);
+        return EligibleAdapters(model).Sum(a => 5L * a.InFeatures * a.OutFeatures * size);
     }
 
     /// <summary>Re-points <paramref name="target"/>'s storage at <paramref name="view"/> (in place, <c>set_</c>).</summary>
@@ -154,9 +156,10 @@ public sealed class QuanTABank : IDisposable
 
     /// <summary>
     /// Computes ΔW for every adapter of the bank in <paramref name="computeDType"/> and hands each adapter its slice as
-    /// <see cref="Adapter.StepDeltaWeight"/>; the slices belong to the caller's dispose scope. By default ΔW is differentiable
-    /// w.r.t. T; with <see cref="RecomputeChainInBackward"/> it is the step's leaf (made on the first call of a step, reused by
-    /// the step's later micro-batches) and <see cref="PropagateChainGradients"/> carries its gradient to T.
+    /// <see cref="Adapter.StepDeltaWeight"/>, for the next forward pass (call it for each micro-batch). By default ΔW is
+    /// differentiable w.r.t. T and each layer drops its slice after using it; with <see cref="RecomputeChainInBackward"/> it
+    /// is the step's leaf (made on the first call of a step, reused by the step's later micro-batches, kept until
+    /// <see cref="PropagateChainGradients"/> carries its gradient to T).
     /// </summary>
     public void Materialize(ScalarType computeDType)
     {
@@ -172,7 +175,11 @@ public sealed class QuanTABank : IDisposable
             var slices = delta.unbind(0);
             if (!RecomputeChainInBackward) delta.Dispose();                    // the slices hold the storage; each layer lets go
             for (int l = 0; l < g.Adapters.Length; l++)                        // of its slice after its forward (AdaptableLinear),
-                g.Adapters[l].StepDeltaWeight = slices[l];                   // so ΔW is freed before the backward. (out, in)
+            {                                                                  // so ΔW is freed before the backward. (out, in)
+                g.Adapters[l].StepDeltaWeight = slices[l];
+                g.Adapters[l].StepDeltaSingleUse = !RecomputeChainInBackward;   // recompute mode: one leaf for the whole step
+                g.Adapters[l].StepDeltaSpent = false;
+            }
         }
     }
 
@@ -241,7 +248,7 @@ public sealed class QuanTABank : IDisposable
     public void Clear()
     {
         foreach (var g in _groups)
-            foreach (var a in g.Adapters) { a.StepDeltaWeight = null; a.StepLinear = null; }
+            foreach (var a in g.Adapters) { a.StepDeltaWeight = null; a.StepLinear = null; a.StepDeltaSpent = false; }
         _returned.Release();
         for (int gi = 0; gi < _leaves.Length; gi++) { _leaves[gi]?.Delta.Dispose(); _leaves[gi] = null; }
     }

@@ -41,6 +41,7 @@ internal sealed class BlockOperatorFunction : autograd.SingleTensorFunction<Bloc
         var y = Build(spec, pairs);                                  // runs without a graph (apply turns it off)
         ctx.save_for_backward([.. pairs]);
         ctx.save_data("spec", spec);
+        ctx.save_data("needs", pairs.Select(t => t.requires_grad).ToArray());
         spec.PendingOutput = y.DetachFromDisposeScope();
         return y;
     }
@@ -48,15 +49,19 @@ internal sealed class BlockOperatorFunction : autograd.SingleTensorFunction<Bloc
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)
     {
         var spec = (Spec)ctx.get_data("spec");
+        var needs = (bool[])ctx.get_data("needs");
         var saved = ctx.get_saved_variables();
         var result = new List<Tensor> { null! };                     // no gradient for the spec
         try
         {
             using var scope = NewDisposeScope();
-            var leaves = saved.Select(t => t.detach().requires_grad_(true)).ToArray();
+            var leaves = saved.Select((t, i) => t.detach().requires_grad_(needs[i])).ToArray();
             Tensor y;
             using (enable_grad()) y = Build(spec, leaves);            // the pair-by-pair products again, with a graph
-            result.AddRange(autograd.grad([y], leaves, [g]));         // ∂L/∂T for each pair of the block
+            var wanted = leaves.Where((_, i) => needs[i]).ToArray();
+            var grads = wanted.Length > 0 ? autograd.grad([y], wanted, [g]) : [];
+            int j = 0;
+            for (int i = 0; i < leaves.Length; i++) result.Add(needs[i] ? grads[j++] : null!);   // ∂L/∂T for each pair of the block
             foreach (var t in result) t?.DetachFromDisposeScope();
         }
         finally

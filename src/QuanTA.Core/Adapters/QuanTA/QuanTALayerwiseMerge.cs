@@ -25,8 +25,8 @@ internal interface IStepLinear
 ///              ∂L/∂ΔW = gᵀ x,   ∂L/∂R_B = (∂ΔW/∂R_B)ᵀ ∂L/∂ΔW                            chain rebuilt with a graph
 /// </code>
 /// The gradients w.r.t. R_B flow on through the ordinary graph into the stacked T tensors. Cost: the chain runs twice per
-/// step instead of once, for a peak memory close to the frozen model's (on an H100, LLaMA-7B q,v: 26.1 GiB against 38.3 for
-/// the stacked path and 23.1 for the frozen model). (TorchSharp's custom-function node also makes an empty tensor shaped
+/// step instead of once, for a peak memory close to the frozen model's (on an H200, LLaMA-7B q,v: 24.8 GiB against 31.4 for
+/// the stacked path and 22.3 for the frozen model; 23.1 without the cached frozen chain). (TorchSharp's custom-function node also makes an empty tensor shaped
 /// like its output, to zero-fill a gradient that never arrives; it is made in the caller's dispose scope, so it is freed
 /// when the calling module's forward ends, not kept until the backward.)
 /// </summary>

@@ -11,22 +11,27 @@ namespace QuanTA.Core.Models.Llama;
 /// layer's attention keeps, about 1 GiB over 22 layers — for the price of one more attention forward per layer in the
 /// backward pass. The result and the gradients are those of the plain formulation (the same kernels on the same inputs).
 /// (TorchSharp's binding has no <c>enable_gqa</c>, which would let one call read the kv heads in place.)
-/// Arguments: q (B, n_heads, T, hd), k and v (B, n_kv, T, hd), the group size n_heads/n_kv. Returns (B, n_heads, T, hd).
+/// Arguments: q (B, n_heads, T, hd), k and v (B, n_kv, T, hd), the group size n_heads/n_kv, the holder of returned gradients.
+/// Returns (B, n_heads, T, hd).
 /// </summary>
 internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFunction<CheckpointedGroupedAttention>
 {
-    // The gradients handed back from a backward must outlive the call until libtorch has taken its own references (right
-    // after the call returns). Each autograd worker thread runs one node at a time, so this thread's previous node's
-    // gradients are safe to free when its next node starts.
-    [ThreadStatic] static List<Tensor>? t_returned;
+    // The forward's own output wrapper (apply returns another one); forward runs inside apply on the caller's thread.
     [ThreadStatic] static Tensor? t_pendingOutput;
+
+    /// <summary>Number of checkpointed calls so far (tests check that the path was taken).</summary>
+    internal static long Calls;
 
     public override string Name => "QuanTACheckpointedGroupedAttention";
 
     /// <summary>Attention output (B, n_heads, T, hd), checkpointed when a graph is being recorded.</summary>
-    public static Tensor Apply(Tensor q, Tensor k, Tensor v, int groups)
+    /// <remarks>The gradients a backward hands to libtorch must outlive the call until libtorch has taken its own references
+    /// (right after it returns): they wait in <paramref name="returned"/>, which the next backward sharing it (the model's
+    /// next layer, run by the same autograd thread) or the model's next forward empties.</remarks>
+    public static Tensor Apply(Tensor q, Tensor k, Tensor v, int groups, Adapters.ReturnedGradients returned)
     {
-        var y = apply(q, k, v, groups);
+        Interlocked.Increment(ref Calls);
+        var y = apply(q, k, v, groups, returned);
         t_pendingOutput?.Dispose();                 // the wrapper forward() made (apply returns another one)
         t_pendingOutput = null;
         return y;
@@ -38,6 +43,7 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
         var (q, k, v, groups) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (int)vars[3]);
+        ctx.save_data("returned", vars[4]);
         using var scope = NewDisposeScope();
         var y = Attend(q, k, v, groups);            // no graph here: apply runs forward with gradients off
         ctx.save_for_backward([q, k, v]);
@@ -49,7 +55,8 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)
     {
-        if (t_returned is { } previous) { foreach (var t in previous) t.Dispose(); previous.Clear(); }
+        var returned = (Adapters.ReturnedGradients)ctx.get_data("returned");
+        returned.Release();                         // the previous node's gradients are in the engine now
         var groups = (int)ctx.get_data("groups");
         var needs = (bool[])ctx.get_data("needs");
         var saved = ctx.get_saved_variables();
@@ -65,6 +72,7 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
             int j = 0;
             for (int i = 0; i < 3; i++) result.Add(needs[i] ? grads[j++] : null!);
             result.Add(null!);                      // the group size
+            result.Add(null!);                      // the holder
             foreach (var t in result) t?.DetachFromDisposeScope();
         }
         finally
@@ -72,7 +80,7 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
             foreach (var t in saved) t?.Dispose();
             g.Dispose();
         }
-        (t_returned ??= []).AddRange(result.Where(t => t is not null));
+        returned.Hold(result);
         return result;
     }
 }

@@ -53,7 +53,7 @@ public sealed class LlamaAttention : nn.Module
         Tensor y;
         if (CheckpointGroupedAttention && mask is null && cache is null && _nHeads != _nKv && T > 1 && is_grad_enabled()
             && (q.requires_grad || k.requires_grad || v.requires_grad))
-            y = CheckpointedGroupedAttention.Apply(q, k, v, _nHeads / _nKv);       // (B, nh, T, hd), repeated k/v not kept
+            y = CheckpointedGroupedAttention.Apply(q, k, v, _nHeads / _nKv, Returned);   // (B, nh, T, hd), repeated k/v not kept
         else
         {
             k = RepeatKV(k, _nHeads / _nKv);                                        // (B, nh, S, hd)
@@ -69,6 +69,10 @@ public sealed class LlamaAttention : nn.Module
     /// <summary>Whether training with plain causal attention checkpoints grouped-query layers (on by default; the benchmark
     /// turns it off to measure the plain graph).</summary>
     internal static bool CheckpointGroupedAttention { get; set; } = true;
+
+    /// <summary>Where the checkpointed node's returned gradients wait until libtorch has taken them; the model shares one
+    /// holder among its layers and empties it at each forward.</summary>
+    internal Adapters.ReturnedGradients Returned { get; set; } = new();
 
     /// <summary>(B, n_kv, S, hd) → (B, n_kv·nRep, S, hd), each kv head repeated for its group of query heads.</summary>
     public static Tensor RepeatKV(Tensor x, int nRep)

@@ -71,6 +71,17 @@ public sealed class LlamaModel : nn.Module
         norm = new LlamaRMSNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         _rope = new LlamaRotaryEmbedding(c.HeadDim, c.Rope);
         RegisterComponents();
+        foreach (var layer in layers) layer.self_attn.Returned = _returned;   // one holder: each backward frees the previous one's
+    }
+
+    // Gradients the checkpointed attention nodes handed to libtorch (freed at the next node's backward or the next forward).
+    readonly Adapters.ReturnedGradients _returned = new();
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _returned.Release();
+        base.Dispose(disposing);
     }
 
     /// <summary>The configuration the stack was built from.</summary>
@@ -89,6 +100,7 @@ public sealed class LlamaModel : nn.Module
     {
         if (inputIds.dim() != 2 || inputIds.dtype != ScalarType.Int64)
             throw new ArgumentException($"input_ids must be a 2-D int64 tensor (B, T); got {inputIds.dtype} [{string.Join(", ", inputIds.shape)}].", nameof(inputIds));
+        _returned.Release();                                                          // the last backward is over
         using var scope = NewDisposeScope();
         var (B, T) = (inputIds.shape[0], inputIds.shape[1]);
         var past = cache?.SeqLength ?? 0;
@@ -128,8 +140,8 @@ public sealed class LlamaModel : nn.Module
         foreach (var layer in layers)
         {
             var next = layer.Forward(x, cos, sin, mask, cache);
-            x.Dispose();                                                              // the residual stream is not saved for the
-            x = next;                                                                 // backward: free it now, not at the scope's end
+            x.Dispose();                                                              // free this wrapper now, not at the scope's end
+            x = next;                                                                 // (autograd holds what it saved on its own)
         }
         return norm.forward(x).MoveToOuterDisposeScope();                             // (B, T, C)
     }

@@ -24,7 +24,7 @@ static class AttentionBench
         using var v = randn([batch, nkv, seq, hd], dtype: ScalarType.BFloat16, device: dev).requires_grad_(true);
         using var g = randn([batch, seq, nh * hd], dtype: ScalarType.BFloat16, device: dev);
 
-        var returned = new QuanTA.Core.Adapters.ReturnedGradients();
+        var returned = new QuanTA.Core.Runtime.ReturnedGradients();
         Tensor Grouped() { returned.Release(); return CheckpointedGroupedAttention.Apply(q, k, v, groups, returned).transpose(1, 2).reshape(batch, seq, nh * hd); }
         Tensor Repeated() => nn.functional.scaled_dot_product_attention(q, LlamaAttention.RepeatKV(k, groups), LlamaAttention.RepeatKV(v, groups), is_casual: true)
             .transpose(1, 2).reshape(batch, seq, nh * hd);

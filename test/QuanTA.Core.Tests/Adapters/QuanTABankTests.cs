@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using QuanTA.Core.Adapters;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using QuanTA.Core.Adapters;
 using QuanTA.Core.Models;
 using QuanTA.Core.Models.Llama;

@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

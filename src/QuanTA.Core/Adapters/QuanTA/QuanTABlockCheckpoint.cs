@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -49,28 +50,9 @@ internal sealed class BlockOperatorFunction : autograd.SingleTensorFunction<Bloc
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)
     {
         var spec = (Spec)ctx.get_data("spec");
-        var needs = (bool[])ctx.get_data("needs");
-        var saved = ctx.get_saved_variables();
-        var result = new List<Tensor> { null! };                     // no gradient for the spec
-        try
-        {
-            using var scope = NewDisposeScope();
-            var leaves = saved.Select((t, i) => t.detach().requires_grad_(needs[i])).ToArray();
-            Tensor y;
-            using (enable_grad()) y = Build(spec, leaves);            // the pair-by-pair products again, with a graph
-            var wanted = leaves.Where((_, i) => needs[i]).ToArray();
-            var grads = wanted.Length > 0 ? autograd.grad([y], wanted, [g]) : [];
-            int j = 0;
-            for (int i = 0; i < leaves.Length; i++) result.Add(needs[i] ? grads[j++] : null!);   // ∂L/∂T for each pair of the block
-            foreach (var t in result) t?.DetachFromDisposeScope();
-        }
-        finally
-        {
-            foreach (var t in saved) t?.Dispose();
-            g.Dispose();
-        }
-        spec.Returned.Hold(result);
-        return result;
+        var grads = CheckpointedBackward.Gradients(ctx.get_saved_variables(), (bool[])ctx.get_data("needs"),
+            pairs => Build(spec, pairs), g, spec.Returned);         // the pair-by-pair products again: ∂L/∂T per pair
+        return [null!, .. grads];                                    // no gradient for the spec
     }
 
     static Tensor Build(Spec spec, Tensor[] pairs)

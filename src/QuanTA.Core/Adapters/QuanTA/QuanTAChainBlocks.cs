@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using static TorchSharp.torch;
 
 namespace QuanTA.Core.Adapters;

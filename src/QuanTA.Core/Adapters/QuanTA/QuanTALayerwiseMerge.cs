@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -77,30 +78,6 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
     internal ReturnedGradients Returned => returned;
     internal int In => plan.In;
     internal int Out => plan.Out;
-}
-
-/// <summary>
-/// Gradients handed back to libtorch from a custom backward must stay alive until the engine has taken its own reference
-/// (right after the backward returns); their .NET wrappers are kept here and freed at the next backward call or when the
-/// step ends, instead of waiting for the garbage collector.
-/// </summary>
-internal sealed class ReturnedGradients
-{
-    readonly List<Tensor> _pending = [];
-
-    public void Hold(IEnumerable<Tensor?> tensors)
-    {
-        lock (_pending) _pending.AddRange(tensors.Where(t => t is not null)!);
-    }
-
-    public void Release()
-    {
-        lock (_pending)
-        {
-            foreach (var t in _pending) t.Dispose();
-            _pending.Clear();
-        }
-    }
 }
 
 /// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that saves only its input x (see <see cref="QuanTALayerStep"/>).

@@ -1,3 +1,4 @@
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -28,7 +29,7 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
     /// <remarks>The gradients a backward hands to libtorch must outlive the call until libtorch has taken its own references
     /// (right after it returns): they wait in <paramref name="returned"/>, which the next backward sharing it (the model's
     /// next layer, run by the same autograd thread) or the model's next forward empties.</remarks>
-    public static Tensor Apply(Tensor q, Tensor k, Tensor v, int groups, Adapters.ReturnedGradients returned)
+    public static Tensor Apply(Tensor q, Tensor k, Tensor v, int groups, ReturnedGradients returned)
     {
         Interlocked.Increment(ref Calls);
         var y = apply(q, k, v, groups, returned);
@@ -55,32 +56,11 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)
     {
-        var returned = (Adapters.ReturnedGradients)ctx.get_data("returned");
+        var returned = (ReturnedGradients)ctx.get_data("returned");
         returned.Release();                         // the previous node's gradients are in the engine now
         var groups = (int)ctx.get_data("groups");
-        var needs = (bool[])ctx.get_data("needs");
-        var saved = ctx.get_saved_variables();
-        var result = new List<Tensor>();
-        try
-        {
-            using var scope = NewDisposeScope();
-            var leaves = saved.Select((t, i) => t.detach().requires_grad_(needs[i])).ToArray();
-            Tensor y;
-            using (enable_grad()) y = Attend(leaves[0], leaves[1], leaves[2], groups);
-            var wanted = leaves.Where((_, i) => needs[i]).ToArray();
-            var grads = wanted.Length > 0 ? autograd.grad([y], wanted, [g]) : [];
-            int j = 0;
-            for (int i = 0; i < 3; i++) result.Add(needs[i] ? grads[j++] : null!);
-            result.Add(null!);                      // the group size
-            result.Add(null!);                      // the holder
-            foreach (var t in result) t?.DetachFromDisposeScope();
-        }
-        finally
-        {
-            foreach (var t in saved) t?.Dispose();
-            g.Dispose();
-        }
-        returned.Hold(result);
-        return result;
+        var grads = CheckpointedBackward.Gradients(ctx.get_saved_variables(), (bool[])ctx.get_data("needs"),
+            qkv => Attend(qkv[0], qkv[1], qkv[2], groups), g, returned);   // ∂L/∂q, ∂L/∂k, ∂L/∂v
+        return [.. grads, null!, null!];            // none for the group size and the holder
     }
 }

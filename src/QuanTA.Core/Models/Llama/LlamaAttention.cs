@@ -72,7 +72,7 @@ public sealed class LlamaAttention : nn.Module
 
     /// <summary>Where the checkpointed node's returned gradients wait until libtorch has taken them; the model shares one
     /// holder among its layers and empties it at each forward.</summary>
-    internal Adapters.ReturnedGradients Returned { get; set; } = new();
+    internal Runtime.ReturnedGradients Returned { get; set; } = new();
 
     /// <summary>(B, n_kv, S, hd) → (B, n_kv·nRep, S, hd), each kv head repeated for its group of query heads.</summary>
     public static Tensor RepeatKV(Tensor x, int nRep)

@@ -75,7 +75,7 @@ public sealed class LlamaModel : nn.Module
     }
 
     // Gradients the checkpointed attention nodes handed to libtorch (freed at the next node's backward or the next forward).
-    readonly Adapters.ReturnedGradients _returned = new();
+    readonly Runtime.ReturnedGradients _returned = new();
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)

@@ -25,7 +25,7 @@ static class AttentionBench
         using var g = randn([batch, seq, nh * hd], dtype: ScalarType.BFloat16, device: dev);
 
         var returned = new QuanTA.Core.Runtime.ReturnedGradients();
-        Tensor Grouped() { returned.Release(); return CheckpointedGroupedAttention.Apply(q, k, v, groups, returned).transpose(1, 2).reshape(batch, seq, nh * hd); }
+        Tensor Grouped() { returned.ReleaseAll(); return CheckpointedGroupedAttention.Apply(q, k, v, groups, returned).transpose(1, 2).reshape(batch, seq, nh * hd); }
         Tensor Repeated() => nn.functional.scaled_dot_product_attention(q, LlamaAttention.RepeatKV(k, groups), LlamaAttention.RepeatKV(v, groups), is_casual: true)
             .transpose(1, 2).reshape(batch, seq, nh * hd);
 
@@ -45,7 +45,7 @@ static class AttentionBench
             diff = (Grouped().to_type(ScalarType.Float32) - Repeated().to_type(ScalarType.Float32)).abs().max().item<float>();
         var grouped = Time(Grouped);
         var repeated = Time(Repeated);
-        returned.Release();
+        returned.ReleaseAll();
         return new()
         {
             ["shape"] = shape, ["batch"] = batch, ["seq"] = seq, ["heads"] = nh, ["kv_heads"] = nkv,

@@ -121,7 +121,8 @@ public static class FineTuneCommand
                 EarlyStoppingPatience = r.GetValue(patience),
                 ValidationMetric = Enum.TryParse<ValidationMetric>(r.GetValue(valMetric), true, out var vm) ? vm
                     : throw new ArgumentException($"--validation-metric '{r.GetValue(valMetric)}' is not loss or accuracy."),
-                FusedQuanTAMemory = Enum.TryParse<FusedQuanTAMemory>(r.GetValue(fusedMemory), true, out var fm) ? fm
+                FusedQuanTAMemory = Enum.TryParse<FusedQuanTAMemory>(r.GetValue(fusedMemory), true, out var fm) && Enum.IsDefined(fm)
+                    && !int.TryParse(r.GetValue(fusedMemory), out _) ? fm
                     : throw new ArgumentException($"--fused-memory '{r.GetValue(fusedMemory)}' is not auto, fast, lean or minimal."),
                 CancellationToken = token,
                 Progress = new SyncProgress(p => Console.Error.WriteLine(

@@ -69,7 +69,7 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
         if (_adapter?.StepDeltaWeight is { IsInvalid: false } dw && !IsMerged)   // (a ΔW left from a finished step's scope is ignored)
         {
             var y0 = nn.functional.linear(x, weight + dw, bias);   // (…, out) = x (W0 + ΔW)ᵀ + b: one GEMM (fused path)
-            if (_adapter.StepDeltaSingleUse)
+            if (_adapter.StepDeltaSingleUse && is_grad_enabled())   // (a forward without a graph, e.g. a logged evaluation, leaves it)
             {
                 _adapter.StepDeltaWeight = null;                   // used once: the slice is let go so that the bank's ΔW
                 _adapter.StepDeltaSpent = true;                    // stack is freed once every layer ran (autograd keeps

@@ -5,26 +5,45 @@ namespace QuanTA.Core.Runtime;
 
 /// <summary>
 /// Gradients handed back to libtorch from a custom backward must stay alive until the engine has taken its own reference
-/// (right after the backward returns); their .NET wrappers are kept here and freed at the next backward call sharing the
-/// holder, or when the step ends, instead of waiting for the garbage collector.
+/// (right after the backward returns); their .NET wrappers are kept here, per thread, and freed at the next backward call
+/// on the same autograd thread (<see cref="Release"/>) or when no backward runs any more (<see cref="ReleaseAll"/>: the
+/// next forward, the step's end), instead of waiting for the garbage collector. Per thread, because a graph spread over
+/// several devices runs its nodes on one autograd thread per device.
 /// </summary>
 internal sealed class ReturnedGradients
 {
-    readonly List<Tensor> _pending = [];
+    readonly Dictionary<int, List<Tensor>> _pending = [];
 
+    /// <summary>Keeps <paramref name="tensors"/> (nulls skipped) until this thread's next <see cref="Release"/>.</summary>
     public void Hold(IEnumerable<Tensor?> tensors)
-    {
-        lock (_pending) _pending.AddRange(tensors.Where(t => t is not null)!);
-    }
-
-    public void Release()
     {
         lock (_pending)
         {
-            foreach (var t in _pending) t.Dispose();
+            int id = Environment.CurrentManagedThreadId;
+            if (!_pending.TryGetValue(id, out var list)) _pending[id] = list = [];
+            list.AddRange(tensors.Where(t => t is not null)!);
+        }
+    }
+
+    /// <summary>Frees what this thread's earlier backward calls returned (libtorch has taken them by now).</summary>
+    public void Release()
+    {
+        lock (_pending)
+            if (_pending.Remove(Environment.CurrentManagedThreadId, out var list)) foreach (var t in list) t.Dispose();
+    }
+
+    /// <summary>Frees everything held, from every thread: call it only while no backward pass is running.</summary>
+    public void ReleaseAll()
+    {
+        lock (_pending)
+        {
+            foreach (var t in _pending.Values.SelectMany(l => l)) t.Dispose();
             _pending.Clear();
         }
     }
+
+    /// <summary>Number of gradients held (all threads).</summary>
+    public int PendingCount { get { lock (_pending) return _pending.Values.Sum(l => l.Count); } }
 }
 
 /// <summary>The backward of a checkpointed autograd node (activation checkpointing): the forward ran without a graph and
@@ -40,6 +59,7 @@ internal static class CheckpointedBackward
     public static List<Tensor> Gradients(IList<Tensor> saved, bool[] needs, Func<Tensor[], Tensor> f, Tensor g, ReturnedGradients returned)
     {
         var result = new List<Tensor>();
+        bool done = false;
         try
         {
             using var scope = NewDisposeScope();
@@ -51,11 +71,13 @@ internal static class CheckpointedBackward
             int j = 0;
             for (int i = 0; i < leaves.Length; i++) result.Add(needs[i] ? grads[j++] : null!);
             foreach (var t in result) t?.DetachFromDisposeScope();
+            done = true;
         }
         finally
         {
             foreach (var t in saved) t?.Dispose();
             g.Dispose();
+            if (!done) foreach (var t in result) t?.Dispose();
         }
         returned.Hold(result);
         return result;

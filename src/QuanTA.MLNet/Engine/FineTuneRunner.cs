@@ -58,6 +58,9 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         if (bank is { Layerwise: false })
             trainerOptions.OutOfMemoryHint = "or set FusedQuanTAMemory = Lean (CLI: --fused-memory lean), which keeps no weight-sized " +
                 "tensor per adapted layer between forward and backward (same results, a little slower)";
+        else if (bank is { Layerwise: true, CachesFrozenOperator: true })
+            trainerOptions.OutOfMemoryHint = "or set FusedQuanTAMemory = Minimal (CLI: --fused-memory minimal), which also rebuilds the " +
+                "frozen chain instead of caching it (same results, slower)";
         if (o.ResumeFromCheckpoint is not null)
             trainerOptions.ResumeFrom = RunFingerprints.ResolveResume(o.ResumeFromCheckpoint, trainerOptions.CheckpointDir, trainerOptions.RunFingerprint, seed,
                 m => { using var c = host.Start("QuanTA resume"); c.Warning(MessageSensitivity.None, m); });
@@ -129,8 +132,8 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
     }
 
     /// <summary>Auto memory mode: lean when the fast path's extra memory would take more than half of what is free after the
-    /// model is loaded (the activations need the rest). LLaMA-7B q,v (≈ 10.7 GB extra at batch 4 × 512) stays fast on an 80
-    /// GB or a 40 GB GPU and goes lean below ≈ 21 GB free; unknown free memory keeps the fast path.</summary>
+    /// model is loaded (the activations need the rest). LLaMA-7B q,v (≈ 10.7 GB extra) stays fast on an 80 GB or a 40 GB GPU
+    /// and goes lean below ≈ 21 GB free; unknown free memory keeps the fast path.</summary>
     internal static bool PreferLean(long stackedExtraBytes, long? freeBytes) => freeBytes is long f && stackedExtraBytes > f / 2;
 
     QuanTABank? CreateBank(ScalarType computeDType, out string? note)

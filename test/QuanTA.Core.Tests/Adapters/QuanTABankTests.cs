@@ -115,6 +115,7 @@ public class QuanTABankTests
                 loss.div(2).backward();
             }
             Assert.Equal(3, bank.PropagateChainGradients());
+            Assert.All(m.Layers, l => Assert.Null(l.Adapter!.StepDeltaWeight));   // the step's ΔW is spent once propagated
             bank.Clear();
             var own = m.Layers.Select(l => (QuanTAAdapter)l.Adapter!).SelectMany(a => Enumerable.Range(0, a.Layout.TensorCount).Select(i => a.TensorT(i).grad)).ToArray();
             Assert.All(own, gr => Assert.True(gr is null || gr.abs().max().item<float>() == 0, "a gradient reached an adapter's own tensors"));
@@ -136,6 +137,8 @@ public class QuanTABankTests
         using var scope = NewDisposeScope();
         var x = randn(3, 32);
         bank.Materialize(ScalarType.Float32);
+        using (no_grad()) m.Layers[0].forward(x);                                             // a forward without a graph leaves ΔW
+        Assert.NotNull(m.Layers[0].Adapter!.StepDeltaWeight);
         m.Layers[0].forward(x).sum().backward();
         var e = Assert.Throws<InvalidOperationException>(() => m.Layers[0].forward(x));
         Assert.Contains("Materialize", e.Message);
@@ -388,10 +391,10 @@ public class QuanTAChainBlockTests
         }
         var plain = Run(false);
         var checkpointed = Run(true);
-        returned.Release();
+        returned.ReleaseAll();
         long live = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
         var again = Run(true);                                                            // a second step: nothing accumulates
-        returned.Release();
+        returned.ReleaseAll();
         Assert.Equal(live + again.Ops.Length + again.Grads.Length, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         for (int b = 0; b < plain.Ops.Length; b++)
             Assert.True(TestUtil.RelErr(checkpointed.Ops[b], plain.Ops[b]) < 1e-6, $"block {b}");

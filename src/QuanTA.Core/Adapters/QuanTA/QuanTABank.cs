@@ -57,6 +57,9 @@ public sealed class QuanTABank : IDisposable
     /// </summary>
     public bool Layerwise { get; }
 
+    /// <summary>Whether the frozen chain M_S is cached per compute dtype (else rebuilt where it is needed).</summary>
+    public bool CachesFrozenOperator => _cacheFrozen;
+
     /// <summary>
     /// True: the chain's activations are not kept for the backward pass. <see cref="Materialize"/> computes ΔW without a graph
     /// as a leaf that collects dL/dΔW from every micro-batch of the step, and <see cref="PropagateChainGradients"/> (call it
@@ -164,7 +167,7 @@ public sealed class QuanTABank : IDisposable
     /// </summary>
     public void Materialize(ScalarType computeDType)
     {
-        _returned.Release();
+        _returned.ReleaseAll();
         for (int gi = 0; gi < _groups.Length; gi++)
         {
             var g = _groups[gi];
@@ -197,8 +200,11 @@ public sealed class QuanTABank : IDisposable
         else
             using (no_grad()) frozenOps = FrozenBlockOperators(g, dtype).Select(o => o.unbind(0)).ToArray();
         for (int l = 0; l < g.Adapters.Length; l++)
+        {
+            g.Adapters[l].StepDeltaSpent = false;
             g.Adapters[l].StepLinear = new QuanTALayerStep(plan, ops.Select(o => o[l]).ToArray(), frozen?[l],
                 frozenOps?.Select(o => o[l]).ToArray(), _returned);
+        }
     }
 
     /// <summary>Recompute mode: this step's ΔW of group gi as a leaf without graph, made once per step and shared by its
@@ -240,6 +246,7 @@ public sealed class QuanTABank : IDisposable
             }
             held.Delta.Dispose();
             _leaves[gi] = null;
+            foreach (var a in _groups[gi].Adapters) a.StepDeltaWeight = null;   // the step's ΔW is spent: no later forward may use it
         }
         return done;
     }
@@ -250,7 +257,7 @@ public sealed class QuanTABank : IDisposable
     {
         foreach (var g in _groups)
             foreach (var a in g.Adapters) { a.StepDeltaWeight = null; a.StepLinear = null; a.StepDeltaSpent = false; }
-        _returned.Release();
+        _returned.ReleaseAll();
         for (int gi = 0; gi < _leaves.Length; gi++) { _leaves[gi]?.Delta.Dispose(); _leaves[gi] = null; }
     }
 

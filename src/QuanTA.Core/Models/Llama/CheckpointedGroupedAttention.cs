@@ -20,8 +20,6 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
     // The forward's own output wrapper (apply returns another one); forward runs inside apply on the caller's thread.
     [ThreadStatic] static Tensor? t_pendingOutput;
 
-    /// <summary>Number of checkpointed calls so far (tests check that the path was taken).</summary>
-    internal static long Calls;
 
     public override string Name => "QuanTACheckpointedGroupedAttention";
 
@@ -31,7 +29,6 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
     /// next layer, run by the same autograd thread) or the model's next forward empties.</remarks>
     public static Tensor Apply(Tensor q, Tensor k, Tensor v, int groups, ReturnedGradients returned)
     {
-        Interlocked.Increment(ref Calls);
         var y = apply(q, k, v, groups, returned);
         t_pendingOutput?.Dispose();                 // the wrapper forward() made (apply returns another one)
         t_pendingOutput = null;

@@ -74,6 +74,13 @@ public sealed class LlamaAttention : nn.Module
     /// holder among its layers and empties it at each forward.</summary>
     internal Runtime.ReturnedGradients Returned { get; set; } = new();
 
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) Returned.ReleaseAll();
+        base.Dispose(disposing);
+    }
+
     /// <summary>(B, n_kv, S, hd) → (B, n_kv·nRep, S, hd), each kv head repeated for its group of query heads.</summary>
     public static Tensor RepeatKV(Tensor x, int nRep)
     {

@@ -80,7 +80,7 @@ public sealed class LlamaModel : nn.Module
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _returned.Release();
+        if (disposing) _returned.ReleaseAll();
         base.Dispose(disposing);
     }
 
@@ -100,7 +100,7 @@ public sealed class LlamaModel : nn.Module
     {
         if (inputIds.dim() != 2 || inputIds.dtype != ScalarType.Int64)
             throw new ArgumentException($"input_ids must be a 2-D int64 tensor (B, T); got {inputIds.dtype} [{string.Join(", ", inputIds.shape)}].", nameof(inputIds));
-        _returned.Release();                                                          // the last backward is over
+        _returned.ReleaseAll();                                                       // the last backward is over
         using var scope = NewDisposeScope();
         var (B, T) = (inputIds.shape[0], inputIds.shape[1]);
         var past = cache?.SeqLength ?? 0;

@@ -46,6 +46,32 @@ internal sealed class ReturnedGradients
     public int PendingCount { get { lock (_pending) return _pending.Values.Sum(l => l.Count); } }
 }
 
+/// <summary>
+/// TorchSharp's <c>Function.apply</c> returns a new wrapper of the output, so the wrapper made inside <c>forward</c> would be
+/// left to the garbage collector: <c>forward</c> hands it to <see cref="Keep"/> and <see cref="Apply"/> frees it as soon as
+/// <c>apply</c> returns (<c>forward</c> runs inside <c>apply</c>, on the caller's thread).
+/// </summary>
+internal static class CustomFunctionOutput
+{
+    [ThreadStatic] static Tensor? t_pending;
+
+    /// <summary>In <c>forward</c>: takes <paramref name="y"/> out of the dispose scope until <see cref="Apply"/> frees it.</summary>
+    public static Tensor Keep(Tensor y)
+    {
+        t_pending = y.DetachFromDisposeScope();
+        return y;
+    }
+
+    /// <summary>Runs a function's <c>apply</c> and frees the wrapper its <c>forward</c> kept.</summary>
+    public static Tensor Apply(Func<Tensor> apply)
+    {
+        var y = apply();
+        t_pending?.Dispose();
+        t_pending = null;
+        return y;
+    }
+}
+
 /// <summary>The backward of a checkpointed autograd node (activation checkpointing): the forward ran without a graph and
 /// saved only its tensor inputs; the backward runs the same function again with a graph and differentiates it.</summary>
 internal static class CheckpointedBackward

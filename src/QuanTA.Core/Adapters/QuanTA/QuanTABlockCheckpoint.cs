@@ -15,11 +15,7 @@ internal sealed class BlockOperatorFunction : autograd.SingleTensorFunction<Bloc
 {
     /// <summary>What <see cref="QuanTAChainBlocks.BlockTransposed"/> needs besides the tensors, and where returned gradient
     /// wrappers wait until libtorch has taken them.</summary>
-    internal sealed record Spec(AxisLayout Layout, int[] Axes, int[] PairIndices, ScalarType DType, Device Device, ReturnedGradients Returned)
-    {
-        /// <summary>The wrapper made inside <see cref="forward"/> (apply returns another one); freed by <see cref="Apply"/>.</summary>
-        internal Tensor? PendingOutput { get; set; }
-    }
+    internal sealed record Spec(AxisLayout Layout, int[] Axes, int[] PairIndices, ScalarType DType, Device Device, ReturnedGradients Returned);
 
     public override string Name => "QuanTABlockOperator";
 
@@ -29,10 +25,7 @@ internal sealed class BlockOperatorFunction : autograd.SingleTensorFunction<Bloc
         var args = new object[1 + spec.PairIndices.Length];
         args[0] = spec;
         for (int i = 0; i < spec.PairIndices.Length; i++) args[1 + i] = tensors[spec.PairIndices[i]];
-        var y = apply(args);
-        spec.PendingOutput?.Dispose();
-        spec.PendingOutput = null;
-        return y;
+        return CustomFunctionOutput.Apply(() => apply(args));
     }
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
@@ -43,8 +36,7 @@ internal sealed class BlockOperatorFunction : autograd.SingleTensorFunction<Bloc
         ctx.save_for_backward([.. pairs]);
         ctx.save_data("spec", spec);
         ctx.save_data("needs", pairs.Select(t => t.requires_grad).ToArray());
-        spec.PendingOutput = y.DetachFromDisposeScope();
-        return y;
+        return CustomFunctionOutput.Keep(y);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)

@@ -49,14 +49,8 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
         var args = new object?[4 + ops.Length];
         args[0] = x; args[1] = weight; args[2] = bias; args[3] = this;
         for (int i = 0; i < ops.Length; i++) args[4 + i] = ops[i];
-        var y = MergedLinearFunction.apply(args!);   // a new wrapper of the node's output
-        PendingOutput?.Dispose();                    // the wrapper forward() made: freed now, not left to the GC
-        PendingOutput = null;
-        return y;
+        return CustomFunctionOutput.Apply(() => MergedLinearFunction.apply(args!));
     }
-
-    /// <summary>The output wrapper made inside <see cref="MergedLinearFunction.forward"/> (apply returns another one).</summary>
-    internal Tensor? PendingOutput { get; set; }
 
     /// <summary>ΔW (out, in) from block operators (K, K) each: crop(M_T − M_S), the difference written in one pass that
     /// reads the chain's last output in place.</summary>
@@ -95,8 +89,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
         ctx.save_for_backward([x, w, .. ops]);
         ctx.save_data("step", step);
         ctx.save_data("x_needs_grad", x.requires_grad);
-        step.PendingOutput = y.DetachFromDisposeScope();
-        return y;
+        return CustomFunctionOutput.Keep(y);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)

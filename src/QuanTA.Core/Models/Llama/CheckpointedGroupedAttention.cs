@@ -17,9 +17,6 @@ namespace QuanTA.Core.Models.Llama;
 /// </summary>
 internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFunction<CheckpointedGroupedAttention>
 {
-    // The forward's own output wrapper (apply returns another one); forward runs inside apply on the caller's thread.
-    [ThreadStatic] static Tensor? t_pendingOutput;
-
 
     public override string Name => "QuanTACheckpointedGroupedAttention";
 
@@ -28,12 +25,7 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
     /// (right after it returns): they wait in <paramref name="returned"/>, which the next backward sharing it (the model's
     /// next layer, run by the same autograd thread) or the model's next forward empties.</remarks>
     public static Tensor Apply(Tensor q, Tensor k, Tensor v, int groups, ReturnedGradients returned)
-    {
-        var y = apply(q, k, v, groups, returned);
-        t_pendingOutput?.Dispose();                 // the wrapper forward() made (apply returns another one)
-        t_pendingOutput = null;
-        return y;
-    }
+        => CustomFunctionOutput.Apply(() => apply(q, k, v, groups, returned));
 
     static Tensor Attend(Tensor q, Tensor k, Tensor v, int groups)
         => nn.functional.scaled_dot_product_attention(q, LlamaAttention.RepeatKV(k, groups), LlamaAttention.RepeatKV(v, groups), is_casual: true);
@@ -47,8 +39,7 @@ internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFuncti
         ctx.save_for_backward([q, k, v]);
         ctx.save_data("groups", groups);
         ctx.save_data("needs", new[] { q.requires_grad, k.requires_grad, v.requires_grad });
-        t_pendingOutput = y.DetachFromDisposeScope();
-        return y;
+        return CustomFunctionOutput.Keep(y);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)

@@ -17,7 +17,6 @@ namespace QuanTA.Core.Models.Llama;
 /// </summary>
 internal sealed class CheckpointedGroupedAttention : autograd.SingleTensorFunction<CheckpointedGroupedAttention>
 {
-
     public override string Name => "QuanTACheckpointedGroupedAttention";
 
     /// <summary>Attention output (B, n_heads, T, hd), checkpointed when a graph is being recorded.</summary>

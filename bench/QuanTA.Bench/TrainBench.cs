@@ -15,7 +15,8 @@ namespace QuanTA.Bench;
 /// step instead of cached: one weight-sized tensor per adapted layer less), quanta-recompute (the same, the chain run again in backward
 /// instead of keeping its activations), quanta-lean (layerwise: each layer builds W0 + ΔW inside its forward and again in its
 /// backward from the bank's small block operators; nothing weight-sized kept; crop(M_S) cached), quanta-lean-nocache (the
-/// same, crop(M_S) rebuilt too), quanta-layer (each adapter on its own: chain or
+/// same, crop(M_S) rebuilt too), quanta-keep (layerwise, each layer's W0 + ΔW kept from its forward for its backward: the
+/// chain runs once per step; ∂L/∂R_B from the tokens in every layerwise mode), quanta-layer (each adapter on its own: chain or
 /// materialize per layer, as chosen by cost), lora (r8, α16, q/v), frozen (nothing adapted; layer 0's q_proj weight
 /// trains so backward runs through the whole model, as in the peer's floor).
 /// </summary>
@@ -44,10 +45,12 @@ static class TrainBench
             case "quanta-layer":
             case "quanta-lean":
             case "quanta-lean-nocache":
+            case "quanta-keep":
                 report = AdapterInjector.Inject(model, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
                 if (method != "quanta-layer")
                     bank = QuanTABank.Create(model, cacheFrozenOperator: !method.EndsWith("-nocache"),
-                        recomputeChainInBackward: method == "quanta-recompute", layerwise: method.StartsWith("quanta-lean"));
+                        recomputeChainInBackward: method == "quanta-recompute", layerwise: method.StartsWith("quanta-lean") || method == "quanta-keep",
+                        keepMergedWeight: method == "quanta-keep");
                 break;
             case "lora":
                 report = AdapterInjector.Inject(model, new LoRAConfig { Rank = 8, Alpha = 16, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));

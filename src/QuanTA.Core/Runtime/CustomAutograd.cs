@@ -49,26 +49,33 @@ internal sealed class ReturnedGradients
 /// <summary>
 /// TorchSharp's <c>Function.apply</c> returns a new wrapper of the output, so the wrapper made inside <c>forward</c> would be
 /// left to the garbage collector: <c>forward</c> hands it to <see cref="Keep"/> and <see cref="Apply"/> frees it as soon as
-/// <c>apply</c> returns (<c>forward</c> runs inside <c>apply</c>, on the caller's thread).
+/// <c>apply</c> returns (<c>forward</c> runs inside <c>apply</c>, on the caller's thread). <c>apply</c> also takes the tensors
+/// given to <c>save_for_backward</c> only after <c>forward</c> has returned: an intermediate saved there must outlive the
+/// forward's dispose scope, which <see cref="KeepUntilSaved"/> does.
 /// </summary>
 internal static class CustomFunctionOutput
 {
-    [ThreadStatic] static Tensor? t_pending;
+    [ThreadStatic] static List<Tensor>? t_pending;
 
     /// <summary>In <c>forward</c>: takes <paramref name="y"/> out of the dispose scope until <see cref="Apply"/> frees it.</summary>
-    public static Tensor Keep(Tensor y)
+    public static Tensor Keep(Tensor y) => KeepUntilSaved(y);
+
+    /// <summary>In <c>forward</c>: keeps an intermediate given to <c>save_for_backward</c> alive until <c>apply</c> has saved it
+    /// (the saved variable holds its own reference); <see cref="Apply"/> frees the wrapper.</summary>
+    public static Tensor KeepUntilSaved(Tensor t)
     {
-        t_pending = y.DetachFromDisposeScope();
-        return y;
+        (t_pending ??= []).Add(t.DetachFromDisposeScope());
+        return t;
     }
 
-    /// <summary>Runs a function's <c>apply</c> and frees the wrapper its <c>forward</c> kept.</summary>
+    /// <summary>Runs a function's <c>apply</c> and frees the wrappers its <c>forward</c> kept.</summary>
     public static Tensor Apply(Func<Tensor> apply)
     {
-        var y = apply();
-        t_pending?.Dispose();
-        t_pending = null;
-        return y;
+        try { return apply(); }
+        finally
+        {
+            if (t_pending is { } list) { foreach (var t in list) t.Dispose(); list.Clear(); }
+        }
     }
 }
 

@@ -183,9 +183,13 @@ public class QuanTABankTests
     }
 
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void LayerwiseModeGivesTheSameLossAndGradientsAsTheStackedGraph(bool cacheFrozen)
+    [InlineData(true, false, 1024)]
+    [InlineData(false, false, 1024)]
+    [InlineData(true, true, 1024)]    // the merged weight kept from the forward for the backward
+    [InlineData(false, true, 1024)]
+    [InlineData(true, false, 8)]      // one pair per block: several blocks, so the token gradients run through a chain
+    [InlineData(true, true, 16)]
+    public void LayerwiseModeGivesTheSameLossAndGradientsAsTheStackedGraph(bool cacheFrozen, bool keepMerged, int blockCap)
     {
         // Two micro-batches; layer 1 takes layer 0's output (its input needs a gradient), the others take plain inputs.
         using var g = new Generator(21);
@@ -193,8 +197,10 @@ public class QuanTABankTests
         (double Loss, Tensor[] Grads, Tensor InputGrad) Run(bool layerwise)
         {
             using var m = Build();
-            using var bank = QuanTABank.Create(m, cacheFrozenOperator: cacheFrozen, layerwise: layerwise);
+            using var bank = QuanTABank.Create(m, cacheFrozenOperator: cacheFrozen, blockCap: blockCap, layerwise: layerwise,
+                keepMergedWeight: layerwise && keepMerged);
             Assert.Equal(layerwise, bank.Layerwise);
+            Assert.Equal(layerwise && keepMerged, bank.KeepsMergedWeight);
             double total = 0;
             var input0 = xs[0][0].clone().requires_grad_(true);
             foreach (var micro in xs)
@@ -227,12 +233,14 @@ public class QuanTABankTests
         }
     }
 
-    [Fact]
-    public void LayerwiseStepsLeaveNoTensorsBehind()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]   // the kept merged weight's wrapper is freed once the node has saved it
+    public void LayerwiseStepsLeaveNoTensorsBehind(bool keepMerged)
     {
         // The custom backward hands gradients to libtorch; their wrappers are freed by the bank, not left to the GC.
         using var m = Build();
-        using var bank = QuanTABank.Create(m, layerwise: true);
+        using var bank = QuanTABank.Create(m, layerwise: true, keepMergedWeight: keepMerged);
         using var opt = optim.AdamW(bank.OptimizerParameters(m).Select(p => p.Parameter), lr: 1e-3);
         using var g = new Generator(2);
         var xs = m.Layers.Select(l => randn(3, l.InFeatures, generator: g)).ToArray();
@@ -252,6 +260,10 @@ public class QuanTABankTests
         for (int i = 0; i < 20; i++) Step();
         Assert.Equal(settled, Step());
     }
+
+    [Fact]
+    public void KeepingTheMergedWeightNeedsTheLayerwisePath()
+        => Assert.Throws<ArgumentException>(() => QuanTABank.Create(Build(), keepMergedWeight: true));
 
     [Fact]
     public void LayerwiseModeExcludesStepRecompute()

@@ -40,9 +40,10 @@ public sealed class QuanTABank : IDisposable
     readonly (Tensor Delta, ScalarType DType)?[] _leaves;   // recompute mode: this step's ΔW per group, a leaf owned by the bank
     readonly ReturnedGradients _returned = new();            // layerwise mode: gradient wrappers handed to libtorch
 
-    QuanTABank(Group[] groups, bool cacheFrozen, bool recompute, bool layerwise)
+    QuanTABank(Group[] groups, bool cacheFrozen, bool recompute, bool layerwise, bool keepMerged)
     {
         _groups = groups; _cacheFrozen = cacheFrozen; RecomputeChainInBackward = recompute; Layerwise = layerwise;
+        KeepsMergedWeight = keepMerged;
         _leaves = new (Tensor, ScalarType)?[groups.Length];
     }
 
@@ -56,6 +57,13 @@ public sealed class QuanTABank : IDisposable
     /// its block operators in each forward and backward.
     /// </summary>
     public bool Layerwise { get; }
+
+    /// <summary>
+    /// Layerwise mode only: true keeps each layer's W0 + ΔW from its forward for its backward (one weight-sized tensor per
+    /// adapted layer in the compute dtype, held from the layer's forward to its backward) instead of building it again
+    /// there: the chain runs once per step, as in the stacked path, but the backward still never forms ∂L/∂ΔW.
+    /// </summary>
+    public bool KeepsMergedWeight { get; }
 
     /// <summary>Whether the frozen chain M_S is cached per compute dtype (else rebuilt where it is needed).</summary>
     public bool CachesFrozenOperator => _cacheFrozen;
@@ -102,9 +110,12 @@ public sealed class QuanTABank : IDisposable
     /// <param name="recomputeChainInBackward">See <see cref="RecomputeChainInBackward"/> (then call
     /// <see cref="PropagateChainGradients"/> every optimizer step).</param>
     /// <param name="layerwise">See <see cref="Layerwise"/> (excludes <paramref name="recomputeChainInBackward"/>).</param>
+    /// <param name="keepMergedWeight">See <see cref="KeepsMergedWeight"/> (needs <paramref name="layerwise"/>).</param>
     public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = 1024, bool recomputeChainInBackward = false,
-        bool layerwise = false)
+        bool layerwise = false, bool keepMergedWeight = false)
     {
+        if (keepMergedWeight && !layerwise)
+            throw new ArgumentException("keepMergedWeight applies to the layerwise path only (the stacked path keeps ΔW in its graph).", nameof(keepMergedWeight));
         if (layerwise && recomputeChainInBackward)
             throw new ArgumentException("Choose one memory mode: layerwise already rebuilds the chain in the backward pass.", nameof(layerwise));
         if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
@@ -112,7 +123,7 @@ public sealed class QuanTABank : IDisposable
             .GroupBy(a => (Key: $"{string.Join(",", a.Layout.Dims)}|{string.Join(" ", a.Layout.Pairs)}", a.InFeatures, a.OutFeatures))
             .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray(), blockCap))
             .ToArray();
-        return new QuanTABank(groups, cacheFrozenOperator, recomputeChainInBackward, layerwise);
+        return new QuanTABank(groups, cacheFrozenOperator, recomputeChainInBackward, layerwise, keepMergedWeight);
     }
 
     /// <summary>The adapters a bank serves: full-rank QuanTA without dropout.</summary>
@@ -203,7 +214,7 @@ public sealed class QuanTABank : IDisposable
         {
             g.Adapters[l].StepDeltaSpent = false;
             g.Adapters[l].StepLinear = new QuanTALayerStep(plan, ops.Select(o => o[l]).ToArray(), frozen?[l],
-                frozenOps?.Select(o => o[l]).ToArray(), _returned);
+                frozenOps?.Select(o => o[l]).ToArray(), _returned, KeepsMergedWeight);
         }
     }
 

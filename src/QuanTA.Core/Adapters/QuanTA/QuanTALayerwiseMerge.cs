@@ -36,9 +36,15 @@ internal interface IStepLinear
 /// <param name="minusFrozenRaw">−(the S chain on the basis vectors), (basis, D), when cached; else null.</param>
 /// <param name="frozenOps">The S chain's block operators (no gradient) when <paramref name="minusFrozenRaw"/> is null.</param>
 /// <param name="returned">Where returned gradient wrappers wait to be freed.</param>
-internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[] ops, Tensor? minusFrozenRaw, Tensor[]? frozenOps, ReturnedGradients returned)
+/// <param name="keepMergedWeight">Keep W0 + ΔW from the forward for the backward instead of building it again.</param>
+internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[] ops, Tensor? minusFrozenRaw, Tensor[]? frozenOps, ReturnedGradients returned,
+    bool keepMergedWeight = false)
     : IStepLinear
 {
+    /// <summary>True: the forward's W0 + ΔW is kept for the backward (one weight-sized tensor per layer, in exchange for
+    /// building it only once per step).</summary>
+    public bool KeepsMergedWeight => keepMergedWeight;
+
     public bool IsLive => !ops[0].IsInvalid && (minusFrozenRaw is null || !minusFrozenRaw.IsInvalid);
 
     public Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
@@ -69,6 +75,9 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
         return QuanTAChainBlocks.NegatedRaw(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // (basis, D)
     }
 
+    /// <summary>∂L/∂R_B for this layer from its input and output gradient (<see cref="QuanTAChainBlocks.TokenGradients"/>).</summary>
+    internal Tensor[] TokenGradients(Tensor[] blockOps, Tensor x, Tensor g) => QuanTAChainBlocks.TokenGradients(plan, blockOps, x, g);
+
     internal ReturnedGradients Returned => returned;
     internal int In => plan.In;
     internal int Out => plan.Out;
@@ -85,8 +94,11 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
         var (x, w, b, step) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (QuanTALayerStep)vars[3]);
         var ops = vars.Skip(4).Cast<Tensor>().ToArray();
         using var scope = NewDisposeScope();
-        var y = nn.functional.linear(x, w + step.Delta(ops).to_type(w.dtype), b);   // (…, out): one GEMM, W0 + ΔW dropped after
-        ctx.save_for_backward([x, w, .. ops]);
+        Tensor merged;
+        using (no_grad()) merged = w + step.Delta(ops).to_type(w.dtype);                // W0 + ΔW (out, in)
+        var y = nn.functional.linear(x, merged, b);                                   // (…, out): one GEMM
+        // Saved: x, then W0 + ΔW when the step keeps it (else W0, and the backward builds W0 + ΔW again), then R_B.
+        ctx.save_for_backward([x, step.KeepsMergedWeight ? CustomFunctionOutput.KeepUntilSaved(merged) : w, .. ops]);
         ctx.save_data("step", step);
         ctx.save_data("x_needs_grad", x.requires_grad);
         return CustomFunctionOutput.Keep(y);
@@ -103,19 +115,17 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
         {
             using var scope = NewDisposeScope();
             var (x, w) = (saved[0], saved[1]);
-            var leaves = saved.Skip(2).Select(o => o.detach().requires_grad_(true)).ToArray();   // R_B (K, K), fresh leaves
-            Tensor delta;
-            using (enable_grad()) delta = step.Delta(leaves);                                   // (out, in), graph to the leaves
+            var ops = saved.Skip(2).ToArray();                                                   // R_B (K, K)
             var g2 = g.reshape(-1, step.Out);                                                    // (M, out)
+            var x2 = x.reshape(-1, step.In);                                                     // (M, in)
+            using var _ = no_grad();
             Tensor? gx = null;
             if (xNeedsGrad)
             {
-                using var _ = no_grad();
-                gx = g2.mm(w + delta.detach().to_type(w.dtype)).reshape(x.shape);                // (M, in) = g (W0 + ΔW)
+                var merged = step.KeepsMergedWeight ? w : w + step.Delta(ops).to_type(w.dtype);
+                gx = g2.mm(merged).reshape(x.shape);                                             // (M, in) = g (W0 + ΔW)
             }
-            Tensor gDelta;
-            using (no_grad()) gDelta = g2.t().mm(x.reshape(-1, step.In)).to_type(delta.dtype);    // (out, in) = gᵀ x
-            var gOps = autograd.grad([delta], leaves, [gDelta]);                                 // ∂L/∂R_B
+            var gOps = step.TokenGradients(ops, x2, g2);                                         // ∂L/∂R_B from the tokens
             result.Add(gx!); result.Add(null!); result.Add(null!); result.Add(null!);
             result.AddRange(gOps);
             foreach (var t in result) t?.DetachFromDisposeScope();

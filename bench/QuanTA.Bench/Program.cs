@@ -10,6 +10,7 @@ using static TorchSharp.torch;
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
 //   train  --shape S --method M [--batch B] [--gqa plain]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
 //   attn   --shape S [--batch B]              grouped-query attention, checkpointed node vs plain graph, forward + backward
+//   layer  --shape S [--tokens N] [--reps R]  one adapted q/v projection, each fused-QuanTA mode: materialize/forward/backward ms
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
 //   memloop --shape S [--steps N] [--lean 1]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
 //   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
@@ -89,9 +90,23 @@ switch (verb)
         if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"attn_{r["shape"]}.json"), JsonSerializer.Serialize(r, opts)); }
         break;
     }
+    case "layer":   // layer --shape S [--tokens N] [--reps R]: one adapted q/v projection per fused-QuanTA mode, phases timed
+    {
+        var rs = LayerBench.Run(Arg("--shape", "tinyllama"), int.Parse(Arg("--tokens", "2048")), int.Parse(Arg("--reps", "3")));
+        foreach (var r in rs) Console.WriteLine(JsonSerializer.Serialize(r));
+        var outDir = Arg("--out", "");
+        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"layer_{Arg("--shape", "tinyllama")}.json"), JsonSerializer.Serialize(rs, opts)); }
+        break;
+    }
+    case "tokengrad":   // tokengrad --shape S [--tokens N] [--reps R]: ∂L/∂R_B of one layer, token route vs ΔW route
+    {
+        foreach (var r in TokenGradBench.Run(Arg("--shape", "tinyllama"), int.Parse(Arg("--tokens", "2048")), int.Parse(Arg("--reps", "3"))))
+            Console.WriteLine(JsonSerializer.Serialize(r));
+        break;
+    }
     case "ddp":
         return DistributedBench.Run(args[1..]);
     default:
-        Console.Error.WriteLine($"unknown verb '{verb}' (probe | train | suite)"); return 2;
+        Console.Error.WriteLine($"unknown verb '{verb}' (probe | train | suite | memloop | attn | layer | ddp)"); return 2;
 }
 return 0;

@@ -183,22 +183,26 @@ public class QuanTABankTests
     }
 
     [Theory]
-    [InlineData(true, false, 1024)]
-    [InlineData(false, false, 1024)]
-    [InlineData(true, true, 1024)]    // the merged weight kept from the forward for the backward
-    [InlineData(false, true, 1024)]
-    [InlineData(true, false, 8)]      // one pair per block: several blocks, so the token gradients run through a chain
-    [InlineData(true, true, 16)]
-    public void LayerwiseModeGivesTheSameLossAndGradientsAsTheStackedGraph(bool cacheFrozen, bool keepMerged, int blockCap)
+    [InlineData(true, false, 1024, 5)]
+    [InlineData(false, false, 1024, 5)]
+    [InlineData(true, true, 1024, 5)]    // the merged weight kept from the forward for the backward
+    [InlineData(false, true, 1024, 5)]
+    [InlineData(true, false, 8, 5)]      // one pair per block: several blocks, so the token gradients run through a chain
+    [InlineData(true, true, 16, 5)]
+    [InlineData(true, false, 8, 200)]    // many tokens: the layers take the ΔW route (gᵀx, then the chain's backward)
+    [InlineData(false, true, 8, 200)]
+    public void LayerwiseModeGivesTheSameLossAndGradientsAsTheStackedGraph(bool cacheFrozen, bool keepMerged, int blockCap, int rows)
     {
         // Two micro-batches; layer 1 takes layer 0's output (its input needs a gradient), the others take plain inputs.
         using var g = new Generator(21);
-        var xs = Enumerable.Range(0, 2).Select(_ => new[] { randn(5, 32, generator: g), randn(5, 32, generator: g), randn(5, 16, generator: g) }).ToArray();
+        var xs = Enumerable.Range(0, 2).Select(_ => new[] { randn(rows, 32, generator: g), randn(rows, 32, generator: g), randn(rows, 16, generator: g) }).ToArray();
         (double Loss, Tensor[] Grads, Tensor InputGrad) Run(bool layerwise)
         {
             using var m = Build();
             using var bank = QuanTABank.Create(m, cacheFrozenOperator: cacheFrozen, blockCap: blockCap, layerwise: layerwise,
                 keepMergedWeight: layerwise && keepMerged);
+            var plan = QuanTAChainBlocks.MakePlan(new AxisLayout([2, 4, 4]), blockCap, 32, 32);
+            Assert.Equal(rows < 50, QuanTAChainBlocks.TokenGradientsCheaper(plan, rows));   // which route the square layers take
             Assert.Equal(layerwise, bank.Layerwise);
             Assert.Equal(layerwise && keepMerged, bank.KeepsMergedWeight);
             double total = 0;

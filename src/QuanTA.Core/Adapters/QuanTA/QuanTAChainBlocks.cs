@@ -295,6 +295,20 @@ static class QuanTAChainBlocks
         return grads;
     }
 
+    /// <summary>
+    /// Whether <see cref="TokenGradients"/> takes fewer multiply-adds than the ΔW route for <paramref name="tokens"/> rows:
+    /// tokens·D·(Σ_{t&lt;n} K_t + Σ_t K_t + Σ_{t&gt;1} K_t) (recomputed h_t, ∂L/∂Q_t, propagated g_t) against
+    /// tokens·in·out (∂L/∂ΔW = gᵀx) + 2·basis·D·Σ K (the chain and its backward on the plan's basis vectors).
+    /// </summary>
+    internal static bool TokenGradientsCheaper(ChainPlan plan, long tokens)
+    {
+        var k = plan.Order.Select(b => plan.Blocks[b].Axes.Aggregate(1L, (p, a) => p * plan.Layout.Dims[a])).ToArray();
+        long sum = k.Sum(), d = plan.Layout.D;
+        double token = (double)tokens * d * (3 * sum - k[0] - k[^1]);
+        double viaDelta = (double)tokens * plan.In * plan.Out + 2.0 * plan.Basis * d * sum;
+        return token < viaDelta;
+    }
+
     /// <summary>(M, f) → (M, D), zeros appended when f &lt; D.</summary>
     static Tensor PadTo(Tensor x, int d) => x.shape[1] == d ? x : nn.functional.pad(x, [0, d - x.shape[1]]);
 

@@ -22,9 +22,13 @@ internal interface IStepLinear
 /// <code>
 ///   forward:   ΔW = crop(M_T) − crop(M_S),  M_T = ∏_B R_B (applied to the identity)     (out, in), transient
 ///              y  = x (W0 + ΔW)ᵀ + b                                                    saves only x
-///   backward:  ∂L/∂x  = g (W0 + ΔW)                                                     ΔW rebuilt, transient
-///              ∂L/∂ΔW = gᵀ x,   ∂L/∂R_B = (∂ΔW/∂R_B)ᵀ ∂L/∂ΔW                            chain rebuilt with a graph
+///   backward:  ∂L/∂x  = g (W0 + ΔW)                                                     ΔW rebuilt (or kept), transient
+///              ∂L/∂R_B from the tokens, h_{t−1}ᵀ g_t along the chain                   (QuanTAChainBlocks.TokenGradients)
+///           or ∂L/∂ΔW = gᵀ x,   ∂L/∂R_B = (∂ΔW/∂R_B)ᵀ ∂L/∂ΔW                         chain rebuilt with a graph
 /// </code>
+/// whichever takes fewer multiply-adds for the layer's shape and token count (the token route wins for square layers with
+/// about as many tokens as D, e.g. LLaMA q/v; the ΔW route for narrow outputs such as GQA's v_proj, where the chain runs on
+/// only `out` basis vectors).
 /// The gradients w.r.t. R_B flow on through the ordinary graph into the stacked T tensors. Cost: the chain runs twice per
 /// step instead of once, for a peak memory close to the frozen model's (on an H200, LLaMA-7B q,v: 24.8 GiB against 31.4 for
 /// the stacked path and 22.3 for the frozen model; 23.1 without the cached frozen chain). (TorchSharp's custom-function node also makes an empty tensor shaped
@@ -75,6 +79,10 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
         return QuanTAChainBlocks.NegatedRaw(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // (basis, D)
     }
 
+    /// <summary>Whether ∂L/∂R_B is cheaper from the tokens than through ∂L/∂ΔW for <paramref name="tokens"/> rows
+    /// (<see cref="QuanTAChainBlocks.TokenGradientsCheaper"/>).</summary>
+    internal bool TokenGradientsCheaper(long tokens) => QuanTAChainBlocks.TokenGradientsCheaper(plan, tokens);
+
     /// <summary>∂L/∂R_B for this layer from its input and output gradient (<see cref="QuanTAChainBlocks.TokenGradients"/>).</summary>
     internal Tensor[] TokenGradients(Tensor[] blockOps, Tensor x, Tensor g) => QuanTAChainBlocks.TokenGradients(plan, blockOps, x, g);
 
@@ -118,14 +126,28 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
             var ops = saved.Skip(2).ToArray();                                                   // R_B (K, K)
             var g2 = g.reshape(-1, step.Out);                                                    // (M, out)
             var x2 = x.reshape(-1, step.In);                                                     // (M, in)
-            using var _ = no_grad();
             Tensor? gx = null;
+            Tensor[] gOps;
+            Tensor? delta = null;                                                                // ΔW, when the route builds it
+            if (step.TokenGradientsCheaper(x2.shape[0]))
+            {
+                using var _ = no_grad();
+                gOps = step.TokenGradients(ops, x2, g2);                                         // ∂L/∂R_B from the tokens
+            }
+            else
+            {
+                var leaves = ops.Select(o => o.detach().requires_grad_(true)).ToArray();         // fresh leaves
+                using (enable_grad()) delta = step.Delta(leaves);                                // (out, in), graph to the leaves
+                Tensor gDelta;
+                using (no_grad()) gDelta = g2.t().mm(x2).to_type(delta.dtype);                   // (out, in) = gᵀ x
+                gOps = autograd.grad([delta], leaves, [gDelta]).ToArray();                               // ∂L/∂R_B through the chain
+            }
             if (xNeedsGrad)
             {
-                var merged = step.KeepsMergedWeight ? w : w + step.Delta(ops).to_type(w.dtype);
+                using var _ = no_grad();
+                var merged = step.KeepsMergedWeight ? w : w + (delta ?? step.Delta(ops)).detach().to_type(w.dtype);
                 gx = g2.mm(merged).reshape(x.shape);                                             // (M, in) = g (W0 + ΔW)
             }
-            var gOps = step.TokenGradients(ops, x2, g2);                                         // ∂L/∂R_B from the tokens
             result.Add(gx!); result.Add(null!); result.Add(null!); result.Add(null!);
             result.AddRange(gOps);
             foreach (var t in result) t?.DetachFromDisposeScope();

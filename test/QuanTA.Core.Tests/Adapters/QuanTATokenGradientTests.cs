@@ -1,0 +1,60 @@
+using QuanTA.Core.Adapters;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Tests.Adapters;
+
+/// <summary>∂L/∂R_B from the tokens (<see cref="QuanTAChainBlocks.TokenGradients"/>) against autograd through crop(M).</summary>
+public class QuanTATokenGradientTests
+{
+    [Theory]
+    [InlineData(64, 64, 16, true)]     // square, several blocks, columns
+    [InlineData(64, 64, 16, false)]    // square, rows (ops transposed and reversed on the tokens)
+    [InlineData(64, 16, 16, null)]     // out < D: the output gradient is padded
+    [InlineData(40, 64, 16, null)]     // in < D: the input is padded
+    [InlineData(64, 64, 1024, null)]   // one block
+    [InlineData(64, 64, 4, null)]      // one pair per block
+    public void TokenGradientsEqualAutogradThroughTheCroppedOperator(int inF, int outF, int cap, bool? columns)
+    {
+        var lay = new AxisLayout([4, 2, 2, 4]);
+        var plan = QuanTAChainBlocks.MakePlan(lay, cap, inF, outF, columns);
+        using var g = new Generator(31);
+        using var scope = NewDisposeScope();
+        var pairs = Enumerable.Range(0, lay.TensorCount).Select(i => randn([1, .. lay.TensorShape(i)], generator: g).mul_(0.4)).ToArray();
+        var ops = QuanTAChainBlocks.BlockOperators(plan, pairs, ScalarType.Float32, CPU).Select(o => o.squeeze(0).detach()).ToArray();
+        var x = randn(7, inF, generator: g);
+        var dy = randn(7, outF, generator: g);
+
+        var leaves = ops.Select(o => o.clone().requires_grad_(true)).ToArray();
+        var m = QuanTAChainBlocks.ApplyPlan(plan, leaves.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // crop(M) (out, in)
+        var expected = autograd.grad([x.mm(m.t()).mul(dy).sum()], leaves);                                     // ∂⟨dy, x crop(M)ᵀ⟩/∂R_B
+
+        Tensor[] actual;
+        using (no_grad()) actual = QuanTAChainBlocks.TokenGradients(plan, ops, x, dy);
+        Assert.Equal(ops.Length, actual.Length);
+        for (int b = 0; b < ops.Length; b++)
+        {
+            Assert.Equal(ops[b].shape, actual[b].shape);
+            Assert.True(expected[b].abs().max().item<float>() > 0, $"block {b} has a zero gradient");
+            Assert.True(TestUtil.RelErr(actual[b], expected[b]) < 1e-5, $"block {b}: {TestUtil.RelErr(actual[b], expected[b])}");
+        }
+    }
+
+    [Fact]
+    public void EachLayerTakesTheRouteWithFewerMultiplyAdds()
+    {
+        // LLaMA-7B q/v, 4 × 512 tokens: the token route (tokens·D·ΣK) beats gᵀx (tokens·D²) plus the chain over D×D.
+        var paper = new AxisLayout([16, 8, 8, 4]);
+        Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(paper, 1024, 4096, 4096), 2048));
+        // TinyLlama: q_proj (square) takes the token route; v_proj (2048 → 256) the ΔW route, whose chain runs on 256 rows only.
+        var tiny = new AxisLayout([16, 8, 4, 4]);
+        Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(tiny, 1024, 2048, 2048), 4096));
+        Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(tiny, 1024, 2048, 256), 4096));
+        // A small square layer in three blocks (K = 8, 8, 16): tokens·32·(3·32 − 8 − 16) against tokens·32² + 2·32·32·32, so
+        // few tokens → token route, many → ΔW route.
+        var small = new AxisLayout([2, 4, 4]);
+        Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 5));
+        Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 5000));
+    }
+}

@@ -233,13 +233,19 @@ static class QuanTAChainBlocks
     static Tensor ApplyBlock(Tensor x, int[] axes, Tensor r, AxisLayout lay)
     {
         var (rows, perm) = BlockRows(x, axes, lay);
-        var y = rows.bmm(r);                                                                              // (L, b·rest, K)
-        int nb = (int)x.dim() - 1 - lay.AxisCount;
+        return FromRows(rows.bmm(r), x.shape, perm, lay, axes);                                          // (L, b·rest, K) → x's shape
+    }
+
+    /// <summary>The inverse of <see cref="BlockRows"/>: rows (L, b·rest, K) back to <paramref name="shape"/> (L, b…, d0..dN-1),
+    /// a permuted view.</summary>
+    static Tensor FromRows(Tensor y, long[] shape, long[] perm, AxisLayout lay, int[] axes)
+    {
+        int nb = shape.Length - 1 - lay.AxisCount;
         var rest = Enumerable.Range(0, lay.AxisCount).Where(a => !axes.Contains(a)).ToArray();
-        long[] shape = [x.shape[0], .. x.shape.Skip(1).Take(nb), .. rest.Select(a => (long)lay.Dims[a]), .. axes.Select(a => (long)lay.Dims[a])];
+        long[] permuted = [shape[0], .. shape.Skip(1).Take(nb), .. rest.Select(a => (long)lay.Dims[a]), .. axes.Select(a => (long)lay.Dims[a])];
         var inverse = new long[perm.Length];
         for (int i = 0; i < perm.Length; i++) inverse[perm[i]] = i;
-        return y.reshape(shape).permute(inverse);                                                          // (L, b, d0..dN-1)
+        return y.reshape(permuted).permute(inverse);
     }
 
     /// <summary>x (L, b…, d0..dN-1) as the rows a block acts on: (L, b·rest, K) with the block's axes last (flattened in
@@ -281,16 +287,23 @@ static class QuanTAChainBlocks
         var index = plan.Columns ? Enumerable.Range(0, n).ToArray() : Enumerable.Range(0, n).Reverse().ToArray();
         var axes = index.Select(s => plan.Blocks[plan.Order[s]].Axes).ToArray();
         var q = index.Select(s => (plan.Columns ? ops[s] : ops[s].t()).to_type(x.dtype).unsqueeze(0)).ToArray();   // (1, K, K)
-        var h = new Tensor[n];
-        h[0] = PadTo(x, lay.D).view(view);                                                                    // (1, M, d0..dN-1)
-        for (int t = 1; t < n; t++) h[t] = ApplyBlock(h[t - 1], axes[t - 1], q[t - 1], lay);
+        // Forward: the rows each step multiplies, h_t laid out for block t (kept: the same rows give ∂L/∂Q_t).
+        var rowsH = new Tensor[n];
+        var h = PadTo(x, lay.D).view(view);                                                                    // (1, M, d0..dN-1)
+        for (int t = 0; t < n; t++)
+        {
+            (rowsH[t], var perm) = BlockRows(h, axes[t], lay);                                                // (1, M·rest, K)
+            if (t < n - 1) h = FromRows(rowsH[t].bmm(q[t]), view, perm, lay, axes[t]);                        // h_{t+1}
+        }
+        // Backward: g_t laid out for block t once, for both ∂L/∂Q_t and g_{t−1}.
         var gt = PadTo(g, lay.D).view(view);
         var grads = new Tensor[n];
         for (int t = n - 1; t >= 0; t--)
         {
-            var dq = BlockRows(h[t], axes[t], lay).Rows.transpose(1, 2).bmm(BlockRows(gt, axes[t], lay).Rows).squeeze(0);   // (K, K)
+            var (rowsG, perm) = BlockRows(gt, axes[t], lay);                                                  // (1, M·rest, K)
+            var dq = rowsH[t].transpose(1, 2).bmm(rowsG).squeeze(0);                                          // (K, K) = h_tᵀ g_t
             grads[index[t]] = (plan.Columns ? dq : dq.t()).to_type(ops[index[t]].dtype);
-            if (t > 0) gt = ApplyBlock(gt, axes[t], q[t].transpose(1, 2), lay);
+            if (t > 0) gt = FromRows(rowsG.bmm(q[t].transpose(1, 2)), view, perm, lay, axes[t]);               // g_{t−1} = g_t Q_tᵀ
         }
         return grads;
     }

@@ -16,10 +16,13 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
   [ "${SKIP_DECODE:-0}" != 1 ] && python3 bench/peer/peer_decode.py 2>&1 | grep -v Warning
 fi
 : > "$out/train_$shape.jsonl"
-for m in ${METHODS:-quanta quanta-lean quanta-lean-nocache quanta-recompute lora frozen}; do
+for m in ${METHODS:-quanta quanta-keep quanta-lean quanta-lean-nocache quanta-recompute lora frozen}; do
   /tmp/qb/bench/quanta-bench train --shape "$shape" --method "$m" | grep '^{' | tee -a "$out/train_$shape.jsonl"
 done
 /tmp/qb/bench/quanta-bench suite --shape "$shape" --methods "" --gpu-name "$gpu" --out "$out" $([ "${SKIP_DECODE:-0}" = 1 ] && echo --skip-infer 1)
+# one adapted q/v projection per fused mode (phases), and the two gradient routes of the layerwise modes, alone
+/tmp/qb/bench/quanta-bench layer --shape "$shape" --reps 10 --out "$out" | grep '^{'
+/tmp/qb/bench/quanta-bench tokengrad --shape "$shape" --reps 10 | grep '^{' | tee "$out/tokengrad_$shape.jsonl"
 python3 - "$out" "$shape" <<'PY'
 import json, sys, os
 out, shape = sys.argv[1], sys.argv[2]

@@ -9,7 +9,8 @@ namespace QuanTA.Bench;
 /// One adapted projection of a LLaMA shape (q_proj: hidden → hidden, and v_proj: hidden → kv width), tokens × hidden input,
 /// forward + backward, timed per phase for each fused-QuanTA mode in the same process:
 /// stacked (ΔW in the graph: the backward forms ∂L/∂ΔW = gᵀx and runs the chain's backward over (out, in)),
-/// keep (layerwise, W0 + ΔW kept; ∂L/∂R_B from the tokens), lean (layerwise, W0 + ΔW built again in the backward).
+/// keep (layerwise, W0 + ΔW kept), lean (layerwise, W0 + ΔW built again in the backward); the layerwise modes take ∂L/∂R_B
+/// from the tokens or through ∂L/∂ΔW, whichever is cheaper for the layer.
 /// bf16 on CUDA, fp32 on the CPU. Isolates the adapter's cost from the rest of the model.
 /// </summary>
 static class LayerBench

@@ -11,6 +11,7 @@ using static TorchSharp.torch;
 //   train  --shape S --method M [--batch B] [--gqa plain]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
 //   attn   --shape S [--batch B]              grouped-query attention, checkpointed node vs plain graph, forward + backward
 //   layer  --shape S [--tokens N] [--reps R]  one adapted q/v projection, each fused-QuanTA mode: materialize/forward/backward ms
+//   tokengrad --shape S [--tokens N] [--reps R]  ∂L/∂(block operators) of one q/v layer: token route vs ΔW route, and the choice
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
 //   memloop --shape S [--steps N] [--lean 1]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
 //   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
@@ -107,6 +108,6 @@ switch (verb)
     case "ddp":
         return DistributedBench.Run(args[1..]);
     default:
-        Console.Error.WriteLine($"unknown verb '{verb}' (probe | train | suite | memloop | attn | layer | ddp)"); return 2;
+        Console.Error.WriteLine($"unknown verb '{verb}' (probe | train | suite | memloop | attn | layer | tokengrad | ddp)"); return 2;
 }
 return 0;

@@ -17,6 +17,7 @@ static class TokenGradBench
         var res = new List<Dictionary<string, object>>();
         foreach (var outF in new[] { d, kv }.Distinct())
         {
+            using var scope = NewDisposeScope();
             var lay = new AxisLayout(layout);
             var plan = QuanTAChainBlocks.MakePlan(lay, 1024, d, outF);
             manual_seed(0);
@@ -34,7 +35,7 @@ static class TokenGradBench
                 autograd.grad([delta], leaves, [gd]);
             });
             res.Add(new() { ["verb"] = "tokengrad", ["shape"] = shape, ["in"] = d, ["out"] = outF, ["tokens"] = tokens, ["dtype"] = dtype.ToString(),
-                ["token_route_ms"] = Math.Round(tok, 2), ["delta_route_ms"] = Math.Round(viaDelta, 2), ["model_prefers_tokens"] = QuanTAChainBlocks.TokenGradientsCheaper(plan, tokens) });
+                ["token_route_ms"] = Math.Round(tok, 2), ["delta_route_ms"] = Math.Round(viaDelta, 2), ["model_prefers_tokens"] = QuanTAChainBlocks.TokenGradientsCheaper(plan, tokens, rebuildsDelta: true) });
         }
         return res;
     }

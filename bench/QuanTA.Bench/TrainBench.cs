@@ -16,7 +16,8 @@ namespace QuanTA.Bench;
 /// instead of keeping its activations), quanta-lean (layerwise: each layer builds W0 + ΔW inside its forward and again in its
 /// backward from the bank's small block operators; nothing weight-sized kept; crop(M_S) cached), quanta-lean-nocache (the
 /// same, crop(M_S) rebuilt too), quanta-keep (layerwise, each layer's W0 + ΔW kept from its forward for its backward: the
-/// chain runs once per step; ∂L/∂R_B from the tokens in every layerwise mode), quanta-layer (each adapter on its own: chain or
+/// chain runs once per step; in every layerwise mode ∂L/∂R_B comes from the tokens or through ∂L/∂ΔW, whichever is cheaper
+/// per layer), quanta-layer (each adapter on its own: chain or
 /// materialize per layer, as chosen by cost), lora (r8, α16, q/v), frozen (nothing adapted; layer 0's q_proj weight
 /// trains so backward runs through the whole model, as in the peer's floor).
 /// </summary>

@@ -68,13 +68,19 @@ internal static class CustomFunctionOutput
         return t;
     }
 
-    /// <summary>Runs a function's <c>apply</c> and frees the wrappers its <c>forward</c> kept.</summary>
+    /// <summary>Runs a function's <c>apply</c> and frees the wrappers its <c>forward</c> kept (only those: an <c>Apply</c> nested
+    /// inside another function's <c>forward</c> leaves the outer one's alone).</summary>
     public static Tensor Apply(Func<Tensor> apply)
     {
+        int mark = t_pending?.Count ?? 0;
         try { return apply(); }
         finally
         {
-            if (t_pending is { } list) { foreach (var t in list) t.Dispose(); list.Clear(); }
+            if (t_pending is { } list && list.Count > mark)
+            {
+                for (int i = mark; i < list.Count; i++) list[i].Dispose();
+                list.RemoveRange(mark, list.Count - mark);
+            }
         }
     }
 }

@@ -238,16 +238,20 @@ public class QuanTABankTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]   // the kept merged weight's wrapper is freed once the node has saved it
-    public void LayerwiseStepsLeaveNoTensorsBehind(bool keepMerged)
+    [InlineData(false, 3)]
+    [InlineData(true, 3)]     // the kept merged weight's wrapper is freed once the node has saved it
+    [InlineData(false, 200)]  // many tokens, blocks of one pair: the ΔW route
+    [InlineData(true, 200)]
+    public void LayerwiseStepsLeaveNoTensorsBehind(bool keepMerged, int rows)
     {
         // The custom backward hands gradients to libtorch; their wrappers are freed by the bank, not left to the GC.
         using var m = Build();
-        using var bank = QuanTABank.Create(m, layerwise: true, keepMergedWeight: keepMerged);
+        using var bank = QuanTABank.Create(m, blockCap: rows > 50 ? 8 : 1024, layerwise: true, keepMergedWeight: keepMerged);
+        Assert.Equal(rows < 50, QuanTAChainBlocks.TokenGradientsCheaper(
+            QuanTAChainBlocks.MakePlan(new AxisLayout([2, 4, 4]), rows > 50 ? 8 : 1024, 32, 32), rows, rebuildsDelta: !keepMerged));
         using var opt = optim.AdamW(bank.OptimizerParameters(m).Select(p => p.Parameter), lr: 1e-3);
         using var g = new Generator(2);
-        var xs = m.Layers.Select(l => randn(3, l.InFeatures, generator: g)).ToArray();
+        var xs = m.Layers.Select(l => randn(rows, l.InFeatures, generator: g).requires_grad_(true)).ToArray();
         long Step()
         {
             using (var scope = NewDisposeScope())

@@ -41,6 +41,35 @@ public class QuanTATokenGradientTests
         }
     }
 
+    [Theory]
+    [InlineData(64, 64)]
+    [InlineData(64, 16)]
+    public void TokenGradientsInBFloat16StayCloseToFloat32(int inF, int outF)
+    {
+        // On the GPU the route runs in the compute dtype (bf16): same gradients as fp32 within bf16 rounding (8 bits).
+        var lay = new AxisLayout([4, 2, 2, 4]);
+        var plan = QuanTAChainBlocks.MakePlan(lay, 16, inF, outF);
+        using var g = new Generator(32);
+        using var scope = NewDisposeScope();
+        var pairs = Enumerable.Range(0, lay.TensorCount).Select(i => randn([1, .. lay.TensorShape(i)], generator: g).mul_(0.4)).ToArray();
+        var ops = QuanTAChainBlocks.BlockOperators(plan, pairs, ScalarType.Float32, CPU).Select(o => o.squeeze(0).detach()).ToArray();
+        var x = randn(33, inF, generator: g);
+        var dy = randn(33, outF, generator: g);
+        Tensor[] full, half;
+        using (no_grad())
+        {
+            full = QuanTAChainBlocks.TokenGradients(plan, ops, x, dy);
+            half = QuanTAChainBlocks.TokenGradients(plan, ops.Select(o => o.to_type(ScalarType.BFloat16)).ToArray(),
+                x.to_type(ScalarType.BFloat16), dy.to_type(ScalarType.BFloat16));
+        }
+        for (int b = 0; b < ops.Length; b++)
+        {
+            Assert.Equal(ScalarType.BFloat16, half[b].dtype);
+            double err = TestUtil.RelErr(half[b].to_type(ScalarType.Float32), full[b]);
+            Assert.True(err < 0.03, $"block {b}: {err}");
+        }
+    }
+
     [Fact]
     public void EachLayerTakesTheRouteWithFewerMultiplyAdds()
     {
@@ -56,5 +85,9 @@ public class QuanTATokenGradientTests
         var small = new AxisLayout([2, 4, 4]);
         Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 5));
         Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 5000));
+        // Between the two: when ΔW is built anyway for ∂L/∂x the ΔW route shares it (2 chain passes), else it pays 3.
+        // 60 tokens: token 60·32·72 = 138,240; ΔW 60·32² + 2·32·32·32 = 126,976 (shared) or 159,744 (not).
+        Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 60, rebuildsDelta: true));
+        Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 60, rebuildsDelta: false));
     }
 }

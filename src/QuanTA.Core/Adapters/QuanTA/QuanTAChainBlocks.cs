@@ -310,15 +310,17 @@ static class QuanTAChainBlocks
 
     /// <summary>
     /// Whether <see cref="TokenGradients"/> takes fewer multiply-adds than the ΔW route for <paramref name="tokens"/> rows:
-    /// tokens·D·(Σ_{t&lt;n} K_t + Σ_t K_t + Σ_{t&gt;1} K_t) (recomputed h_t, ∂L/∂Q_t, propagated g_t) against
-    /// tokens·in·out (∂L/∂ΔW = gᵀx) + 2·basis·D·Σ K (the chain and its backward on the plan's basis vectors).
+    /// tokens·D·(3·ΣK − K_first − K_last) (recomputed h_t, ∂L/∂Q_t, propagated g_t) against tokens·in·out (∂L/∂ΔW = gᵀx)
+    /// plus the chain on the plan's basis vectors with a graph and its backward, basis·D·ΣK each pass: 2 passes when ΔW is
+    /// built anyway for ∂L/∂x (<paramref name="rebuildsDelta"/>: the ΔW route reuses it), 3 when it is not. (Counts only
+    /// multiply-adds: the Kronecker start's saving and the memory passes are left out.)
     /// </summary>
-    internal static bool TokenGradientsCheaper(ChainPlan plan, long tokens)
+    internal static bool TokenGradientsCheaper(ChainPlan plan, long tokens, bool rebuildsDelta = true)
     {
         var k = plan.Order.Select(b => plan.Blocks[b].Axes.Aggregate(1L, (p, a) => p * plan.Layout.Dims[a])).ToArray();
         long sum = k.Sum(), d = plan.Layout.D;
         double token = (double)tokens * d * (3 * sum - k[0] - k[^1]);
-        double viaDelta = (double)tokens * plan.In * plan.Out + 2.0 * plan.Basis * d * sum;
+        double viaDelta = (double)tokens * plan.In * plan.Out + (rebuildsDelta ? 2.0 : 3.0) * plan.Basis * d * sum;
         return token < viaDelta;
     }
 

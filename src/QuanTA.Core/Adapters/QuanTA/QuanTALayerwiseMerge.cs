@@ -15,25 +15,30 @@ internal interface IStepLinear
 }
 
 /// <summary>
-/// The memory-lean QuanTA training path (<see cref="QuanTABank"/> created with <c>layerwise: true</c>): nothing weight-sized
-/// is kept between the forward and the backward pass. Per step, the bank computes only the small block operators
-/// R_B (K×K per layer, <see cref="QuanTAChainBlocks"/>); each adapted layer then builds its merged weight inside its own
-/// forward and drops it, and builds it again in its backward:
+/// The layerwise QuanTA training path (<see cref="QuanTABank"/> created with <c>layerwise: true</c>). Per step, the bank
+/// computes only the small block operators R_B (K×K per layer, <see cref="QuanTAChainBlocks"/>); each adapted layer then
+/// builds its merged weight inside its own forward, as one autograd node:
 /// <code>
 ///   forward:   ΔW = crop(M_T) − crop(M_S),  M_T = ∏_B R_B (applied to the identity)     (out, in), transient
-///              y  = x (W0 + ΔW)ᵀ + b                                                    saves only x
-///   backward:  ∂L/∂x  = g (W0 + ΔW)                                                     ΔW rebuilt (or kept), transient
-///              ∂L/∂R_B from the tokens, h_{t−1}ᵀ g_t along the chain                   (QuanTAChainBlocks.TokenGradients)
+///              y  = x (W0 + ΔW)ᵀ + b                                                    saves x, W0 (or W0 + ΔW) and R_B
+///   backward:  ∂L/∂x  = g (W0 + ΔW)                                                     ΔW rebuilt, or kept from the forward
+///              ∂L/∂R_B from the tokens, h_tᵀ g_t along the chain                       (QuanTAChainBlocks.TokenGradients)
 ///           or ∂L/∂ΔW = gᵀ x,   ∂L/∂R_B = (∂ΔW/∂R_B)ᵀ ∂L/∂ΔW                         chain rebuilt with a graph
 /// </code>
-/// whichever takes fewer multiply-adds for the layer's shape and token count (the token route wins for square layers with
-/// about as many tokens as D, e.g. LLaMA q/v; the ΔW route for narrow outputs such as GQA's v_proj, where the chain runs on
-/// only `out` basis vectors).
-/// The gradients w.r.t. R_B flow on through the ordinary graph into the stacked T tensors. Cost: the chain runs twice per
-/// step instead of once, for a peak memory close to the frozen model's (on an H200, LLaMA-7B q,v: 24.8 GiB against 31.4 for
-/// the stacked path and 22.3 for the frozen model; 23.1 without the cached frozen chain). (TorchSharp's custom-function node also makes an empty tensor shaped
-/// like its output, to zero-fill a gradient that never arrives; it is made in the caller's dispose scope, so it is freed
-/// when the calling module's forward ends, not kept until the backward.)
+/// ∂L/∂R_B takes whichever route needs fewer multiply-adds for the layer's shape and token count (the token route for
+/// square layers with about as many tokens as D, e.g. LLaMA q/v; the ΔW route for narrow outputs such as GQA's v_proj,
+/// where the chain runs on only `out` basis vectors). The token route works in the input's dtype and needs a few transient
+/// (tokens, D) tensors while the layer's backward runs. The gradients w.r.t. R_B flow on through the ordinary graph into
+/// the stacked T tensors.
+/// <para>
+/// Lean (default): nothing weight-sized is kept between forward and backward, and W0 + ΔW is built again in the backward
+/// when the input needs a gradient — the chain runs twice per step, for a peak memory close to the frozen model's (on an
+/// H200, LLaMA-7B q,v: 24.8 GiB against 31.4 for the stacked path and 22.3 for the frozen model; 23.1 without the cached
+/// frozen chain). With <c>keepMergedWeight</c>, W0 + ΔW is kept from the forward (one weight-sized tensor per layer until its
+/// backward) and the chain runs once. (TorchSharp's custom-function node also makes an empty tensor shaped like its output,
+/// to zero-fill a gradient that never arrives; it is made in the caller's dispose scope, so it is freed when the calling
+/// module's forward ends, not kept until the backward.)
+/// </para>
 /// </summary>
 /// <param name="plan">The layer shape's chain plan.</param>
 /// <param name="ops">This layer's block operators (K, K), application order, differentiable w.r.t. the stacked T.</param>
@@ -81,7 +86,7 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
 
     /// <summary>Whether ∂L/∂R_B is cheaper from the tokens than through ∂L/∂ΔW for <paramref name="tokens"/> rows
     /// (<see cref="QuanTAChainBlocks.TokenGradientsCheaper"/>).</summary>
-    internal bool TokenGradientsCheaper(long tokens) => QuanTAChainBlocks.TokenGradientsCheaper(plan, tokens);
+    internal bool TokenGradientsCheaper(long tokens, bool rebuildsDelta) => QuanTAChainBlocks.TokenGradientsCheaper(plan, tokens, rebuildsDelta);
 
     /// <summary>∂L/∂R_B for this layer from its input and output gradient (<see cref="QuanTAChainBlocks.TokenGradients"/>).</summary>
     internal Tensor[] TokenGradients(Tensor[] blockOps, Tensor x, Tensor g) => QuanTAChainBlocks.TokenGradients(plan, blockOps, x, g);
@@ -91,8 +96,8 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
     internal int Out => plan.Out;
 }
 
-/// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that saves only its input x (see <see cref="QuanTALayerStep"/>).
-/// Arguments: x, W0, b (or null), the layer step, then the block operators R_B.</summary>
+/// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that keeps x, W0 (or W0 + ΔW) and R_B for its backward (see
+/// <see cref="QuanTALayerStep"/>). Arguments: x, W0, b (or null), the layer step, then the block operators R_B.</summary>
 internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<MergedLinearFunction>
 {
     public override string Name => "QuanTAMergedLinear";
@@ -102,13 +107,15 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
         var (x, w, b, step) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (QuanTALayerStep)vars[3]);
         var ops = vars.Skip(4).Cast<Tensor>().ToArray();
         using var scope = NewDisposeScope();
-        Tensor merged;
-        using (no_grad()) merged = w + step.Delta(ops).to_type(w.dtype);                // W0 + ΔW (out, in)
+        var merged = w + step.Delta(ops).to_type(w.dtype);                             // W0 + ΔW (out, in)
         var y = nn.functional.linear(x, merged, b);                                   // (…, out): one GEMM
-        // Saved: x, then W0 + ΔW when the step keeps it (else W0, and the backward builds W0 + ΔW again), then R_B.
-        ctx.save_for_backward([x, step.KeepsMergedWeight ? CustomFunctionOutput.KeepUntilSaved(merged) : w, .. ops]);
+        // Saved: x, then W0 + ΔW when the step keeps it and ∂L/∂x will need it (else W0: the backward builds W0 + ΔW again
+        // if it needs it), then R_B.
+        bool keep = step.KeepsMergedWeight && x.requires_grad;
+        ctx.save_for_backward([x, keep ? CustomFunctionOutput.KeepUntilSaved(merged) : w, .. ops]);
         ctx.save_data("step", step);
         ctx.save_data("x_needs_grad", x.requires_grad);
+        ctx.save_data("kept_merged", keep);
         return CustomFunctionOutput.Keep(y);
     }
 
@@ -116,6 +123,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
     {
         var step = (QuanTALayerStep)ctx.get_data("step");
         bool xNeedsGrad = (bool)ctx.get_data("x_needs_grad");
+        bool kept = (bool)ctx.get_data("kept_merged");
         step.Returned.Release();                              // the previous layer's returned gradients are in the engine now
         var saved = ctx.get_saved_variables();
         var result = new List<Tensor>();
@@ -129,7 +137,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
             Tensor? gx = null;
             Tensor[] gOps;
             Tensor? delta = null;                                                                // ΔW, when the route builds it
-            if (step.TokenGradientsCheaper(x2.shape[0]))
+            if (step.TokenGradientsCheaper(x2.shape[0], rebuildsDelta: xNeedsGrad && !kept))
             {
                 using var _ = no_grad();
                 gOps = step.TokenGradients(ops, x2, g2);                                         // ∂L/∂R_B from the tokens
@@ -145,7 +153,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
             if (xNeedsGrad)
             {
                 using var _ = no_grad();
-                var merged = step.KeepsMergedWeight ? w : w + (delta ?? step.Delta(ops)).detach().to_type(w.dtype);
+                var merged = kept ? w : w + (delta ?? step.Delta(ops)).detach().to_type(w.dtype);
                 gx = g2.mm(merged).reshape(x.shape);                                             // (M, in) = g (W0 + ΔW)
             }
             result.Add(gx!); result.Add(null!); result.Add(null!); result.Add(null!);

@@ -80,14 +80,19 @@ public class QuanTATokenGradientTests
         var tiny = new AxisLayout([16, 8, 4, 4]);
         Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(tiny, 1024, 2048, 2048), 4096));
         Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(tiny, 1024, 2048, 256), 4096));
-        // A small square layer in three blocks (K = 8, 8, 16): tokens·32·(3·32 − 8 − 16) against tokens·32² + 2·32·32·32, so
-        // few tokens → token route, many → ΔW route.
+        // A small square layer in three blocks (K = 8, 8, 16; the rows plan applies the 16-block first, as its Kronecker
+        // start): tokens·32·(3·32 − 16 − 8) against tokens·32² + 2·32·32·16, so few tokens → token route, many → ΔW route.
         var small = new AxisLayout([2, 4, 4]);
-        Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 5));
-        Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 5000));
+        var plan = QuanTAChainBlocks.MakePlan(small, 8, 32, 32);
+        Assert.Equal([16L, 8, 8], plan.Order.Select(b => plan.Blocks[b].Axes.Aggregate(1L, (p, a) => p * small.Dims[a])));
+        Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(plan, 5));
+        Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(plan, 5000));
         // Between the two: when ΔW is built anyway for ∂L/∂x the ΔW route shares it (2 chain passes), else it pays 3.
-        // 60 tokens: token 60·32·72 = 138,240; ΔW 60·32² + 2·32·32·32 = 126,976 (shared) or 159,744 (not).
-        Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 60, rebuildsDelta: true));
-        Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 8, 32, 32), 60, rebuildsDelta: false));
+        // 30 tokens: token 30·32·72 = 69,120; ΔW 30·32² + 2·32·32·16 = 63,488 (shared) or 79,872 (not).
+        Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(plan, 30, rebuildsDelta: true));
+        Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(plan, 30, rebuildsDelta: false));
+        // One block: the Kronecker start is the whole chain, so the ΔW route costs only gᵀx — a tie with the token route,
+        // which goes to ΔW.
+        Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 1024, 32, 32), 5));
     }
 }

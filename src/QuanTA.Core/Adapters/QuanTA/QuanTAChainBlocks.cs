@@ -53,6 +53,23 @@ static class QuanTAChainBlocks
     {
         /// <summary>Basis vectors the chain runs on: the `in` columns or the `out` rows.</summary>
         public int Basis => Columns ? In : Out;
+
+        readonly Dictionary<string, (Tensor, Tensor)> _startIndex = [];
+
+        /// <summary>The index tensors of <see cref="SlicedKroneckerStart"/> on <paramref name="device"/>, made once (they live as
+        /// long as the plan: a few hundred KB for a layer shape).</summary>
+        internal (Tensor RowIndex, Tensor Positions) StartIndex(int[] axes, Device device)
+        {
+            lock (_startIndex)
+            {
+                string key = device.ToString();
+                if (_startIndex.TryGetValue(key, out var cached) && !cached.Item1.IsInvalid) return cached;
+                var (rows, positions) = StartIndices(Layout, axes, Basis);
+                var made = (tensor(rows, device: device).DetachFromDisposeScope(), tensor(positions, device: device).DetachFromDisposeScope());
+                _startIndex[key] = made;
+                return made;
+            }
+        }
     }
 
     /// <summary>The plan for one layer shape (<see cref="Partition"/> + <see cref="Plan"/>).</summary>
@@ -120,11 +137,7 @@ static class QuanTAChainBlocks
         if (plan.Kronecker && a2.Length > 0 && a1.Union(a2).Count() == lay.AxisCount && EinsumLetters(lay, a1, a2) is not null)
         { x = KroneckerThenBlock(lay, a1, ops[0], a2, ops[1]); first = 2; }                  // (L, j0..jN-1, d0..dN-1)
         else if (plan.Kronecker) { x = KroneckerStart(lay, a1, ops[0]); first = 1; }          // (L, D, d0..dN-1)
-        else
-        {
-            long[] view = [L, basis, .. lay.Dims.Select(d => (long)d)];
-            x = eye(basis, lay.D, dtype: ops[0].dtype, device: ops[0].device).unsqueeze(0).expand(L, basis, lay.D).reshape(view);   // (L, b, d0..dN-1)
-        }
+        else { x = SlicedKroneckerStart(plan, a1, ops[0]); first = 1; }                      // (L, basis, d0..dN-1)
         for (int s = first; s < plan.Order.Length; s++)
             x = ApplyBlock(x, plan.Blocks[plan.Order[s]].Axes, ops[s], lay);
         return x;                                               // columns: x[l, j] = (M e_j)ᵀ;  rows: x[l, i] = row i of M
@@ -132,16 +145,15 @@ static class QuanTAChainBlocks
 
     /// <summary>
     /// Orientation and start of the materialization, by cost (multiply-adds ∝ basis · Σ K over the blocks that are multiplied
-    /// out). Columns need the `in` basis vectors, rows the `out` ones; a basis equal to D lets the first block start as a
-    /// Kronecker product for free. Ties keep the columns for in ≤ out.
+    /// out). Columns need the `in` basis vectors, rows the `out` ones. The first block applied to basis vectors is never
+    /// multiplied out: with a basis equal to D it is the Kronecker product I_rest ⊗ R (<see cref="KroneckerStart"/>), with a
+    /// smaller basis its first rows (<see cref="SlicedKroneckerStart"/>). Ties keep the columns for in ≤ out.
     /// </summary>
     internal static (bool Columns, bool Kronecker) Plan(AxisLayout lay, List<(int[] Axes, int[] PairIndices)> blocks, int inF, int outF, bool? columnsOverride = null)
     {
         long K(int k) => blocks[k].Axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
         long total = Enumerable.Range(0, blocks.Count).Sum(K);
-        (double Cost, bool Kron) Cost(int basis, int firstBlock) => basis == lay.D
-            ? ((double)basis * (total - K(firstBlock)), true)
-            : ((double)basis * total, false);
+        (double Cost, bool Kron) Cost(int basis, int firstBlock) => ((double)basis * (total - K(firstBlock)), basis == lay.D);
         var c = Cost(inF, 0);
         var r = Cost(outF, blocks.Count - 1);
         bool columns = columnsOverride ?? (c.Cost < r.Cost || (c.Cost == r.Cost && inF <= outF));
@@ -169,6 +181,61 @@ static class QuanTAChainBlocks
             : 1 + 2 * A + (output ? Rn : 0) + Array.IndexOf(rest, axis);
         long[] perm = [0, .. Enumerable.Range(0, n).Select(a => Pos(a, false)), .. Enumerable.Range(0, n).Select(a => Pos(a, true))];
         return y.permute(perm).reshape([L, lay.D, .. lay.Dims.Select(d => (long)d)]);         // (L, D, d0..dN-1)
+    }
+
+    /// <summary>
+    /// The first `basis` rows of <see cref="KroneckerStart"/> (basis &lt; D: a padded input in the columns orientation, or a
+    /// narrow output in the rows one), without a GEMM: basis vector e_j (digits j_a in layout order) after the first block R
+    /// (on axes A) is
+    /// <code>
+    ///   y[l, j, i] = δ(j_rest, i_rest) · R[l, j_A, i_A]
+    /// </code>
+    /// i.e. row j_A of R written at the positions whose other axes keep j's digits: a gather of `basis` rows of R and one
+    /// index_copy into zeros (differentiable w.r.t. R). The index tensors depend only on the plan and are cached per device.
+    /// Returns (L, basis, d0..dN-1).
+    /// </summary>
+    static Tensor SlicedKroneckerStart(ChainPlan plan, int[] axes, Tensor r)
+    {
+        var lay = plan.Layout;
+        long L = r.shape[0], K = r.shape[1];
+        int basis = plan.Basis;
+        var (rowIndex, positions) = plan.StartIndex(axes, r.device);
+        var rows = r.index_select(1, rowIndex);                                                            // (L, basis, K)
+        var y = zeros(L, basis * (long)lay.D, dtype: r.dtype, device: r.device).index_copy(1, positions, rows.reshape(L, basis * K));
+        return y.view([L, basis, .. lay.Dims.Select(d => (long)d)]);                                        // (L, basis, d0..dN-1)
+    }
+
+    /// <summary>Host-side indices of <see cref="SlicedKroneckerStart"/>: for each basis row j, the row j_A of R it takes, and
+    /// for each (j, k) the flat position j·D + i of entry k (k over the block's axes, flattened in <paramref name="axes"/>
+    /// order as <see cref="BlockRows"/> does).</summary>
+    internal static (long[] RowIndex, long[] Positions) StartIndices(AxisLayout lay, int[] axes, int basis)
+    {
+        int n = lay.AxisCount;
+        var stride = new long[n];
+        for (long a = n - 1, st = 1; a >= 0; st *= lay.Dims[(int)a], a--) stride[a] = st;                 // layout order, last fastest
+        var kStride = new long[axes.Length];
+        for (long i = axes.Length - 1, st = 1; i >= 0; st *= lay.Dims[axes[i]], i--) kStride[i] = st;
+        long K = axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+        var rowIndex = new long[basis];
+        var positions = new long[basis * K];
+        for (long j = 0; j < basis; j++)
+        {
+            long rest = 0, jA = 0;
+            for (int a = 0; a < n; a++)
+            {
+                long digit = j / stride[a] % lay.Dims[a];
+                int ai = Array.IndexOf(axes, a);
+                if (ai >= 0) jA += digit * kStride[ai]; else rest += digit * stride[a];
+            }
+            rowIndex[j] = jA;
+            for (long k = 0; k < K; k++)
+            {
+                long pos = rest;
+                for (int ai = 0; ai < axes.Length; ai++) pos += k / kStride[ai] % lay.Dims[axes[ai]] * stride[axes[ai]];
+                positions[j * K + k] = j * lay.D + pos;
+            }
+        }
+        return (rowIndex, positions);
     }
 
     /// <summary>
@@ -311,16 +378,17 @@ static class QuanTAChainBlocks
     /// <summary>
     /// Whether <see cref="TokenGradients"/> takes fewer multiply-adds than the ΔW route for <paramref name="tokens"/> rows:
     /// tokens·D·(3·ΣK − K_first − K_last) (recomputed h_t, ∂L/∂Q_t, propagated g_t) against tokens·in·out (∂L/∂ΔW = gᵀx)
-    /// plus the chain on the plan's basis vectors with a graph and its backward, basis·D·ΣK each pass: 2 passes when ΔW is
-    /// built anyway for ∂L/∂x (<paramref name="rebuildsDelta"/>: the ΔW route reuses it), 3 when it is not. (Counts only
-    /// multiply-adds: the Kronecker start's saving and the memory passes are left out.)
+    /// plus the chain on the plan's basis vectors with a graph and its backward, basis·D·(ΣK − K_first) each pass (the first
+    /// block applied is a Kronecker start, not a GEMM): 2 passes when ΔW is built anyway for ∂L/∂x
+    /// (<paramref name="rebuildsDelta"/>: the ΔW route reuses it), 3 when it is not. Ties go to the ΔW route. (Counts only
+    /// multiply-adds, not memory passes.)
     /// </summary>
     internal static bool TokenGradientsCheaper(ChainPlan plan, long tokens, bool rebuildsDelta = true)
     {
-        var k = plan.Order.Select(b => plan.Blocks[b].Axes.Aggregate(1L, (p, a) => p * plan.Layout.Dims[a])).ToArray();
+        var k = plan.Order.Select(b => plan.Blocks[b].Axes.Aggregate(1L, (p, a) => p * plan.Layout.Dims[a])).ToArray();   // application order
         long sum = k.Sum(), d = plan.Layout.D;
         double token = (double)tokens * d * (3 * sum - k[0] - k[^1]);
-        double viaDelta = (double)tokens * plan.In * plan.Out + (rebuildsDelta ? 2.0 : 3.0) * plan.Basis * d * sum;
+        double viaDelta = (double)tokens * plan.In * plan.Out + (rebuildsDelta ? 2.0 : 3.0) * plan.Basis * d * (sum - k[0]);
         return token < viaDelta;
     }
 

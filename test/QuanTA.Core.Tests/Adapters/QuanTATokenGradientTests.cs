@@ -5,7 +5,8 @@ using static TorchSharp.torch;
 
 namespace QuanTA.Core.Tests.Adapters;
 
-/// <summary>∂L/∂R_B from the tokens (<see cref="QuanTAChainBlocks.TokenGradients"/>) against autograd through crop(M).</summary>
+/// <summary>∂L/∂R_B from the tokens (<see cref="QuanTAChainBlocks.TokenGradients"/>) against autograd through crop(M); the
+/// route choice; the sliced Kronecker start's cached indices.</summary>
 public class QuanTATokenGradientTests
 {
     [Theory]
@@ -94,5 +95,22 @@ public class QuanTATokenGradientTests
         // One block: the Kronecker start is the whole chain, so the ΔW route costs only gᵀx — a tie with the token route,
         // which goes to ΔW.
         Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(QuanTAChainBlocks.MakePlan(small, 1024, 32, 32), 5));
+    }
+
+    [Fact]
+    public void TheSlicedStartsIndicesAreCachedPerPlanAndFreedWithTheBank()
+    {
+        // 16 → 32 with D = 32: the columns run on 16 basis vectors, so the first block is a sliced Kronecker start.
+        var lay = new AxisLayout([2, 4, 4]);
+        var plan = QuanTAChainBlocks.MakePlan(lay, 8, 16, 32, columnsOverride: true);
+        Assert.False(plan.Kronecker);
+        var first = plan.StartIndex(plan.Blocks[plan.Order[0]].Axes, CPU);
+        Assert.Same(first.RowIndex, plan.StartIndex(plan.Blocks[plan.Order[0]].Axes, CPU).RowIndex);   // made once
+        Assert.Equal(16, first.RowIndex.shape[0]);
+        var (_, positions) = QuanTAChainBlocks.StartIndices(lay, plan.Blocks[plan.Order[0]].Axes, 16);
+        Assert.Equal(positions.Length, positions.Distinct().Count());                    // no two entries written to one place
+        Assert.All(positions.Select((p, i) => (p, row: i / (positions.Length / 16))), x => Assert.InRange(x.p, x.row * 32L, x.row * 32L + 31));
+        plan.ReleaseCachedIndices();
+        Assert.True(first.RowIndex.IsInvalid && first.Positions.IsInvalid);
     }
 }

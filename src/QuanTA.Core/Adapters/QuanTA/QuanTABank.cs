@@ -309,11 +309,13 @@ public sealed class QuanTABank : IDisposable
         return m;
     }
 
-    /// <summary>Frees the cached frozen operators and the stacked parameters' references (the adapters keep their slices).</summary>
+    /// <summary>Frees the cached frozen operators, the plans' cached index tensors and the stacked parameters' references (the
+    /// adapters keep their slices).</summary>
     public void Dispose()
     {
         Clear();
         foreach (var t in _minusFrozenRaw.Values) t.Dispose();
         _minusFrozenRaw.Clear();
+        foreach (var g in _groups) g.Plan.ReleaseCachedIndices();
     }
 }

@@ -44,7 +44,8 @@ static class QuanTAChainBlocks
     public static Tensor CroppedOperator(AxisLayout lay, Tensor[] tensors, int inF, int outF, int cap, ScalarType dtype, Device dev, bool? columnsOverride = null)
     {
         var plan = MakePlan(lay, cap, inF, outF, columnsOverride);
-        return ApplyPlan(plan, BlockOperators(plan, tensors, dtype, dev));
+        try { return ApplyPlan(plan, BlockOperators(plan, tensors, dtype, dev)); }
+        finally { plan.ReleaseCachedIndices(); }                                   // autograd keeps its own references
     }
 
     /// <summary>How a layer shape's chain is materialized: the blocks, the orientation, whether the first block starts as a
@@ -68,6 +69,16 @@ static class QuanTAChainBlocks
                 var made = (tensor(rows, device: device).DetachFromDisposeScope(), tensor(positions, device: device).DetachFromDisposeScope());
                 _startIndex[key] = made;
                 return made;
+            }
+        }
+
+        /// <summary>Frees the cached index tensors (a graph that used them keeps its own references).</summary>
+        internal void ReleaseCachedIndices()
+        {
+            lock (_startIndex)
+            {
+                foreach (var (a, b) in _startIndex.Values) { a.Dispose(); b.Dispose(); }
+                _startIndex.Clear();
             }
         }
     }

@@ -98,19 +98,22 @@ public class QuanTATokenGradientTests
     }
 
     [Fact]
-    public void TheSlicedStartsIndicesAreCachedPerPlanAndFreedWithTheBank()
+    public void TheSlicedStartsIndicesAreCachedPerPlanAndShapeAndFreedOnRelease()
     {
         // 16 → 32 with D = 32: the columns run on 16 basis vectors, so the first block is a sliced Kronecker start.
         var lay = new AxisLayout([2, 4, 4]);
         var plan = QuanTAChainBlocks.MakePlan(lay, 8, 16, 32, columnsOverride: true);
         Assert.False(plan.Kronecker);
-        var first = plan.StartIndex(plan.Blocks[plan.Order[0]].Axes, CPU);
-        Assert.Same(first.RowIndex, plan.StartIndex(plan.Blocks[plan.Order[0]].Axes, CPU).RowIndex);   // made once
+        var first = plan.StartIndex(CPU);
+        Assert.Same(first.RowIndex, plan.StartIndex(CPU).RowIndex);                      // made once
         Assert.Equal(16, first.RowIndex.shape[0]);
+        var narrower = plan with { In = 8 };                                             // a copy shares the cache, not its entries
+        Assert.Equal(8, narrower.StartIndex(CPU).RowIndex.shape[0]);
+        Assert.Equal(16, plan.StartIndex(CPU).RowIndex.shape[0]);
         var (_, positions) = QuanTAChainBlocks.StartIndices(lay, plan.Blocks[plan.Order[0]].Axes, 16);
         Assert.Equal(positions.Length, positions.Distinct().Count());                    // no two entries written to one place
         Assert.All(positions.Select((p, i) => (p, row: i / (positions.Length / 16))), x => Assert.InRange(x.p, x.row * 32L, x.row * 32L + 31));
-        plan.ReleaseCachedIndices();
+        plan.ReleaseCachedIndices();                                                     // what the bank's Dispose calls
         Assert.True(first.RowIndex.IsInvalid && first.Positions.IsInvalid);
     }
 }

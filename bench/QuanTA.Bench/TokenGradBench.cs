@@ -21,16 +21,16 @@ static class TokenGradBench
             var lay = new AxisLayout(layout);
             var plan = QuanTAChainBlocks.MakePlan(lay, 1024, d, outF);
             manual_seed(0);
-            var ops = plan.Order.Select(b => { long k = plan.Blocks[b].Axes.Aggregate(1L, (p, a) => p * layout[a]); return randn(k, k, dtype: dtype, device: dev).div(Math.Sqrt(k)); }).ToArray();
+            var ops = plan.BlockSizes.Select(k => randn(k, k, dtype: dtype, device: dev).div(Math.Sqrt(k))).ToArray();
             var x = randn(tokens, d, dtype: dtype, device: dev); var g = randn(tokens, outF, dtype: dtype, device: dev);
             var minusS = zeros(plan.Basis, lay.D, dtype: dtype, device: dev);
+            var step = new QuanTALayerStep(plan, ops, minusS, null, new QuanTA.Core.Runtime.ReturnedGradients());
             double Time(Action a) { a(); TrainBench.Sync(); var sw = Stopwatch.StartNew(); for (int i = 0; i < reps; i++) { using var s = NewDisposeScope(); a(); } TrainBench.Sync(); return sw.Elapsed.TotalMilliseconds / reps; }
             double tok = Time(() => { using var _ = no_grad(); QuanTAChainBlocks.TokenGradients(plan, ops, x, g); });
             double viaDelta = Time(() =>
             {
                 var leaves = ops.Select(o => o.detach().requires_grad_(true)).ToArray();
-                var r = QuanTAChainBlocks.ApplyRaw(plan, leaves.Select(o => o.unsqueeze(0)).ToArray());
-                var delta = QuanTAChainBlocks.Crop(plan, minusS.unsqueeze(0).view(r.shape).add(r).view(1, plan.Basis, lay.D)).squeeze(0);
+                var delta = step.Delta(leaves);                                           // the layerwise node's ΔW, with a graph
                 Tensor gd; using (no_grad()) gd = g.t().mm(x);
                 autograd.grad([delta], leaves, [gd]);
             });

@@ -9,6 +9,16 @@ namespace QuanTA.Core.Tests.Adapters;
 /// route choice; the sliced Kronecker start's cached indices.</summary>
 public class QuanTATokenGradientTests
 {
+    /// <summary>One layer's block operators (from random pair tensors), an input (rows, in) and an output gradient (rows, out).</summary>
+    static (Tensor[] Ops, Tensor X, Tensor Dy) RandomLayer(QuanTAChainBlocks.ChainPlan plan, int rows, ulong seed)
+    {
+        var lay = plan.Layout;
+        using var g = new Generator(seed);
+        var pairs = Enumerable.Range(0, lay.TensorCount).Select(i => randn([1, .. lay.TensorShape(i)], generator: g).mul_(0.4)).ToArray();
+        var ops = QuanTAChainBlocks.BlockOperators(plan, pairs, ScalarType.Float32, CPU).Select(o => o.squeeze(0).detach()).ToArray();
+        return (ops, randn(rows, plan.In, generator: g), randn(rows, plan.Out, generator: g));
+    }
+
     [Theory]
     [InlineData(64, 64, 16, true)]     // square, several blocks, columns
     [InlineData(64, 64, 16, false)]    // square, rows (ops transposed and reversed on the tokens)
@@ -18,14 +28,9 @@ public class QuanTATokenGradientTests
     [InlineData(64, 64, 4, null)]      // one pair per block
     public void TokenGradientsEqualAutogradThroughTheCroppedOperator(int inF, int outF, int cap, bool? columns)
     {
-        var lay = new AxisLayout([4, 2, 2, 4]);
-        var plan = QuanTAChainBlocks.MakePlan(lay, cap, inF, outF, columns);
-        using var g = new Generator(31);
+        var plan = QuanTAChainBlocks.MakePlan(new AxisLayout([4, 2, 2, 4]), cap, inF, outF, columns);
         using var scope = NewDisposeScope();
-        var pairs = Enumerable.Range(0, lay.TensorCount).Select(i => randn([1, .. lay.TensorShape(i)], generator: g).mul_(0.4)).ToArray();
-        var ops = QuanTAChainBlocks.BlockOperators(plan, pairs, ScalarType.Float32, CPU).Select(o => o.squeeze(0).detach()).ToArray();
-        var x = randn(7, inF, generator: g);
-        var dy = randn(7, outF, generator: g);
+        var (ops, x, dy) = RandomLayer(plan, rows: 7, seed: 31);
 
         var leaves = ops.Select(o => o.clone().requires_grad_(true)).ToArray();
         var m = QuanTAChainBlocks.ApplyPlan(plan, leaves.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // crop(M) (out, in)
@@ -48,14 +53,9 @@ public class QuanTATokenGradientTests
     public void TokenGradientsInBFloat16StayCloseToFloat32(int inF, int outF)
     {
         // On the GPU the route runs in the compute dtype (bf16): same gradients as fp32 within bf16 rounding (8 bits).
-        var lay = new AxisLayout([4, 2, 2, 4]);
-        var plan = QuanTAChainBlocks.MakePlan(lay, 16, inF, outF);
-        using var g = new Generator(32);
+        var plan = QuanTAChainBlocks.MakePlan(new AxisLayout([4, 2, 2, 4]), 16, inF, outF);
         using var scope = NewDisposeScope();
-        var pairs = Enumerable.Range(0, lay.TensorCount).Select(i => randn([1, .. lay.TensorShape(i)], generator: g).mul_(0.4)).ToArray();
-        var ops = QuanTAChainBlocks.BlockOperators(plan, pairs, ScalarType.Float32, CPU).Select(o => o.squeeze(0).detach()).ToArray();
-        var x = randn(33, inF, generator: g);
-        var dy = randn(33, outF, generator: g);
+        var (ops, x, dy) = RandomLayer(plan, rows: 33, seed: 32);
         Tensor[] full, half;
         using (no_grad())
         {
@@ -85,7 +85,7 @@ public class QuanTATokenGradientTests
         // start): tokens·32·(3·32 − 16 − 8) against tokens·32² + 2·32·32·16, so few tokens → token route, many → ΔW route.
         var small = new AxisLayout([2, 4, 4]);
         var plan = QuanTAChainBlocks.MakePlan(small, 8, 32, 32);
-        Assert.Equal([16L, 8, 8], plan.Order.Select(b => plan.Blocks[b].Axes.Aggregate(1L, (p, a) => p * small.Dims[a])));
+        Assert.Equal([16L, 8, 8], plan.BlockSizes);
         Assert.True(QuanTAChainBlocks.TokenGradientsCheaper(plan, 5));
         Assert.False(QuanTAChainBlocks.TokenGradientsCheaper(plan, 5000));
         // Between the two: when ΔW is built anyway for ∂L/∂x the ΔW route shares it (2 chain passes), else it pays 3.

@@ -16,18 +16,20 @@ namespace QuanTA.Core.Adapters;
 /// </summary>
 static class QuanTAChainBlocks
 {
+    /// <summary>Number of entries the given axes span: the product of their local dims.</summary>
+    internal static long Span(AxisLayout lay, IEnumerable<int> axes) => axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+
     /// <summary>Greedy partition of the chain into blocks of consecutive pairs whose axes span ≤ <paramref name="cap"/> entries
     /// (a single pair larger than the cap is a block on its own).</summary>
     public static List<(int[] Axes, int[] PairIndices)> Partition(AxisLayout lay, int cap)
     {
         var blocks = new List<(int[], int[])>();
         var axes = new SortedSet<int>(); var pairs = new List<int>();
-        long Span(IEnumerable<int> a) => a.Aggregate(1L, (p, x) => p * lay.Dims[x]);
         for (int i = 0; i < lay.TensorCount; i++)
         {
             var (m, n) = lay.Pairs[i];
             var union = new SortedSet<int>(axes) { m, n };
-            if (pairs.Count > 0 && Span(union) > cap) { blocks.Add((axes.ToArray(), pairs.ToArray())); axes.Clear(); pairs.Clear(); union = [m, n]; }
+            if (pairs.Count > 0 && Span(lay, union) > cap) { blocks.Add((axes.ToArray(), pairs.ToArray())); axes.Clear(); pairs.Clear(); union = [m, n]; }
             axes = union; pairs.Add(i);
         }
         if (pairs.Count > 0) blocks.Add((axes.ToArray(), pairs.ToArray()));
@@ -56,6 +58,9 @@ static class QuanTAChainBlocks
     {
         /// <summary>Basis vectors the chain runs on: the `in` columns or the `out` rows.</summary>
         public int Basis => Columns ? In : Out;
+
+        /// <summary>K of each block (the product of its axes' dims), in application order.</summary>
+        public long[] BlockSizes => Order.Select(b => Span(Layout, Blocks[b].Axes)).ToArray();
 
         readonly Dictionary<string, (Tensor, Tensor)> _startIndex = [];
 
@@ -167,7 +172,7 @@ static class QuanTAChainBlocks
     /// </summary>
     internal static (bool Columns, bool Kronecker) Plan(AxisLayout lay, List<(int[] Axes, int[] PairIndices)> blocks, int inF, int outF, bool? columnsOverride = null)
     {
-        long K(int k) => blocks[k].Axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+        long K(int k) => Span(lay, blocks[k].Axes);
         long total = Enumerable.Range(0, blocks.Count).Sum(K);
         (double Cost, bool Kron) Cost(int basis, int firstBlock) => ((double)basis * (total - K(firstBlock)), basis == lay.D);
         var c = Cost(inF, 0);
@@ -186,7 +191,7 @@ static class QuanTAChainBlocks
         long L = r.shape[0], K = r.shape[1];
         int n = lay.AxisCount;
         var rest = Enumerable.Range(0, n).Where(a => !axes.Contains(a)).ToArray();
-        long restSize = rest.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+        long restSize = Span(lay, rest);
         var e = eye(restSize, dtype: r.dtype, device: r.device);                              // (R, R)
         var y = r.reshape(L, K, K, 1, 1) * e.reshape(1, 1, 1, restSize, restSize);             // (L, K, K, R, R) = (l, j_A, i_A, j_rest, i_rest)
         long[] Dims(IEnumerable<int> a) => a.Select(x => (long)lay.Dims[x]).ToArray();
@@ -234,7 +239,7 @@ static class QuanTAChainBlocks
         for (long a = n - 1, st = 1; a >= 0; st *= lay.Dims[(int)a], a--) stride[a] = st;                 // layout order, last fastest
         var kStride = new long[axes.Length];
         for (long i = axes.Length - 1, st = 1; i >= 0; st *= lay.Dims[axes[i]], i--) kStride[i] = st;
-        long K = axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+        long K = Span(lay, axes);
         var offset = new long[K];                                                  // k's place among the block's axes
         for (long k = 0; k < K; k++)
             for (int ai = 0; ai < axes.Length; ai++) offset[k] += k / kStride[ai] % lay.Dims[axes[ai]] * stride[axes[ai]];
@@ -340,7 +345,7 @@ static class QuanTAChainBlocks
         int nb = (int)x.dim() - 1 - n;                                                                    // basis dims: 1, or N after KroneckerThenBlock
         var rest = Enumerable.Range(0, n).Where(a => !axes.Contains(a)).ToArray();
         long[] perm = [0, .. Enumerable.Range(1, nb).Select(d => (long)d), .. rest.Select(a => (long)a + 1 + nb), .. axes.Select(a => (long)a + 1 + nb)];
-        long K = axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
+        long K = Span(lay, axes);
         return (x.permute(perm).reshape(x.shape[0], -1, K), perm);
     }
 
@@ -402,7 +407,7 @@ static class QuanTAChainBlocks
     /// </summary>
     internal static bool TokenGradientsCheaper(ChainPlan plan, long tokens, bool rebuildsDelta = true)
     {
-        var k = plan.Order.Select(b => plan.Blocks[b].Axes.Aggregate(1L, (p, a) => p * plan.Layout.Dims[a])).ToArray();   // application order
+        var k = plan.BlockSizes;
         long sum = k.Sum(), d = plan.Layout.D;
         double token = (double)tokens * d * (3 * sum - k[0] - k[^1]);
         double viaDelta = (double)tokens * plan.In * plan.Out + (rebuildsDelta ? 2.0 : 3.0) * plan.Basis * d * (sum - k[0]);

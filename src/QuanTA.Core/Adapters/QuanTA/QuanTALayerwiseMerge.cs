@@ -148,7 +148,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
                 using (enable_grad()) delta = step.Delta(leaves);                                // (out, in), graph to the leaves
                 Tensor gDelta;
                 using (no_grad()) gDelta = g2.t().mm(x2).to_type(delta.dtype);                   // (out, in) = gᵀ x
-                gOps = autograd.grad([delta], leaves, [gDelta]).ToArray();                               // ∂L/∂R_B through the chain
+                gOps = autograd.grad([delta], leaves, [gDelta]).ToArray();                       // ∂L/∂R_B through the chain
             }
             if (xNeedsGrad)
             {

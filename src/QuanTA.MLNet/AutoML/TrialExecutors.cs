@@ -76,7 +76,8 @@ internal sealed class InProcessTrialExecutor(ISweepTrialRunner runner, Func<Time
 /// <summary>
 /// The parallel path: each trial is a child process (<see cref="SweepTrialWorker"/>) given <c>trial-NNN/spec.json</c> in the
 /// work folder; it writes <c>trial-NNN/result.json</c>, and its output goes to <c>trial-NNN/log.txt</c>. A child that exits
-/// without a result (crash, out of memory, killed) becomes a failed trial with the tail of its output; cancellation and the
+/// without a result (crash, out of memory, killed) becomes a failed trial with the tail of its error output (of its whole
+/// output when it wrote no errors); cancellation and the
 /// time budget kill every running child (its process tree) and record it as cancelled. The training and validation data are
 /// written once per sweep as ML.NET binary files (<c>data/*.idv</c>) that every child reads, in the same row order as the
 /// original views (see <see cref="SweepTrialWorker"/>). Trials that end during the same poll are handed back in worker order.
@@ -90,7 +91,9 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
         public required Process Process;
         public required SweepTrialResult Pending;
         public required string Folder;
-        public readonly List<string> Lines = [];
+        public readonly List<string> Lines = [];        // stdout and stderr as they arrive (log.txt)
+        public readonly List<string> ErrorLines = [];   // stderr alone: the two pipes are read on their own threads, so their
+                                                        // interleaving in Lines is not the order the child wrote them
         public readonly Stopwatch Watch = Stopwatch.StartNew();
     }
 
@@ -159,7 +162,7 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
 
         var child = new Child { Process = new Process { StartInfo = psi }, Pending = pending with { Worker = worker }, Folder = folder };
         child.Process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (child.Lines) child.Lines.Add(e.Data); };
-        child.Process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (child.Lines) child.Lines.Add(e.Data); };
+        child.Process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (child.Lines) { child.Lines.Add(e.Data); child.ErrorLines.Add(e.Data); } };
         try { child.Process.Start(); }
         catch (System.ComponentModel.Win32Exception e)
         {
@@ -225,11 +228,13 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
         return cancelled;
     }
 
+    /// <summary>The last lines of the child's error output (a crash's reason), or of all its output when it wrote no errors.</summary>
     static string Tail(Child c)
     {
         lock (c.Lines)
         {
-            var tail = c.Lines.Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(TailLines).ToList();
+            var lines = c.ErrorLines.Any(l => !string.IsNullOrWhiteSpace(l)) ? c.ErrorLines : c.Lines;
+            var tail = lines.Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(TailLines).ToList();
             return tail.Count == 0 ? "(no output)" : string.Join(" | ", tail);
         }
     }

@@ -66,7 +66,7 @@ public sealed class SweepWorkerTests : IDisposable
         var crashed = Assert.Single(result.Trials, t => t.Status == SweepTrialStatus.Failed);
         Assert.Equal(1, crashed.Id);
         Assert.Contains($"The trial process {crashed.ProcessId} exited with code 5 without a result: ", crashed.Error);
-        Assert.EndsWith("boom", crashed.Error);                               // the tail of its output
+        Assert.EndsWith("boom", crashed.Error);                               // the tail of its error output
         Assert.Equal(4, result.Leaderboard.Count);
         Assert.All(result.Leaderboard, t => Assert.Equal(1.5, t.Metric));
         var pids = result.Trials.Select(t => t.ProcessId!.Value).ToList();
@@ -96,18 +96,30 @@ public sealed class SweepWorkerTests : IDisposable
     }
 
     [Fact]
-    public void TimeBudgetAndCancellationKillTheRunningChildren()
+    public async Task TimeBudgetAndCancellationKillTheRunningChildren()
     {
         var watch = Stopwatch.StartNew();
-        var result = Experiment(trials: 10, TimeSpan.FromSeconds(1.5)).SetWorkers(Shell("exec sleep 60")).Run();
+        // 5 s: the budget also covers writing the data files and starting both children, which took over 1.5 s while other
+        // test classes ran beside this one on 2 cores (then only one child had started)
+        var result = Experiment(trials: 10, TimeSpan.FromSeconds(5)).SetWorkers(Shell("exec sleep 60")).Run();
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(20), $"took {watch.Elapsed}");
         Assert.Equal("time budget", result.StopReason);
         Assert.Equal(2, result.Trials.Count);
         Assert.All(result.Trials, t => Assert.Equal((SweepTrialStatus.Cancelled, "time budget reached"), (t.Status, t.Error)));
         Assert.All(result.Trials, t => Assert.False(Directory.Exists($"/proc/{t.ProcessId}"), $"process {t.ProcessId} still alive"));
 
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(1));
-        var cancelled = Experiment(trials: 10).SetOutputFolder(_folder, resume: false).SetWorkers(Shell("exec sleep 60", workers: 3)).Run(cts.Token);
+        // Cancel once all three children run (a fixed delay raced their start on a busy machine: only one had started).
+        using var cts = new CancellationTokenSource();
+        int Started() => Directory.Exists(_folder) ? Directory.GetFiles(_folder, "started", System.IO.SearchOption.AllDirectories).Length : 0;
+        var canceller = Task.Run(async () =>
+        {
+            var until = Stopwatch.StartNew();
+            while (Started() < 3 && until.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(50);
+            cts.Cancel();
+        });
+        var cancelled = Experiment(trials: 10).SetOutputFolder(_folder, resume: false)
+            .SetWorkers(Shell("touch \"$d/started\"; exec sleep 60", workers: 3)).Run(cts.Token);
+        await canceller;
         Assert.Equal("cancelled", cancelled.StopReason);
         Assert.Equal(3, cancelled.Trials.Count);
         Assert.All(cancelled.Trials, t => Assert.Equal((SweepTrialStatus.Cancelled, "cancelled"), (t.Status, t.Error)));

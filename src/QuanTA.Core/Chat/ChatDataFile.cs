@@ -100,7 +100,7 @@ public static class ChatDataFile
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{records.Source} line {e.LineNumber + 1}: not valid JSON {Describe(e)}.", e);
+            throw new InvalidDataException($"{records.Source} line {(e.LineNumber ?? 0) + 1}: not valid JSON {Describe(e)}.", e);
         }
     }
 

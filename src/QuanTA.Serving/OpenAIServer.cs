@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -21,7 +22,7 @@ public static class OpenAIServer
     /// <summary>
     /// Builds a minimal-API <see cref="WebApplication"/> (no configuration files, no environment variables, only Kestrel
     /// and routing) listening on <see cref="OpenAIServerOptions.Host"/>:<see cref="OpenAIServerOptions.Port"/>, maps the
-    /// endpoints, and starts it. The caller owns the returned application: stop it with
+    /// endpoints (other paths get an OpenAI-style 404), and starts it. The caller owns the returned application: stop it with
     /// <see cref="WebApplication.StopAsync"/> or <see cref="WebApplication.DisposeAsync"/>.
     /// </summary>
     /// <param name="client">The chat client every completion request is passed to; it is not disposed by the server.</param>
@@ -50,6 +51,8 @@ public static class OpenAIServer
 
         var app = builder.Build();
         app.MapOpenAIChatCompletions(client, options);
+        app.MapFallback((RequestDelegate)(context => new OpenAIError(StatusCodes.Status404NotFound,
+            $"Invalid URL ({context.Request.Method} {context.Request.Path}).", "invalid_request_error").WriteAsync(context)));
         try
         {
             await app.StartAsync(ct);

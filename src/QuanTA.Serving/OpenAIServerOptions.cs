@@ -51,6 +51,9 @@ public sealed class OpenAIServerOptions
     /// </summary>
     public ILoggerFactory? LoggerFactory { get; set; }
 
+    /// <summary>A copy, so that the endpoints keep the settings they were mapped with.</summary>
+    internal OpenAIServerOptions Snapshot() => (OpenAIServerOptions)MemberwiseClone();
+
     /// <summary>Throws <see cref="ArgumentException"/> when a setting is out of range.</summary>
     public void Validate()
     {

@@ -152,6 +152,41 @@ public sealed class ProtocolTests
         Assert.EndsWith("/", server.BaseAddress.AbsoluteUri);
     }
 
+    [Fact]
+    public async Task LocalhostBindsLoopbackAndOtherPathsGetAnOpenAIError()
+    {
+        await using var server = await ServerHarness.StartAsync(new EchoChatClient(), o => o.Host = "localhost");
+
+        var response = await server.Http.GetAsync("v1/nothing");
+
+        Assert.Equal("127.0.0.1", server.BaseAddress.Host);
+        var error = await ServerHarness.AssertErrorAsync(response, 404);
+        Assert.Contains("/v1/nothing", error.GetProperty("message").GetString());
+    }
+
+    [Theory]
+    [InlineData("example.com", 0)]
+    [InlineData("127.0.0.1", -1)]
+    public async Task BadHostOrPortIsRefusedAtStart(string host, int port)
+    {
+        var options = new OpenAIServerOptions { Host = host, Port = port };
+
+        await Assert.ThrowsAsync<ArgumentException>(() => OpenAIServer.StartAsync(new EchoChatClient(), options));
+    }
+
+    [Fact]
+    public async Task OptionsAreReadWhenMapped()
+    {
+        var fake = new EchoChatClient();
+        await using var server = await ServerHarness.StartAsync(fake);
+        server.Options.ModelId = "changed";
+        server.Options.ApiKey = "late";
+
+        var response = await server.PostChatAsync("""{"model":"test-model","messages":[{"role":"user","content":"x"}]}""");
+
+        Assert.Equal(200, (int)response.StatusCode);
+    }
+
     /// <summary>The payloads of the <c>data:</c> events of a server-sent event stream.</summary>
     internal static List<string> ParseEvents(string body) =>
         body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)

@@ -92,6 +92,27 @@ public sealed class QuanTAFineTuneOptions
     /// <summary>Target text column for generation (the answer the model learns to produce). Default "Target".</summary>
     public string TargetTextColumnName = "Target";
 
+    /// <summary>Conversation column for chat fine-tuning (generation only): each row is a JSON array of
+    /// <c>{"role", "content"}</c> messages, as <c>mlContext.Data.LoadFromChatJsonl</c> writes in its <c>Messages</c> column.
+    /// When set, each row is rendered with <see cref="ChatTemplate"/>, the loss falls on every assistant turn (its content and
+    /// the template's end-of-turn text), and <see cref="TextColumnName"/> / <see cref="TargetTextColumnName"/> are not read;
+    /// at inference the generated text answers the conversation up to its last assistant turn. Over-long conversations follow
+    /// <see cref="Truncation"/>: the oldest exchanges are dropped (the system prompt is kept), or the row is refused.
+    /// Default null (prompt/target columns).</summary>
+    public string? MessagesColumnName;
+
+    /// <summary>The chat template for <see cref="MessagesColumnName"/> rows and for <c>QuanTAChatClient</c>: null (default) takes
+    /// the base model's own <c>chat_template</c> (<c>chat_template.jinja</c> or <c>tokenizer_config.json</c>); otherwise a built-in
+    /// name (<c>llama2</c>, <c>llama3</c>, <c>mistral</c>, <c>chatml</c>, <c>qwen2</c>), a path to a <c>.jinja</c> file, or the
+    /// template text itself.</summary>
+    public string? ChatTemplate;
+
+    /// <summary>The column the model reads its input from: <see cref="MessagesColumnName"/> when set, else <see cref="TextColumnName"/>.</summary>
+    internal string InputColumnName => MessagesColumnName ?? TextColumnName;
+
+    /// <summary>True when rows are conversations rendered with a chat template.</summary>
+    internal bool IsChat => MessagesColumnName is not null;
+
     /// <summary>Output score column for classification (float vector, one softmax probability per class). Default "Score".</summary>
     public string ScoreColumnName = "Score";
 
@@ -289,6 +310,9 @@ public sealed class QuanTAFineTuneOptions
         }
         Check(!string.IsNullOrWhiteSpace(BaseModelPath), nameof(BaseModelPath), "the base model folder is required.");
         Check(!string.IsNullOrWhiteSpace(TextColumnName), nameof(TextColumnName), "a text column name is required.");
+        Check(MessagesColumnName is null || (MessagesColumnName.Trim().Length > 0 && Task == QuanTATask.TextGeneration), nameof(MessagesColumnName),
+            "a conversation column needs Task = TextGeneration and a non-empty name (CLI: --task generation with a .jsonl --train file).");
+        Check(MessagesColumnName is null || SecondTextColumnName is null, nameof(SecondTextColumnName), "cannot be combined with MessagesColumnName.");
         if (Task == QuanTATask.TextClassification)
         {
             Check(!string.IsNullOrWhiteSpace(LabelColumnName), nameof(LabelColumnName), "a label column is required for classification.");

@@ -102,13 +102,14 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
         string TargetTextColumnName, string ScoreColumnName, string PredictedLabelColumnName, string GeneratedTextColumnName,
         AdapterMethod Adapter, int[]? AxisLayout, int AxisCount, int[][]? Pairs, int? TensorCount, int? Rank, string[] TargetModules, float Dropout, int LoRARank,
         float LoRAAlpha, int MaxSequenceLength, TruncationPolicy Truncation, int? Seed, int MaxNewTokens, bool Greedy,
-        float Temperature, float TopP, string[] StopStrings, int InferenceBatchSize, ClassificationMode ClassificationMode)
+        float Temperature, float TopP, string[] StopStrings, int InferenceBatchSize, ClassificationMode ClassificationMode,
+        string? MessagesColumnName = null, string? ChatTemplate = null)
     {
         public static SavedOptions From(QuanTAFineTuneOptions o) => new(o.Task, o.TextColumnName, o.SecondTextColumnName, o.LabelColumnName,
             o.TargetTextColumnName, o.ScoreColumnName, o.PredictedLabelColumnName, o.GeneratedTextColumnName, o.Adapter, o.AxisLayout,
             o.AxisCount, o.Pairs?.Select(p => new[] { p.Item1, p.Item2 }).ToArray(), o.TensorCount, o.Rank, o.TargetModules, o.Dropout, o.LoRARank, o.LoRAAlpha,
             o.MaxSequenceLength, o.Truncation, o.Seed, o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings,
-            o.InferenceBatchSize, o.ClassificationMode);
+            o.InferenceBatchSize, o.ClassificationMode, o.MessagesColumnName, o.ChatTemplate);
 
         public QuanTAFineTuneOptions ToOptions() => new()
         {
@@ -118,7 +119,7 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
             Pairs = Pairs?.Select(p => (p[0], p[1])).ToArray(), TensorCount = TensorCount, Rank = Rank, TargetModules = TargetModules, Dropout = Dropout, LoRARank = LoRARank,
             LoRAAlpha = LoRAAlpha, MaxSequenceLength = MaxSequenceLength, Truncation = Truncation, Seed = Seed, MaxNewTokens = MaxNewTokens,
             Greedy = Greedy, Temperature = Temperature, TopP = TopP, StopStrings = StopStrings, InferenceBatchSize = InferenceBatchSize,
-            ClassificationMode = ClassificationMode,
+            ClassificationMode = ClassificationMode, MessagesColumnName = MessagesColumnName, ChatTemplate = ChatTemplate,
         };
     }
 }

@@ -33,6 +33,12 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
         _model.Merge();   // zero inference overhead
     }
 
+    /// <summary>The torch-side model, for <c>QuanTAChatClient</c> (use under <see cref="SyncRoot"/>).</summary>
+    internal FineTuneModel Model { get { ThrowIfDisposed(); return _model; } }
+
+    /// <summary>The lock every use of the model takes (inference, perplexity, export, the chat client).</summary>
+    internal object SyncRoot => _lock;
+
     /// <summary>The options the model was trained with (a copy).</summary>
     public QuanTAFineTuneOptions Options => _options.Clone();
 
@@ -87,13 +93,13 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
 
     internal void CheckInput(DataViewSchema schema)
     {
-        ColumnChecks.Text(schema, _options.TextColumnName, "text");
+        ColumnChecks.Text(schema, _options.InputColumnName, _options.IsChat ? "conversation (MessagesColumnName)" : "text");
         if (_options.SecondTextColumnName is not null) ColumnChecks.Text(schema, _options.SecondTextColumnName, "second text");
     }
 
     /// <summary>Names of the input columns the outputs are computed from.</summary>
     internal IEnumerable<string> InputColumnNames =>
-        _options.SecondTextColumnName is null ? [_options.TextColumnName] : [_options.TextColumnName, _options.SecondTextColumnName];
+        _options.SecondTextColumnName is null ? [_options.InputColumnName] : [_options.InputColumnName, _options.SecondTextColumnName];
 
     /// <summary>The task.</summary>
     internal QuanTATask Task => _options.Task;
@@ -126,12 +132,12 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
         foreach (var (text, second) in rows)
         {
             if (string.IsNullOrWhiteSpace(text))
-                throw new InvalidDataException($"The text column '{_options.TextColumnName}' is empty; every row needs text.");
-            var e = _options.Task == QuanTATask.TextClassification ? _model.EncodeClassification(text, second) : _model.EncodeGeneration(text, null);
+                throw new InvalidDataException($"The {(_options.IsChat ? "conversation" : "text")} column '{_options.InputColumnName}' is empty; every row needs text.");
+            var e = _options.Task == QuanTATask.TextClassification ? _model.EncodeClassification(text, second) : _model.EncodePrompt(text);
             if (e.Truncated)
             {
                 if (_options.Truncation == TruncationPolicy.Error)
-                    throw new InvalidDataException($"A row of '{_options.TextColumnName}' is longer than MaxSequenceLength = " +
+                    throw new InvalidDataException($"A row of '{_options.InputColumnName}' is longer than MaxSequenceLength = " +
                         $"{_options.MaxSequenceLength} tokens (Truncation = Error).");
                 truncated++;
             }
@@ -153,6 +159,29 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
     internal static GenerationSettings GenerationSettingsFor(QuanTAFineTuneOptions o) =>
         new(o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings ?? [], o.Seed ?? 1);
 
+    /// <summary>
+    /// Streams the continuation of a plain <paramref name="prompt"/> (no chat template; the tokenizer adds bos as in training)
+    /// as text pieces while it is decoded; <paramref name="done"/> receives the number of generated tokens and why generation
+    /// ended. Runs under the model's lock: other inference on this transformer waits until the enumeration ends.
+    /// For conversations use <c>QuanTAChatClient</c>.
+    /// </summary>
+    public IEnumerable<string> StreamGeneration(string prompt, QuanTA.Core.Generation.GenerationOptions options,
+        Action<int, QuanTA.Core.Generation.GenerationFinishReason>? done = null, CancellationToken cancellationToken = default)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(options);
+        if (_options.Task != QuanTATask.TextGeneration) throw new InvalidOperationException("StreamGeneration needs a text-generation model.");
+        if (string.IsNullOrEmpty(prompt)) throw new ArgumentException("The prompt is empty.", nameof(prompt));
+        var ids = _model.EncodeGeneration(prompt, null).Ids.Select(i => (long)i).ToArray();
+        var o = options with { EosTokenIds = options.EosTokenIds ?? [_model.Tokenizer.EosId] };
+        lock (_lock)
+        {
+            var generator = _model.CreateGenerator();
+            foreach (var piece in generator.Stream(ids, o, cancellationToken)) yield return piece;
+            done?.Invoke(generator.LastTokenCount, generator.LastFinishReason);
+        }
+    }
+
     /// <summary>Perplexity of the target column given the prompt (loss on target tokens only), over a data view.</summary>
     public double Perplexity(IDataView data)
     {
@@ -162,7 +191,7 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
         double nll = 0; long tokens = 0;
         foreach (var batch in reader.Read().Chunk(_options.InferenceBatchSize))
         {
-            var encoded = batch.Select(r => _model.EncodeGeneration(r.Text, r.Target)).ToList();
+            var encoded = batch.Select(r => _model.EncodeTraining(r.Text, null, -1, r.Target)).ToList();
             lock (_lock)
             {
                 var (n, t) = _model.TargetNll(encoded);

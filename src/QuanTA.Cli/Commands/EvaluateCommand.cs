@@ -23,7 +23,7 @@ public static class EvaluateCommand
             var quanta = TextData.FindQuanTA(model);
             try
             {
-                var data = TextData.Load(ml, r.GetValue(dataPath)!);
+                var data = TextData.IsChatFile(r.GetValue(dataPath)!) ? ml.Data.LoadFromChatJsonl(r.GetValue(dataPath)!) : TextData.Load(ml, r.GetValue(dataPath)!);
                 var o = quanta.Options;
                 var scored = model.Transform(data);
                 object metrics;

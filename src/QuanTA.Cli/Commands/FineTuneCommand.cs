@@ -21,7 +21,11 @@ public static class FineTuneCommand
         var d = new QuanTAFineTuneOptions();
         var task = new Option<string>("--task") { Description = "classification or generation.", DefaultValueFactory = _ => "classification" };
         var baseModel = new Option<string>("--base-model") { Description = "Hugging Face model folder (…ForSequenceClassification for classification).", Required = true };
-        var train = new Option<string>("--train") { Description = "Training data: .tsv or .csv with a header row.", Required = true };
+        var train = new Option<string>("--train") { Description = "Training data: .tsv or .csv with a header row, or (generation) chat / instruction data as .jsonl: {\"messages\": [...]}, {\"prompt\", \"completion\"} or Alpaca {\"instruction\", \"input\", \"output\"}.", Required = true };
+        var dataFormat = new Option<string>("--data-format") { Description = "Layout of a .jsonl file: auto (from the first line), messages, prompt-completion or alpaca.", DefaultValueFactory = _ => "auto" };
+        var asChat = new Option<bool>("--as-chat") { Description = "Train prompt-completion / Alpaca .jsonl rows as conversations (user → assistant) through the chat template instead of as plain prompt + completion text." };
+        var messagesCol = new Option<string?>("--messages-column") { Description = "Conversation column (JSON array of {role, content}) of a .tsv/.csv file; a messages .jsonl file sets it by itself." };
+        var chatTemplate = new Option<string?>("--chat-template") { Description = "Chat template for conversations: a built-in name (llama2, llama3, mistral, chatml, qwen2), a .jinja file or the template text (default: the base model's chat_template)." };
         var validation = new Option<string?>("--validation") { Description = "Optional validation data (same columns)." };
         var output = new Option<string>("--output") { Description = "Where to write the ML.NET model (.zip).", Required = true };
         var textCol = new Option<string>("--text-column") { Description = "Text (prompt) column.", DefaultValueFactory = _ => d.TextColumnName };
@@ -60,7 +64,7 @@ public static class FineTuneCommand
 
         var cmd = new Command("finetune", "Fine-tune a QuanTA/LoRA adapter on TSV/CSV data and save an ML.NET model .zip.")
         {
-            task, baseModel, train, validation, output, textCol, text2Col, labelCol, targetCol, mode, adapter, layout, axisCount, targets, dropout,
+            task, baseModel, train, dataFormat, asChat, messagesCol, chatTemplate, validation, output, textCol, text2Col, labelCol, targetCol, mode, adapter, layout, axisCount, targets, dropout,
             loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, seed, lossCurve, export, device,
             ckptDir, ckptEvery, keepCkpt, resume, patience, valMetric, fusedMemory, nproc,
         };
@@ -99,6 +103,7 @@ public static class FineTuneCommand
                 BaseModelPath = r.GetValue(baseModel)!,
                 TextColumnName = r.GetValue(textCol)!, SecondTextColumnName = r.GetValue(text2Col),
                 LabelColumnName = r.GetValue(labelCol)!, TargetTextColumnName = r.GetValue(targetCol)!,
+                MessagesColumnName = r.GetValue(messagesCol), ChatTemplate = r.GetValue(chatTemplate),
                 ClassificationMode = Enum.TryParse<ClassificationMode>(r.GetValue(mode), true, out var m) ? m
                     : throw new ArgumentException($"--classification-mode '{r.GetValue(mode)}' is not head or verbalizer."),
                 Adapter = r.GetValue(adapter)!.ToLowerInvariant() switch
@@ -130,8 +135,15 @@ public static class FineTuneCommand
                     (p.ValidationLoss is double v ? $" validation {r.GetValue(valMetric)} {v:F4}" : ""))),
             };
             var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed));
-            var data = TextData.Load(ml, r.GetValue(train)!);
-            if (r.GetValue(validation) is { } vPath) o.ValidationSet = TextData.Load(ml, vPath);
+            var data = TextData.Load(ml, r.GetValue(train)!, o, r.GetValue(dataFormat)!, r.GetValue(asChat));
+            if (r.GetValue(validation) is { } vPath)
+            {
+                var vo = o.Clone();
+                o.ValidationSet = TextData.Load(ml, vPath, vo, r.GetValue(dataFormat)!, r.GetValue(asChat));
+                if (vo.MessagesColumnName != o.MessagesColumnName)
+                    throw new ArgumentException($"--validation '{vPath}' is read {(vo.MessagesColumnName is null ? "as prompt + completion" : "as conversations")} but " +
+                        $"--train as {(o.MessagesColumnName is null ? "prompt + completion" : "conversations")}: give both files the same layout (or pass --as-chat).");
+            }
             if (o.ValidationSet is not null && o.Task == QuanTATask.TextClassification)   // same key dictionary as the training data
                 o.ValidationSet = ml.Transforms.Conversion.MapValueToKey(o.LabelColumnName).Fit(data).Transform(o.ValidationSet);
             var estimator = Pipeline(ml, o);
@@ -193,9 +205,41 @@ public static class FineTuneCommand
     }
 }
 
-/// <summary>TSV/CSV loading with every column read as text, columns named from the header row.</summary>
+/// <summary>TSV/CSV loading with every column read as text, columns named from the header row; chat / instruction JSONL.</summary>
 internal static class TextData
 {
+    /// <summary>True for the chat / instruction data files (.jsonl, or .json holding one array of records).</summary>
+    public static bool IsChatFile(string path) => Path.GetExtension(path).ToLowerInvariant() is ".jsonl" or ".json";
+
+    /// <summary>
+    /// Loads <paramref name="path"/>: TSV/CSV as text columns, or JSONL chat data (generation only), setting
+    /// <see cref="QuanTAFineTuneOptions.MessagesColumnName"/> for conversations (and with <paramref name="asChat"/> for every layout).
+    /// </summary>
+    public static IDataView Load(MLContext ml, string path, QuanTAFineTuneOptions o, string format, bool asChat)
+    {
+        if (!IsChatFile(path))
+        {
+            if (asChat) throw new ArgumentException("--as-chat applies to .jsonl chat / instruction data; for a .tsv/.csv file name its conversation column with --messages-column.");
+            return Load(ml, path);
+        }
+        if (o.Task != QuanTATask.TextGeneration)
+            throw new ArgumentException($"'{path}' is chat / instruction data: fine-tune it with --task generation.");
+        var layout = format.Trim().ToLowerInvariant() switch
+        {
+            "auto" => QuanTA.Core.Chat.ChatDataFormat.Auto,
+            "messages" => QuanTA.Core.Chat.ChatDataFormat.Messages,
+            "prompt-completion" => QuanTA.Core.Chat.ChatDataFormat.PromptCompletion,
+            "alpaca" => QuanTA.Core.Chat.ChatDataFormat.Alpaca,
+            _ => throw new ArgumentException($"--data-format '{format}' is not auto, messages, prompt-completion or alpaca."),
+        };
+        var set = QuanTA.Core.Chat.ChatDataFile.Read(path, layout);
+        if (set.Format == QuanTA.Core.Chat.ChatDataFormat.Messages || asChat) o.MessagesColumnName ??= ChatColumns.Messages;
+        else { o.TextColumnName = ChatColumns.Text; o.TargetTextColumnName = ChatColumns.Target; }
+        Console.Error.WriteLine($"{path}: {set.Examples.Count} {set.Format} examples, trained " +
+            (o.MessagesColumnName is not null ? "as conversations through the chat template (loss on assistant turns)" : "as prompt + completion text (loss on the completion)"));
+        return ml.Data.LoadFromChatData(set);
+    }
+
     public static IDataView Load(MLContext ml, string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Data file '{path}' not found.");

@@ -9,7 +9,7 @@ public static class GenerateCommand
     /// <summary>Builds the verb.</summary>
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model folder (config.json, model.safetensors, tokenizer files).", Required = true };
+        var model = new Option<string>("--model") { Description = "A model .zip written by 'quanta finetune' (its base model folder must be where it was), or a Hugging Face model folder (config.json, model.safetensors, tokenizer files; add --adapter for an exported adapter).", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "The text to continue.", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 32 };
         var greedy = new Option<bool>("--greedy") { Description = "Pick the most likely token at every step (the default unless sampling options are given)." };
@@ -45,21 +45,38 @@ public static class GenerateCommand
                 UseCache = !r.GetValue(noCache),
             };
             options.Validate();
-            var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype), r.GetValue(adapter));
-            using var _ = m;
-            var generator = new TextGenerator(m, codec);
             var stdout = Console.Out;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            foreach (var piece in generator.StreamAsync(r.GetValue(prompt)!, options).ToBlockingEnumerable())
+            int tokens; string where;
+            if (ModelFolder.IsSavedModel(r.GetValue(model)))
             {
-                stdout.Write(piece);
-                stdout.Flush();
+                if (r.GetValue(adapter) is not null) throw new ArgumentException("--adapter applies to a model folder; a model .zip carries its own adapter.");
+                using var saved = ModelFolder.LoadSavedModel(r.GetValue(model)!, r.GetValue(device)!);
+                int count = 0;
+                foreach (var piece in saved.Transformer.StreamGeneration(r.GetValue(prompt)!, options, (n, _) => count = n))
+                {
+                    stdout.Write(piece);
+                    stdout.Flush();
+                }
+                tokens = count; where = r.GetValue(device)!;
+            }
+            else
+            {
+                var (m, codec) = ModelFolder.Load(r.GetValue(model), r.GetValue(device)!, r.GetValue(dtype), r.GetValue(adapter));
+                using var _ = m;
+                var generator = new TextGenerator(m, codec);
+                foreach (var piece in generator.StreamAsync(r.GetValue(prompt)!, options).ToBlockingEnumerable())
+                {
+                    stdout.Write(piece);
+                    stdout.Flush();
+                }
+                tokens = generator.LastTokenCount; where = m.Device.ToString();
             }
             clock.Stop();
             if (!Console.IsOutputRedirected) Console.Error.WriteLine();   // end the terminal line without adding to stdout
             if (r.GetValue(stats))
-                Console.Error.WriteLine($"{generator.LastTokenCount} tokens in {clock.Elapsed.TotalSeconds:F3} s " +
-                                        $"({generator.LastTokenCount / clock.Elapsed.TotalSeconds:F1} tokens/s, device {m.Device}, cache {(options.UseCache ? "on" : "off")})");
+                Console.Error.WriteLine($"{tokens} tokens in {clock.Elapsed.TotalSeconds:F3} s " +
+                                        $"({tokens / clock.Elapsed.TotalSeconds:F1} tokens/s, device {where}, cache {(options.UseCache ? "on" : "off")})");
             return 0;
         }));
         return cmd;

@@ -4,6 +4,7 @@ using QuanTA.Core.Generation;
 using QuanTA.Core.Models;
 using QuanTA.Core.Runtime;
 using QuanTA.Core.Tokenization;
+using QuanTA.MLNet;
 using TorchSharp;
 
 namespace QuanTA.Cli.Commands;
@@ -39,6 +40,27 @@ internal static class ModelFolder
     {
         Description = "Adapter weights saved by QuanTA.MLNet (a .safetensors file with its .json next to it) to apply to the model.",
     };
+
+    /// <summary>True when <paramref name="path"/> is a model .zip written by <c>quanta finetune</c> / <c>mlContext.Model.Save</c>.</summary>
+    public static bool IsSavedModel(string? path) => path is not null && File.Exists(path) &&
+        Path.GetExtension(path).Equals(".zip", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Loads a saved model .zip and finds its QuanTA transformer (disposed with the result).</summary>
+    public static SavedModel LoadSavedModel(string path, string device)
+    {
+        var ml = CliRun.Context(device, seed: 1);
+        var loaded = ml.Model.LoadWithQuanTA(ml, path, out _);
+        return new SavedModel(TextData.FindQuanTA(loaded));
+    }
+
+    /// <summary>A loaded model .zip.</summary>
+    public sealed class SavedModel(QuanTA.MLNet.QuanTAFineTuneTransformer transformer) : IDisposable
+    {
+        /// <summary>The fine-tuned transformer.</summary>
+        public QuanTA.MLNet.QuanTAFineTuneTransformer Transformer => transformer;
+        /// <inheritdoc/>
+        public void Dispose() => transformer.Dispose();
+    }
 
     /// <summary>Loads the causal LM (plus an optional adapter file) and its tokenizer from a Hugging Face folder.</summary>
     public static (CausalLM Model, ITextCodec Codec) Load(string? dir, string device, string? dtype, string? adapter = null)

@@ -54,15 +54,38 @@ public sealed class TextGenerator
     /// Streams the continuation of <paramref name="prompt"/> as text pieces as soon as they are final (a piece that could
     /// still become a stop string or an incomplete UTF-8 character is held back).
     /// </summary>
-    public async IAsyncEnumerable<string> StreamAsync(string prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<string> StreamAsync(string prompt, GenerationOptions options, CancellationToken cancellationToken = default) =>
+        StreamAsync(Codec().Encode(prompt).Select(i => (long)i).ToArray(), options, cancellationToken);
+
+    /// <summary>
+    /// Streams the continuation of already tokenized <paramref name="promptIds"/> (e.g. a chat template's rendering, which
+    /// carries its own bos) as text pieces; see <see cref="Stream"/>.
+    /// </summary>
+    public async IAsyncEnumerable<string> StreamAsync(IReadOnlyList<long> promptIds, GenerationOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await Task.Yield();
+        foreach (var piece in Stream(promptIds, options, cancellationToken))
+        {
+            yield return piece;
+            await Task.Yield();
+        }
+    }
+
+    /// <summary>
+    /// Synchronous streaming: yields text pieces of the continuation of <paramref name="promptIds"/> as soon as they are
+    /// final (a piece that could still become a stop string, or that ends in an incomplete UTF-8 character, is held back).
+    /// Each step's forward runs inside its own no-grad and dispose scope, so the caller may resume the enumeration on any
+    /// thread. <see cref="LastFinishReason"/> and <see cref="LastTokenCount"/> tell how it ended.
+    /// </summary>
+    public IEnumerable<string> Stream(IReadOnlyList<long> promptIds, GenerationOptions options, CancellationToken cancellationToken = default)
     {
         var codec = Codec();
-        var ids = new List<IReadOnlyList<long>> { codec.Encode(prompt).Select(i => (long)i).ToArray() };
+        var ids = new List<IReadOnlyList<long>> { promptIds };
         var gen = new List<int>();
         var holdBack = options.StopStrings.Count == 0 ? 0 : options.StopStrings.Max(s => s.Length) - 1;
         var emitted = 0;
         string? final = null;
-        await Task.Yield();
         foreach (var _ in Steps(ids, options, (b, id) => StopCheck(gen, id, options, out final), cancellationToken))
         {
             if (final is not null) break;
@@ -72,14 +95,17 @@ public sealed class TextGenerator
             var safe = Math.Min(end, text.Length - holdBack);
             while (safe > emitted && char.IsHighSurrogate(text[safe - 1])) safe--;
             if (safe > emitted) { yield return text[emitted..safe]; emitted = safe; }
-            await Task.Yield();
         }
+        if (final is not null) LastFinishReason = GenerationFinishReason.StopString;
         final ??= codec.Decode(gen);
         if (final.Length > emitted) yield return final[emitted..];
     }
 
     /// <summary>Number of tokens produced by the last generation call (all rows together, eos included).</summary>
     public int LastTokenCount { get; private set; }
+
+    /// <summary>Why the last single-prompt generation ended (for batches: the last row's reason).</summary>
+    public GenerationFinishReason LastFinishReason { get; private set; }
 
     ITextCodec Codec() => _codec ?? throw new InvalidOperationException("This TextGenerator has no text codec; pass one to the constructor or use GenerateIds.");
 
@@ -113,6 +139,7 @@ public sealed class TextGenerator
         long pad = cfg.PadTokenId ?? (eos.Count > 0 ? eos.First() : 0);
         int B = prompts.Count, T0 = prompts.Max(p => p.Count);
         LastTokenCount = 0;
+        LastFinishReason = GenerationFinishReason.MaxTokens;
 
         // Left-padded token and mask rows, kept on the host and grown by one column per step.
         var tokens = prompts.Select(p => Enumerable.Repeat(pad, T0 - p.Count).Concat(p).ToList()).ToArray();
@@ -121,13 +148,13 @@ public sealed class TextGenerator
         var device = _model.Device;
         using var cache = o.UseCache ? _model.CreateCache() : null;
         using var rng = o.Greedy ? null : (o.Seed is long s ? new torch.Generator((ulong)s, device) : new torch.Generator((ulong)Random.Shared.NextInt64(), device));
-        using var noGrad = no_grad();
 
         for (var step = 0; step < o.MaxNewTokens && !done.All(d => d); step++)
         {
             ct.ThrowIfCancellationRequested();
             long[] next;
             using (var scope = NewDisposeScope())
+            using (var noGrad = no_grad())                                               // per step: the caller may change threads between steps
             {
                 var S = tokens[0].Count;
                 var fromCol = cache is null || step == 0 ? 0 : S - 1;                   // with a cache only the newest token is fed
@@ -144,10 +171,21 @@ public sealed class TextGenerator
                 if (done[b]) continue;
                 emittedNow[b] = t;
                 LastTokenCount++;
-                if (eos.Contains(t)) done[b] = true;
-                if (onToken?.Invoke(b, t) == true) done[b] = true;
+                if (eos.Contains(t)) { done[b] = true; LastFinishReason = GenerationFinishReason.EndOfSequence; }
+                if (onToken?.Invoke(b, t) == true) { done[b] = true; LastFinishReason = GenerationFinishReason.StopString; }
             }
             yield return emittedNow;
         }
     }
+}
+
+/// <summary>Why a generation ended.</summary>
+public enum GenerationFinishReason
+{
+    /// <summary>MaxNewTokens were generated.</summary>
+    MaxTokens,
+    /// <summary>An end-of-sequence token (eos or the chat template's end-of-turn token) was generated.</summary>
+    EndOfSequence,
+    /// <summary>A stop string appeared in the text.</summary>
+    StopString,
 }

@@ -49,7 +49,15 @@ public static class ChatData
     public static IDataView LoadFromChatJsonl(this DataOperationsCatalog data, string path, ChatDataFormat format = ChatDataFormat.Auto)
     {
         ArgumentNullException.ThrowIfNull(data);
-        var set = ChatDataFile.Read(path, format);
+        return data.LoadFromChatData(ChatDataFile.Read(path, format));
+    }
+
+    /// <summary>The data view of <see cref="LoadFromChatJsonl"/> over examples already read (e.g. with
+    /// <see cref="ChatDataFile.Read"/>, whose result also tells the detected <see cref="ChatDataSet.Format"/>).</summary>
+    public static IDataView LoadFromChatData(this DataOperationsCatalog data, ChatDataSet set)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(set);
         var rows = set.Examples.Select(e => new ChatRow
         {
             Messages = ChatJson.Serialize(e.Messages),

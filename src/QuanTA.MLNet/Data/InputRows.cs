@@ -79,12 +79,12 @@ internal sealed class InputRowReader
     public InputRowReader(IDataView data, QuanTAFineTuneOptions options, bool withSupervision)
     {
         _data = data; _o = options; _withSupervision = withSupervision;
-        ColumnChecks.Text(data.Schema, options.TextColumnName, "text");
+        ColumnChecks.Text(data.Schema, options.InputColumnName, options.IsChat ? "conversation (MessagesColumnName)" : "text");
         if (options.SecondTextColumnName is not null) ColumnChecks.Text(data.Schema, options.SecondTextColumnName, "second text");
         if (withSupervision)
         {
             if (options.Task == QuanTATask.TextClassification) ColumnChecks.KeyLabel(data.Schema, options.LabelColumnName);
-            else ColumnChecks.Text(data.Schema, options.TargetTextColumnName, "target text");
+            else if (!options.IsChat) ColumnChecks.Text(data.Schema, options.TargetTextColumnName, "target text");
         }
     }
 
@@ -92,13 +92,14 @@ internal sealed class InputRowReader
     public IEnumerable<InputRow> Read(Random? rand = null)
     {
         var s = _data.Schema;
-        var cols = new List<DataViewSchema.Column> { s[_o.TextColumnName] };
+        var cols = new List<DataViewSchema.Column> { s[_o.InputColumnName] };
         if (_o.SecondTextColumnName is not null) cols.Add(s[_o.SecondTextColumnName]);
-        string? supervision = _withSupervision ? (_o.Task == QuanTATask.TextClassification ? _o.LabelColumnName : _o.TargetTextColumnName) : null;
+        string? supervision = !_withSupervision || _o.IsChat ? null   // a conversation carries its own assistant turns
+            : _o.Task == QuanTATask.TextClassification ? _o.LabelColumnName : _o.TargetTextColumnName;
         if (supervision is not null) cols.Add(s[supervision]);
 
         using var cursor = _data.GetRowCursor(cols, _data.CanShuffle ? rand : null);
-        var text = cursor.GetGetter<ReadOnlyMemory<char>>(s[_o.TextColumnName]);
+        var text = cursor.GetGetter<ReadOnlyMemory<char>>(s[_o.InputColumnName]);
         var text2 = _o.SecondTextColumnName is null ? null : cursor.GetGetter<ReadOnlyMemory<char>>(s[_o.SecondTextColumnName]);
         var label = supervision is not null && _o.Task == QuanTATask.TextClassification ? cursor.GetGetter<uint>(s[supervision]) : null;
         var target = supervision is not null && _o.Task == QuanTATask.TextGeneration ? cursor.GetGetter<ReadOnlyMemory<char>>(s[supervision]) : null;
@@ -110,7 +111,7 @@ internal sealed class InputRowReader
             text(ref t);
             var str = t.ToString();
             if (string.IsNullOrWhiteSpace(str))
-                throw new InvalidDataException($"Row {row}: the text column '{_o.TextColumnName}' is empty; every row needs text.");
+                throw new InvalidDataException($"Row {row}: the {(_o.IsChat ? "conversation" : "text")} column '{_o.InputColumnName}' is empty; every row needs text.");
             string? str2 = null;
             if (text2 is not null) { text2(ref t2); str2 = t2.ToString(); }
             int lab = -1;

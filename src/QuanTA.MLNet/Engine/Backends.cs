@@ -14,6 +14,10 @@ internal interface ITextTokenizer
     int PadId { get; }
     /// <summary>End-of-sequence id.</summary>
     int EosId { get; }
+    /// <summary>Every id that ends a sequence (eos and generation_config.json's eos_token_id list).</summary>
+    IReadOnlyList<int> EosIds { get; }
+    /// <summary>True for a special token (skipped when decoding).</summary>
+    bool IsSpecial(int id);
 }
 
 /// <summary>Sampling settings for generation.</summary>
@@ -35,4 +39,7 @@ internal interface ILanguageModel : IDisposable
     /// <summary>Generated continuation text for each prompt (causal LM only, batched); stops at EOS or MaxNewTokens
     /// (stop strings are cut by the caller).</summary>
     string[] Generate(IReadOnlyList<int[]> prompts, GenerationSettings settings, ITextTokenizer tokenizer);
+
+    /// <summary>A streaming text generator over this causal LM (throws for a classifier).</summary>
+    QuanTA.Core.Generation.TextGenerator CreateGenerator(ITextTokenizer tokenizer);
 }

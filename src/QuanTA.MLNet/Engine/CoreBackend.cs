@@ -41,6 +41,26 @@ internal static class CoreBackend
         return (model, tokenizer);
     }
 
+    /// <summary>A causal LM from a Hugging Face folder for chat, with an optional adapter file (QuanTA.Core's
+    /// <see cref="AdapterFile"/> format) applied; returns its context length (config.json max_position_embeddings).</summary>
+    public static (ILanguageModel Model, ITextTokenizer Tokenizer, int ContextLength) LoadForChat(string modelDir, string? adapterPath,
+        Device device, ScalarType? dtype)
+    {
+        if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder '{modelDir}' not found.");
+        var tokenizer = new TokenizerAdapter(HfTokenizer.FromPretrained(modelDir));
+        var lm = CausalLM.FromPretrained(modelDir, dtype, device);
+        try
+        {
+            if (!string.IsNullOrWhiteSpace(adapterPath)) AdapterFile.Load(lm, adapterPath);
+            lm.eval();
+            return (new CausalModel(lm), tokenizer, lm.Config.MaxPositionEmbeddings);
+        }
+        catch { lm.Dispose(); throw; }
+    }
+
+    /// <summary>The context length of a base model folder (config.json max_position_embeddings).</summary>
+    public static int ContextLength(string modelDir) => HfModelConfig.Load(modelDir).MaxPositionEmbeddings;
+
     /// <summary>True when the folder's weights hold a sequence-classification head (<c>score.weight</c>).</summary>
     static bool HasClassificationHead(string modelDir)
     {
@@ -103,6 +123,8 @@ internal static class CoreBackend
         public string Decode(IReadOnlyList<int> ids) => tok.Decode(ids, skipSpecialTokens: true);
         public int PadId => tok.PadId ?? tok.EosId ?? 0;
         public int EosId => tok.EosId ?? throw new InvalidDataException($"The tokenizer in '{tok.Directory}' has no end-of-sequence token.");
+        public IReadOnlyList<int> EosIds => tok.EosIds;
+        public bool IsSpecial(int id) => tok.IsSpecial(id);
         IReadOnlyList<int> ITextCodec.Encode(string text) => tok.Encode(text, true);
     }
 
@@ -113,6 +135,8 @@ internal static class CoreBackend
         public Tensor Forward(Tensor inputIds, Tensor attentionMask) => m.forward(inputIds, attentionMask);   // (B, L)
         public string[] Generate(IReadOnlyList<int[]> prompts, GenerationSettings settings, ITextTokenizer tokenizer) =>
             throw new InvalidOperationException("A sequence-classification model cannot generate text.");
+        public TextGenerator CreateGenerator(ITextTokenizer tokenizer) =>
+            throw new InvalidOperationException("A sequence-classification model cannot generate text.");
         public void Dispose() => m.Dispose();
     }
 
@@ -121,6 +145,8 @@ internal static class CoreBackend
         public nn.Module Module => m;
         public int? NumLabels => null;
         public Tensor Forward(Tensor inputIds, Tensor attentionMask) => m.forward(inputIds, attentionMask);   // (B, T, V)
+
+        public TextGenerator CreateGenerator(ITextTokenizer tokenizer) => new(m, tokenizer as ITextCodec);
 
         public string[] Generate(IReadOnlyList<int[]> prompts, GenerationSettings s, ITextTokenizer tokenizer)
         {

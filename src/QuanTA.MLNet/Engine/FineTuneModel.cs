@@ -1,3 +1,4 @@
+using QuanTA.Core.Chat;
 using QuanTA.Core.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -6,8 +7,9 @@ using static TorchSharp.torch;
 
 namespace QuanTA.MLNet.Engine;
 
-/// <summary>One tokenized row: ids (prompt then target for generation) and how many leading ids carry no loss.</summary>
-internal readonly record struct EncodedRow(int[] Ids, int PromptLength, bool Truncated);
+/// <summary>One tokenized row: ids (prompt then target for generation) and how many leading ids carry no loss; a chat row
+/// instead carries a per-token <paramref name="LossMask"/> (true on the tokens of every assistant turn).</summary>
+internal readonly record struct EncodedRow(int[] Ids, int PromptLength, bool Truncated, bool[]? LossMask = null);
 
 /// <summary>
 /// The torch side of the ML.NET transformer, independent of ML.NET: a base model with adapters injected, its tokenizer,
@@ -19,13 +21,29 @@ internal sealed class FineTuneModel : IDisposable
     readonly ILanguageModel _lm;
     readonly HashSet<string> _baseKeys;
     readonly int[][]? _verbalized;   // Verbalizer mode: the token ids of " {class name}" per class
+    readonly Lazy<ConversationEncoder> _chat;   // chat template + tokenizer, loaded on first use (chat rows, chat client)
 
     FineTuneModel(ILanguageModel lm, ITextTokenizer tokenizer, QuanTATask task, int numClasses, Device device, int maxLen,
         InjectionSummary injection, HashSet<string> baseKeys, int[][]? verbalized)
     {
         _lm = lm; Tokenizer = tokenizer; Task = task; NumClasses = numClasses; Device = device; MaxSequenceLength = maxLen;
         Injection = injection; _baseKeys = baseKeys; _verbalized = verbalized;
+        _chat = new Lazy<ConversationEncoder>(() => new ConversationEncoder(tokenizer,
+            Core.Chat.ChatTemplate.FromModelFolder(BaseModelPath, ChatTemplateOverride), maxLen));
     }
+
+    /// <summary>The base model folder.</summary>
+    public string BaseModelPath { get; private init; } = "";
+    /// <summary><see cref="QuanTAFineTuneOptions.ChatTemplate"/>.</summary>
+    public string? ChatTemplateOverride { get; private init; }
+    /// <summary>True when generation rows are conversations (<see cref="QuanTAFineTuneOptions.MessagesColumnName"/>).</summary>
+    public bool IsChat { get; private init; }
+
+    /// <summary>The chat encoder (template loaded on first use; throws naming the folder when the model has no template).</summary>
+    public ConversationEncoder Chat => _chat.Value;
+
+    /// <summary>A text generator over the causal LM (the caller serializes its use with the transformer's lock).</summary>
+    public Core.Generation.TextGenerator CreateGenerator() => _lm.CreateGenerator(Tokenizer);
 
     /// <summary>True when classes are scored by a causal LM as verbalized answers rather than by a classification head.</summary>
     public bool IsVerbalizer => _verbalized is not null;
@@ -87,8 +105,11 @@ internal sealed class FineTuneModel : IDisposable
                 injection = injection with { TrainableParameters = lm.Module.parameters().Where(p => p.requires_grad).Sum(p => p.numel()) };
             }
             lm.Module.eval();
-            return new FineTuneModel(lm, tokenizer, options.Task, classification ? numClasses : 0,
-                device, options.MaxSequenceLength, injection, baseKeys, verbalized);
+            var model = new FineTuneModel(lm, tokenizer, options.Task, classification ? numClasses : 0,
+                device, options.MaxSequenceLength, injection, baseKeys, verbalized)
+            { BaseModelPath = options.BaseModelPath, ChatTemplateOverride = options.ChatTemplate, IsChat = options.IsChat };
+            if (model.IsChat) _ = model.Chat;   // fail before training when the template is missing or does not parse
+            return model;
         }
         catch
         {
@@ -121,7 +142,8 @@ internal sealed class FineTuneModel : IDisposable
     /// prompt + target (generation).</summary>
     public EncodedRow EncodeTraining(string text, string? secondText, int label, string? target)
     {
-        if (Task == QuanTATask.TextGeneration) return EncodeGeneration(text, target);
+        if (Task == QuanTATask.TextGeneration)
+            return IsChat ? Chat.EncodeForTraining(ChatJson.Parse(text)) : EncodeGeneration(text, target);
         var e = EncodeClassification(text, secondText);
         return _verbalized is null ? e : e with { Ids = [.. e.Ids, .. _verbalized[label]] };
     }
@@ -129,6 +151,10 @@ internal sealed class FineTuneModel : IDisposable
     /// <summary>The training loss of a batch in the model's mode (caller owns the dispose scope).</summary>
     public Tensor TrainingLoss(IReadOnlyList<EncodedRow> rows, IReadOnlyList<int> labels) =>
         Task == QuanTATask.TextClassification && _verbalized is null ? ClassificationLoss(rows, labels) : LanguageModelLoss(rows);
+
+    /// <summary>An inference prompt for generation: the prompt text, or (chat rows) the conversation up to its last assistant
+    /// turn rendered with the generation prompt.</summary>
+    public EncodedRow EncodePrompt(string text) => IsChat ? Chat.EncodePrompt(ChatJson.Parse(text)) : EncodeGeneration(text, null);
 
     /// <summary>Generation input: prompt ids, then (training) target ids + EOS. Over budget, the prompt is cut from the left
     /// (the target is kept); a target alone over budget is cut on the right.</summary>
@@ -181,16 +207,32 @@ internal sealed class FineTuneModel : IDisposable
     public Tensor LanguageModelLoss(IReadOnlyList<EncodedRow> rows)
     {
         var (ids, mask) = Collate(rows);
-        var labels = Losses.PromptMaskedLabels(ids, mask, rows.Select(r => r.PromptLength).ToList());   // (B, T), -100 on prompt/pad
+        var labels = Labels(rows, ids, mask);                                              // (B, T), -100 on prompt/pad
         using var logits = _lm.Forward(ids, mask);                                        // (B, T, V) fp32, freed after the loss
         return Losses.CausalLM(logits, labels, out _);                                    // mean over target tokens
+    }
+
+    /// <summary>Training labels: the ids where loss applies (after the prompt, or under a chat row's loss mask), else -100.</summary>
+    Tensor Labels(IReadOnlyList<EncodedRow> rows, Tensor ids, Tensor mask)
+    {
+        if (rows.All(r => r.LossMask is null)) return Losses.PromptMaskedLabels(ids, mask, rows.Select(r => r.PromptLength).ToList());
+        int t = (int)ids.shape[1];
+        var labels = new long[rows.Count * t];
+        Array.Fill(labels, Losses.IgnoreIndex);
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var r = rows[i];
+            for (int j = 0; j < r.Ids.Length; j++)
+                if (r.LossMask is { } m ? m[j] : j >= r.PromptLength) labels[i * t + j] = r.Ids[j];
+        }
+        return torch.tensor(labels, [rows.Count, t], device: Device);
     }
 
     /// <summary>Per row: mean log-probability of the tokens after the prompt. Returns (N,) fp32.</summary>
     Tensor MeanTargetLogProb(IReadOnlyList<EncodedRow> rows)
     {
         var (ids, mask) = Collate(rows);
-        var labels = Losses.PromptMaskedLabels(ids, mask, rows.Select(r => r.PromptLength).ToList())[.., 1..];   // (N, T-1)
+        var labels = Labels(rows, ids, mask)[.., 1..];                                    // (N, T-1)
         var logp = nn.functional.log_softmax(_lm.Forward(ids, mask)[.., ..^1, ..].to_type(ScalarType.Float32), -1); // (N, T-1, V)
         var keep = labels.ne(Losses.IgnoreIndex);                                         // (N, T-1)
         var picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1);      // (N, T-1)
@@ -248,7 +290,7 @@ internal sealed class FineTuneModel : IDisposable
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
-        long tokens = rows.Sum(r => (long)(r.Ids.Length - Math.Max(r.PromptLength, 1)));
+        long tokens = rows.Sum(r => r.LossMask is { } m ? m.Skip(1).LongCount(x => x) : r.Ids.Length - Math.Max(r.PromptLength, 1));
         var mean = LanguageModelLoss(rows).item<float>();
         return (mean * tokens, tokens);
     }

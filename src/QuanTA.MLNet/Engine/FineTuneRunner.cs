@@ -111,7 +111,8 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             else if (p.Kind == TrainingEventKind.EpochEnd && truncated > 0)
             {
                 ch.Warning(MessageSensitivity.None, $"{truncated} rows were longer than MaxSequenceLength = {o.MaxSequenceLength} tokens " +
-                    "and were truncated (set Truncation = TruncationPolicy.Error to fail instead).");
+                    (o.IsChat ? "and lost their oldest exchanges (or, a single exchange, were cut)" : "and were truncated") +
+                    " (set Truncation = TruncationPolicy.Error to fail instead).");
                 truncated = 0;
             }
         });
@@ -175,12 +176,18 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
 
     EncodedRow Encode(InputRow r, ref int truncated)
     {
-        var e = model.EncodeTraining(r.Text, r.SecondText, r.Label, r.Target);
+        EncodedRow e;
+        try { e = model.EncodeTraining(r.Text, r.SecondText, r.Label, r.Target); }
+        catch (Exception ex) when (options.IsChat && ex is InvalidDataException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"Row {r.Row} of the conversation column '{options.MessagesColumnName}': {ex.Message}", ex);
+        }
         if (e.Truncated)
         {
             if (options.Truncation == TruncationPolicy.Error)
                 throw new InvalidDataException($"Row {r.Row} is longer than MaxSequenceLength = {options.MaxSequenceLength} tokens " +
-                    "(Truncation = Error). Raise MaxSequenceLength or shorten the text.");
+                    (options.IsChat ? "even as a whole conversation (Truncation = Error refuses it; TruncateWithWarning drops its oldest exchanges). "
+                                    : "(Truncation = Error). ") + "Raise MaxSequenceLength or shorten the text.");
             truncated++;
         }
         return e;

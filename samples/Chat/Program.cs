@@ -92,7 +92,8 @@ foreach (var (word, reference) in testWords)
     tokens += usage?.OutputTokenCount ?? 0; seconds += sw.Elapsed.TotalSeconds;
 }
 Console.WriteLine();
-Console.WriteLine($"Streaming on {(gpu ? "cuda" : "cpu")}: first token {Median(firstTokenMs):F1} ms (median of {firstTokenMs.Count}), " +
+var device = chat.GetService<QuanTAChatClient>()?.Device ?? "?";
+Console.WriteLine($"Streaming on {device}: first token {Median(firstTokenMs):F1} ms (median of {firstTokenMs.Count}), " +
                   $"{tokens / seconds:F1} tokens/s over {tokens:F0} tokens");
 
 // The same question again is answered from the cache middleware, without running the model.

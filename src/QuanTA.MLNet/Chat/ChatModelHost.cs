@@ -23,8 +23,9 @@ internal sealed class ChatModelHost : IDisposable
     readonly IDisposable? _owned;
 
     ChatModelHost(TextGenerator generator, ITextTokenizer tokenizer, ConversationEncoder encoder, object gate, int contextLength,
-        string modelId, IDisposable? owned, QuanTAFineTuneTransformer? transformer)
+        string modelId, IDisposable? owned, QuanTAFineTuneTransformer? transformer, string device)
     {
+        Device = device;
         _generator = generator; _tokenizer = tokenizer; Encoder = encoder; Gate = gate; ContextLength = contextLength;
         ModelId = modelId; _owned = owned; Transformer = transformer;
         // Stop at eos (and generation_config's list) and at the special token that ends an assistant turn in this template.
@@ -38,6 +39,7 @@ internal sealed class ChatModelHost : IDisposable
     public string ModelId { get; }
     public IReadOnlyList<int> StopTokenIds { get; }
     public QuanTAFineTuneTransformer? Transformer { get; }
+    public string Device { get; }
 
     /// <summary>Over a fitted (or loaded) generation transformer; <paramref name="owns"/>: dispose it with the client.</summary>
     public static ChatModelHost FromTransformer(QuanTAFineTuneTransformer transformer, QuanTAChatClientOptions o, string defaultId, IDisposable? owns)
@@ -49,7 +51,7 @@ internal sealed class ChatModelHost : IDisposable
         var template = o.ChatTemplate is null ? model.Chat.Template : ChatTemplate.FromModelFolder(model.BaseModelPath, o.ChatTemplate);
         int context = o.MaxContextTokens ?? CoreBackend.ContextLength(model.BaseModelPath);
         return new ChatModelHost(model.CreateGenerator(), model.Tokenizer, new ConversationEncoder(model.Tokenizer, template, context),
-            transformer.SyncRoot, context, o.ModelId ?? defaultId, owns, transformer);
+            transformer.SyncRoot, context, o.ModelId ?? defaultId, owns, transformer, model.Device.ToString());
     }
 
     /// <summary>Over a Hugging Face model folder with an optional adapter file.</summary>
@@ -72,7 +74,7 @@ internal sealed class ChatModelHost : IDisposable
             int context = o.MaxContextTokens ?? contextLength;
             var id = o.ModelId ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDir)));
             return new ChatModelHost(lm.CreateGenerator(tokenizer), tokenizer, new ConversationEncoder(tokenizer, template, context),
-                new object(), context, id, lm, null);
+                new object(), context, id, lm, null, device.ToString());
         }
         catch { lm.Dispose(); throw; }
     }

@@ -46,6 +46,14 @@ public sealed class QuanTAChatClient : IChatClient
         options = Checked(options);
         if (!File.Exists(modelZipPath)) throw new FileNotFoundException($"Saved model '{modelZipPath}' not found.", modelZipPath);
         var ml = new MLContext().RegisterQuanTA(baseModelPath);
+        var device = options.Device.Trim().ToLowerInvariant();
+        if (device.StartsWith("cuda", StringComparison.Ordinal))          // the saved model loads where the MLContext says
+        {
+            ml.GpuDeviceId = device.Length > 5 && int.TryParse(device[5..], out var index) ? index
+                : device == "cuda" ? 0 : throw new ArgumentException($"QuanTAChatClientOptions.Device '{options.Device}' is not cpu, cuda or cuda:N.");
+            ml.FallbackToCpu = false;
+        }
+        else if (device != "cpu") throw new ArgumentException($"QuanTAChatClientOptions.Device '{options.Device}' is not cpu, cuda or cuda:N.");
         var loaded = ml.Model.LoadWithQuanTA(ml, modelZipPath, out _);
         var transformer = Find(loaded) ?? throw new InvalidDataException(
             $"'{modelZipPath}' holds no QuanTA fine-tuned model (no QuanTAFineTuneTransformer in the saved pipeline).");
@@ -64,6 +72,9 @@ public sealed class QuanTAChatClient : IChatClient
 
     /// <summary>The model id reported in responses.</summary>
     public string ModelId => _host.ModelId;
+
+    /// <summary>The device the model runs on (<c>cpu</c>, <c>cuda:0</c>, …).</summary>
+    public string Device => _host.Device;
 
     /// <summary>The chat template the conversations are rendered with.</summary>
     public ChatTemplate ChatTemplate => _host.Encoder.Template;

@@ -47,4 +47,30 @@ public class ChatTokenParityTests
         }
         Assert.True(failures.Count == 0, string.Join("\n", failures));
     }
+
+    /// <summary>
+    /// Without transformers: the chat folders' tokenizers turn each control token the template writes into its one
+    /// added-token id (so the LLaMA-3 header tokens added to tok-llama3-chat are used) and decode back to the text.
+    /// </summary>
+    [Theory]
+    [InlineData("tok-llama3-chat", "llama3|system-multi-turn", new[] { "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>" })]
+    [InlineData("tok-qwen2-chat", "qwen2|system-multi-turn", new[] { "<|im_start|>", "<|im_end|>" })]
+    [InlineData("tok-llama2-chat", "llama2|system-multi-turn", new[] { "<s>", "</s>" })]
+    [InlineData("tok-mistral-chat", "mistral|multi-turn", new[] { "<s>", "</s>" })]
+    public void ControlTokensOfTheRenderedConversationEncodeAsSingleIds(string folder, string conversation, string[] controlTokens)
+    {
+        string dir = Path.Combine(FixtureFolder.Dir(ChatReferences.Folder), folder);
+        var tokenizer = HfTokenizer.FromPretrained(dir);
+        var template = ChatTemplate.FromModelFolder(dir);
+        string text = template.Render(ChatReferences.Get(conversation + "|agp=True").Messages, addGenerationPrompt: true);
+        int[] ids = tokenizer.Encode(text, addSpecialTokens: false);
+        foreach (var token in controlTokens)
+        {
+            int id = tokenizer.TokenToId(token) ?? throw new Xunit.Sdk.XunitException($"{folder} has no id for {token}");
+            int inText = (text.Length - text.Replace(token, "", StringComparison.Ordinal).Length) / token.Length;
+            Assert.True(inText > 0, $"{token} does not occur in the rendering");
+            Assert.Equal(inText, ids.Count(i => i == id));
+        }
+        Assert.Equal(text, tokenizer.Decode(ids, skipSpecialTokens: false));
+    }
 }

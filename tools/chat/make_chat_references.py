@@ -39,7 +39,12 @@ TEMPLATES = {
     "llama3": (os.path.join(BUILTIN, "llama3.jinja"), "<|begin_of_text|>", "<|eot_id|>"),
     "qwen2": (os.path.join(BUILTIN, "qwen2.jinja"), None, "<|im_end|>"),
     "qwen2.5": (os.path.join(BUILTIN, "qwen2.5.jinja"), None, "<|im_end|>"),
+    # test-only real-world templates (test/fixtures/chat-templates/extra/README.md)
     "llama3.3": (os.path.join(FIXTURES, "extra", "llama3.3.jinja"), "<|begin_of_text|>", "<|eot_id|>"),
+    "qwen3": (os.path.join(FIXTURES, "extra", "qwen3.jinja"), None, "<|im_end|>"),
+    "deepseek-r1": (os.path.join(FIXTURES, "extra", "deepseek-r1.jinja"), "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "gemma": (os.path.join(FIXTURES, "extra", "gemma.jinja"), "<bos>", "<eos>"),
+    "phi3": (os.path.join(FIXTURES, "extra", "phi3.jinja"), "<s>", "<|endoftext|>"),
 }
 
 # chat tokenizer fixture folder -> (source tokenizer fixture, built-in template, where the template goes)

@@ -97,6 +97,22 @@ public class RenderForTrainingTests
     }
 
     [Fact]
+    public void Qwen3StyleReasoningTemplatesAreReportedNotMislocated()
+    {
+        // Qwen3's template drops <think> blocks from assistant turns before the last user question, so the first
+        // answer renders differently once a later question follows: incremental rendering must refuse, not guess.
+        var reasoning = ChatReferences.Get("qwen3|reasoning|agp=False").Messages;
+        var e = Assert.Throws<ChatTemplateException>(() => BuiltIn("qwen3").RenderForTraining(reasoning));
+        Assert.Contains("'qwen3'", e.Message);
+        Assert.Contains("assistant turn 1", e.Message);
+        // Without reasoning in earlier turns only the last answer carries the (empty) think block, and it is located.
+        var single = ChatReferences.Get("qwen3|system-prompt|agp=False").Messages;
+        var rendered = BuiltIn("qwen3").RenderForTraining(single);
+        var span = Assert.Single(rendered.AssistantSpans);
+        Assert.Equal("<think>\n\n</think>\n\nRed.<|im_end|>\n", rendered.Text.Substring(span.Start, span.Length));
+    }
+
+    [Fact]
     public void ARefusedConversationIsReportedAsARefusal()
     {
         var nonAlternating = ChatReferences.Get("llama2|non-alternating|agp=False").Messages;

@@ -107,6 +107,7 @@ def whitespace_templates(count=500, seed=11):
     for _ in range(count):
         t = _sequence(rng, 2)
         if rng.random() < 0.2:
-            t += "{% raw %}" + rng.choice(TEXTS) + "{{ raw }}" + rng.choice(TEXTS) + rng.choice(["{% endraw %}", "{%- endraw -%}", "{% endraw +%}"])
+            t += (rng.choice(TEXTS) + rng.choice(["{% raw %}", "{%- raw -%}", "{% raw -%}", "{%+ raw %}"]) + rng.choice(TEXTS) + "{{ raw }}"
+                  + rng.choice(TEXTS) + rng.choice(["{% endraw %}", "{%- endraw -%}", "{% endraw +%}", "{%+ endraw %}"]) + rng.choice(TEXTS))
         templates.append(t + rng.choice(["", "\n", " \n"]))
     return templates

@@ -98,6 +98,11 @@ public class ChatTemplateFolderTests
         Assert.Equal("default:x", ChatTemplate.FromModelFolder(tmp.Path).Render(turns, false));
         Assert.Equal("tools:None", ChatTemplate.FromModelFolder(tmp.Path, "tool_use").Render(turns, false));
 
+        // transformers 5 saves extra named templates as additional_chat_templates/NAME.jinja.
+        Directory.CreateDirectory(Path.Combine(tmp.Path, "additional_chat_templates"));
+        tmp.Write(Path.Combine("additional_chat_templates", "rag.jinja"), "rag:{{ documents }}");
+        Assert.Equal("rag:None", ChatTemplate.FromModelFolder(tmp.Path, "rag").Render(turns, false));
+
         // A chat_template.jinja file wins over tokenizer_config.json.
         tmp.Write("chat_template.jinja", "jinja file:{{ messages[0].content }}\n");
         Assert.Equal("jinja file:x", ChatTemplate.FromModelFolder(tmp.Path).Render(turns, false));

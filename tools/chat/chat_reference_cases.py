@@ -30,6 +30,12 @@ CONVERSATIONS = [
     ("empty-system", [m("system", ""), m("user", "Hello"), m("assistant", "Hi!")]),
     ("trailing-user", [m("user", "First question?"), m("assistant", "First answer."), m("user", "Follow-up?")]),
     ("non-alternating", [m("user", "One"), m("user", "Two"), m("assistant", "Three")]),
+    ("reasoning", [
+        m("user", "2 + 2?"),
+        m("assistant", "<think>\nAdd them.\n</think>\n\n4"),
+        m("user", "And 3 + 3?"),
+        m("assistant", "<think>\nAgain.\n</think>\n6"),
+    ]),
 ]
 
 MESSAGES = [m("system", "sys"), m("user", "u1"), m("assistant", "a1"), m("user", "u2")]
@@ -164,6 +170,16 @@ ENGINE_CASES = [
     {"name": "qwen2.5-tools", "template": "@qwen2.5", "variables": {"messages": TOOL_MESSAGES, "tools": TOOLS, "add_generation_prompt": True}},
     {"name": "llama3.3-tools", "template": "@llama3.3", "variables": {"messages": TOOL_MESSAGES, "tools": TOOLS, "bos_token": "<|begin_of_text|>",
                                                                        "add_generation_prompt": False}},
+    {"name": "qwen3-tools-and-reasoning", "template": "@qwen3", "variables": {
+        "messages": TOOL_MESSAGES + [m("user", "And Rome?"), {"role": "assistant", "content": "Sunny too.", "reasoning_content": "\nLook it up.\n"}],
+        "tools": TOOLS, "add_generation_prompt": True, "enable_thinking": False}},
+    {"name": "deepseek-r1-tools", "template": "@deepseek-r1", "variables": {
+        "messages": [m("system", "S"), m("user", "Q"),
+                     {"role": "assistant", "content": None, "tool_calls": [
+                         {"type": "function", "function": {"name": "f", "arguments": "{}"}},
+                         {"type": "function", "function": {"name": "g", "arguments": "{\"a\": 1}"}}]},
+                     m("tool", "r1"), m("tool", "r2"), m("assistant", "<think>x</think>done")],
+        "bos_token": "<｜begin▁of▁sentence｜>", "add_generation_prompt": True}},
     {"name": "llama3.3-builtin-tools", "template": "@llama3.3", "variables": {
         "messages": [m("user", "Search the weather"),
                      {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "brave_search", "arguments": {"query": "weather"}}}]},

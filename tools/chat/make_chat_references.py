@@ -16,7 +16,7 @@ Modes (run from the repository root):
       (Re)creates the chat tokenizer fixture folders test/fixtures/chat-templates/tok-*-chat from the tok-* tokenizer
       fixtures by plain JSON editing (no transformers needed).
 """
-import argparse, datetime, json, os, shutil, sys
+import argparse, copy, datetime, json, os, shutil, sys, warnings
 
 import jinja2
 import jinja2.ext
@@ -30,6 +30,7 @@ FIXED_NOW = datetime.datetime(2024, 7, 26, 9, 5, 3)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from chat_reference_cases import CONVERSATIONS, ENGINE_CASES  # noqa: E402
+from chat_fuzz_cases import VARIABLES as FUZZ_VARIABLES, fuzz_expressions, whitespace_templates  # noqa: E402
 
 # name -> (template file, bos_token, eos_token): the models' own special tokens.
 TEMPLATES = {
@@ -38,7 +39,12 @@ TEMPLATES = {
     "llama3": (os.path.join(BUILTIN, "llama3.jinja"), "<|begin_of_text|>", "<|eot_id|>"),
     "qwen2": (os.path.join(BUILTIN, "qwen2.jinja"), None, "<|im_end|>"),
     "qwen2.5": (os.path.join(BUILTIN, "qwen2.5.jinja"), None, "<|im_end|>"),
+    # test-only real-world templates (test/fixtures/chat-templates/extra/README.md)
     "llama3.3": (os.path.join(FIXTURES, "extra", "llama3.3.jinja"), "<|begin_of_text|>", "<|eot_id|>"),
+    "qwen3": (os.path.join(FIXTURES, "extra", "qwen3.jinja"), None, "<|im_end|>"),
+    "deepseek-r1": (os.path.join(FIXTURES, "extra", "deepseek-r1.jinja"), "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "gemma": (os.path.join(FIXTURES, "extra", "gemma.jinja"), "<bos>", "<eos>"),
+    "phi3": (os.path.join(FIXTURES, "extra", "phi3.jinja"), "<s>", "<|endoftext|>"),
 }
 
 # chat tokenizer fixture folder -> (source tokenizer fixture, built-in template, where the template goes)
@@ -115,7 +121,7 @@ def make_references():
         for conv_name, messages in CONVERSATIONS:
             for agp in (False, True):
                 case = {"template": name, "conversation": conv_name, "messages": messages, "add_generation_prompt": agp}
-                case.update(outcome(lambda: render_chat(env, text, messages, agp, bos, eos)))
+                case.update(outcome(lambda: render_chat(env, text, copy.deepcopy(messages), agp, bos, eos)))
                 cases.append(case)
     engine = []
     for case in ENGINE_CASES:
@@ -123,8 +129,17 @@ def make_references():
         if text.startswith("@"):  # one of TEMPLATES, by name
             text = read_template(TEMPLATES[text[1:]][0])
         out = {"name": case["name"], "template": text, "variables": case.get("variables", {})}
-        out.update(outcome(lambda: env.from_string(text).render(**out["variables"])))
+        # A fresh copy per render: a template can mutate its inputs (e.g. `list | indent` extends the list in place).
+        out.update(outcome(lambda: env.from_string(text).render(**copy.deepcopy(out["variables"]))))
         engine.append(out)
+    fuzz = []
+    warnings.simplefilter("ignore", SyntaxWarning)  # Python's compiler notes about e.g. `1[0]` in generated code
+    for expr in fuzz_expressions():
+        out = {"expression": expr}
+        result = outcome(lambda: env.from_string("{{ " + expr + " }}").render(**copy.deepcopy(FUZZ_VARIABLES)))
+        out.update({"expected": result["expected"]} if "expected" in result else {"error_type": result["error_type"]})
+        fuzz.append(out)
+    whitespace = [{"template": t, **outcome(lambda: env.from_string(t).render())} for t in whitespace_templates()]
     return {
         "generator": "tools/chat/make_chat_references.py",
         "jinja2_version": jinja2.__version__,
@@ -132,6 +147,9 @@ def make_references():
         "templates": templates,
         "cases": cases,
         "engine_cases": engine,
+        "fuzz_variables": FUZZ_VARIABLES,
+        "fuzz_cases": fuzz,
+        "whitespace_cases": whitespace,
     }
 
 

@@ -8,7 +8,7 @@ namespace QuanTA.Core.Tests.Chat;
 /// tools/chat/make_chat_references.py: every built-in template (and a LLaMA-3.3-style template with tools) on each
 /// reference conversation with and without the generation prompt, and the evaluator cases (one Jinja construct each).
 /// </summary>
-public class ChatTemplateParityTests
+public partial class ChatTemplateParityTests
 {
     public static TheoryData<string> CaseIds => new(ChatReferences.Cases.Select(c => c.Id));
 
@@ -74,4 +74,76 @@ public class ChatTemplateParityTests
                 break;
         }
     }
+
+    /// <summary>
+    /// Differential test: several hundred random expressions (tools/chat/chat_fuzz_cases.py, fixed seed) over a few
+    /// variables print exactly what Jinja2 prints, and fail exactly where Jinja2 fails.
+    /// </summary>
+    [Fact]
+    public void RandomExpressionsMatchJinja2()
+    {
+        var root = ChatReferences.Load("references.json")!.Value;
+        var variables = ChatReferences.Variables(root.GetProperty("fuzz_variables"));
+        var failures = new List<string>();
+        int count = 0;
+        foreach (var c in root.GetProperty("fuzz_cases").EnumerateArray())
+        {
+            count++;
+            string expr = c.GetProperty("expression").GetString()!;
+            // Python prints iterators with their memory address ("<generator object x at 0x7f...>"): compare without it.
+            string? expected = c.TryGetProperty("expected", out var e) ? MemoryAddress().Replace(e.GetString()!, "") : null;
+            string actual;
+            try
+            {
+                actual = JinjaTemplate.Parse("{{ " + expr + " }}", "fuzz").Render(variables);
+            }
+            catch (ChatTemplateException ex)
+            {
+                if (expected is not null) failures.Add($"{expr}\n  Jinja2: {expected}\n  here:   error {ex.Reason}");
+                continue;
+            }
+            actual = MemoryAddress().Replace(actual, "");
+            if (expected is null) failures.Add($"{expr}\n  Jinja2: {c.GetProperty("error_type").GetString()}\n  here:   {actual}");
+            else if (expected != actual) failures.Add($"{expr}\n  Jinja2: {expected}\n  here:   {actual}");
+        }
+        Assert.True(count > 100);
+        Assert.True(failures.Count == 0, $"{failures.Count} of {count} differ:\n" + string.Join("\n", failures));
+    }
+
+    /// <summary>
+    /// Differential test of whitespace control: random templates mixing text (spaces, tabs, newlines, CRLF), tags with
+    /// "-" / "+" modifiers, comments, raw blocks and nested if/for blocks render exactly as with Jinja2
+    /// (trim_blocks + lstrip_blocks, as transformers configures it).
+    /// </summary>
+    [Fact]
+    public void RandomWhitespaceControlMatchesJinja2()
+    {
+        var root = ChatReferences.Load("references.json")!.Value;
+        var failures = new List<string>();
+        int count = 0;
+        foreach (var c in root.GetProperty("whitespace_cases").EnumerateArray())
+        {
+            count++;
+            string template = c.GetProperty("template").GetString()!;
+            string? expected = c.TryGetProperty("expected", out var e) ? e.GetString() : null;
+            string actual;
+            try
+            {
+                actual = JinjaTemplate.Parse(template, "whitespace").Render(new Dictionary<string, object?>());
+            }
+            catch (ChatTemplateException ex)
+            {
+                if (expected is not null) failures.Add($"{Show(template)}\n  Jinja2: {Show(expected)}\n  here:   error {ex.Message}");
+                continue;
+            }
+            if (expected != actual) failures.Add($"{Show(template)}\n  Jinja2: {(expected is null ? "error" : Show(expected))}\n  here:   {Show(actual)}");
+        }
+        Assert.True(count > 100);
+        Assert.True(failures.Count == 0, $"{failures.Count} of {count} differ:\n" + string.Join("\n", failures));
+    }
+
+    static string Show(string s) => System.Text.Json.JsonSerializer.Serialize(s);
+
+    [System.Text.RegularExpressions.GeneratedRegex(" at 0x[0-9a-f]+", System.Text.RegularExpressions.RegexOptions.IgnoreCase)]
+    private static partial System.Text.RegularExpressions.Regex MemoryAddress();
 }

@@ -49,10 +49,17 @@ public sealed partial class ChatTemplate
         return null;
     }
 
-    /// <summary>tokenizer_config.json's chat_template: a string is the "default" entry; a list gives name → template.</summary>
+    /// <summary>
+    /// Named templates: tokenizer_config.json's chat_template (a string is the "default" entry, a list gives name →
+    /// template) and, as transformers 5 saves extra templates, additional_chat_templates/NAME.jinja.
+    /// </summary>
     static Dictionary<string, string> ReadConfigTemplates(string dir)
     {
         var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        string extra = Path.Combine(dir, "additional_chat_templates");
+        if (Directory.Exists(extra))
+            foreach (var file in Directory.EnumerateFiles(extra, "*.jinja").Order(StringComparer.Ordinal))
+                result[Path.GetFileNameWithoutExtension(file)] = File.ReadAllText(file);
         string path = Path.Combine(dir, "tokenizer_config.json");
         if (!File.Exists(path)) return result;
         JsonDocument doc;

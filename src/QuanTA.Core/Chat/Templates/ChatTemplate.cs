@@ -1,5 +1,4 @@
 using QuanTA.Core.Chat.Templates;
-using QuanTA.Core.Tokenization;
 
 namespace QuanTA.Core.Chat;
 

@@ -28,8 +28,8 @@ internal static class JinjaAccess
             case string s when PyOps.IsInt(key):
                 var cps = PyStr.ToCodePoints(s);
                 return TryIndex(cps.Length, PyOps.AsLong(key), out int ci) ? PyStr.FromCodePoints([cps[ci]]) : JinjaUndefined.ForMember(obj, key);
-            case List<object?> or JinjaTuple when PyOps.IsInt(key):
-                var seq = PyOps.AsSequence(obj)!;
+            case List<object?> or JinjaTuple or JinjaRange when PyOps.IsInt(key):
+                var seq = obj is JinjaRange r ? r.Items : PyOps.AsSequence(obj)!;
                 return TryIndex(seq.Count, PyOps.AsLong(key), out int i) ? seq[i] : JinjaUndefined.ForMember(obj, key);
         }
         if (key is string name && !name.StartsWith("__", StringComparison.Ordinal) && TryAttribute(obj, name, out var attr))
@@ -37,23 +37,29 @@ internal static class JinjaAccess
         return JinjaUndefined.ForMember(obj, key);
     }
 
-    /// <summary><c>obj[start:stop:step]</c> of a string, list or tuple; non-integer bounds make it undefined.</summary>
+    /// <summary>
+    /// <c>obj[start:stop:step]</c> of a string, list, tuple or range. Jinja compiles slices to a plain Python subscript
+    /// (not through its getitem), so anything else is an error rather than undefined.
+    /// </summary>
     public static object? Slice(object? obj, object? start, object? stop, object? step)
     {
         if (obj is JinjaUndefined u) throw u.Fail();
-        if (!IsBound(start) || !IsBound(stop) || !IsBound(step)) return JinjaUndefined.ForMember(obj, "slice");
+        if (obj is JinjaDict) throw new JinjaRuntimeError("unhashable type: 'slice'");
+        if (obj is not (string or List<object?> or JinjaTuple or JinjaRange))
+            throw new JinjaRuntimeError($"'{PyOps.TypeName(obj)}' object is not subscriptable");
+        if (!IsBound(start) || !IsBound(stop) || !IsBound(step))
+            throw new JinjaRuntimeError("slice indices must be integers or None or have an __index__ method");
         long? Bound(object? b) => b is null ? null : PyOps.AsLong(b);
         switch (obj)
         {
             case string s:
                 var cps = PyStr.ToCodePoints(s);
                 return PyStr.FromCodePoints(PyStr.SliceIndexes(cps.Length, Bound(start), Bound(stop), Bound(step)).Select(i => cps[i]));
-            case List<object?> list:
-                return PyStr.SliceIndexes(list.Count, Bound(start), Bound(stop), Bound(step)).Select(i => list[i]).ToList();
             case JinjaTuple t:
                 return new JinjaTuple(PyStr.SliceIndexes(t.Items.Count, Bound(start), Bound(stop), Bound(step)).Select(i => t.Items[i]).ToList());
-            default:
-                return JinjaUndefined.ForMember(obj, "slice");
+            default: // list, or range (sliced to a list here; Python gives a range with the same items)
+                var items = obj is JinjaRange r ? r.Items : (List<object?>)obj;
+                return PyStr.SliceIndexes(items.Count, Bound(start), Bound(stop), Bound(step)).Select(i => items[i]).ToList();
         }
     }
 

@@ -250,14 +250,9 @@ internal sealed partial class JinjaEvaluator
             : throw new JinjaRuntimeError($"'{PyOps.TypeName(v)}' object cannot be interpreted as an integer")).ToArray();
         long start = n.Length == 1 ? 0 : n[0], stop = n.Length == 1 ? n[0] : n[1], step = n.Length == 3 ? n[2] : 1;
         if (step == 0) throw new JinjaRuntimeError("range() arg 3 must not be zero");
-        var list = new List<object?>();
-        for (long i = start; step > 0 ? i < stop : i > stop; i += step)
-        {
-            if (list.Count >= MaxRange)
-                throw new JinjaRuntimeError($"Range too big. The sandbox blocks ranges larger than MAX_RANGE ({MaxRange}).");
-            list.Add(i);
-        }
-        return list;
+        long count = step > 0 ? (stop - start + step - 1) / step : (start - stop - step - 1) / -step;
+        if (count > MaxRange) throw new JinjaRuntimeError($"Range too big. The sandbox blocks ranges larger than MAX_RANGE ({MaxRange}).");
+        return new JinjaRange(start, stop, step);
     }
 }
 

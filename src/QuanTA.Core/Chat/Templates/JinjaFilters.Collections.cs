@@ -9,9 +9,7 @@ internal static partial class JinjaFilters
         {
             case "items":
                 Bind([]);
-                if (value is JinjaUndefined) return new List<object?>();
-                if (value is not JinjaDict dict) throw new JinjaRuntimeError("Can only get item pairs from a mapping.");
-                return dict.Items.Select(kv => (object?)new JinjaTuple([kv.Key, kv.Value])).ToList();
+                return new JinjaIterator("generator", "do_items", ItemPairs(value));
             case "list":
                 Bind([]);
                 return PyOps.Iterate(value).ToList();
@@ -25,17 +23,16 @@ internal static partial class JinjaFilters
                 return all.Count > 0 ? all[^1] : JinjaUndefined.WithHint("No last item, sequence was empty.");
             case "reverse":
                 Bind([]);
-                if (value is string s) return PyStr.FromCodePoints(Enumerable.Reverse(PyStr.ToCodePoints(s)));
-                return Reversible(value).AsEnumerable().Reverse().ToList();
+                return Reverse(value);
             case "join":
                 var j = Bind(["d", "attribute"], "", null);
                 var parts = PyOps.Iterate(value);
                 if (j[1] is not null) parts = parts.Select(AttributeGetter(j[1], null));
                 return string.Join(PyFormat.Str(j[0]), parts.Select(PyFormat.Str));
             case "map":
-                return Map(value, args, env);
+                return new JinjaIterator("generator", "sync_do_map", Map(value, args, env));
             case "select" or "reject" or "selectattr" or "rejectattr":
-                return SelectOrReject(name, value, args, env);
+                return new JinjaIterator("generator", "select_or_reject", SelectOrReject(name, value, args, env));
             case "sort":
                 var so = Bind(["reverse", "case_sensitive", "attribute"], false, false, null);
                 return Sorted(PyOps.Iterate(value).ToList(), PyOps.Truthy(so[0]), PyOps.Truthy(so[1]), so[2]);
@@ -47,17 +44,7 @@ internal static partial class JinjaFilters
                 return Sorted(pairs, PyOps.Truthy(ds[2]), PyOps.Truthy(ds[0]), (long)pos);
             case "unique":
                 var u = Bind(["case_sensitive", "attribute"], false, null);
-                var key = u[1] is null ? (Func<object?, object?>)(x => x) : AttributeGetter(u[1], null);
-                var seen = new List<object?>();
-                var result = new List<object?>();
-                foreach (var item in PyOps.Iterate(value))
-                {
-                    var k = CaseKey(key(item), PyOps.Truthy(u[0]));
-                    if (seen.Any(x => PyOps.Eq(x, k))) continue;
-                    seen.Add(k);
-                    result.Add(item);
-                }
-                return result;
+                return new JinjaIterator("generator", "sync_do_unique", Unique(value, PyOps.Truthy(u[0]), u[1]));
             case "min" or "max":
                 var mm = Bind(["case_sensitive", "attribute"], false, null);
                 var items = PyOps.Iterate(value).ToList();
@@ -80,12 +67,57 @@ internal static partial class JinjaFilters
         }
     }
 
+    /// <summary>What Python's <c>reversed()</c> accepts (sequences, dicts, dict views, ranges), as a list.</summary>
     static IReadOnlyList<object?> Reversible(object? value) => value switch
     {
         string s => PyStr.CodePoints(s).ToList(),
-        JinjaDict or List<object?> or JinjaTuple or JinjaUndefined => PyOps.Iterate(value).ToList(),
-        _ => throw new JinjaRuntimeError($"argument to reversed() must be a sequence, not {PyOps.TypeName(value)}"),
+        JinjaDict or List<object?> or JinjaTuple or JinjaUndefined or JinjaDictView or JinjaRange => PyOps.Iterate(value).ToList(),
+        _ => throw new JinjaRuntimeError($"'{PyOps.TypeName(value)}' object is not reversible"),
     };
+
+    /// <summary>Jinja's <c>reverse</c>: a reversed string, else Python's reverse iterator, else a reversed list of an iterable.</summary>
+    static object? Reverse(object? value)
+    {
+        switch (value)
+        {
+            case string s:
+                return PyStr.FromCodePoints(Enumerable.Reverse(PyStr.ToCodePoints(s)));
+            case JinjaIterator:
+                var list = PyOps.Iterate(value).ToList();
+                list.Reverse();
+                return list;
+        }
+        string typeName = value switch
+        {
+            List<object?> => "list_reverseiterator",
+            JinjaDict => "dict_reversekeyiterator",
+            JinjaRange => "range_iterator",
+            JinjaDictView view => view.TypeName.Replace("dict_", "dict_reverse") + "iterator",
+            JinjaTuple or JinjaUndefined => "reversed",
+            _ => throw new JinjaRuntimeError("argument must be iterable"),
+        };
+        return new JinjaIterator(typeName, null, Reversible(value).AsEnumerable().Reverse());
+    }
+
+    static IEnumerable<object?> ItemPairs(object? value)
+    {
+        if (value is JinjaUndefined) yield break;
+        if (value is not JinjaDict dict) throw new JinjaRuntimeError("Can only get item pairs from a mapping.");
+        foreach (var (k, v) in dict.Items) yield return new JinjaTuple([k, v]);
+    }
+
+    static IEnumerable<object?> Unique(object? value, bool caseSensitive, object? attribute)
+    {
+        var key = attribute is null ? (Func<object?, object?>)(x => x) : AttributeGetter(attribute, null);
+        var seen = new JinjaDict(); // a Python set: unhashable keys fail
+        foreach (var item in PyOps.Iterate(value))
+        {
+            var k = CaseKey(key(item), caseSensitive);
+            if (seen.ContainsKey(k)) continue;
+            seen.Set(k, null);
+            yield return item;
+        }
+    }
 
     static object? CaseKey(object? v, bool caseSensitive) => !caseSensitive && v is string s ? PyStr.Lower(s) : v;
 
@@ -114,18 +146,26 @@ internal static partial class JinjaFilters
         var getter = attribute is null ? (Func<object?, object?>)(x => x) : AttributeGetter(attribute, null);
         var keyed = items.Select((item, index) => (Item: item, Key: CaseKey(getter(item), caseSensitive), Index: index)).ToList();
         // Python's sort is stable also with reverse=True (equal items keep their order).
-        keyed.Sort((a, b) =>
+        try
         {
-            int c = PyOps.Compare(a.Key, b.Key, "<");
-            if (c == 2) c = 0;
-            if (reverse) c = -c;
-            return c != 0 ? c : a.Index.CompareTo(b.Index);
-        });
+            keyed.Sort((a, b) =>
+            {
+                int c = PyOps.Compare(a.Key, b.Key, "<");
+                if (c == 2) c = 0;
+                if (reverse) c = -c;
+                return c != 0 ? c : a.Index.CompareTo(b.Index);
+            });
+        }
+        catch (InvalidOperationException e) when (e.InnerException is JinjaRuntimeError inner)
+        {
+            throw inner; // List.Sort wraps comparer exceptions
+        }
         return keyed.Select(k => k.Item).ToList();
     }
 
-    static List<object?> Map(object? value, CallArgs args, JinjaEvaluator env)
+    static IEnumerable<object?> Map(object? value, CallArgs args, JinjaEvaluator env)
     {
+        if (!PyOps.Truthy(value)) yield break;
         Func<object?, object?> f;
         if (args.Positional.Count == 0 && args.Keywords.Any(k => k.Key == "attribute"))
         {
@@ -139,11 +179,12 @@ internal static partial class JinjaFilters
             var rest = new CallArgs(args.Positional.Skip(1).ToList(), args.Keywords);
             f = item => env.CallFilter(filter, item, rest);
         }
-        return PyOps.Iterate(value).Select(f).ToList();
+        foreach (var item in PyOps.Iterate(value)) yield return f(item);
     }
 
-    static List<object?> SelectOrReject(string name, object? value, CallArgs args, JinjaEvaluator env)
+    static IEnumerable<object?> SelectOrReject(string name, object? value, CallArgs args, JinjaEvaluator env)
     {
+        if (!PyOps.Truthy(value)) yield break;
         bool byAttribute = name.EndsWith("attr", StringComparison.Ordinal);
         bool keep = name.StartsWith("select", StringComparison.Ordinal);
         var positional = args.Positional;
@@ -164,6 +205,7 @@ internal static partial class JinjaFilters
             test = item => env.CallTest(testName, item, testArgs);
         }
         else test = PyOps.Truthy;
-        return PyOps.Iterate(value).Where(item => test(transform(item)) == keep).ToList();
+        foreach (var item in PyOps.Iterate(value))
+            if (test(transform(item)) == keep) yield return item;
     }
 }

@@ -54,7 +54,9 @@ internal static partial class JinjaFilters
                 return JinjaMethods.Bind(PyFormat.Str(value), "center")!.Invoke(new CallArgs([width], []));
             case "indent":
                 var ind = Bind(["width", "first", "blank"], 4L, false, false);
-                return Indent(PyFormat.Str(value), ind[0] is string indentText ? indentText : new string(' ', (int)PyOps.AsLong(ind[0])),
+                if (value is JinjaUndefined undefinedText) throw undefinedText.Fail();
+                if (value is not string textToIndent) throw new JinjaRuntimeError($"unsupported operand type(s) for +=: '{PyOps.TypeName(value)}' and 'str'");
+                return Indent(textToIndent, ind[0] is string indentText ? indentText : new string(' ', (int)PyOps.AsLong(ind[0])),
                     PyOps.Truthy(ind[1]), PyOps.Truthy(ind[2]));
             case "format":
                 if (args.Positional.Count > 0 && args.Keywords.Count > 0)

@@ -128,6 +128,7 @@ internal sealed partial class JinjaLexer
         var end = RawEnd().Match(_src, bodyStart);
         if (!end.Success) throw Error("Missing end of raw directive", tag);
         char sign = end.Groups["sign"].Value is [var c] ? c : '\0';
+        _lineStarting = _src[bodyStart - 1] == '\n'; // the raw tag's "-%}" may have eaten up to a newline
         string body = StripBeforeTag(_src[bodyStart..end.Index], '%', sign);
         if (body.Length > 0) Emit(TokenKind.Data, body, bodyStart);
         _pos = end.Index + end.Length; // the endraw rule already ate the whitespace its "-" or trim_blocks removes

@@ -51,9 +51,9 @@ internal static class JinjaMethods
 
     static JinjaCallable? BindDict(JinjaDict d, string name) => name switch
     {
-        "items" => Method("items", _ => d.Items.Select(kv => (object?)new JinjaTuple([kv.Key, kv.Value])).ToList()),
-        "keys" => Method("keys", _ => d.Keys.ToList()),
-        "values" => Method("values", _ => d.Items.Select(kv => kv.Value).ToList()),
+        "items" => Method("items", _ => new JinjaDictView("dict_items", d.Items.Select(kv => (object?)new JinjaTuple([kv.Key, kv.Value])).ToList())),
+        "keys" => Method("keys", _ => new JinjaDictView("dict_keys", d.Keys.ToList())),
+        "values" => Method("values", _ => new JinjaDictView("dict_values", d.Items.Select(kv => kv.Value).ToList())),
         "get" => Method("get", a =>
         {
             var p = a.Bind("get()", ["key", "default"], [null, null], 1);

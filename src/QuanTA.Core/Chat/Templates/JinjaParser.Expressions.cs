@@ -258,11 +258,11 @@ internal sealed partial class JinjaParser
         return new SliceExpr(lower, upper, step, start.Line, start.Column);
     }
 
+    /// <summary>A call, placed (for error messages) where its callee is: <c>raise_exception(...)</c>, <c>.append(...)</c>.</summary>
     Expr ParseCall(Expr callee)
     {
-        var open = Current;
         var (args, kwargs) = ParseCallArgs();
-        return new CallExpr(callee, args, kwargs, open.Line, open.Column);
+        return new CallExpr(callee, args, kwargs, callee.Line, callee.Column);
     }
 
     (List<Expr> Args, List<(string, Expr)> Kwargs) ParseCallArgs()

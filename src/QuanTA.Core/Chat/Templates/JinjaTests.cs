@@ -39,8 +39,8 @@ internal static class JinjaTests
             case "number": return PyOps.IsNumber(value);
             case "string": return value is string;
             case "mapping": return value is JinjaDict;
-            case "iterable": return PyOps.IsIterable(value) || value is JinjaLoop;
-            case "sequence": return value is string or List<object?> or JinjaTuple or JinjaDict or JinjaUndefined;
+            case "iterable": return PyOps.IsIterable(value);
+            case "sequence": return value is string or List<object?> or JinjaTuple or JinjaDict or JinjaUndefined or JinjaRange;
             case "callable": return value is JinjaCallable or JinjaUndefined;
             case "escaped": return false;
             case "sameas":
@@ -50,8 +50,8 @@ internal static class JinjaTests
                     : value is long l ? other is long ol && l == ol && l is >= -5 and <= 256 // CPython's small-int cache
                     : ReferenceEquals(value, other);
             case "in": return PyOps.Contains(Arg(0), value);
-            case "odd": return PyOps.Truthy(PyOps.Mod(value, 2L));
-            case "even": return !PyOps.Truthy(PyOps.Mod(value, 2L));
+            case "odd": return PyOps.Eq(PyOps.Mod(value, 2L), 1L);
+            case "even": return PyOps.Eq(PyOps.Mod(value, 2L), 0L);
             case "divisibleby": return PyOps.Eq(PyOps.Mod(value, Arg(0)), 0L);
             case "lower": return PyFormat.Str(value) is var s && s.Any(char.IsLetter) && s == PyStr.Lower(s);
             case "upper": return PyFormat.Str(value) is var u && u.Any(char.IsLetter) && u == PyStr.Upper(u);

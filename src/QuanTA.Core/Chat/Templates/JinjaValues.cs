@@ -190,3 +190,49 @@ internal sealed class JinjaFunction(string name, Func<CallArgs, object?> body) :
     public override string Name => name;
     public override object? Invoke(CallArgs args) => body(args);
 }
+
+/// <summary>
+/// A Python iterator: what Jinja's lazy filters return (generators of <c>map</c>, <c>select</c>, <c>items</c>,
+/// <c>unique</c>; the reverse iterator of <c>reverse</c>). Single use, always truthy, no length, not subscriptable; the
+/// filter's work (and its errors) happens when it is iterated.
+/// </summary>
+internal sealed class JinjaIterator(string typeName, string? generatorName, IEnumerable<object?> source)
+{
+    IEnumerator<object?>? _enumerator;
+
+    /// <summary>Python's type name: "generator", "list_reverseiterator", ...</summary>
+    public string TypeName => typeName;
+
+    /// <summary>The remaining items; items taken once are gone, as with a Python iterator.</summary>
+    public IEnumerable<object?> Consume()
+    {
+        _enumerator ??= source.GetEnumerator();
+        while (_enumerator.MoveNext()) yield return _enumerator.Current;
+    }
+
+    /// <summary>Python's repr; the "address" is an identity hash (Python prints the object's memory address).</summary>
+    public override string ToString() =>
+        (generatorName is null ? $"<{typeName} object" : $"<generator object {generatorName}") +
+        $" at 0x7f{System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(this):x10}>";
+}
+
+/// <summary>A dict view (<c>dict.items()</c>, <c>.keys()</c>, <c>.values()</c>): has a length and iterates again, but is not subscriptable.</summary>
+internal sealed class JinjaDictView(string typeName, IReadOnlyList<object?> items)
+{
+    public string TypeName => typeName;
+    public IReadOnlyList<object?> Items => items;
+    public override string ToString() => $"{typeName}({PyFormat.Repr(items.ToList())})";
+}
+
+/// <summary>Python's <c>range</c> object (what the <c>range</c> global returns).</summary>
+internal sealed class JinjaRange(long start, long stop, long step)
+{
+    public IReadOnlyList<object?> Items { get; } = Enumerate(start, stop, step).ToList();
+
+    static IEnumerable<object?> Enumerate(long start, long stop, long step)
+    {
+        for (long i = start; step > 0 ? i < stop : i > stop; i += step) yield return i;
+    }
+
+    public override string ToString() => step == 1 ? $"range({start}, {stop})" : $"range({start}, {stop}, {step})";
+}

@@ -228,7 +228,8 @@ internal static class PyFormat
             }
             sb.Append(text);
         }
-        if (next < values.Count && args is JinjaTuple) throw new JinjaRuntimeError("not all arguments converted during string formatting");
+        // CPython accepts unused arguments only from "mapping-like" objects (anything subscriptable but a tuple or str).
+        if (next < values.Count && args is not (JinjaDict or List<object?> or JinjaRange or JinjaUndefined)) throw new JinjaRuntimeError("not all arguments converted during string formatting");
         return sb.ToString();
     }
 }

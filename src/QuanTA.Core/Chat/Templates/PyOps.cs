@@ -19,6 +19,9 @@ internal static class PyOps
         JinjaNamespace => "Namespace",
         JinjaLoop => "LoopContext",
         JinjaMacro => "Macro",
+        JinjaIterator it => it.TypeName,
+        JinjaDictView view => view.TypeName,
+        JinjaRange => "range",
         JinjaCallable => "function",
         _ => v.GetType().Name,
     };
@@ -34,6 +37,8 @@ internal static class PyOps
         JinjaTuple t => t.Items.Count > 0,
         JinjaDict d => d.Count > 0,
         JinjaUndefined => false,
+        JinjaDictView view => view.Items.Count > 0,
+        JinjaRange r => r.Items.Count > 0,
         _ => true,
     };
 
@@ -124,6 +129,8 @@ internal static class PyOps
                 return d.ContainsKey(item);
             case JinjaUndefined:
                 return false;
+            case JinjaIterator or JinjaDictView or JinjaRange:
+                return Iterate(container).Any(x => Eq(x, item));
             default:
                 var seq = AsSequence(container) ?? throw new JinjaRuntimeError($"argument of type '{TypeName(container)}' is not iterable");
                 return seq.Any(x => Eq(x, item));
@@ -137,6 +144,8 @@ internal static class PyOps
         JinjaTuple t => t.Items.Count,
         JinjaDict d => d.Count,
         JinjaUndefined => 0,
+        JinjaDictView view => view.Items.Count,
+        JinjaRange r => r.Items.Count,
         _ => throw new JinjaRuntimeError($"object of type '{TypeName(v)}' has no len()"),
     };
 
@@ -148,11 +157,14 @@ internal static class PyOps
         JinjaTuple t => t.Items,
         JinjaDict d => d.Keys,
         JinjaUndefined => [],
-        IEnumerable<object?> e and not IDictionary => e,
+        JinjaIterator it => it.Consume(),
+        JinjaDictView view => view.Items,
+        JinjaRange r => r.Items,
         _ => throw new JinjaRuntimeError($"'{TypeName(v)}' object is not iterable"),
     };
 
-    public static bool IsIterable(object? v) => v is string or List<object?> or JinjaTuple or JinjaDict or JinjaUndefined;
+    public static bool IsIterable(object? v) =>
+        v is string or List<object?> or JinjaTuple or JinjaDict or JinjaUndefined or JinjaIterator or JinjaDictView or JinjaRange or JinjaLoop;
 
     static void FailIfUndefined(object? a, object? b)
     {
@@ -172,7 +184,8 @@ internal static class PyOps
             return b is string sb ? sa + sb : throw new JinjaRuntimeError($"can only concatenate str (not \"{TypeName(b)}\") to str");
         if (a is List<object?> la)
             return b is List<object?> lb ? la.Concat(lb).ToList() : throw new JinjaRuntimeError($"can only concatenate list (not \"{TypeName(b)}\") to list");
-        if (a is JinjaTuple ta && b is JinjaTuple tb) return new JinjaTuple(ta.Items.Concat(tb.Items).ToList());
+        if (a is JinjaTuple ta)
+            return b is JinjaTuple tb ? new JinjaTuple(ta.Items.Concat(tb.Items).ToList()) : throw new JinjaRuntimeError($"can only concatenate tuple (not \"{TypeName(b)}\") to tuple");
         throw Unsupported("+", a, b);
     }
 
@@ -189,11 +202,15 @@ internal static class PyOps
         FailIfUndefined(a, b);
         if (IsInt(a) && IsInt(b)) return Checked(() => checked(AsLong(a) * AsLong(b)));
         if (IsNumber(a) && IsNumber(b)) return AsDouble(a) * AsDouble(b);
+        if (IsInt(a) && b is string or List<object?> or JinjaTuple) (a, b) = (b, a);
         if (a is string s && IsInt(b)) return Repeat(s, AsLong(b));
-        if (b is string s2 && IsInt(a)) return Repeat(s2, AsLong(a));
-        if (a is List<object?> l && IsInt(b)) return Enumerable.Repeat(l, (int)Math.Max(0, AsLong(b))).SelectMany(x => x).ToList();
+        if (a is List<object?> l && IsInt(b)) return RepeatItems(l, AsLong(b)).ToList();
+        if (a is JinjaTuple t && IsInt(b)) return new JinjaTuple(RepeatItems(t.Items, AsLong(b)).ToList());
         throw Unsupported("*", a, b);
     }
+
+    static IEnumerable<object?> RepeatItems(IReadOnlyList<object?> items, long n) =>
+        Enumerable.Repeat(items, (int)Math.Clamp(n, 0, 1_000_000)).SelectMany(x => x);
 
     static string Repeat(string s, long n) => n <= 0 ? "" : string.Concat(Enumerable.Repeat(s, (int)n));
 
@@ -217,15 +234,20 @@ internal static class PyOps
             long q = x / y;
             return (x % y != 0 && (x < 0) != (y < 0)) ? q - 1 : q;
         }
-        double dy = AsDouble(b);
-        if (dy == 0) throw new JinjaRuntimeError("float floor division by zero");
-        return Math.Floor(AsDouble(a) / dy);
+        double vx = AsDouble(a), wx = AsDouble(b);
+        if (wx == 0) throw new JinjaRuntimeError("float floor division by zero");
+        // CPython's float_divmod: floor of (x - fmod(x, y)) / y, so 3 // 0.1 is 29.0 (3 / 0.1 rounds to 30.0).
+        double mod = vx % wx, div = (vx - mod) / wx;
+        if (mod != 0 && (wx < 0) != (mod < 0)) div -= 1.0;
+        if (div == 0) return Math.CopySign(0.0, vx / wx);
+        double floorDiv = Math.Floor(div);
+        return div - floorDiv > 0.5 ? floorDiv + 1.0 : floorDiv;
     }
 
     public static object? Mod(object? a, object? b)
     {
+        if (a is string fmt) return PyFormat.PercentFormat(fmt, b); // str's own % runs first, even for an Undefined argument
         FailIfUndefined(a, b);
-        if (a is string fmt) return PyFormat.PercentFormat(fmt, b);
         if (!IsNumber(a) || !IsNumber(b)) throw Unsupported("%", a, b);
         if (IsInt(a) && IsInt(b))
         {
@@ -237,7 +259,8 @@ internal static class PyOps
         double dx = AsDouble(a), dy = AsDouble(b);
         if (dy == 0) throw new JinjaRuntimeError("float modulo");
         double m = dx % dy;
-        return m != 0 && (m < 0) != (dy < 0) ? m + dy : m;
+        if (m == 0) return Math.CopySign(0.0, dy);
+        return (m < 0) != (dy < 0) ? m + dy : m;
     }
 
     public static object? Pow(object? a, object? b)

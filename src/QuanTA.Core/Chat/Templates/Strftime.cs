@@ -50,7 +50,7 @@ internal static class Strftime
                 'j' => Num(t.DayOfYear, 3),
                 'z' => "",
                 'Z' => "",
-                'c' => $"{Days[(int)t.DayOfWeek][..3]} {Months[t.Month - 1][..3]} {t.Day,2} {t:HH:mm:ss} {t.Year}",
+                'c' => $"{Days[(int)t.DayOfWeek][..3]} {Months[t.Month - 1][..3]} {t.Day,2} {t.ToString("HH:mm:ss", CultureInfo.InvariantCulture)} {t.Year}",
                 'x' => t.ToString("MM/dd/yy", CultureInfo.InvariantCulture),
                 'X' => t.ToString("HH:mm:ss", CultureInfo.InvariantCulture),
                 'D' => t.ToString("MM/dd/yy", CultureInfo.InvariantCulture),

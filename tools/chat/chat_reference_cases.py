@@ -73,6 +73,8 @@ ENGINE_CASES = [
     {"name": "loop-break-continue", "template": "{% for i in range(10) %}{% if i % 2 %}{% continue %}{% endif %}{% if i > 6 %}{% break %}{% endif %}{{ i }}{% endfor %}"},
     {"name": "loop-nested", "template": "{% for a in [1, 2] %}{% for b in 'xy' %}{{ loop.index }}{{ a }}{{ b }} {% endfor %}{{ loop.index }}|{% endfor %}"},
     {"name": "loop-prev-next-cycle", "template": "{% for x in [1, 2, 3] %}{{ loop.previtem }}<{{ x }}>{{ loop.nextitem }} {{ loop.cycle('odd', 'even') }};{% endfor %}"},
+    {"name": "loop-changed-and-attr-filter", "template": "{% for m in messages %}{% if loop.changed(m.role) %}[{{ m | attr('role') }}]{% endif %}{{ m.content }}{% endfor %}|{{ {'a': 1} | attr('a') }}",
+     "variables": {"messages": [m("user", "a"), m("user", "b"), m("assistant", "c"), m("user", "d")]}},
     {"name": "loop-over-dict-and-string", "template": "{% for k in {'b': 1, 'a': 2} %}{{ k }}{% endfor %}|{% for c in 'h😀!' %}[{{ c }}]{% endfor %}"},
     # ---- scoping ----
     {"name": "scope-loop-set", "template": "{% set x = 'outer' %}{% for i in [1, 2] %}{{ x }}{% set x = i %}{{ x }} {% endfor %}{{ x }}"},

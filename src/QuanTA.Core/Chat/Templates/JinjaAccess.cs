@@ -17,6 +17,13 @@ internal static class JinjaAccess
         return JinjaUndefined.ForMember(obj, name);
     }
 
+    /// <summary>The <c>attr</c> filter: the Python attribute only (a dict's keys are not attributes).</summary>
+    public static object? GetAttributeOnly(object? obj, string name)
+    {
+        if (obj is JinjaUndefined u) throw u.Fail();
+        return !name.StartsWith("__", StringComparison.Ordinal) && TryAttribute(obj, name, out var value) ? value : JinjaUndefined.ForMember(obj, name);
+    }
+
     public static object? GetItem(object? obj, object? key)
     {
         switch (obj)

@@ -13,7 +13,7 @@ internal static partial class JinjaFilters
 {
     static readonly HashSet<string> Supported =
     [
-        "abs", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape", "first", "float", "format", "indent",
+        "abs", "attr", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape", "first", "float", "format", "indent",
         "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "replace",
         "reverse", "round", "safe", "select", "selectattr", "sort", "string", "sum", "title", "tojson", "trim", "unique",
         "upper", "wordcount",
@@ -21,7 +21,7 @@ internal static partial class JinjaFilters
 
     static readonly HashSet<string> OtherJinjaBuiltins =
     [
-        "attr", "batch", "filesizeformat", "forceescape", "groupby", "pprint", "random", "slice", "striptags", "truncate",
+        "batch", "filesizeformat", "forceescape", "groupby", "pprint", "random", "slice", "striptags", "truncate",
         "urlencode", "urlize", "wordwrap", "xmlattr",
     ];
 
@@ -42,6 +42,7 @@ internal static partial class JinjaFilters
             case "string" or "safe": Bind([]); return PyFormat.Str(value);
             case "e" or "escape": Bind([]); return HtmlEscape(PyFormat.Str(value));
             case "length" or "count": Bind([]); return (long)PyOps.Len(value);
+            case "attr": return JinjaAccess.GetAttributeOnly(value, PyFormat.Str(Bind(["name"], [null])[0]));
             case "wordcount": Bind([]); return (long)WordRegex().Count(PyFormat.Str(value));
             case "default" or "d":
                 var d = Bind(["default_value", "boolean"], "", false);

@@ -331,10 +331,7 @@ internal sealed partial class JinjaParser
         if (nameToken.Kind == TokenKind.Name) name = Advance().Text;
         else throw Fail($"expected a test name after 'is', got {nameToken.Describe()}", nameToken);
         while (SkipIf(TokenKind.Operator, ".")) name += "." + Expect(TokenKind.Name).Text;
-        if (!JinjaTests.Exists(name))
-            throw Fail(JinjaTests.IsJinjaBuiltin(name)
-                ? $"the test '{name}' is not supported by this chat-template evaluator (a Jinja subset for chat templates)"
-                : $"No test named '{name}'.", nameToken);
+        if (!JinjaTests.Exists(name)) throw Fail($"No test named '{name}'.", nameToken);
         var args = new List<Expr>();
         var next = Current;
         if (next.IsOp("("))

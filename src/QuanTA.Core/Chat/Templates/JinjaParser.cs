@@ -8,8 +8,9 @@ namespace QuanTA.Core.Chat.Templates;
 /// </summary>
 internal sealed partial class JinjaParser
 {
-    static readonly HashSet<string> UnsupportedTags =
-        ["include", "extends", "block", "import", "from", "call", "autoescape", "do", "trans", "pluralize", "endcall"];
+    // Jinja's built-in tags this evaluator leaves out (they need other templates or caller blocks). Extension tags
+    // transformers does not enable (do, trans) are unknown tags here as they are there.
+    static readonly HashSet<string> UnsupportedTags = ["include", "extends", "block", "import", "from", "call", "autoescape"];
 
     readonly List<Token> _tokens;
     int _index;

@@ -11,10 +11,8 @@ internal static class JinjaTests
         "filter", "test",
     ];
 
+    /// <summary>True for the tests this evaluator has (all of Jinja's built-in tests).</summary>
     public static bool Exists(string name) => Supported.Contains(name);
-
-    /// <summary>Jinja has no other built-in tests; kept for symmetry with <see cref="JinjaFilters.IsJinjaBuiltin"/>.</summary>
-    public static bool IsJinjaBuiltin(string name) => Supported.Contains(name);
 
     public static bool Apply(string name, object? value, IReadOnlyList<object?> args)
     {

@@ -111,6 +111,9 @@ internal sealed class JinjaNamespace
 /// <summary>The <c>loop</c> variable of a for loop.</summary>
 internal sealed class JinjaLoop(IReadOnlyList<object?> items)
 {
+    static readonly object NoValue = new();
+    object? _lastChangedValue = NoValue;
+
     public int Index0 { get; set; }
     public int Length => items.Count;
 
@@ -133,6 +136,14 @@ internal sealed class JinjaLoop(IReadOnlyList<object?> items)
             {
                 if (a.Positional.Count == 0) throw new JinjaRuntimeError("no items for cycling given");
                 return a.Positional[Index0 % a.Positional.Count];
+            }),
+            "changed" => new JinjaFunction("loop.changed", a =>
+            {
+                // True when the arguments differ from those of the previous call (the first call is a change).
+                object? value = new JinjaTuple(a.Positional);
+                if (_lastChangedValue != NoValue && PyOps.Eq(_lastChangedValue, value)) return false;
+                _lastChangedValue = value;
+                return true;
             }),
             _ => null,
         };

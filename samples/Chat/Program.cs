@@ -111,6 +111,21 @@ var firstCall = cached.Elapsed.TotalMilliseconds; cached.Restart();
 var fromCache = await chat.GetResponseAsync([new(ChatRole.System, SystemPrompt), new(ChatRole.User, "dog")], new ChatOptions { MaxOutputTokens = 24 });
 Console.WriteLine($"dog → {again.Text} ({firstCall:F0} ms; again from the cache in {cached.Elapsed.TotalMilliseconds:F1} ms, same text: {again.Text == fromCache.Text})");
 
+// Concurrency: one model answers one request at a time (requests queue on its lock), so four concurrent requests take
+// about as long as four in a row and give the same answers. Measured on the client itself (the cache would answer repeats).
+var direct = chat.GetService<QuanTAChatClient>()!;
+var four = WordNetData.LoadDefinitions(WordNetSplit.Test).Skip(testRows).Take(4).Select(e => e.Prompt.TrimEnd(':')).ToList();
+var ask = (string w) => direct.GetResponseAsync([new(ChatRole.System, SystemPrompt), new(ChatRole.User, w)], new ChatOptions { MaxOutputTokens = 24 });
+var inRow = Stopwatch.StartNew();
+var sequential = new List<string>();
+foreach (var w in four) sequential.Add((await ask(w)).Text);
+inRow.Stop();
+var together = Stopwatch.StartNew();
+var concurrent = await Task.WhenAll(four.Select(w => Task.Run(() => ask(w))));
+together.Stop();
+Console.WriteLine($"4 requests: one after another {inRow.Elapsed.TotalMilliseconds:F0} ms, all at once {together.Elapsed.TotalMilliseconds:F0} ms " +
+                  $"(same answers: {sequential.SequenceEqual(concurrent.Select(r => r.Text))})");
+
 static double Median(List<double> xs) => xs.Count == 0 ? double.NaN : xs.Order().ElementAt(xs.Count / 2);
 
 // Every file the sample writes goes to a temporary file first and is renamed into place.

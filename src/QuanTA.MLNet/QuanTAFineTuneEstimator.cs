@@ -114,6 +114,9 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
                 Plotting.LossCurvePlot.SavePng(o.LossCurvePngPath, runner.History, $"QuanTA fine-tuning ({o.Task}, {o.Adapter}, lr {o.LearningRate:G3})");
             var keep = o.Clone();
             keep.ValidationSet = null; keep.Progress = null; keep.CancellationToken = default; keep.Communicator = null;
+            // A chosen template (a built-in name, a .jinja file, text) is saved as its text: the model then renders the
+            // same way wherever it is loaded, whatever happens to the file.
+            if (o.ChatTemplate is not null && o.IsChat) keep.ChatTemplate = model.Chat.Template.Text;
             return new QuanTAFineTuneTransformer(_env, model, keep, labels, reference, runner.StepLosses.ToArray())
             {
                 ValidationLosses = runner.ValidationLosses.ToArray(),

@@ -14,10 +14,12 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
 {
     internal const string LoaderSignature = "QuanTAFineTuneXf";
     const string ModelSignature = "QUANTAFT";
-    const uint FormatVersion = 0x00010001;
+    // 0x00010002: the options may name a conversation column and carry a chat template (older readers would ignore them).
+    const uint FormatVersion = 0x00010002;
+    const uint OldestReadableVersion = 0x00010001;
     const string AdapterStream = "QuanTA.adapter.safetensors";
 
-    static object VersionInfo() => MlNetInternals.VersionInfo(ModelSignature, FormatVersion, FormatVersion, FormatVersion,
+    static object VersionInfo() => MlNetInternals.VersionInfo(ModelSignature, FormatVersion, FormatVersion, OldestReadableVersion,
         LoaderSignature, typeof(QuanTAFineTuneTransformer).Assembly);
 
     static readonly ConditionalWeakTable<ComponentCatalog, string> BaseModelOverrides = new();

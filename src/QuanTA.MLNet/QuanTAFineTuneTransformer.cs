@@ -133,7 +133,12 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
         {
             if (string.IsNullOrWhiteSpace(text))
                 throw new InvalidDataException($"The {(_options.IsChat ? "conversation" : "text")} column '{_options.InputColumnName}' is empty; every row needs text.");
-            var e = _options.Task == QuanTATask.TextClassification ? _model.EncodeClassification(text, second) : _model.EncodePrompt(text);
+            EncodedRow e;
+            try { e = _options.Task == QuanTATask.TextClassification ? _model.EncodeClassification(text, second) : _model.EncodePrompt(text); }
+            catch (Exception ex) when (_options.IsChat && ex is InvalidDataException or FormatException or QuanTA.Core.Chat.ChatTemplateException)
+            {
+                throw new InvalidDataException($"A row of the conversation column '{_options.InputColumnName}': {ex.Message}", ex);
+            }
             if (e.Truncated)
             {
                 if (_options.Truncation == TruncationPolicy.Error)
@@ -173,13 +178,12 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
         if (_options.Task != QuanTATask.TextGeneration) throw new InvalidOperationException("StreamGeneration needs a text-generation model.");
         if (string.IsNullOrEmpty(prompt)) throw new ArgumentException("The prompt is empty.", nameof(prompt));
         var ids = _model.EncodeGeneration(prompt, null).Ids.Select(i => (long)i).ToArray();
-        var o = options with { EosTokenIds = options.EosTokenIds ?? [_model.Tokenizer.EosId] };
-        lock (_lock)
-        {
-            var generator = _model.CreateGenerator();
-            foreach (var piece in generator.Stream(ids, o, cancellationToken)) yield return piece;
-            done?.Invoke(generator.LastTokenCount, generator.LastFinishReason);
-        }
+        var o = options with { EosTokenIds = options.EosTokenIds ?? _model.StopTokenIds };
+        var generator = _model.CreateGenerator();
+        // Decoding holds the model's lock on a worker thread, not on the caller's: the caller may await between pieces.
+        return LockedGeneration.RunAsync(_lock, token => generator.Stream(ids, o, token),
+            () => done?.Invoke(generator.LastTokenCount, generator.LastFinishReason), () => _disposed, cancellationToken)
+            .ToBlockingEnumerable(cancellationToken);
     }
 
     /// <summary>Perplexity of the target column given the prompt (loss on target tokens only), over a data view.</summary>
@@ -217,11 +221,18 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
 
     void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
+    /// <summary>True once disposed.</summary>
+    internal bool IsDisposed => _disposed;
+
     /// <inheritdoc/>
+    /// <remarks>Waits for a running inference or chat request on this model to finish first.</remarks>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
-        _model.Dispose();
+        lock (_lock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _model.Dispose();
+        }
     }
 }

@@ -43,6 +43,7 @@ public sealed class ChatCliTests : IDisposable
             "--max-seq-len", "32");
         Assert.True(code == 0, err);
         Assert.Contains("16 Messages examples, trained as conversations", err);
+        File.Delete(PathOf("template.jinja"));          // the .zip carries the template's text, not the file name
         return PathOf("model.zip");
     }
 
@@ -65,6 +66,21 @@ public sealed class ChatCliTests : IDisposable
         Assert.Contains("bad.jsonl line 2", err);
         Assert.Contains("role", err);
         Assert.False(File.Exists(PathOf("bad.zip")));
+    }
+
+    [Fact]
+    public void ValidationDataMustHaveTheTrainingLayout()
+    {
+        File.WriteAllLines(PathOf("chat.jsonl"), ["{\"messages\": [{\"role\": \"user\", \"content\": \"cat\"}, {\"role\": \"assistant\", \"content\": \"animal\"}]}"]);
+        File.WriteAllLines(PathOf("pc.jsonl"), ["{\"prompt\": \"cat\", \"completion\": \" animal\"}"]);
+        foreach (var (train, validation) in new[] { ("chat.jsonl", "pc.jsonl"), ("pc.jsonl", "chat.jsonl") })
+        {
+            var (code, _, err) = QuantaProcess.Run("finetune", "--task", "generation", "--base-model", QuantaProcess.Dir("llama-tiny"),
+                "--train", PathOf(train), "--validation", PathOf(validation), "--chat-template", Template, "--output", PathOf("v.zip"));
+            Assert.Equal(1, code);
+            Assert.Contains("--validation", err);
+            Assert.Contains("same layout", err);
+        }
     }
 
     [Fact]

@@ -135,10 +135,11 @@ public static class FineTuneCommand
                     (p.ValidationLoss is double v ? $" validation {r.GetValue(valMetric)} {v:F4}" : ""))),
             };
             var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed));
+            var beforeData = o.Clone();                                   // the options as the flags set them, before a file's layout adds to them
             var data = TextData.Load(ml, r.GetValue(train)!, o, r.GetValue(dataFormat)!, r.GetValue(asChat));
             if (r.GetValue(validation) is { } vPath)
             {
-                var vo = o.Clone();
+                var vo = beforeData.Clone();
                 o.ValidationSet = TextData.Load(ml, vPath, vo, r.GetValue(dataFormat)!, r.GetValue(asChat));
                 if (vo.MessagesColumnName != o.MessagesColumnName)
                     throw new ArgumentException($"--validation '{vPath}' is read {(vo.MessagesColumnName is null ? "as prompt + completion" : "as conversations")} but " +

@@ -1,4 +1,3 @@
-using System.Threading.Channels;
 using QuanTA.Core.Chat;
 using QuanTA.Core.Generation;
 using QuanTA.Core.Runtime;
@@ -21,6 +20,7 @@ internal sealed class ChatModelHost : IDisposable
     readonly TextGenerator _generator;
     readonly ITextTokenizer _tokenizer;
     readonly IDisposable? _owned;
+    bool _disposed;
 
     ChatModelHost(TextGenerator generator, ITextTokenizer tokenizer, ConversationEncoder encoder, object gate, int contextLength,
         string modelId, IDisposable? owned, QuanTAFineTuneTransformer? transformer, string device)
@@ -29,8 +29,7 @@ internal sealed class ChatModelHost : IDisposable
         _generator = generator; _tokenizer = tokenizer; Encoder = encoder; Gate = gate; ContextLength = contextLength;
         ModelId = modelId; _owned = owned; Transformer = transformer;
         // Stop at eos (and generation_config's list) and at the special token that ends an assistant turn in this template.
-        var endOfTurn = tokenizer.Encode(encoder.Template.AssistantTurnSuffix, addSpecialTokens: false).Where(tokenizer.IsSpecial);
-        StopTokenIds = tokenizer.EosIds.Concat(endOfTurn).Distinct().ToArray();
+        StopTokenIds = FineTuneModel.ChatStopIds(tokenizer, encoder.Template);
     }
 
     public ConversationEncoder Encoder { get; }
@@ -48,7 +47,7 @@ internal sealed class ChatModelHost : IDisposable
             throw new ArgumentException("A chat client needs a text-generation model (QuanTAFineTuneOptions.Task = TextGeneration); " +
                 "this transformer classifies.", nameof(transformer));
         var model = transformer.Model;
-        var template = o.ChatTemplate is null ? model.Chat.Template : ChatTemplate.FromModelFolder(model.BaseModelPath, o.ChatTemplate);
+        var template = ClientTemplate(() => o.ChatTemplate is null ? model.Chat.Template : ChatTemplate.FromModelFolder(model.BaseModelPath, o.ChatTemplate));
         int context = o.MaxContextTokens ?? CoreBackend.ContextLength(model.BaseModelPath);
         return new ChatModelHost(model.CreateGenerator(), model.Tokenizer, new ConversationEncoder(model.Tokenizer, template, context),
             transformer.SyncRoot, context, o.ModelId ?? defaultId, owns, transformer, model.Device.ToString());
@@ -70,7 +69,7 @@ internal sealed class ChatModelHost : IDisposable
         var (lm, tokenizer, contextLength) = CoreBackend.LoadForChat(modelDir, adapterPath, device, dtype);
         try
         {
-            var template = ChatTemplate.FromModelFolder(modelDir, o.ChatTemplate);
+            var template = ClientTemplate(() => ChatTemplate.FromModelFolder(modelDir, o.ChatTemplate));
             int context = o.MaxContextTokens ?? contextLength;
             var id = o.ModelId ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDir)));
             return new ChatModelHost(lm.CreateGenerator(tokenizer), tokenizer, new ConversationEncoder(tokenizer, template, context),
@@ -84,44 +83,41 @@ internal sealed class ChatModelHost : IDisposable
     /// <paramref name="done"/> receives the counts and finish reason once the stream ends. Cancelling stops decoding
     /// between two tokens.
     /// </summary>
-    public async IAsyncEnumerable<string> GenerateAsync(IReadOnlyList<ChatTurn> conversation, GenerationOptions options,
-        Action<ChatGenerationResult> done, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    public IAsyncEnumerable<string> GenerateAsync(IReadOnlyList<ChatTurn> conversation, GenerationOptions options,
+        Action<ChatGenerationResult> done, CancellationToken ct)
     {
-        // The prompt may fill the context but one token (older exchanges are dropped beyond that); the answer gets what is left.
-        var prompt = Encoder.EncodePrompt(conversation, ContextLength - 1);
+        // The prompt keeps at least half the context (older exchanges are dropped beyond its budget); the answer gets the
+        // requested tokens when they fit and what is left otherwise.
+        int budget = Math.Min(ContextLength - 1, Math.Max(ContextLength / 2, ContextLength - options.MaxNewTokens));
+        var prompt = Encoder.EncodePrompt(conversation, budget, dropTrailingAssistant: false);
         var ids = prompt.Ids.Select(i => (long)i).ToArray();
-        var options2 = options with { EosTokenIds = StopTokenIds, MaxNewTokens = Math.Min(options.MaxNewTokens, ContextLength - ids.Length) };
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);   // also cancelled when the caller stops reading
-        var token = stop.Token;
-        var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var worker = Task.Factory.StartNew(() =>
+        var o = options with { EosTokenIds = StopTokenIds, MaxNewTokens = Math.Min(options.MaxNewTokens, ContextLength - ids.Length) };
+        return LockedGeneration.RunAsync(Gate, token => _generator.Stream(ids, o, token),
+            () => done(new ChatGenerationResult(ids.Length, _generator.LastTokenCount, _generator.LastFinishReason, prompt.Truncated)),
+            () => _disposed || (Transformer?.IsDisposed ?? false), ct);
+    }
+
+    /// <summary>Loads the template; a missing or bad one names the chat client's own setting as well.</summary>
+    static ChatTemplate ClientTemplate(Func<ChatTemplate> load)
+    {
+        try { return load(); }
+        catch (ChatTemplateException e)
         {
-            Exception? error = null;
-            try
-            {
-                lock (Gate)
-                {
-                    token.ThrowIfCancellationRequested();
-                    foreach (var piece in _generator.Stream(ids, options2, token)) channel.Writer.TryWrite(piece);
-                    done(new ChatGenerationResult(ids.Length, _generator.LastTokenCount, _generator.LastFinishReason, prompt.Truncated));
-                }
-            }
-            catch (Exception e) { error = e; }
-            channel.Writer.TryComplete();
-            return error;
-        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        try
-        {
-            await foreach (var piece in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
-                yield return piece;
+            throw new ChatTemplateException(e.Message + " For a chat client: QuanTAChatClientOptions.ChatTemplate (quanta serve --chat-template).", e);
         }
-        finally { if (!worker.IsCompleted) stop.Cancel(); }
-        if (await worker.ConfigureAwait(false) is { } failure)
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
     }
 
     /// <summary>Number of tokens of <paramref name="text"/> (no special tokens added).</summary>
     public int CountTokens(string text) => _tokenizer.Encode(text, addSpecialTokens: false).Length;
 
-    public void Dispose() => _owned?.Dispose();
+    /// <summary>Frees a model the host owns, after the request that holds the model (if any) has finished.</summary>
+    public void Dispose()
+    {
+        lock (Gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            _owned?.Dispose();
+        }
+    }
 }

@@ -46,14 +46,14 @@ public sealed class QuanTAChatClient : IChatClient
         options = Checked(options);
         if (!File.Exists(modelZipPath)) throw new FileNotFoundException($"Saved model '{modelZipPath}' not found.", modelZipPath);
         var ml = new MLContext().RegisterQuanTA(baseModelPath);
-        var device = options.Device.Trim().ToLowerInvariant();
-        if (device.StartsWith("cuda", StringComparison.Ordinal))          // the saved model loads where the MLContext says
+        var device = System.Text.RegularExpressions.Regex.Match(options.Device.Trim().ToLowerInvariant(), "^(cpu|cuda)(?::([0-9]+))?$");
+        if (!device.Success || (device.Groups[1].Value == "cpu" && device.Groups[2].Success))
+            throw new ArgumentException($"QuanTAChatClientOptions.Device '{options.Device}' is not cpu, cuda or cuda:N.");
+        if (device.Groups[1].Value == "cuda")                            // the saved model loads where the MLContext says
         {
-            ml.GpuDeviceId = device.Length > 5 && int.TryParse(device[5..], out var index) ? index
-                : device == "cuda" ? 0 : throw new ArgumentException($"QuanTAChatClientOptions.Device '{options.Device}' is not cpu, cuda or cuda:N.");
+            ml.GpuDeviceId = device.Groups[2].Success ? int.Parse(device.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
             ml.FallbackToCpu = false;
         }
-        else if (device != "cpu") throw new ArgumentException($"QuanTAChatClientOptions.Device '{options.Device}' is not cpu, cuda or cuda:N.");
         var loaded = ml.Model.LoadWithQuanTA(ml, modelZipPath, out _);
         var transformer = Find(loaded) ?? throw new InvalidDataException(
             $"'{modelZipPath}' holds no QuanTA fine-tuned model (no QuanTAFineTuneTransformer in the saved pipeline).");
@@ -158,10 +158,11 @@ public sealed class QuanTAChatClient : IChatClient
         return turns;
     }
 
-    /// <summary>Greedy unless the request samples: Temperature &gt; 0, or TopP / TopK set.</summary>
+    /// <summary>Greedy unless the request samples: Temperature &gt; 0, or TopP / TopK set without a temperature; an explicit
+    /// temperature of 0 is always greedy (as OpenAI clients send it).</summary>
     GenerationOptions ToGenerationOptions(ChatOptions? o)
     {
-        bool sample = o?.Temperature > 0 || o?.TopP is not null || o?.TopK is not null;
+        bool sample = o?.Temperature is float t0 ? t0 > 0 : o?.TopP is not null || o?.TopK is not null;
         var g = new GenerationOptions
         {
             MaxNewTokens = o?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,

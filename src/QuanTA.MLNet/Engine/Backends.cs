@@ -21,7 +21,11 @@ internal interface ITextTokenizer
 }
 
 /// <summary>Sampling settings for generation.</summary>
-internal sealed record GenerationSettings(int MaxNewTokens, bool Greedy, float Temperature, float TopP, IReadOnlyList<string> StopStrings, int Seed);
+internal sealed record GenerationSettings(int MaxNewTokens, bool Greedy, float Temperature, float TopP, IReadOnlyList<string> StopStrings, int Seed)
+{
+    /// <summary>Ids that end a row; null = the tokenizer's eos.</summary>
+    public IReadOnlyList<int>? EosTokenIds { get; init; }
+}
 
 /// <summary>A loaded base model (implemented over QuanTA.Core's <c>LlamaForSequenceClassification</c> / <c>LlamaForCausalLM</c>).</summary>
 internal interface ILanguageModel : IDisposable

@@ -44,13 +44,17 @@ internal sealed class ConversationEncoder
         }
     }
 
-    /// <summary>An inference prompt: the conversation up to (not including) its trailing assistant turn, rendered with the
-    /// generation prompt, in at most <paramref name="maxPromptTokens"/> tokens (default: the budget less one, leaving room
-    /// for at least one new token). <c>Truncated</c> tells that old exchanges were dropped or the prompt was cut.</summary>
-    public EncodedRow EncodePrompt(IReadOnlyList<ChatTurn> conversation, int? maxPromptTokens = null)
+    /// <summary>An inference prompt: the conversation (for evaluation rows, up to its trailing assistant turn) rendered with
+    /// the generation prompt, in at most <paramref name="maxPromptTokens"/> tokens (default: the budget less one, leaving
+    /// room for at least one new token). <c>Truncated</c> tells that old exchanges were dropped or the prompt was cut.</summary>
+    /// <param name="conversation">The messages.</param>
+    /// <param name="maxPromptTokens">Token budget of the prompt.</param>
+    /// <param name="dropTrailingAssistant">True for evaluation rows, whose trailing assistant turn is the reference answer;
+    /// false for a chat request, whose messages are all history.</param>
+    public EncodedRow EncodePrompt(IReadOnlyList<ChatTurn> conversation, int? maxPromptTokens = null, bool dropTrailingAssistant = true)
     {
         var turns = conversation.ToList();
-        while (turns.Count > 0 && turns[^1].IsAssistant) turns.RemoveAt(turns.Count - 1);
+        while (dropTrailingAssistant && turns.Count > 0 && turns[^1].IsAssistant) turns.RemoveAt(turns.Count - 1);
         if (turns.Count == 0) throw new InvalidDataException("The conversation has no message before its assistant turn to answer.");
         int room = Math.Max(1, maxPromptTokens ?? _maxLength - 1);
         bool dropped = false;

@@ -154,7 +154,7 @@ internal static class CoreBackend
             var options = new GenerationOptions
             {
                 MaxNewTokens = s.MaxNewTokens, Greedy = s.Greedy, Temperature = s.Temperature, TopP = s.TopP, Seed = s.Seed,
-                EosTokenIds = [tokenizer.EosId],
+                EosTokenIds = s.EosTokenIds ?? [tokenizer.EosId],
             };
             var ids = generator.GenerateIds(prompts.Select(p => (IReadOnlyList<long>)p.Select(i => (long)i).ToArray()).ToList(), options);
             return ids.Select(g => tokenizer.Decode(g.Select(i => (int)i).ToArray())).ToArray();

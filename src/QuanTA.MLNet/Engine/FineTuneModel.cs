@@ -42,6 +42,17 @@ internal sealed class FineTuneModel : IDisposable
     /// <summary>The chat encoder (template loaded on first use; throws naming the folder when the model has no template).</summary>
     public ConversationEncoder Chat => _chat.Value;
 
+    /// <summary>The ids that end an answer: eos and generation_config.json's eos list, and for chat models the special token
+    /// that ends an assistant turn in the chat template (<c>&lt;|eot_id|&gt;</c>, <c>&lt;|im_end|&gt;</c>, …).</summary>
+    public IReadOnlyList<int> StopTokenIds => _stopIds ??= IsChat ? ChatStopIds(Tokenizer, Chat.Template) : [.. Tokenizer.EosIds.Prepend(Tokenizer.EosId).Distinct()];
+    IReadOnlyList<int>? _stopIds;
+
+    /// <summary>eos ids plus the special tokens of <paramref name="template"/>'s end-of-turn text.</summary>
+    public static IReadOnlyList<int> ChatStopIds(ITextTokenizer tokenizer, ChatTemplate template) =>
+        tokenizer.EosIds.Prepend(tokenizer.EosId)
+            .Concat(tokenizer.Encode(template.AssistantTurnSuffix, addSpecialTokens: false).Where(tokenizer.IsSpecial))
+            .Distinct().ToArray();
+
     /// <summary>A text generator over the causal LM (the caller serializes its use with the transformer's lock).</summary>
     public Core.Generation.TextGenerator CreateGenerator() => _lm.CreateGenerator(Tokenizer);
 
@@ -154,7 +165,7 @@ internal sealed class FineTuneModel : IDisposable
 
     /// <summary>An inference prompt for generation: the prompt text, or (chat rows) the conversation up to its last assistant
     /// turn rendered with the generation prompt.</summary>
-    public EncodedRow EncodePrompt(string text) => IsChat ? Chat.EncodePrompt(ChatJson.Parse(text)) : EncodeGeneration(text, null);
+    public EncodedRow EncodePrompt(string text) => IsChat ? Chat.EncodePrompt(ChatJson.Parse(text), dropTrailingAssistant: true) : EncodeGeneration(text, null);
 
     /// <summary>Generation input: prompt ids, then (training) target ids + EOS. Over budget, the prompt is cut from the left
     /// (the target is kept); a target alone over budget is cut on the right.</summary>
@@ -273,7 +284,7 @@ internal sealed class FineTuneModel : IDisposable
     public string[] Generate(IReadOnlyList<EncodedRow> prompts, GenerationSettings settings)
     {
         using var _ = torch.no_grad();
-        var texts = _lm.Generate(prompts.Select(p => p.Ids).ToList(), settings, Tokenizer);
+        var texts = _lm.Generate(prompts.Select(p => p.Ids).ToList(), settings with { EosTokenIds = StopTokenIds }, Tokenizer);
         return texts.Select(text =>
         {
             foreach (var stop in settings.StopStrings)

@@ -178,7 +178,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
     {
         EncodedRow e;
         try { e = model.EncodeTraining(r.Text, r.SecondText, r.Label, r.Target); }
-        catch (Exception ex) when (options.IsChat && ex is InvalidDataException or InvalidOperationException or FormatException)
+        catch (Exception ex) when (options.IsChat && ex is InvalidDataException or InvalidOperationException or FormatException or Core.Chat.ChatTemplateException)
         {
             throw new InvalidDataException($"Row {r.Row} of the conversation column '{options.MessagesColumnName}': {ex.Message}", ex);
         }

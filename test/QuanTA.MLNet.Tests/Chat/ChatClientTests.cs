@@ -1,6 +1,7 @@
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.ML.Data;
 using QuanTA.Core.Generation;
 using QuanTA.MLNet.Chat;
 
@@ -122,6 +123,39 @@ public class ChatClientTests(ChatFixture f) : IClassFixture<ChatFixture>
         Assert.Equal("animal", first.Text.Trim());
         Assert.Equal(first.Text, second.Text);
         Assert.Equal(QuanTAChatClient.ProviderName, chat.GetService<ChatClientMetadata>()!.ProviderName);
+    }
+
+    [Fact]
+    public async Task DisposingAfterAnAbandonedStreamWaitsForTheGenerationAndRefusesNewRequests()
+    {
+        var client = QuanTAChatClient.FromModelFolder(ToyData.Fixture("llama-tiny"), options: new QuanTAChatClientOptions { ChatTemplate = ChatFixture.Template });
+        await foreach (var u in client.GetStreamingResponseAsync(Ask("rose"), new ChatOptions { MaxOutputTokens = 200 }))
+            if (u.Text.Length > 0) break;                                               // stop reading mid-answer
+        client.Dispose();                                                               // frees the model: nothing may still run on it
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => client.GetResponseAsync(Ask("rose")));
+    }
+
+    [Fact]
+    public async Task TemperatureZeroIsGreedyEvenWithTopP()
+    {
+        using var client = new QuanTAChatClient(f.Model);
+        var greedy = (await client.GetResponseAsync(Ask("oak"), new ChatOptions { MaxOutputTokens = 6 })).Text;
+        for (int seed = 0; seed < 3; seed++)
+            Assert.Equal(greedy, (await client.GetResponseAsync(Ask("oak"), new ChatOptions { MaxOutputTokens = 6, Temperature = 0, TopP = 1, Seed = seed })).Text);
+    }
+
+    [Fact]
+    public async Task StreamGenerationMayBeConsumedAcrossAwaits()
+    {
+        // The caller resumes on other threads between pieces; the model's lock lives on the generation's own thread.
+        var pieces = new List<string>();
+        foreach (var p in f.Model.StreamGeneration("<|endoftext|>Q: oak\nA:", new GenerationOptions { MaxNewTokens = 6 }))
+        {
+            pieces.Add(p);
+            await Task.Delay(1);
+        }
+        Assert.NotEmpty(pieces);
+        Assert.NotEmpty(f.Model.Transform(f.Train).GetColumn<string>("GeneratedText").Take(1));   // the lock was released
     }
 
     [Fact]

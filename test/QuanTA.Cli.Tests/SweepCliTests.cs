@@ -1,4 +1,5 @@
 using System.Text.Json;
+using QuanTA.MLNet;
 using QuanTA.MLNet.AutoML;
 
 namespace QuanTA.Cli.Tests;
@@ -104,5 +105,44 @@ public sealed class SweepCliTests : IDisposable
         var (c2, _, e2) = QuantaProcess.Run(SweepTrialWorker.Verb, "--spec", Path.Combine(_dir.FullName, "missing.json"));
         Assert.Equal(1, c2);
         Assert.Contains("missing.json", e2);
+    }
+
+    /// <summary>An adapter whose whole space is over the limit is named on stderr before the first trial, with the smallest
+    /// configuration and the flag to change; the other adapter still runs.</summary>
+    [Fact]
+    public void AnAdapterWhoseWholeSpaceIsRejectedIsWarnedAboutOnStderrBeforeTheTrials()
+    {
+        var dir = QuantaProcess.Dir("llama-tiny-seqcls");
+        var shape = ModelShape.FromConfig(dir, sequenceClassification: true);
+        var options = new QuanTAFineTuneOptions { BaseModelPath = dir };
+        bool trainsHead = options.ClassificationMode == ClassificationMode.Head;
+        var checks = SweepSpaceCheck.Run(QuanTASearchSpace.Create(shape).Fix("TargetModules", "q_proj,v_proj"), shape, trainsHead, options,
+            new SweepConstraint(null, null));
+        long smallestQuanTA = checks.Single(c => c.Adapter == "QuanTA").Smallest!.Value.Count.Trainable;
+        long smallestLoRA = checks.Single(c => c.Adapter == "LoRA").Smallest!.Value.Count.Trainable;
+        Assert.True(smallestLoRA < smallestQuanTA, $"LoRA {smallestLoRA}, QuanTA {smallestQuanTA}");
+
+        var (code, stdout, stderr, trials) = Sweep(Path.Combine(_dir.FullName, "no-quanta"), "--max-trainable", (smallestQuanTA - 1).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.True(code == 0, stderr);
+        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.StartsWith("warning: No QuanTA configuration of the search space can run", lines[0]);
+        Assert.Contains("--max-trainable", lines[0]);
+        Assert.Contains(lines, l => l.StartsWith("trial 0 ", StringComparison.Ordinal));
+        Assert.Equal(3, trials.Count);
+        Assert.All(trials, t => Assert.Equal("LoRA", t.Adapter));
+        Assert.Contains("1 adapter(s) skipped entirely", stdout);
+    }
+
+    [Fact]
+    public void ASweepWhereNothingCanRunFailsSayingWhyBeforeTraining()
+    {
+        var (code, stdout, stderr, trials) = Sweep(Path.Combine(_dir.FullName, "nothing"), "--max-trainable", "1");
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        Assert.StartsWith("error: The sweep cannot run any configuration of its search space.", stderr);
+        Assert.Contains("No QuanTA configuration", stderr);
+        Assert.Contains("No LoRA configuration", stderr);
+        Assert.Contains("--max-trainable", stderr);
+        Assert.Empty(trials);
     }
 }

@@ -35,7 +35,7 @@ public static class SweepCommand
         var maxPercent = new Option<double?>("--max-trainable-percent") { Description = "Constraint: at most this % of parameters trainable (e.g. 0.1)." };
         var maxParams = new Option<long?>("--max-trainable") { Description = "Constraint: at most this many trainable parameters." };
         var adapters = new Option<string>("--adapters") { Description = "Adapters to search: quanta, lora or quanta,lora.", DefaultValueFactory = _ => "quanta,lora" };
-        var axisCounts = new Option<string>("--axis-counts") { Description = "Axis counts N whose layouts (factorizations of the hidden size) are searched.", DefaultValueFactory = _ => "2,3,4" };
+        var axisCounts = new Option<string>("--axis-counts") { Description = "Axis counts N whose layouts are searched: factorizations of the widest targeted layer, and one derived per layer shape.", DefaultValueFactory = _ => "2,3,4" };
         var targets = new Option<string?>("--target-modules") { Description = "Target-module choices separated by '|', e.g. \"q_proj,v_proj|all-linear\" (default: the search space's)." };
         var epochs = new Option<string>("--epochs") { Description = "Epoch range min-max (the successive-halving resource).", DefaultValueFactory = _ => "1-9" };
         var lr = new Option<string>("--lr-range") { Description = "Learning-rate range min,max (log scale).", DefaultValueFactory = _ => "1e-4,3e-2" };
@@ -64,7 +64,7 @@ public static class SweepCommand
                 BatchSize = r.GetValue(batch), MaxSequenceLength = r.GetValue(maxLen), Seed = r.GetValue(seed),
             };
             var shape = ModelShape.FromConfig(o.BaseModelPath, o.Task == QuanTATask.TextClassification);
-            var space = QuanTASearchSpace.Create(shape.HiddenSize, Ints(r.GetValue(axisCounts)!, "--axis-counts"));
+            var space = QuanTASearchSpace.Create(shape, Ints(r.GetValue(axisCounts)!, "--axis-counts"));
             var methods = r.GetValue(adapters)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(a => a.ToLowerInvariant() switch
                 {
@@ -96,6 +96,8 @@ public static class SweepCommand
                 .SetReductionFactor(r.GetValue(eta))
                 .SetOutputFolder(r.GetValue(output)!, resume: !r.GetValue(noResume));
             if (parallel is not null) experiment.SetWorkers(parallel);
+            // an adapter whose whole space is rejected is named before the first trial, not only in the closing line's count
+            experiment.SearchSpaceWarning += w => Console.Error.WriteLine($"warning: {w}");
             experiment.TrialCompleted += x => Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"trial {x.Id} ({x.Epochs} epochs) {x.Status} {(x.Metric is double m ? m.ToString("F4", CultureInfo.InvariantCulture) : x.Error)} " +
                 $"{x.TrainableParameters:N0} params {x.Seconds:F1}s{(x.Worker is int w ? $" [worker {w} pid {x.ProcessId}]" : "")}  {x.Description}"));
@@ -113,7 +115,8 @@ public static class SweepCommand
             try { result = experiment.Run(cts.Token); }
             finally { Console.CancelKeyPress -= onCancel; }
             Console.WriteLine($"stopped: {result.StopReason}; {result.Trials.Count} trials ({result.ReusedTrials} reused), " +
-                $"{result.Leaderboard.Count} succeeded, {result.Rejected.Count} configurations rejected");
+                $"{result.Leaderboard.Count} succeeded, {result.Rejected.Count} configurations rejected" +
+                (result.Warnings.Count > 0 ? $"; {result.Warnings.Count} adapter(s) skipped entirely (see the warning above)" : ""));
             Console.Write(result.FormatLeaderboard());
             Console.WriteLine("Pareto front (trainable parameters → metric):");
             foreach (var p in result.ParetoFront)

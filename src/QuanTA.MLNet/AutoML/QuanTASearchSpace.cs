@@ -7,7 +7,7 @@ namespace QuanTA.MLNet.AutoML;
 
 /// <summary>
 /// The sweepable options of a QuanTA (or LoRA baseline) fine-tune, annotated the AutoML way. Read with
-/// <see cref="QuanTASearchSpace.Create"/>, which also generates the axis-layout candidates from the model's hidden size.
+/// <see cref="QuanTASearchSpace.Create(ModelShape, IReadOnlyList{int}, int)"/>, which also generates the axis-layout candidates from the model's layer sizes.
 /// Only parameters relevant to the drawn <see cref="Adapter"/> matter (<see cref="QuanTASweepParameters.Describe"/>).
 /// </summary>
 public sealed class QuanTASweepParameters
@@ -50,11 +50,17 @@ public sealed class QuanTASweepParameters
         string schedule = CosineSchedule ? " cosine" : "";
         return Adapter == "LoRA"
             ? $"LoRA r={LoRA.Rank} alpha={LoRA.Alpha.ToString(CultureInfo.InvariantCulture)} targets={TargetModules} lr={lr}{schedule}"
-            : $"QuanTA layout={QuanTA.AxisLayout} pairs={QuanTA.PairSubset} rank={(QuanTA.Rank == 0 ? "full" : QuanTA.Rank.ToString(CultureInfo.InvariantCulture))} " +
+            : $"QuanTA layout={DescribeLayout()} pairs={QuanTA.PairSubset} rank={(QuanTA.Rank == 0 ? "full" : QuanTA.Rank.ToString(CultureInfo.InvariantCulture))} " +
               $"targets={TargetModules} lr={lr}{schedule}";
     }
 
-    /// <summary>Writes these parameters (and <paramref name="epochs"/>) onto a copy of <paramref name="baseOptions"/>.</summary>
+    /// <summary>The layout as <see cref="Describe"/> shows it: "8,4,4", or "derived(N=3)" for a layout derived per layer.</summary>
+    string DescribeLayout() => QuanTA.AxisLayout == QuanTASearchSpace.DerivedLayout
+        ? $"{QuanTASearchSpace.DerivedLayout}(N={QuanTA.AxisCount.ToString(CultureInfo.InvariantCulture)})" : QuanTA.AxisLayout;
+
+    /// <summary>Writes these parameters (and <paramref name="epochs"/>) onto a copy of <paramref name="baseOptions"/>. The layout
+    /// <see cref="QuanTASearchSpace.DerivedLayout"/> leaves <see cref="QuanTAFineTuneOptions.AxisLayout"/> null, so the trainer
+    /// derives a layout per layer from <see cref="QuanTAParameters.AxisCount"/>.</summary>
     public QuanTAFineTuneOptions ApplyTo(QuanTAFineTuneOptions baseOptions, int epochs)
     {
         ArgumentNullException.ThrowIfNull(baseOptions);
@@ -72,10 +78,11 @@ public sealed class QuanTASweepParameters
         else if (Adapter == "QuanTA")
         {
             o.Adapter = AdapterMethod.QuanTA;
-            var dims = QuanTASearchSpace.ParseLayout(QuanTA.AxisLayout);
+            bool derived = QuanTA.AxisLayout == QuanTASearchSpace.DerivedLayout;
+            int[]? dims = derived ? null : QuanTASearchSpace.ParseLayout(QuanTA.AxisLayout);
             o.AxisLayout = dims;
-            o.AxisCount = dims.Length;
-            o.Pairs = QuanTASearchSpace.PairsOf(QuanTA.PairSubset, dims.Length).Select(p => (p.M, p.N)).ToArray();
+            o.AxisCount = dims?.Length ?? QuanTA.AxisCount;
+            o.Pairs = QuanTASearchSpace.PairsOf(QuanTA.PairSubset, o.AxisCount).Select(p => (p.M, p.N)).ToArray();
             o.TensorCount = null;
             o.Rank = QuanTA.Rank == 0 ? null : QuanTA.Rank;
         }
@@ -91,8 +98,9 @@ public sealed class QuanTAParameters
     [Choice(new object[] { 2, 3, 4 }, 3)]
     public int AxisCount = 3;
 
-    /// <summary>Axis layout "d0,d1,…" (product = the hidden size). The attribute's candidate is a placeholder: the real
-    /// candidates are generated per <see cref="AxisCount"/> by <see cref="QuanTASearchSpace.Create"/>.</summary>
+    /// <summary>Axis layout "d0,d1,…", or <see cref="QuanTASearchSpace.DerivedLayout"/> for a layout derived per layer from
+    /// <see cref="AxisCount"/>. The attribute's candidate is a placeholder: the real candidates are generated per
+    /// <see cref="AxisCount"/> (and, with a model shape, per target set) by <see cref="QuanTASearchSpace.Create(ModelShape, IReadOnlyList{int}, int)"/>.</summary>
     [Choice(new object[] { "generated" })]
     public string AxisLayout = "generated";
 
@@ -125,6 +133,26 @@ public sealed class LoRAParameters
 /// </summary>
 public static class QuanTASearchSpace
 {
+    /// <summary>The layout candidate that leaves the layout to the trainer: <c>[ceil(max(in,out)^(1/N))]·N</c> derived per layer,
+    /// so layers of different shapes (attention and MLP) each get one that holds them.</summary>
+    public const string DerivedLayout = "derived";
+
+    /// <summary>
+    /// The search space for <paramref name="shape"/>: as <see cref="Create(int, IReadOnlyList{int}, int)"/> for its hidden size,
+    /// but the axis layouts are drawn after the target modules (<see cref="TargetLayoutOption"/>): the factorizations of the
+    /// widest targeted layer plus <see cref="DerivedLayout"/>, so every target set (e.g. <c>all-linear</c> with an MLP wider than
+    /// the hidden size) has QuanTA layouts that hold all its layers.
+    /// </summary>
+    /// <param name="shape">The model's adaptable layers (<see cref="ModelShape.FromConfig(string, bool?)"/>).</param>
+    /// <param name="axisCounts">Values of N; null keeps the attribute's choice (2, 3, 4).</param>
+    /// <param name="maxLayoutsPerAxisCount">Most factorizations kept per N and target set (the most balanced ones). Default 4.</param>
+    public static SearchSpace Create(ModelShape shape, IReadOnlyList<int>? axisCounts = null, int maxLayoutsPerAxisCount = 4)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        var space = Create(shape.HiddenSize, axisCounts, maxLayoutsPerAxisCount);
+        return space.Remove("QuanTA.AxisLayout").With("QuanTA.AxisLayout", new TargetLayoutOption(shape, maxLayoutsPerAxisCount));
+    }
+
     /// <summary>The search space for a model of hidden size <paramref name="hiddenSize"/>.</summary>
     /// <param name="hiddenSize">The model's hidden size (config.json "hidden_size").</param>
     /// <param name="axisCounts">Values of N to generate layouts for; null keeps the attribute's choice (2, 3, 4). N values that

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
+using Microsoft.ML.Runtime;
 using QuanTA.MLNet.AutoML;
 
 namespace QuanTA.MLNet
@@ -56,6 +57,11 @@ namespace QuanTA.MLNet.AutoML
 
         /// <summary>Raised after every trial (run or reused), on the thread that called <see cref="Run"/>.</summary>
         public event Action<SweepTrialResult>? TrialCompleted;
+
+        /// <summary>Raised by <see cref="Run"/> before any trial for each adapter whose whole search space is rejected (over the
+        /// constraint or unbuildable on the model), with the reason and what to change; also written as a warning to the
+        /// <see cref="MLContext"/>'s log and kept in <see cref="QuanTASweepResult.Warnings"/>.</summary>
+        public event Action<string>? SearchSpaceWarning;
 
         /// <summary>Training and validation data (same columns; the label as text for classification — it is mapped to a key
         /// inside). Without validation data, 20 % of <paramref name="train"/> is held out (seeded).</summary>
@@ -117,8 +123,8 @@ namespace QuanTA.MLNet.AutoML
             return this;
         }
 
-        /// <summary>A custom search space over <see cref="QuanTASweepParameters"/> (default: <see cref="QuanTASearchSpace.Create"/>
-        /// for the base model's hidden size). Its "Epochs" range is the successive-halving resource.</summary>
+        /// <summary>A custom search space over <see cref="QuanTASweepParameters"/> (default: <see cref="QuanTASearchSpace.Create(ModelShape, IReadOnlyList{int}, int)"/>
+        /// for the base model's layers). Its "Epochs" range is the successive-halving resource.</summary>
         public QuanTASweepExperiment SetSearchSpace(SearchSpace space)
         {
             ArgumentNullException.ThrowIfNull(space);
@@ -162,7 +168,7 @@ namespace QuanTA.MLNet.AutoML
         {
             bool trainsHead = _baseOptions.Task == QuanTATask.TextClassification && _baseOptions.ClassificationMode == ClassificationMode.Head;
             var shape = _shape ?? ModelShape.FromConfig(_baseOptions.BaseModelPath, trainsHead);
-            var space = _space ?? QuanTASearchSpace.Create(shape.HiddenSize);
+            var space = _space ?? QuanTASearchSpace.Create(shape);
             if (_runner is null && _train is null) throw new InvalidOperationException("Call SetData(train, validation) before Run().");
             var (metricName, greater) = _custom is { } c ? (c.Name, c.GreaterIsBetter)
                 : (_metric.ToString(), _metric is SweepMetric.MacroAccuracy or SweepMetric.MicroAccuracy);
@@ -171,6 +177,8 @@ namespace QuanTA.MLNet.AutoML
             var baseOptions = _baseOptions.Clone();
             baseOptions.Seed ??= _seed;
             baseOptions.Validate();
+            var constraint = new SweepConstraint(_maxFraction, _maxTrainable);
+            var (warnings, blocked) = CheckSearchSpace(space, shape, trainsHead, baseOptions, constraint);
 
             var previous = new Dictionary<(string, int), SweepTrialResult>();
             if (_output is not null && _resume)
@@ -190,7 +198,7 @@ namespace QuanTA.MLNet.AutoML
             QuanTASweepResult Result(string why) => new()
             {
                 MetricName = metricName, GreaterIsBetter = greater, Trials = trials.OrderBy(t => t.Id).ToArray(), Rejected = rejected.ToArray(),
-                ReusedTrials = reused, StopReason = why, OutputFolder = _output,
+                Warnings = warnings, ReusedTrials = reused, StopReason = why, OutputFolder = _output,
             };
             void Complete(SweepTrialResult result)
             {
@@ -216,7 +224,7 @@ namespace QuanTA.MLNet.AutoML
                     else if (clock.Elapsed >= _maxTime) stop = "time budget";
                     if (stop is not null) break;
                     if (tuner.Next() is not { } job) { if (executor.Running == 0) stop = "search space exhausted"; break; }
-                    if (job.IsNew && !Draw(space, shape, trainsHead, baseOptions, random, seen, configs, rejected)) { tuner.MarkExhausted(); continue; }
+                    if (job.IsNew && !Draw(space, shape, trainsHead, baseOptions, constraint, blocked, random, seen, configs, rejected)) { tuner.MarkExhausted(); continue; }
 
                     var (p, raw, count) = configs[job.ConfigId];
                     string description = p.Describe();
@@ -258,8 +266,26 @@ namespace QuanTA.MLNet.AutoML
             return new ProcessTrialExecutor(_ml, _workers, _train!, _validation!, _metric, _output, timeLeft, cancellationToken);
         }
 
-        /// <summary>Draws configurations until one is new, fits the model and meets the constraint (gives up after 200 draws in a row).</summary>
-        bool Draw(SearchSpace space, ModelShape shape, bool trainsHead, QuanTAFineTuneOptions baseOptions, Random random, HashSet<string> seen,
+        /// <summary>Checks which adapters of <paramref name="space"/> can run at all (<see cref="SweepSpaceCheck"/>): warns about each
+        /// one that cannot (before any trial), returns the warnings and those adapters, and throws when no adapter can run.</summary>
+        (IReadOnlyList<string> Warnings, IReadOnlySet<string> Blocked) CheckSearchSpace(SearchSpace space, ModelShape shape, bool trainsHead,
+            QuanTAFineTuneOptions baseOptions, SweepConstraint constraint)
+        {
+            var checks = SweepSpaceCheck.Run(space, shape, trainsHead, baseOptions, constraint);
+            var blocked = checks.Where(c => c.Runnable == 0).ToList();
+            var warnings = blocked.Select(c => c.Warning(constraint)!).ToArray();
+            if (blocked.Count == checks.Count)
+                throw new InvalidOperationException("The sweep cannot run any configuration of its search space. " + string.Join(" ", warnings));
+            using (var channel = ((IHostEnvironment)_ml).Start("QuanTA sweep"))
+                foreach (var w in warnings) channel.Warning(MessageSensitivity.None, w);
+            foreach (var w in warnings) SearchSpaceWarning?.Invoke(w);
+            return (warnings, blocked.Select(c => c.Adapter).ToHashSet());
+        }
+
+        /// <summary>Draws configurations until one is new, fits the model and meets the constraint (gives up after 200 draws in a row);
+        /// draws of a <paramref name="blocked"/> adapter (one whose whole space is rejected, already warned about) are skipped.</summary>
+        bool Draw(SearchSpace space, ModelShape shape, bool trainsHead, QuanTAFineTuneOptions baseOptions, SweepConstraint constraint,
+            IReadOnlySet<string> blocked, Random random, HashSet<string> seen,
             List<(QuanTASweepParameters, IReadOnlyDictionary<string, object>, ParameterCount)> configs, List<SweepRejection> rejected)
         {
             for (int attempt = 0; attempt < 200; attempt++)
@@ -267,21 +293,11 @@ namespace QuanTA.MLNet.AutoML
                 var raw = space.Sample(random);
                 var p = space.ToObject<QuanTASweepParameters>(raw);
                 var description = p.Describe();
-                if (!seen.Add(description)) continue;
+                if (!seen.Add(description) || blocked.Contains(p.Adapter)) continue;
                 ParameterCount count;
                 try { count = shape.Count(p.ApplyTo(baseOptions, 1), trainsHead); }
                 catch (ArgumentException e) { rejected.Add(new SweepRejection(description, e.Message)); continue; }
-                if (_maxFraction is { } f && count.TrainableFraction > f)
-                {
-                    rejected.Add(new SweepRejection(description, string.Create(CultureInfo.InvariantCulture,
-                        $"{count.Trainable:N0} trainable parameters = {100 * count.TrainableFraction:F4} % > {100 * f:G4} %")));
-                    continue;
-                }
-                if (_maxTrainable is { } m && count.Trainable > m)
-                {
-                    rejected.Add(new SweepRejection(description, $"{count.Trainable:N0} trainable parameters > {m:N0}"));
-                    continue;
-                }
+                if (constraint.Violation(count) is { } violation) { rejected.Add(new SweepRejection(description, violation)); continue; }
                 configs.Add((p, raw, count));
                 return true;
             }

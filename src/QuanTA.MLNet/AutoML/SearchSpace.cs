@@ -13,6 +13,10 @@ public abstract class SearchOption
 
     /// <summary>The default value (the attribute's init / default, else the middle or the first candidate).</summary>
     public abstract object Default(IReadOnlyDictionary<string, object> sampled);
+
+    /// <summary>Every value this option can take given the earlier values <paramref name="sampled"/>, for a finite choice; null for
+    /// a continuous range or a flag (which <see cref="SweepSpaceCheck.Combinations"/> holds at its default).</summary>
+    public virtual IReadOnlyList<object>? Enumerate(IReadOnlyDictionary<string, object> sampled) => null;
 }
 
 /// <summary>A choice among candidates (AutoML's <see cref="ChoiceAttribute"/>), drawn uniformly.</summary>
@@ -29,6 +33,9 @@ public sealed class ChoiceOption(IReadOnlyList<object> candidates, object? defau
 
     /// <inheritdoc/>
     public override object Default(IReadOnlyDictionary<string, object> sampled) => defaultValue ?? Candidates[0];
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<object> Enumerate(IReadOnlyDictionary<string, object> sampled) => Candidates;
 }
 
 /// <summary>A choice whose candidates depend on the value of an earlier parameter (e.g. the axis layouts of a given axis count).</summary>
@@ -60,6 +67,9 @@ public sealed class DependentChoiceOption(string parent, IReadOnlyDictionary<obj
 
     /// <inheritdoc/>
     public override object Default(IReadOnlyDictionary<string, object> sampled) => For(sampled)[0];
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<object> Enumerate(IReadOnlyDictionary<string, object> sampled) => For(sampled);
 }
 
 /// <summary>A numeric range (AutoML's <see cref="RangeAttribute"/>): uniform, or log-uniform when <see cref="LogBase"/>;
@@ -208,6 +218,15 @@ public sealed class SearchSpace
     {
         _ = this[name];
         return With(name, new ChoiceOption([value]));
+    }
+
+    /// <summary>Removes parameter <paramref name="name"/> (e.g. to add it again at the end, after the parameters it depends on);
+    /// returns this space.</summary>
+    public SearchSpace Remove(string name)
+    {
+        _ = this[name];
+        _options.RemoveAll(o => o.Name == name);
+        return this;
     }
 
     /// <summary>Draws one value per parameter (dotted name → value) in declaration order.</summary>

@@ -70,6 +70,9 @@ public sealed record QuanTASweepResult
     public IReadOnlyList<SweepTrialResult> Trials { get; init; } = [];
     /// <summary>Configurations drawn but not run (constraint, invalid layout).</summary>
     public IReadOnlyList<SweepRejection> Rejected { get; init; } = [];
+    /// <summary>Warnings raised before the first trial: one per adapter whose whole search space was rejected (why, and what to
+    /// change), see <see cref="QuanTASweepExperiment.SearchSpaceWarning"/>.</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
     /// <summary>Trials taken from the results file of an earlier run instead of being trained again.</summary>
     public int ReusedTrials { get; init; }
     /// <summary>Why the sweep stopped ("trial budget", "time budget", "search space exhausted", "cancelled").</summary>

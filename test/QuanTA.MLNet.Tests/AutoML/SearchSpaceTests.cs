@@ -158,6 +158,8 @@ public class SearchSpaceTests
     [Theory]
     [InlineData("llama-tiny-seqcls", "quanta", "8,4,4", "all", 0, "q_proj,v_proj")]
     [InlineData("llama-tiny-seqcls", "quanta", "4,4,4,2", "adjacent", 4, "q_proj,k_proj,v_proj,o_proj")]
+    [InlineData("llama-tiny-seqcls", "quanta", "derived", "adjacent", 0, "all-linear")]   // a layout per layer shape (128 and 384)
+    [InlineData("llama-tiny-seqcls", "quanta", "8,8,6", "all", 4, "all-linear")]          // the widest layer's, padding the rest
     [InlineData("llama-tiny-seqcls", "lora", "", "", 0, "all-linear")]
     [InlineData("qwen2-tiny", "quanta", "16,8", "double", 8, "q_proj,v_proj")]
     [InlineData("qwen2-tiny", "lora", "", "", 0, "q_proj,k_proj,v_proj,o_proj")]

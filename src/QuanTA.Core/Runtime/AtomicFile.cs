@@ -91,6 +91,8 @@ public static class AtomicFile
         var folder = Path.GetDirectoryName(target)!;
         if (Directory.Exists(target))
             throw new IOException($"{what} '{path}' is a folder; give the path of the file to write (e.g. {Path.Combine(path, "model.zip")}).");
+        if (File.Exists(folder))
+            throw new IOException($"{what} '{path}' is not writable: '{folder}' is a file, not a folder. Choose another {what}.");
         if (!Directory.Exists(folder))
             throw new IOException($"{what} '{path}': the folder '{folder}' does not exist. Create it or choose another {what}.");
         var probe = TempPathFor(target);

@@ -107,5 +107,9 @@ public class EvaluateEdgeCaseTests(ToyClassifierFixture model) : IClassFixture<T
         Assert.Contains("'fruit'", notes.GetProperty("singleClass").GetString());
         Assert.Equal("fruit", Assert.Single(json.GetProperty("classesInTestSet").EnumerateArray()).GetString());
         Assert.Equal(0, json.GetProperty("unseenLabelRows").GetInt64());
+        var perClass = json.GetProperty("perClassLogLoss");                    // classes fruit, water, sound (training order)
+        Assert.Equal(JsonValueKind.Number, perClass[0].ValueKind);
+        Assert.Equal(JsonValueKind.Null, perClass[1].ValueKind);              // ML.NET reports 0 for a class with no rows
+        Assert.Contains("'water': the class has no rows in the test set", notes.GetProperty("perClassLogLoss").GetString());
     }
 }

@@ -70,7 +70,8 @@ public static class EvaluateCommand
             .Metric("logLossReduction", m.LogLossReduction, oneClass
                 ? "the test set has one class, so the prior's log-loss is 0 and a reduction relative to it is undefined"
                 : null)
-            .Metrics("perClassLogLoss", m.PerClassLogLoss, quanta.ClassNames, "the class has no rows in the test set, or a row of it got probability 0")
+            .Metrics("perClassLogLoss", m.PerClassLogLoss, quanta.ClassNames,
+                i => i < m.ConfusionMatrix.Counts.Count && m.ConfusionMatrix.Counts[i].Sum() == 0 ? "the class has no rows in the test set" : null)
             .Add("classes", new JsonArray([.. quanta.ClassNames.Select(c => (JsonNode?)c)]))
             .Add("classesInTestSet", new JsonArray([.. census.SeenLabelsPresent.Select(c => (JsonNode?)c)]))
             .Add("confusionMatrix", new JsonArray([.. m.ConfusionMatrix.Counts.Select(row => (JsonNode?)new JsonArray([.. row.Select(c => (JsonNode?)c)]))]));

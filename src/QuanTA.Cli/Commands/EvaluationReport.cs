@@ -33,22 +33,23 @@ internal sealed class EvaluationReport
         return this;
     }
 
-    /// <summary>Adds a list of metrics (e.g. per class); undefined entries become null and are explained in <c>notes</c>.</summary>
-    public EvaluationReport Metrics(string name, IReadOnlyList<double> values, IReadOnlyList<string> labels, string undefinedReason)
+    /// <summary>
+    /// Adds a list of metrics (e.g. per class). Entry <c>i</c> is written as null when <paramref name="whyUndefined"/>(i) gives a
+    /// reason, or when it is NaN or ±∞; <c>notes</c> lists each such entry by label with its reason.
+    /// </summary>
+    public EvaluationReport Metrics(string name, IReadOnlyList<double> values, IReadOnlyList<string> labels, Func<int, string?> whyUndefined)
     {
         var array = new JsonArray();
         var undefined = new List<string>();
         for (int i = 0; i < values.Count; i++)
         {
-            if (double.IsFinite(values[i])) array.Add(values[i]);
-            else
-            {
-                array.Add(null);
-                undefined.Add($"{(i < labels.Count ? labels[i] : i.ToString(CultureInfo.InvariantCulture))} ({Describe(values[i])})");
-            }
+            var reason = whyUndefined(i) ?? (double.IsFinite(values[i]) ? null : $"{Describe(values[i])}, undefined on this test set");
+            array.Add(reason is null ? values[i] : null);
+            if (reason is not null)
+                undefined.Add($"'{(i < labels.Count ? labels[i] : i.ToString(CultureInfo.InvariantCulture))}': {reason}");
         }
         _root[name] = array;
-        if (undefined.Count > 0) _notes[name] = $"null for {string.Join(", ", undefined)}: {undefinedReason}.";
+        if (undefined.Count > 0) _notes[name] = $"null for {string.Join("; ", undefined)}.";
         return this;
     }
 
@@ -63,7 +64,11 @@ internal sealed class EvaluationReport
     public string ToJson()
     {
         if (_notes.Count > 0) _root["notes"] = _notes.DeepClone();
-        return _root.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true });
+        return _root.ToJsonString(new System.Text.Json.JsonSerializerOptions
+        {
+            WriteIndented = true,
+            Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,   // ∞ and ' as themselves (stdout, not HTML)
+        });
     }
 
     static string Describe(double value) => double.IsNaN(value) ? "NaN" : value > 0 ? "+∞" : "−∞";

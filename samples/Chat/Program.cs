@@ -56,7 +56,7 @@ using (var fitted = ml.Transforms.QuanTAFineTune(options).Fit(data))
     progress.Finish();
     Console.WriteLine($"QuanTA: {fitted.TrainableParameterCount:N0} trainable parameters, fit {clock.Elapsed.TotalSeconds:F1} s, " +
                       $"final loss {fitted.TrainingLosses.LastOrDefault():F3}");
-    ml.Model.Save(fitted, data.Schema, modelPath);
+    ml.Model.SaveAtomically(fitted, data.Schema, modelPath);
 }
 Console.WriteLine($"Saved {modelPath}");
 
@@ -128,10 +128,6 @@ Console.WriteLine($"4 requests: one after another {inRow.Elapsed.TotalMillisecon
 
 static double Median(List<double> xs) => xs.Count == 0 ? double.NaN : xs.Order().ElementAt(xs.Count / 2);
 
-// Every file the sample writes goes to a temporary file first and is renamed into place.
+// Every file the sample writes goes to a temporary file first, is flushed and renamed into place.
 static void WriteAtomically(string path, IEnumerable<string> lines)
-{
-    var tmp = path + ".tmp";
-    File.WriteAllLines(tmp, lines);
-    File.Move(tmp, path, overwrite: true);
-}
+    => QuanTA.Core.Runtime.AtomicFile.WriteAllText(path, string.Concat(lines.Select(l => l + Environment.NewLine)));

@@ -98,8 +98,7 @@ for (int t = 0; t < targets.Length; t++)
     plot.Axes.SetLimitsY(-8.5, 1);
     plot.ShowLegend(ScottPlot.Alignment.LowerLeft);
 }
-Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outPng))!);
-multiplot.SavePng(outPng, 1400, 1000);
+QuanTA.Core.Runtime.AtomicFile.WriteViaPath(outPng, tmp => multiplot.SavePng(tmp, 1400, 1000));   // temp file + rename
 Console.WriteLine($"wrote {Path.GetFullPath(outPng)}");
 
 // ---------------------------------------------------------------------------------------------------------------

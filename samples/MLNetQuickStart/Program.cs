@@ -25,7 +25,7 @@ var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
 var model = pipeline.Fit(train);
 var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
 Console.WriteLine($"classification: micro-accuracy {metrics.MicroAccuracy:F3}, log-loss {metrics.LogLoss:F3}");
-ml.Model.Save(model, train.Schema, "classifier.zip");
+ml.Model.SaveAtomically(model, train.Schema, "classifier.zip");   // temp file + rename: a failed save keeps the old zip
 model.Dispose();
 
 var fresh = new MLContext { GpuDeviceId = ml.GpuDeviceId, FallbackToCpu = ml.FallbackToCpu }.RegisterQuanTA();   // once per MLContext that only loads
@@ -47,7 +47,7 @@ using var generator = ml.Transforms.QuanTAFineTune(new QuanTAFineTuneOptions
 }).Fit(pairs);
 var scores = GenerationMetrics.Evaluate(generator.Transform(pairs));
 Console.WriteLine($"generation: exact match {scores.ExactMatch:F2}, F1 {scores.F1:F2}, perplexity {generator.Perplexity(pairs):F1}");
-ml.Model.Save(generator, pairs.Schema, "generator.zip");
+ml.Model.SaveAtomically(generator, pairs.Schema, "generator.zip");
 
 using var loadedGenerator = (QuanTAFineTuneTransformer)new MLContext().RegisterQuanTA().Model.Load("generator.zip", out _);
 var gen = ml.Model.CreatePredictionEngine<Prompt, Completion>(loadedGenerator);

@@ -34,7 +34,7 @@ string[] before;
 using (var model = pipeline.Fit(data))
 {
     Console.WriteLine();
-    ml.Model.Save(model, data.Schema, zip);
+    ml.Model.SaveAtomically(model, data.Schema, zip);
     var engine = ml.Model.CreatePredictionEngine<Gloss, GlossPrediction>(model);
     before = samples.Select(s => engine.Predict(s).PredictedLabel).ToArray();
 }

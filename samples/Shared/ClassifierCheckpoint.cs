@@ -24,7 +24,7 @@ public static class ClassifierCheckpoint
                    numLabels: classNames.Count, initializeMissingHead: true, seed: seed))
         {
             var weights = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().contiguous());
-            Safetensors.SaveStateDict(Path.Combine(outputDir, "model.safetensors"), weights);
+            QuanTA.Core.Runtime.AtomicFile.Write(Path.Combine(outputDir, "model.safetensors"), s => Safetensors.SaveStateDict(s, weights, leaveOpen: true));
         }
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(causalLmDir, "config.json")))!.AsObject();
         config["architectures"] = new JsonArray("LlamaForSequenceClassification");
@@ -32,7 +32,7 @@ public static class ClassifierCheckpoint
         config["id2label"] = new JsonObject(classNames.Select((n, i) => KeyValuePair.Create(i.ToString(), (JsonNode?)n)));
         config["label2id"] = new JsonObject(classNames.Select((n, i) => KeyValuePair.Create(n, (JsonNode?)i)));
         config["torch_dtype"] = "float32";
-        File.WriteAllText(Path.Combine(outputDir, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
+        QuanTA.Core.Runtime.AtomicFile.WriteAllText(Path.Combine(outputDir, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
         foreach (var f in TokenizerFiles)
             if (File.Exists(Path.Combine(causalLmDir, f))) File.Copy(Path.Combine(causalLmDir, f), Path.Combine(outputDir, f), overwrite: true);
         return outputDir;

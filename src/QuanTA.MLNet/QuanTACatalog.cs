@@ -92,6 +92,17 @@ public static class QuanTACatalog
         }
     }
 
+    /// <summary>
+    /// <c>mlContext.Model.Save</c> without the risk of losing the previous model: the zip is written to a temporary file in the
+    /// same folder, flushed to disk and renamed over <paramref name="path"/>. If saving fails (disk full, no permission, …) the
+    /// file at <paramref name="path"/> is left as it was and no partial file remains.
+    /// </summary>
+    public static void SaveAtomically(this ModelOperationsCatalog model, ITransformer transformer, DataViewSchema inputSchema, string path)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        QuanTA.Core.Runtime.AtomicFile.Write(path, s => model.Save(transformer, inputSchema, s));
+    }
+
     static Exception Innermost(Exception e)
     {
         while (e.InnerException is not null) e = e.InnerException;

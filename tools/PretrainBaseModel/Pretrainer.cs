@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using QuanTA.Core.Models;
 using QuanTA.Core.Models.Llama;
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.PyBridge;
@@ -221,8 +222,8 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
     {
         Directory.CreateDirectory(dir);
         var json = new JsonSerializerOptions { WriteIndented = true };
-        File.WriteAllText(Path.Combine(dir, "config.json"), ConfigJson(model.Config.VocabSize).ToJsonString(json) + "\n");
-        File.WriteAllText(Path.Combine(dir, "generation_config.json"), new JsonObject
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), ConfigJson(model.Config.VocabSize).ToJsonString(json) + "\n");
+        AtomicFile.WriteAllText(Path.Combine(dir, "generation_config.json"), new JsonObject
         {
             ["bos_token_id"] = TokenData.EndOfText,
             ["eos_token_id"] = TokenData.EndOfText,
@@ -236,10 +237,11 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
             if (model.Config.TieWordEmbeddings && name == "lm_head.weight") continue;
             sd[name] = p.detach().to_type(dtype).cpu().contiguous();
         }
-        var tmp = Path.Combine(dir, "model.safetensors.tmp");
-        Safetensors.SaveStateDict(tmp, sd);
-        AddFormatMetadata(tmp);
-        File.Move(tmp, Path.Combine(dir, "model.safetensors"), overwrite: true);
+        AtomicFile.WriteViaPath(Path.Combine(dir, "model.safetensors"), tmp =>
+        {
+            Safetensors.SaveStateDict(tmp, sd);
+            AddFormatMetadata(tmp);
+        });
     }
 
     /// <summary>
@@ -258,10 +260,12 @@ public sealed class Pretrainer(PretrainOptions o, TextWriter log)
         var text = withMeta.ToJsonString();
         text += new string(' ', (8 - System.Text.Encoding.UTF8.GetByteCount(text) % 8) % 8);
         var newHeader = System.Text.Encoding.UTF8.GetBytes(text);
-        using var f = File.Create(path);
-        f.Write(BitConverter.GetBytes((long)newHeader.Length));
-        f.Write(newHeader);
-        f.Write(bytes, 8 + (int)n, bytes.Length - 8 - (int)n);
+        AtomicFile.Write(path, f =>
+        {
+            f.Write(BitConverter.GetBytes((long)newHeader.Length));
+            f.Write(newHeader);
+            f.Write(bytes, 8 + (int)n, bytes.Length - 8 - (int)n);
+        });
     }
 
     /// <summary>Greedy continuation (no cache; the model is tiny) of <paramref name="prompt"/> ids, up to the first separator.</summary>

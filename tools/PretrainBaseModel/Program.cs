@@ -78,6 +78,6 @@ summary["device"] = device.ToString();
 summary["total_seconds"] = Math.Round(total.Elapsed.TotalSeconds, 1);
 summary["greedy_samples"] = samples;
 summary["command_line"] = "dotnet run -c Release --project tools/PretrainBaseModel -- " + string.Join(' ', args);
-File.WriteAllText(Path.Combine(o.Out, o.EvalOnly ? "evaluation.json" : "pretraining.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+QuanTA.Core.Runtime.AtomicFile.WriteAllText(Path.Combine(o.Out, o.EvalOnly ? "evaluation.json" : "pretraining.json"), summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
 Console.WriteLine(summary.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 return 0;

@@ -1,4 +1,5 @@
 using QuanTA.Core.Distributed;
+using QuanTA.Core.Runtime;
 using System.CommandLine;
 using System.Globalization;
 using Microsoft.ML;
@@ -97,6 +98,8 @@ public static class FineTuneCommand
 
         int Fit(ParseResult r, CancellationToken token)
         {
+            // Before any training: a model that cannot be saved would lose the whole run.
+            CheckOutputsWritable(r.GetValue(output)!, r.GetValue(export), r.GetValue(lossCurve));
             var o = new QuanTAFineTuneOptions
             {
                 Task = ParseTask(r.GetValue(task)!),
@@ -150,7 +153,7 @@ public static class FineTuneCommand
             var estimator = Pipeline(ml, o);
             using var model = new DisposableChain(estimator.Fit(data));
             if (ProcessGroupOptions.FromEnvironment().Rank != 0) return 0;   // data parallel: rank 0 alone writes the model
-            ml.Model.Save(model.Chain, data.Schema, r.GetValue(output)!);
+            ml.Model.SaveAtomically(model.Chain, data.Schema, r.GetValue(output)!);   // temp file + rename: the old zip survives a failure
             if (r.GetValue(export) is { } exportPath) model.QuanTA.ExportAdapter(exportPath);
             Console.Error.WriteLine($"saved {r.GetValue(output)} ({model.QuanTA.TrainableParameterCount:N0} trainable parameters, " +
                 $"final training loss {model.QuanTA.TrainingLosses.LastOrDefault():F4})");
@@ -173,6 +176,26 @@ public static class FineTuneCommand
         if (result.Succeeded) return 0;
         Console.Error.WriteLine($"rank {result.FirstFailedRank} failed (exit codes: {string.Join(", ", result.ExitCodes)}).");
         return 1;
+    }
+
+    /// <summary>
+    /// Fails before training when a file the run ends by writing cannot be written: <c>--output</c>'s folder must exist and
+    /// accept a new file; <c>--export-adapter</c> and <c>--loss-curve</c> folders are created (as the writers would) and probed.
+    /// </summary>
+    static void CheckOutputsWritable(string output, string? exportAdapter, string? lossCurve)
+    {
+        AtomicFile.EnsureWritable(output, "--output");
+        foreach (var (path, flag) in new[] { (exportAdapter, "--export-adapter"), (lossCurve, "--loss-curve") })
+        {
+            if (path is null) continue;
+            var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            try { Directory.CreateDirectory(folder); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new IOException($"{flag} '{path}': cannot create the folder '{folder}' ({e.Message}). Choose another {flag}.", e);
+            }
+            AtomicFile.EnsureWritable(path, flag);
+        }
     }
 
     static string Quote(string path) => path.Contains(' ', StringComparison.Ordinal) ? $"\"{path}\"" : path;
@@ -203,88 +226,5 @@ public static class FineTuneCommand
         public ITransformer Chain => chain;
         public QuanTAFineTuneTransformer QuanTA => TextData.FindQuanTA(chain);
         public void Dispose() => QuanTA.Dispose();
-    }
-}
-
-/// <summary>TSV/CSV loading with every column read as text, columns named from the header row; chat / instruction JSONL.</summary>
-internal static class TextData
-{
-    /// <summary>True for the chat / instruction data files (.jsonl, or .json holding one array of records).</summary>
-    public static bool IsChatFile(string path) => Path.GetExtension(path).ToLowerInvariant() is ".jsonl" or ".json";
-
-    /// <summary>
-    /// Loads <paramref name="path"/>: TSV/CSV as text columns, or JSONL chat data (generation only), setting
-    /// <see cref="QuanTAFineTuneOptions.MessagesColumnName"/> for conversations (and with <paramref name="asChat"/> for every layout).
-    /// </summary>
-    public static IDataView Load(MLContext ml, string path, QuanTAFineTuneOptions o, string format, bool asChat)
-    {
-        if (!IsChatFile(path))
-        {
-            if (asChat) throw new ArgumentException("--as-chat applies to .jsonl chat / instruction data; for a .tsv/.csv file name its conversation column with --messages-column.");
-            return Load(ml, path);
-        }
-        if (o.Task != QuanTATask.TextGeneration)
-            throw new ArgumentException($"'{path}' is chat / instruction data: fine-tune it with --task generation.");
-        var layout = format.Trim().ToLowerInvariant() switch
-        {
-            "auto" => QuanTA.Core.Chat.ChatDataFormat.Auto,
-            "messages" => QuanTA.Core.Chat.ChatDataFormat.Messages,
-            "prompt-completion" => QuanTA.Core.Chat.ChatDataFormat.PromptCompletion,
-            "alpaca" => QuanTA.Core.Chat.ChatDataFormat.Alpaca,
-            _ => throw new ArgumentException($"--data-format '{format}' is not auto, messages, prompt-completion or alpaca."),
-        };
-        var set = QuanTA.Core.Chat.ChatDataFile.Read(path, layout);
-        if (set.Format == QuanTA.Core.Chat.ChatDataFormat.Messages || asChat) o.MessagesColumnName ??= ChatColumns.Messages;
-        else { o.TextColumnName = ChatColumns.Text; o.TargetTextColumnName = ChatColumns.Target; }
-        Console.Error.WriteLine($"{path}: {set.Examples.Count} {set.Format} examples, trained " +
-            (o.MessagesColumnName is not null ? "as conversations through the chat template (loss on assistant turns)" : "as prompt + completion text (loss on the completion)"));
-        return ml.Data.LoadFromChatData(set);
-    }
-
-    public static IDataView Load(MLContext ml, string path)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"Data file '{path}' not found.");
-        char sep = Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase) ? ',' : '\t';
-        var header = File.ReadLines(path).FirstOrDefault() ?? throw new InvalidDataException($"'{path}' is empty.");
-        var names = header.Split(sep).Select(n => n.Trim().Trim('"')).ToArray();
-        var columns = names.Select((n, i) => new TextLoader.Column(n, DataKind.String, i)).ToArray();
-        return ml.Data.LoadFromTextFile(path, columns, separatorChar: sep, hasHeader: true, allowQuoting: true, trimWhitespace: false);
-    }
-
-    /// <summary>The QuanTA transformer inside a fitted or loaded model.</summary>
-    public static QuanTAFineTuneTransformer FindQuanTA(ITransformer model) => model switch
-    {
-        QuanTAFineTuneTransformer q => q,
-        IEnumerable<ITransformer> chain => chain.Select(t => t is QuanTAFineTuneTransformer q ? q : null).LastOrDefault(q => q is not null)
-            ?? throw new InvalidDataException("The model has no QuanTA fine-tuning step."),
-        _ => throw new InvalidDataException("The model has no QuanTA fine-tuning step."),
-    };
-}
-
-/// <summary>Error handling and MLContext setup shared by the ML.NET verbs.</summary>
-internal static class CliRun
-{
-    public static int Run(Func<int> body)
-    {
-        try { return body(); }
-        catch (Exception e)
-        {
-            var inner = e is System.Reflection.TargetInvocationException or AggregateException && e.InnerException is not null ? e.InnerException : e;
-            Console.Error.WriteLine($"error: {inner.Message.ReplaceLineEndings(" ")}");
-            return 1;
-        }
-    }
-
-    public static MLContext Context(string device, int seed)
-    {
-        var ml = new MLContext(seed);
-        var spec = device.Trim().ToLowerInvariant();
-        if (spec.StartsWith("cuda", StringComparison.Ordinal))
-        {
-            ml.GpuDeviceId = spec.Length > 5 ? int.Parse(spec[5..], CultureInfo.InvariantCulture) : 0;
-            ml.FallbackToCpu = false;
-        }
-        else if (spec != "cpu") throw new ArgumentException($"--device '{device}' is not cpu, cuda or cuda:N.");
-        return ml;
     }
 }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
@@ -53,9 +54,9 @@ public static class AdapterFile
             ["layers"] = layers,
             ["tensors"] = shapes,
         };
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        Safetensors.SaveStateDict(path, tensors);
-        File.WriteAllText(ConfigPath(path), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        // Each file is replaced atomically (temp file + rename): a failed export leaves the previous files intact.
+        AtomicFile.Write(path, s => Safetensors.SaveStateDict(s, tensors, leaveOpen: true));
+        AtomicFile.WriteAllText(ConfigPath(path), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>

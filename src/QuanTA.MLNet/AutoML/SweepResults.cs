@@ -176,12 +176,7 @@ public static class SweepResultFiles
 
     static string Quote(string s) => s.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 
-    static void WriteAtomic(string path, string text)
-    {
-        var tmp = path + ".tmp";
-        File.WriteAllText(tmp, text);
-        File.Move(tmp, path, overwrite: true);
-    }
+    static void WriteAtomic(string path, string text) => QuanTA.Core.Runtime.AtomicFile.WriteAllText(path, text);
 
     sealed record SweepFile(string Metric, bool GreaterIsBetter, string StopReason, int? BestTrial, int[] ParetoFront,
         IReadOnlyList<SweepTrialResult> Trials, IReadOnlyList<SweepRejection> Rejected);

@@ -171,12 +171,7 @@ internal sealed record SweepTrialSpec(int TrialId, int ConfigId, int Rung, QuanT
             ?? throw new InvalidDataException($"Trial spec '{path}' is empty.");
     }
 
-    internal static void WriteAtomic(string path, string text)
-    {
-        var tmp = path + ".tmp";
-        File.WriteAllText(tmp, text);
-        File.Move(tmp, path, overwrite: true);
-    }
+    internal static void WriteAtomic(string path, string text) => QuanTA.Core.Runtime.AtomicFile.WriteAllText(path, text);
 }
 
 /// <summary>What a child writes back: how the trial ended, its metric, error, wall time, process id and the trainable

@@ -132,9 +132,7 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
 
     static void Save(MLContext ml, IDataView view, string path)
     {
-        var tmp = path + ".tmp";
-        using (var f = File.Create(tmp)) ml.Data.SaveAsBinary(view, f);
-        File.Move(tmp, path, overwrite: true);
+        QuanTA.Core.Runtime.AtomicFile.Write(path, f => ml.Data.SaveAsBinary(view, f));
     }
 
     public int Capacity => _slots.Length;
@@ -242,7 +240,7 @@ internal sealed class ProcessTrialExecutor : ITrialExecutor
     /// <summary>Writes the child's output to log.txt and releases the process.</summary>
     static void Close(Child c)
     {
-        try { lock (c.Lines) File.WriteAllLines(Path.Combine(c.Folder, "log.txt"), c.Lines); }
+        try { lock (c.Lines) QuanTA.Core.Runtime.AtomicFile.WriteAllText(Path.Combine(c.Folder, "log.txt"), string.Join(Environment.NewLine, c.Lines) + Environment.NewLine); }
         catch (IOException) { }                                   // the log is a convenience; the result is already recorded
         c.Process.Dispose();
     }

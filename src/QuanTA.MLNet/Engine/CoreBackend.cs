@@ -2,6 +2,7 @@ using QuanTA.Core.Adapters;
 using QuanTA.Core.Generation;
 using QuanTA.Core.Models;
 using QuanTA.Core.Models.Llama;
+using QuanTA.Core.Runtime;
 using QuanTA.Core.Tokenization;
 using TorchSharp;
 using TorchSharp.PyBridge;
@@ -113,8 +114,8 @@ internal static class CoreBackend
         var head = model.named_parameters().Where(p => p.name.StartsWith("score.", StringComparison.Ordinal) && p.parameter.requires_grad)
             .ToDictionary(p => p.name, p => p.parameter.detach().cpu().contiguous());
         if (head.Count == 0) return;
-        Safetensors.SaveStateDict(Path.ChangeExtension(path, ".head.safetensors"), head);
-        foreach (var t in head.Values) t.Dispose();
+        try { AtomicFile.Write(Path.ChangeExtension(path, ".head.safetensors"), s => Safetensors.SaveStateDict(s, head, leaveOpen: true)); }
+        finally { foreach (var t in head.Values) t.Dispose(); }
     }
 
     sealed class TokenizerAdapter(HfTokenizer tok) : ITextTokenizer, ITextCodec

@@ -1,18 +1,12 @@
 namespace QuanTA.MLNet.Plotting;
 
-/// <summary>Writes a ScottPlot figure as PNG atomically (temp file + rename), creating the folder; no partial file is left.</summary>
+/// <summary>Writes a ScottPlot figure as PNG atomically (<see cref="QuanTA.Core.Runtime.AtomicFile"/>: temp file, flush,
+/// rename), creating the folder; a failure leaves the previous PNG intact and no partial file.</summary>
 internal static class PngFile
 {
     public static void Save(ScottPlot.Plot plot, string path, int width, int height)
     {
-        var full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var tmp = full + ".tmp-" + Guid.NewGuid().ToString("N")[..8] + ".png";
-        try
-        {
-            plot.SavePng(tmp, width, height);
-            File.Move(tmp, full, overwrite: true);
-        }
-        finally { if (File.Exists(tmp)) File.Delete(tmp); }
+        var png = plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
+        QuanTA.Core.Runtime.AtomicFile.WriteAllBytes(path, png);
     }
 }

@@ -1,0 +1,61 @@
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using QuanTA.MLNet;
+
+namespace QuanTA.Cli.Commands;
+
+/// <summary>TSV/CSV loading with every column read as text, columns named from the header row; chat / instruction JSONL.</summary>
+internal static class TextData
+{
+    /// <summary>True for the chat / instruction data files (.jsonl, or .json holding one array of records).</summary>
+    public static bool IsChatFile(string path) => Path.GetExtension(path).ToLowerInvariant() is ".jsonl" or ".json";
+
+    /// <summary>
+    /// Loads <paramref name="path"/>: TSV/CSV as text columns, or JSONL chat data (generation only), setting
+    /// <see cref="QuanTAFineTuneOptions.MessagesColumnName"/> for conversations (and with <paramref name="asChat"/> for every layout).
+    /// </summary>
+    public static IDataView Load(MLContext ml, string path, QuanTAFineTuneOptions o, string format, bool asChat)
+    {
+        if (!IsChatFile(path))
+        {
+            if (asChat) throw new ArgumentException("--as-chat applies to .jsonl chat / instruction data; for a .tsv/.csv file name its conversation column with --messages-column.");
+            return Load(ml, path);
+        }
+        if (o.Task != QuanTATask.TextGeneration)
+            throw new ArgumentException($"'{path}' is chat / instruction data: fine-tune it with --task generation.");
+        var layout = format.Trim().ToLowerInvariant() switch
+        {
+            "auto" => QuanTA.Core.Chat.ChatDataFormat.Auto,
+            "messages" => QuanTA.Core.Chat.ChatDataFormat.Messages,
+            "prompt-completion" => QuanTA.Core.Chat.ChatDataFormat.PromptCompletion,
+            "alpaca" => QuanTA.Core.Chat.ChatDataFormat.Alpaca,
+            _ => throw new ArgumentException($"--data-format '{format}' is not auto, messages, prompt-completion or alpaca."),
+        };
+        var set = QuanTA.Core.Chat.ChatDataFile.Read(path, layout);
+        if (set.Format == QuanTA.Core.Chat.ChatDataFormat.Messages || asChat) o.MessagesColumnName ??= ChatColumns.Messages;
+        else { o.TextColumnName = ChatColumns.Text; o.TargetTextColumnName = ChatColumns.Target; }
+        Console.Error.WriteLine($"{path}: {set.Examples.Count} {set.Format} examples, trained " +
+            (o.MessagesColumnName is not null ? "as conversations through the chat template (loss on assistant turns)" : "as prompt + completion text (loss on the completion)"));
+        return ml.Data.LoadFromChatData(set);
+    }
+
+    public static IDataView Load(MLContext ml, string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Data file '{path}' not found.");
+        char sep = Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase) ? ',' : '\t';
+        var header = File.ReadLines(path).FirstOrDefault() ?? throw new InvalidDataException($"'{path}' is empty.");
+        var names = header.Split(sep).Select(n => n.Trim().Trim('"')).ToArray();
+        var columns = names.Select((n, i) => new TextLoader.Column(n, DataKind.String, i)).ToArray();
+        return ml.Data.LoadFromTextFile(path, columns, separatorChar: sep, hasHeader: true, allowQuoting: true, trimWhitespace: false);
+    }
+
+    /// <summary>The QuanTA transformer inside a fitted or loaded model.</summary>
+    public static QuanTAFineTuneTransformer FindQuanTA(ITransformer model) => model switch
+    {
+        QuanTAFineTuneTransformer q => q,
+        IEnumerable<ITransformer> chain => chain.Select(t => t is QuanTAFineTuneTransformer q ? q : null).LastOrDefault(q => q is not null)
+            ?? throw new InvalidDataException("The model has no QuanTA fine-tuning step."),
+        _ => throw new InvalidDataException("The model has no QuanTA fine-tuning step."),
+    };
+}

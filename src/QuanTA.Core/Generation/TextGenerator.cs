@@ -138,6 +138,7 @@ public sealed class TextGenerator
         var eos = (o.EosTokenIds ?? cfg.EosTokenIds).Select(i => (long)i).ToHashSet();
         long pad = cfg.PadTokenId ?? (eos.Count > 0 ? eos.First() : 0);
         int B = prompts.Count, T0 = prompts.Max(p => p.Count);
+        bool padded = prompts.Any(p => p.Count != T0);
         LastTokenCount = 0;
         LastFinishReason = GenerationFinishReason.MaxTokens;
 
@@ -159,7 +160,9 @@ public sealed class TextGenerator
                 var S = tokens[0].Count;
                 var fromCol = cache is null || step == 0 ? 0 : S - 1;                   // with a cache only the newest token is fed
                 var ids = tensor(tokens.SelectMany(r => r.Skip(fromCol)).ToArray(), dtype: ScalarType.Int64, device: device).view(B, S - fromCol);
-                var m = tensor(mask.SelectMany(r => r).ToArray(), dtype: ScalarType.Int64, device: device).view(B, S);
+                // Without padding (one prompt, or prompts of one length) the mask is all ones: leave it out, which spares
+                // the model a host-to-device copy and a check that waits for the device at every step.
+                var m = padded ? tensor(mask.SelectMany(r => r).ToArray(), dtype: ScalarType.Int64, device: device).view(B, S) : null;
                 var logits = _model.forward(ids, m, cache: cache, lastTokenOnly: true)[.., -1];   // (B, V)
                 next = LogitsSampler.Next(logits, o, rng).cpu().data<long>().ToArray();
             }

@@ -63,7 +63,8 @@ public static class AdapterFile
     /// Loads adapters saved by <see cref="Save"/> into <paramref name="model"/>. Layers that have no adapter get one built from
     /// the JSON (then every non-adapter parameter is frozen); layers that have one must match it exactly. Any difference
     /// (a layer missing on either side, method, layer size, layout, a tensor's name or shape — a transposed factor
-    /// included) throws naming the tensor and both shapes. Values are copied into the existing parameters and buffers.
+    /// included) throws naming the tensor and both shapes; a QuanTA tensor transposed without a change of shape is found from
+    /// its values (see <see cref="RefuseTransposedQuanTA"/> for what can and cannot be detected). Values are copied into the existing parameters and buffers.
     /// </summary>
     public static InjectionReport Load(nn.Module model, string path)
     {
@@ -130,6 +131,10 @@ public static class AdapterFile
             foreach (var key in tensors.Dict.Keys)
                 if (!expected.ContainsKey(key))
                     throw new InvalidDataException($"{path} has tensor '{key}', which the model's adapters do not have.");
+            // a transposed QuanTA tensor keeps its shape (a k×k matrix, or a pair of equal axes swapped): check the values
+            foreach (var (name, _) in layersJson)
+                if ((modelLayers[name].Adapter ?? toAttach.First(t => t.Item1 == modelLayers[name]).Item2) is QuanTAAdapter q)
+                    RefuseTransposedQuanTA(name, q, tensors.Dict, path);
         }
         catch { foreach (var (_, a) in toAttach) a.Dispose(); throw; }
 
@@ -143,6 +148,56 @@ public static class AdapterFile
             }
         AdapterInjector.FreezeAllButAdapters(model);
         return AdapterInjector.Report(model);
+    }
+
+    /// <summary>
+    /// Refuses a QuanTA tensor stored transposed. A tensor T_i [d_m, d_n, d_m, d_n] keeps its shape when transposed as the
+    /// k×k matrix it stands for (out ↔ in, permute(2, 3, 0, 1)), and so does one whose pair has equal axes (d_m = d_n) with those
+    /// axes swapped; a low-rank T_i = U·V keeps its factors' shapes when they are swapped and transposed (U' = Vᵀ, V' = Uᵀ).
+    /// None of these is visible in the shapes, so the values are checked against the file's frozen copy S_i (the random init
+    /// T started from): a trained T stays far closer to S than to any transposition of S. T_i is refused when one of the
+    /// permutations above brings it at least 4× closer to S_i than it is as stored. What cannot be detected: a file whose
+    /// T_i and S_i were both transposed (it is consistent with itself and computes another ΔW), a T_i trained so far from its
+    /// init that S no longer tells the orientation, and LoRA factors of a square layer swapped and transposed (A' = Bᵀ,
+    /// B' = Aᵀ: the same shapes and no reference to compare with). Transpositions that change a shape (non-square axis pairs
+    /// with swapped axes, a low-rank factor transposed, LoRA factors of a non-square layer) are refused by the shape check.
+    /// </summary>
+    static void RefuseTransposedQuanTA(string layer, QuanTAAdapter a, Dictionary<string, Tensor> file, string path)
+    {
+        using var scope = NewDisposeScope();
+        var layout = a.Layout;
+        for (int i = 0; i < layout.TensorCount; i++)
+        {
+            long[] shape = layout.TensorShape(i);                                                  // [d_m, d_n, d_m, d_n]
+            string p = $"{layer}.quanta.", sKey = $"{p}S_{i}";
+            bool low = file.ContainsKey($"{p}T_{i}_U");
+            var t = low
+                ? file[$"{p}T_{i}_U"].to_type(ScalarType.Float64).matmul(file[$"{p}T_{i}_V"].to_type(ScalarType.Float64)).view(shape)   // (k, r)(r, k)
+                : file[$"{p}T_{i}"].to_type(ScalarType.Float64);
+            var s = file[sKey].to_type(ScalarType.Float64);
+            double stored = (t - s).norm().item<double>();
+            if (stored == 0) continue;                                                              // untrained: T = S
+            var perms = new List<(long[] Perm, string What)> { ([2, 3, 0, 1], $"as the {shape[0] * shape[1]}×{shape[0] * shape[1]} matrix it stands for, out and in swapped") };
+            if (shape[0] == shape[1])
+            {
+                perms.Add(([1, 0, 3, 2], "its two axes of equal size swapped"));
+                perms.Add(([3, 2, 1, 0], "out and in swapped and its two axes swapped"));
+            }
+            foreach (var (perm, what) in perms)
+            {
+                double other = (t.permute(perm) - s).norm().item<double>();
+                if (other * 4 > stored) continue;
+                string key = low ? $"{p}T_{i}_U' and '{p}T_{i}_V" : $"{p}T_{i}";
+                string shapes = low
+                    ? $"shapes [{string.Join(", ", file[$"{p}T_{i}_U"].shape)}] and [{string.Join(", ", file[$"{p}T_{i}_V"].shape)}] in {path}, the model expects " +
+                      $"[{string.Join(", ", a.get_parameter($"T_{i}_U")!.shape)}] and [{string.Join(", ", a.get_parameter($"T_{i}_V")!.shape)}]"
+                    : $"shape [{string.Join(", ", file[$"{p}T_{i}"].shape)}] in {path}, the model expects [{string.Join(", ", shape)}]";
+                throw new InvalidDataException(
+                    $"Adapter tensor '{key}' looks transposed ({what}): {shapes} — the same shape, so only its values tell — but it matches its " +
+                    $"frozen copy '{sKey}' (the init it was trained from) only once transposed: ‖T − S‖ = {stored:G3} as stored, {other:G3} transposed. " +
+                    "Export the adapter again without transposing it (or transpose it back); one of T and S was transposed, not both.");
+            }
+        }
     }
 
     /// <summary>Rebuilds an adapter from the options <see cref="Adapter.Describe"/> wrote.</summary>

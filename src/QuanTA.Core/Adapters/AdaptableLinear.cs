@@ -85,7 +85,10 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
         return y.add_(_adapter.Delta(x));                   // + Δ(x)
     }
 
-    /// <summary>W ← W0 + ΔW, computed in fp32 from the kept master copy, then cast to the weight's dtype. Checks for NaN first.</summary>
+    /// <summary>W ← round(W0 + ΔW): W0 widened to fp32, ΔW computed in fp32, one rounding to the weight's dtype (bf16 included).
+    /// Checks for NaN first. W0 is kept as it was (a copy in the weight's dtype) until <see cref="Unmerge"/>, so that unmerging
+    /// is exact: subtracting ΔW from a bf16 sum would not give W0 back. Memory cost: one extra copy of each merged layer's weight
+    /// (out·in elements in its dtype) while merged; nothing once unmerged.</summary>
     public void Merge()
     {
         if (_adapter is null || IsMerged) return;

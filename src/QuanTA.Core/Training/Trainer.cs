@@ -278,6 +278,7 @@ public sealed class Trainer<TBatch> : IDisposable
                 try
                 {
                     TrainStepResult r;
+                    TrainingFaults.BeforeMicroBatch?.Invoke(_state.Step + 1);   // tests: a simulated device fault (e.g. OOM)
                     try { r = lossFn(batch); }
                     catch (OperationCanceledException) when (ct.IsCancellationRequested) { Cancel(epoch); throw; }
                     if (r.Loss is null || r.Loss.numel() != 1)

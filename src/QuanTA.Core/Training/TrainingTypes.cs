@@ -170,6 +170,15 @@ public sealed class OutOfMemoryOnDeviceException : InvalidOperationException
     }
 }
 
+/// <summary>Fault injection for tests: simulated device failures (out of memory) inside a training step, reached through every
+/// caller of the trainer (ML.NET's Fit, the CLI) on the thread that trains.</summary>
+internal static class TrainingFaults
+{
+    /// <summary>Called before each micro-batch's forward with the 1-based optimizer step being computed; whatever it throws
+    /// is handled as if the loss function had thrown it (e.g. libtorch's "CUDA out of memory" <c>ExternalException</c>).</summary>
+    [ThreadStatic] internal static Action<long>? BeforeMicroBatch;
+}
+
 /// <summary>A checkpoint folder is incomplete, truncated or altered (hash mismatch, unreadable state).</summary>
 public sealed class CheckpointCorruptException : IOException
 {

@@ -55,12 +55,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         var computeDType = model.Module.parameters().First(p => !p.requires_grad).dtype;   // the frozen base's
         using var bank = CreateBank(computeDType, out var bankNote);
         trainerOptions.RunFingerprint = RunFingerprints.Make(baseModelFingerprint, o, fused: bank is not null, worldSize: world);
-        if (bank is { Layerwise: false })
-            trainerOptions.OutOfMemoryHint = "or set FusedQuanTAMemory = Lean (CLI: --fused-memory lean), which keeps no weight-sized " +
-                "tensor per adapted layer between forward and backward (same results, a little slower)";
-        else if (bank is { Layerwise: true, CachesFrozenOperator: true })
-            trainerOptions.OutOfMemoryHint = "or set FusedQuanTAMemory = Minimal (CLI: --fused-memory minimal), which also rebuilds the " +
-                "frozen chain instead of caching it (same results, slower)";
+        trainerOptions.OutOfMemoryHint = OutOfMemoryHint(o, bank);
         if (o.ResumeFromCheckpoint is not null)
             trainerOptions.ResumeFrom = RunFingerprints.ResolveResume(o.ResumeFromCheckpoint, trainerOptions.CheckpointDir, trainerOptions.RunFingerprint, seed,
                 m => { using var c = host.Start("QuanTA resume"); c.Warning(MessageSensitivity.None, m); });
@@ -136,6 +131,24 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
     /// model is loaded (the activations need the rest). LLaMA-7B q,v (≈ 10.7 GB extra) stays fast on an 80 GB or a 40 GB GPU
     /// and goes lean below ≈ 21 GB free; unknown free memory keeps the fast path.</summary>
     internal static bool PreferLean(long stackedExtraBytes, long? freeBytes) => freeBytes is long f && stackedExtraBytes > f / 2;
+
+    /// <summary>What to change after an out-of-memory step, in this library's option names and the CLI's flags: the batch size
+    /// (with accumulation to keep the effective batch), the sequence length, and the fused QuanTA path's memory mode.</summary>
+    internal static string OutOfMemoryHint(QuanTAFineTuneOptions o, QuanTABank? bank)
+    {
+        var hint = $"in QuanTAFineTuneOptions: BatchSize = {Math.Max(1, o.BatchSize / 2)} (CLI: --batch-size) with GradientAccumulationSteps = " +
+            $"{o.GradientAccumulationSteps * 2} (CLI: --grad-accum), or a MaxSequenceLength below {o.MaxSequenceLength} (CLI: --max-seq-len)";
+        if (bank is { Layerwise: false })
+            hint += "; or set FusedQuanTAMemory = Lean (CLI: --fused-memory lean), which keeps no weight-sized " +
+                "tensor per adapted layer between forward and backward (same results, a little slower)";
+        else if (bank is { Layerwise: true, CachesFrozenOperator: true })
+            hint += "; or set FusedQuanTAMemory = Minimal (CLI: --fused-memory minimal), which also rebuilds the " +
+                "frozen chain instead of caching it (same results, slower)";
+        else if (bank is null && o.Adapter == AdapterMethod.QuanTA)
+            hint += "; or train QuanTA on the fused path in a low-memory mode: FusedQuanTA = true (the default on CUDA) with " +
+                "FusedQuanTAMemory = Minimal (CLI, on CUDA: --fused-memory minimal)";
+        return hint;
+    }
 
     QuanTABank? CreateBank(ScalarType computeDType, out string? note)
     {

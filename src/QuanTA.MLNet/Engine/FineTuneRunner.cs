@@ -136,8 +136,8 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
     /// (with accumulation to keep the effective batch), the sequence length, and the fused QuanTA path's memory mode.</summary>
     internal static string OutOfMemoryHint(QuanTAFineTuneOptions o, QuanTABank? bank)
     {
-        var hint = $"in QuanTAFineTuneOptions: BatchSize = {Math.Max(1, o.BatchSize / 2)} (CLI: --batch-size) with GradientAccumulationSteps = " +
-            $"{o.GradientAccumulationSteps * 2} (CLI: --grad-accum), or a MaxSequenceLength below {o.MaxSequenceLength} (CLI: --max-seq-len)";
+        var hint = $"these are QuanTAFineTuneOptions.BatchSize (CLI: --batch-size, now {o.BatchSize}), GradientAccumulationSteps " +
+            $"(CLI: --grad-accum, now {o.GradientAccumulationSteps}) and MaxSequenceLength (CLI: --max-seq-len, now {o.MaxSequenceLength})";
         if (bank is { Layerwise: false })
             hint += "; or set FusedQuanTAMemory = Lean (CLI: --fused-memory lean), which keeps no weight-sized " +
                 "tensor per adapted layer between forward and backward (same results, a little slower)";

@@ -69,9 +69,10 @@ public class PeerPainPointTests
         finally { TrainingFaults.BeforeMicroBatch = null; }
         Assert.Equal(3, e.Step);
         Assert.Contains("during optimizer step 3 (batch size 4, gradient accumulation 1)", e.Message);
-        Assert.Contains("BatchSize = 2 (CLI: --batch-size)", e.Message);
-        Assert.Contains("GradientAccumulationSteps = 2 (CLI: --grad-accum)", e.Message);
-        Assert.Contains("MaxSequenceLength below 32 (CLI: --max-seq-len)", e.Message);
+        Assert.Contains("Lower the batch size (e.g. 2) and raise gradient accumulation (e.g. 2)", e.Message);
+        Assert.Contains("QuanTAFineTuneOptions.BatchSize (CLI: --batch-size, now 4)", e.Message);
+        Assert.Contains("GradientAccumulationSteps (CLI: --grad-accum, now 1)", e.Message);
+        Assert.Contains("MaxSequenceLength (CLI: --max-seq-len, now 32)", e.Message);
         Assert.Contains(fused ? "FusedQuanTAMemory = Lean (CLI: --fused-memory lean)" : "FusedQuanTAMemory = Minimal (CLI, on CUDA: --fused-memory minimal)", e.Message);
         Assert.Contains("CUDA out of memory", e.InnerException!.Message);
     }

@@ -37,7 +37,7 @@ public static class FineTuneCommand
         var adapter = new Option<string>("--adapter") { Description = "quanta or lora.", DefaultValueFactory = _ => "quanta" };
         var layout = new Option<string?>("--axis-layout") { Description = "QuanTA axis layout, e.g. 16,8,8,4 (default: derived per layer)." };
         var axisCount = new Option<int>("--axis-count") { Description = "Axes when the layout is derived.", DefaultValueFactory = _ => d.AxisCount };
-        var targets = new Option<string>("--target-modules") { Description = "Comma-separated module suffixes, re:<regex> or all-linear.", DefaultValueFactory = _ => string.Join(',', d.TargetModules) };
+        var targets = new Option<string>("--target-modules") { Description = "Comma-separated module suffixes (e.g. q_proj,v_proj), regex:<pattern> (or re:<pattern>; whole-name match) or all-linear.", DefaultValueFactory = _ => string.Join(',', d.TargetModules) };
         var dropout = new Option<float>("--dropout") { Description = "Adapter input dropout.", DefaultValueFactory = _ => d.Dropout };
         var loraRank = new Option<int>("--lora-rank") { Description = "LoRA rank.", DefaultValueFactory = _ => d.LoRARank };
         var loraAlpha = new Option<float>("--lora-alpha") { Description = "LoRA alpha.", DefaultValueFactory = _ => d.LoRAAlpha };

@@ -90,7 +90,7 @@ public static class QuanTACatalog
         mlContext.RegisterQuanTA();
         if (!File.Exists(path)) throw new FileNotFoundException($"The model file '{path}' was not found.", path);
         try { return model.Load(path, out inputSchema); }
-        catch (Exception e) when (Innermost(e) is { } inner && IsLoadEnvironmentError(inner))
+        catch (Exception e) when (Innermost(e) is { } inner && IsLoadEnvironmentError(e, inner))
         {
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
             throw;
@@ -104,12 +104,20 @@ public static class QuanTACatalog
     /// <summary>A load failure that is not about the file's bytes: one the QuanTA loader raised (base model folder missing or
     /// different, device errors, …) unless it is a decoding error of the saved bytes, or an ML.NET without the internals QuanTA
     /// needs, a cancelled or out-of-memory load.</summary>
-    static bool IsLoadEnvironmentError(Exception inner) =>
+    static bool IsLoadEnvironmentError(Exception e, Exception inner) => !SavedStateDamaged(e) && (
         inner is MlNetCompatibilityException or OutOfMemoryException or OperationCanceledException ||
         (inner.StackTrace?.Contains(typeof(QuanTAFineTuneTransformer).FullName!, StringComparison.Ordinal) == true &&
          (inner.Message.Contains("base model", StringComparison.Ordinal) ||
           inner is not (InvalidDataException or EndOfStreamException or FormatException or System.Text.Json.JsonException
-                        or ArgumentOutOfRangeException or IndexOutOfRangeException or OverflowException or NullReferenceException)));
+                        or ArgumentOutOfRangeException or IndexOutOfRangeException or OverflowException or NullReferenceException))));
+
+    /// <summary>True when the QuanTA loader reported the saved adapter bytes themselves as unusable ("The saved QuanTA …").</summary>
+    static bool SavedStateDamaged(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is InvalidDataException && e.Message.StartsWith("The saved QuanTA", StringComparison.Ordinal)) return true;
+        return false;
+    }
 
     /// <summary>"'path' (N bytes) is corrupt or not a QuanTA model …", keeping ML.NET's innermost reason.</summary>
     internal static InvalidDataException CorruptModel(string path, Exception e)

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Microsoft.ML;
 
 namespace QuanTA.Cli.Tests;
 
@@ -125,19 +126,32 @@ public sealed class ActionableErrorTests(ToyClassifierFixture toy) : IClassFixtu
         return b;
     }
 
-    public static TheoryData<string> Damages => ["flipped", "truncated", "foreign"];
+    public static TheoryData<string> Damages => ["flipped", "truncated", "foreign", "other-mlnet"];
 
     string DamagedModel(string kind) => kind switch
     {
         "flipped" => Damaged("flipped.zip", FlipMiddle),
         "truncated" => Damaged("truncated.zip", b => b[..(b.Length / 2)]),
+        "other-mlnet" => OtherMlNetModel(),
         _ => Write("foreign.zip", "this is not a zip archive"),
     };
+
+    /// <summary>A valid ML.NET model .zip without a QuanTA step.</summary>
+    string OtherMlNetModel()
+    {
+        var path = Path.Combine(_dir.FullName, "other-mlnet.zip");
+        var ml = new MLContext(1);
+        var data = ml.Data.LoadFromEnumerable(new[] { new TextOnly { Text = "hello" } });
+        ml.Model.Save(ml.Transforms.CopyColumns("Copy", "Text").Fit(data), data.Schema, path);
+        return path;
+    }
+
+    sealed class TextOnly { public string Text { get; set; } = ""; }
 
     static void AssertCorrupt(string path, int code, string err)
     {
         Assert.Equal(1, code);
-        Assert.Contains("corrupt or not a QuanTA model", err);
+        Assert.True(err.Contains("corrupt or not a QuanTA model", StringComparison.Ordinal) || err.Contains("is not a QuanTA model", StringComparison.Ordinal), err);
         Assert.Contains(path, err);
         Assert.Contains($"({new FileInfo(path).Length.ToString(CultureInfo.InvariantCulture)} bytes)", err);
     }

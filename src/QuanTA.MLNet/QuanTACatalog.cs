@@ -79,17 +79,53 @@ public static class QuanTACatalog
     }
 
     /// <summary><c>RegisterQuanTA()</c> then <c>mlContext.Model.Load(path, out inputSchema)</c>; a QuanTA load failure (base model
-    /// missing or different, …) is rethrown as itself rather than wrapped in ML.NET's reflection exceptions.</summary>
+    /// missing or different, …) is rethrown as itself rather than wrapped in ML.NET's reflection exceptions. A file that is not
+    /// a loadable model (truncated, damaged bytes, not a zip, another kind of zip) throws <see cref="InvalidDataException"/>
+    /// saying it is corrupt or not a QuanTA model, with its path and size; a missing file <see cref="FileNotFoundException"/>.</summary>
     public static ITransformer LoadWithQuanTA(this ModelOperationsCatalog model, MLContext mlContext, string path, out DataViewSchema inputSchema)
     {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(mlContext);
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
         mlContext.RegisterQuanTA();
+        if (!File.Exists(path)) throw new FileNotFoundException($"The model file '{path}' was not found.", path);
         try { return model.Load(path, out inputSchema); }
-        catch (Exception e) when (Innermost(e) is { } inner && inner != e &&
-                                  inner.StackTrace?.Contains(typeof(QuanTAFineTuneTransformer).FullName!, StringComparison.Ordinal) == true)
+        catch (Exception e) when (Innermost(e) is { } inner && IsLoadEnvironmentError(e, inner))
         {
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
             throw;
         }
+        catch (Exception e) when (e is not (OutOfMemoryException or OperationCanceledException))
+        {
+            throw CorruptModel(path, e);
+        }
+    }
+
+    /// <summary>A load failure that is not about the file's bytes: one the QuanTA loader raised (base model folder missing or
+    /// different, device errors, …) unless it is a decoding error of the saved bytes, or an ML.NET without the internals QuanTA
+    /// needs, a cancelled or out-of-memory load.</summary>
+    static bool IsLoadEnvironmentError(Exception e, Exception inner) => !SavedStateDamaged(e) && (
+        inner is MlNetCompatibilityException or OutOfMemoryException or OperationCanceledException ||
+        (inner.StackTrace?.Contains(typeof(QuanTAFineTuneTransformer).FullName!, StringComparison.Ordinal) == true &&
+         (inner.Message.Contains("base model", StringComparison.Ordinal) ||
+          inner is not (InvalidDataException or EndOfStreamException or FormatException or System.Text.Json.JsonException
+                        or ArgumentOutOfRangeException or IndexOutOfRangeException or OverflowException or NullReferenceException))));
+
+    /// <summary>True when the QuanTA loader reported the saved adapter bytes themselves as unusable ("The saved QuanTA …").</summary>
+    static bool SavedStateDamaged(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is InvalidDataException && e.Message.StartsWith("The saved QuanTA", StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    /// <summary>"'path' (N bytes) is corrupt or not a QuanTA model …", keeping ML.NET's innermost reason.</summary>
+    internal static InvalidDataException CorruptModel(string path, Exception e)
+    {
+        long size = new FileInfo(path).Length;
+        return new InvalidDataException($"The model file '{path}' ({size.ToString(System.Globalization.CultureInfo.InvariantCulture)} bytes) " +
+            $"is corrupt or not a QuanTA model: it could not be loaded ({Innermost(e).Message.TrimEnd('.')}). Use a model .zip written by " +
+            "quanta finetune or mlContext.Model.Save (a truncated or damaged copy cannot be repaired: copy or train it again).", e);
     }
 
     /// <summary>

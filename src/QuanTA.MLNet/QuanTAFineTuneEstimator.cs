@@ -43,8 +43,8 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         var o = _options;
-        ColumnChecks.Text(inputSchema, o.InputColumnName, o.IsChat ? "conversation (MessagesColumnName)" : "text");
-        if (o.SecondTextColumnName is not null) ColumnChecks.Text(inputSchema, o.SecondTextColumnName, "second text");
+        ColumnChecks.Text(inputSchema, o.InputColumnName, o.IsChat ? "conversation" : "text", ColumnChecks.InputProperty(o));
+        if (o.SecondTextColumnName is not null) ColumnChecks.Text(inputSchema, o.SecondTextColumnName, "second text", nameof(QuanTAFineTuneOptions.SecondTextColumnName));
         var columns = inputSchema.ToDictionary(c => c.Name);
         if (o.Task == QuanTATask.TextClassification)
         {
@@ -66,7 +66,7 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
         }
         else
         {
-            if (!o.IsChat) ColumnChecks.Text(inputSchema, o.TargetTextColumnName, "target text");
+            if (!o.IsChat) ColumnChecks.Text(inputSchema, o.TargetTextColumnName, "target text", nameof(QuanTAFineTuneOptions.TargetTextColumnName));
             columns[o.GeneratedTextColumnName] = MlNetInternals.Column(o.GeneratedTextColumnName, SchemaShape.Column.VectorKind.Scalar,
                 TextDataViewType.Instance, false);
         }

@@ -79,6 +79,12 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
             model.LoadTrainedState(state!);
             return new QuanTAFineTuneTransformer(env, model, options, labels, reference, []);
         }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or InvalidDataException or EndOfStreamException
+                                  or FormatException or IndexOutOfRangeException or OverflowException)
+        {
+            model.Dispose();   // the adapter bytes of the file decode to something unusable (e.g. NaN weights from damaged bytes)
+            throw new InvalidDataException($"The saved QuanTA adapter state ({state!.Length} bytes) is damaged: {e.Message}", e);
+        }
         catch
         {
             model.Dispose();

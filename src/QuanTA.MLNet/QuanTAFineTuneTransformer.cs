@@ -93,8 +93,8 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
 
     internal void CheckInput(DataViewSchema schema)
     {
-        ColumnChecks.Text(schema, _options.InputColumnName, _options.IsChat ? "conversation (MessagesColumnName)" : "text");
-        if (_options.SecondTextColumnName is not null) ColumnChecks.Text(schema, _options.SecondTextColumnName, "second text");
+        ColumnChecks.Text(schema, _options.InputColumnName, _options.IsChat ? "conversation" : "text", ColumnChecks.InputProperty(_options));
+        if (_options.SecondTextColumnName is not null) ColumnChecks.Text(schema, _options.SecondTextColumnName, "second text", nameof(QuanTAFineTuneOptions.SecondTextColumnName));
     }
 
     /// <summary>Names of the input columns the outputs are computed from.</summary>

@@ -6,13 +6,15 @@ namespace QuanTA.Cli.Commands;
 /// <summary>Error handling and MLContext setup shared by the ML.NET verbs.</summary>
 internal static class CliRun
 {
-    public static int Run(Func<int> body)
+    /// <summary>Runs a verb body; a failure becomes one line on stderr and exit code 1. <paramref name="describe"/> may reword
+    /// an exception for the command line (null: keep its message), e.g. name the flag instead of the library property.</summary>
+    public static int Run(Func<int> body, Func<Exception, string?>? describe = null)
     {
         try { return body(); }
         catch (Exception e)
         {
             var inner = e is System.Reflection.TargetInvocationException or AggregateException && e.InnerException is not null ? e.InnerException : e;
-            Console.Error.WriteLine($"error: {inner.Message.ReplaceLineEndings(" ")}");
+            Console.Error.WriteLine($"error: {(describe?.Invoke(inner) ?? inner.Message).ReplaceLineEndings(" ")}");
             return 1;
         }
     }

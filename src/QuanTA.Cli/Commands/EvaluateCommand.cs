@@ -21,8 +21,8 @@ public static class EvaluateCommand
         {
             var ml = CliRun.Context(r.GetValue(device)!, 1);
             ml.RegisterQuanTA(r.GetValue(baseModel));
-            var model = ml.Model.Load(r.GetValue(modelPath)!, out _);
-            var quanta = TextData.FindQuanTA(model);
+            var model = ml.Model.LoadWithQuanTA(ml, r.GetValue(modelPath)!, out _);   // a damaged or foreign zip: "corrupt or not a QuanTA model"
+            var quanta = TextData.FindQuanTA(model, r.GetValue(modelPath)!);
             try
             {
                 var path = r.GetValue(dataPath)!;

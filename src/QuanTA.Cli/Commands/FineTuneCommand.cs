@@ -37,7 +37,7 @@ public static class FineTuneCommand
         var adapter = new Option<string>("--adapter") { Description = "quanta or lora.", DefaultValueFactory = _ => "quanta" };
         var layout = new Option<string?>("--axis-layout") { Description = "QuanTA axis layout, e.g. 16,8,8,4 (default: derived per layer)." };
         var axisCount = new Option<int>("--axis-count") { Description = "Axes when the layout is derived.", DefaultValueFactory = _ => d.AxisCount };
-        var targets = new Option<string>("--target-modules") { Description = "Comma-separated module suffixes, re:<regex> or all-linear.", DefaultValueFactory = _ => string.Join(',', d.TargetModules) };
+        var targets = new Option<string>("--target-modules") { Description = "Comma-separated module suffixes (e.g. q_proj,v_proj), regex:<pattern> (or re:<pattern>; whole-name match) or all-linear.", DefaultValueFactory = _ => string.Join(',', d.TargetModules) };
         var dropout = new Option<float>("--dropout") { Description = "Adapter input dropout.", DefaultValueFactory = _ => d.Dropout };
         var loraRank = new Option<int>("--lora-rank") { Description = "LoRA rank.", DefaultValueFactory = _ => d.LoRARank };
         var loraAlpha = new Option<float>("--lora-alpha") { Description = "LoRA alpha.", DefaultValueFactory = _ => d.LoRAAlpha };
@@ -69,7 +69,7 @@ public static class FineTuneCommand
             loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, seed, lossCurve, export, device,
             ckptDir, ckptEvery, keepCkpt, resume, patience, valMetric, fusedMemory, nproc,
         };
-        cmd.SetAction(r => CliRun.Run(() =>
+        cmd.SetAction(r => CliRun.Run(describe: DescribeWithFlags, body: () =>
         {
             // --nproc-per-node N (outside a launcher): start N ranks of this same command with the torchrun environment.
             if (r.GetValue(nproc) > 1 && ProcessGroupOptions.FromEnvironment().WorldSize == 1)
@@ -140,10 +140,12 @@ public static class FineTuneCommand
             var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed));
             var beforeData = o.Clone();                                   // the options as the flags set them, before a file's layout adds to them
             var data = TextData.Load(ml, r.GetValue(train)!, o, r.GetValue(dataFormat)!, r.GetValue(asChat));
+            CheckData(data, "--train", r.GetValue(train)!, o, isTraining: true);
             if (r.GetValue(validation) is { } vPath)
             {
                 var vo = beforeData.Clone();
                 o.ValidationSet = TextData.Load(ml, vPath, vo, r.GetValue(dataFormat)!, r.GetValue(asChat));
+                CheckData(o.ValidationSet, "--validation", vPath, vo, isTraining: false);
                 if (vo.MessagesColumnName != o.MessagesColumnName)
                     throw new ArgumentException($"--validation '{vPath}' is read {(vo.MessagesColumnName is null ? "as prompt + completion" : "as conversations")} but " +
                         $"--train as {(o.MessagesColumnName is null ? "prompt + completion" : "conversations")}: give both files the same layout (or pass --as-chat).");
@@ -159,6 +161,115 @@ public static class FineTuneCommand
                 $"final training loss {model.QuanTA.TrainingLosses.LastOrDefault():F4})");
             return 0;
         }
+    }
+
+    /// <summary>
+    /// The one map from <see cref="QuanTAFineTuneOptions"/> fields to the flags above that set them: library errors name the
+    /// field (ArgumentException.ParamName and "QuanTAFineTuneOptions.X" in the message); the CLI shows the flag instead.
+    /// </summary>
+    internal static readonly IReadOnlyDictionary<string, string> FlagOfProperty = new Dictionary<string, string>
+    {
+        [nameof(QuanTAFineTuneOptions.Task)] = "--task",
+        [nameof(QuanTAFineTuneOptions.BaseModelPath)] = "--base-model",
+        [nameof(QuanTAFineTuneOptions.MessagesColumnName)] = "--messages-column",
+        [nameof(QuanTAFineTuneOptions.ChatTemplate)] = "--chat-template",
+        [nameof(QuanTAFineTuneOptions.ValidationSet)] = "--validation",
+        [nameof(QuanTAFineTuneOptions.TextColumnName)] = "--text-column",
+        [nameof(QuanTAFineTuneOptions.SecondTextColumnName)] = "--second-text-column",
+        [nameof(QuanTAFineTuneOptions.LabelColumnName)] = "--label-column",
+        [nameof(QuanTAFineTuneOptions.TargetTextColumnName)] = "--target-column",
+        [nameof(QuanTAFineTuneOptions.ClassificationMode)] = "--classification-mode",
+        [nameof(QuanTAFineTuneOptions.Adapter)] = "--adapter",
+        [nameof(QuanTAFineTuneOptions.AxisLayout)] = "--axis-layout",
+        [nameof(QuanTAFineTuneOptions.AxisCount)] = "--axis-count",
+        [nameof(QuanTAFineTuneOptions.TargetModules)] = "--target-modules",
+        [nameof(QuanTAFineTuneOptions.Dropout)] = "--dropout",
+        [nameof(QuanTAFineTuneOptions.LoRARank)] = "--lora-rank",
+        [nameof(QuanTAFineTuneOptions.LoRAAlpha)] = "--lora-alpha",
+        [nameof(QuanTAFineTuneOptions.Epochs)] = "--epochs",
+        [nameof(QuanTAFineTuneOptions.BatchSize)] = "--batch-size",
+        [nameof(QuanTAFineTuneOptions.GradientAccumulationSteps)] = "--grad-accum",
+        [nameof(QuanTAFineTuneOptions.LearningRate)] = "--lr",
+        [nameof(QuanTAFineTuneOptions.Schedule)] = "--schedule",
+        [nameof(QuanTAFineTuneOptions.WarmupRatio)] = "--warmup-ratio",
+        [nameof(QuanTAFineTuneOptions.WeightDecay)] = "--weight-decay",
+        [nameof(QuanTAFineTuneOptions.MaxGradNorm)] = "--max-grad-norm",
+        [nameof(QuanTAFineTuneOptions.MaxSequenceLength)] = "--max-seq-len",
+        [nameof(QuanTAFineTuneOptions.Seed)] = "--seed",
+        [nameof(QuanTAFineTuneOptions.LossCurvePngPath)] = "--loss-curve",
+        [nameof(QuanTAFineTuneOptions.CheckpointDirectory)] = "--checkpoint-dir",
+        [nameof(QuanTAFineTuneOptions.CheckpointEverySteps)] = "--checkpoint-every",
+        [nameof(QuanTAFineTuneOptions.KeepLastCheckpoints)] = "--keep-checkpoints",
+        [nameof(QuanTAFineTuneOptions.ResumeFromCheckpoint)] = "--resume",
+        [nameof(QuanTAFineTuneOptions.EarlyStoppingPatience)] = "--early-stopping-patience",
+        [nameof(QuanTAFineTuneOptions.ValidationMetric)] = "--validation-metric",
+        [nameof(QuanTAFineTuneOptions.FusedQuanTAMemory)] = "--fused-memory",
+    };
+
+    static readonly System.Text.RegularExpressions.Regex PropertyReference = new(
+        @"\b(?:QuanTAFineTuneOptions\.)?(" + string.Join('|', FlagOfProperty.Keys.OrderByDescending(k => k.Length)) + @")\b(: )?",
+        System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// Rewords an option error for the command line: an <see cref="ArgumentException"/> whose ParamName is a field of
+    /// <see cref="FlagOfProperty"/> gets the flags in place of the field names ("QuanTAFineTuneOptions.Epochs: must be
+    /// positive" → "--epochs must be positive"); any other exception keeps its message (null).
+    /// </summary>
+    internal static string? DescribeWithFlags(Exception e)
+    {
+        if (e is not ArgumentException { ParamName: { } param } a || !FlagOfProperty.ContainsKey(param)) return null;
+        var message = a.Message;
+        var suffix = $" (Parameter '{param}')";
+        if (message.EndsWith(suffix, StringComparison.Ordinal)) message = message[..^suffix.Length];
+        return PropertyReference.Replace(message, m => FlagOfProperty[m.Groups[1].Value] + (m.Groups[2].Success ? " " : ""));
+    }
+
+    /// <summary>
+    /// Checks a loaded data file before anything is fitted: every column the flags name must be in it (else the message lists
+    /// the file's columns and the flag to change), it must have rows, and training data for classification at least 2 classes.
+    /// </summary>
+    static void CheckData(IDataView data, string fileFlag, string path, QuanTAFineTuneOptions o, bool isTraining)
+    {
+        var columns = data.Schema.Where(c => !c.IsHidden).Select(c => c.Name).ToList();
+        var needed = new List<(string Column, string Property, string Role)>
+        {
+            o.MessagesColumnName is { } mc ? (mc, nameof(o.MessagesColumnName), "conversation") : (o.TextColumnName, nameof(o.TextColumnName), "text"),
+        };
+        if (o.SecondTextColumnName is { } t2) needed.Add((t2, nameof(o.SecondTextColumnName), "second text"));
+        if (o.Task == QuanTATask.TextClassification) needed.Add((o.LabelColumnName, nameof(o.LabelColumnName), "label"));
+        else if (o.MessagesColumnName is null) needed.Add((o.TargetTextColumnName, nameof(o.TargetTextColumnName), "target text"));
+        var missing = needed.Where(n => !columns.Contains(n.Column)).ToList();
+        if (missing.Count > 0)
+        {
+            var list = string.Join(", ", columns.Select(c => $"'{c}'"));
+            var what = string.Join("; ", missing.Select(m => $"no {m.Role} column '{m.Column}' (set by {FlagOfProperty[m.Property]})"));
+            throw new InvalidDataException($"{fileFlag} '{path}' has {what}. Its columns (from its first line, read as the header row) are: {list}. " +
+                $"Pass {string.Join(" / ", missing.Select(m => FlagOfProperty[m.Property] + " <column>"))} naming one of them" +
+                (missing.Count == needed.Count ? ", or, if the file has no header row, add one." : "."));
+        }
+        long rows = 0;
+        var labels = new SortedSet<string>(StringComparer.Ordinal);
+        bool countLabels = isTraining && o.Task == QuanTATask.TextClassification && data.Schema[o.LabelColumnName].Type is TextDataViewType;
+        var labelColumn = data.Schema[countLabels ? o.LabelColumnName : columns[0]];
+        using (var cursor = data.GetRowCursor(countLabels ? [labelColumn] : []))
+        {
+            var get = countLabels ? cursor.GetGetter<ReadOnlyMemory<char>>(labelColumn) : null;
+            ReadOnlyMemory<char> value = default;
+            while (cursor.MoveNext())
+            {
+                rows++;
+                if (get is null) continue;
+                get(ref value);
+                if (labels.Count < 2 && value.Length > 0) labels.Add(value.ToString());
+            }
+        }
+        if (rows == 0)
+            throw new InvalidDataException($"{fileFlag} '{path}' has no data rows (only a header row?): there is nothing to " +
+                $"{(isTraining ? "train" : "validate")} on. Add rows to the file.");
+        if (countLabels && labels.Count < 2)
+            throw new InvalidDataException($"{fileFlag} '{path}' has {(labels.Count == 0 ? "no labels" : $"one class ('{labels.Min}')")} in its label column " +
+                $"'{o.LabelColumnName}' ({rows} row{(rows == 1 ? "" : "s")}): classification needs at least 2 classes. Add rows of another class, " +
+                $"or pass {FlagOfProperty[nameof(o.LabelColumnName)]} naming the column that holds the labels.");
     }
 
     /// <summary>Re-runs this command as N local ranks (without --nproc-per-node), prefixing each rank's output.</summary>

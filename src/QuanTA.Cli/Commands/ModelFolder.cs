@@ -50,7 +50,7 @@ internal static class ModelFolder
     {
         var ml = CliRun.Context(device, seed: 1);
         var loaded = ml.Model.LoadWithQuanTA(ml, path, out _);
-        return new SavedModel(TextData.FindQuanTA(loaded));
+        return new SavedModel(TextData.FindQuanTA(loaded, path));
     }
 
     /// <summary>A loaded model .zip.</summary>

@@ -50,6 +50,19 @@ internal static class TextData
         return ml.Data.LoadFromTextFile(path, columns, separatorChar: sep, hasHeader: true, allowQuoting: true, trimWhitespace: false);
     }
 
+    /// <summary>The QuanTA transformer inside a model loaded from <paramref name="path"/>; a valid ML.NET model without one
+    /// is "not a QuanTA model", with the file's path and size.</summary>
+    public static QuanTAFineTuneTransformer FindQuanTA(ITransformer model, string path)
+    {
+        try { return FindQuanTA(model); }
+        catch (InvalidDataException e)
+        {
+            (model as IDisposable)?.Dispose();
+            throw new InvalidDataException($"The model file '{path}' ({new FileInfo(path).Length.ToString(CultureInfo.InvariantCulture)} bytes) " +
+                "is not a QuanTA model: it is an ML.NET model without a QuanTA fine-tuning step. Give a model .zip written by quanta finetune.", e);
+        }
+    }
+
     /// <summary>The QuanTA transformer inside a fitted or loaded model.</summary>
     public static QuanTAFineTuneTransformer FindQuanTA(ITransformer model) => model switch
     {

@@ -46,13 +46,14 @@ public sealed record TargetModules
     /// <summary>"all-linear": every adaptable linear layer except lm_head / score.</summary>
     public static TargetModules All() => new() { AllLinear = true };
 
-    /// <summary>Parses a user string: "all-linear", "regex:PATTERN", or a comma-separated list of names.</summary>
+    /// <summary>Parses a user string: "all-linear", "regex:PATTERN" (or the short "re:PATTERN"), or a comma-separated list of names.</summary>
     public static TargetModules Parse(string text)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(text);
         text = text.Trim();
         if (text == "all-linear") return All();
         if (text.StartsWith("regex:", StringComparison.Ordinal)) return Regex(text["regex:".Length..]);
+        if (text.StartsWith("re:", StringComparison.Ordinal)) return Regex(text["re:".Length..]);
         return Names(text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
     }
 

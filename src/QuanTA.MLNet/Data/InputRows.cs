@@ -10,20 +10,31 @@ internal readonly record struct InputRow(long Row, string Text, string? SecondTe
 internal static class ColumnChecks
 {
     /// <summary>Throws unless <paramref name="name"/> is a text column of <paramref name="schema"/>.</summary>
-    public static DataViewSchema.Column Text(DataViewSchema schema, string name, string role)
+    /// <remarks>
+    /// <paramref name="property"/>: the <see cref="QuanTAFineTuneOptions"/> field that names the column; the message then says
+    /// which field to set, and the exception's ParamName is that field (the CLI maps it to its flag).</remarks>
+    public static DataViewSchema.Column Text(DataViewSchema schema, string name, string role, string? property = null)
     {
-        var col = schema.GetColumnOrNull(name) ?? throw new ArgumentOutOfRangeException(name,
-            $"The {role} column '{name}' was not found in the input data (columns: {Names(schema)}).");
+        var col = schema.GetColumnOrNull(name) ?? throw new ArgumentOutOfRangeException(property ?? name,
+            $"The {role} column '{name}' was not found in the input data (columns: {Names(schema)}){Fix(property)}.");
         if (col.Type is not TextDataViewType)
-            throw new ArgumentOutOfRangeException(name, $"The {role} column '{name}' must be of type Text (string) but is {col.Type}.");
+            throw new ArgumentOutOfRangeException(property ?? name, $"The {role} column '{name}' must be of type Text (string) but is {col.Type}{Fix(property, "a text column")}.");
         return col;
     }
+
+    /// <summary>The option field that names the text (or conversation) column.</summary>
+    public static string InputProperty(QuanTAFineTuneOptions o) =>
+        o.IsChat ? nameof(QuanTAFineTuneOptions.MessagesColumnName) : nameof(QuanTAFineTuneOptions.TextColumnName);
+
+    /// <summary>"; set QuanTAFineTuneOptions.X to one of them" when the field is known.</summary>
+    static string Fix(string? property, string what = "one of them") =>
+        property is null ? "" : $"; set QuanTAFineTuneOptions.{property} to {what}";
 
     /// <summary>Throws unless <paramref name="name"/> is a key column (uint) of <paramref name="schema"/>; returns it.</summary>
     public static DataViewSchema.Column KeyLabel(DataViewSchema schema, string name)
     {
-        var col = schema.GetColumnOrNull(name) ?? throw new ArgumentOutOfRangeException(name,
-            $"The label column '{name}' was not found in the input data (columns: {Names(schema)}).");
+        var col = schema.GetColumnOrNull(name) ?? throw new ArgumentOutOfRangeException(nameof(QuanTAFineTuneOptions.LabelColumnName),
+            $"The label column '{name}' was not found in the input data (columns: {Names(schema)}){Fix(nameof(QuanTAFineTuneOptions.LabelColumnName))}.");
         if (col.Type is not KeyDataViewType key || key.RawType != typeof(uint))
             throw new ArgumentOutOfRangeException(name, $"The label column '{name}' must be a key type (UInt32 key) but is {col.Type}. " +
                 $"Convert it upstream with mlContext.Transforms.Conversion.MapValueToKey(\"{name}\").");
@@ -32,22 +43,22 @@ internal static class ColumnChecks
     }
 
     /// <summary>Same checks on an estimator's <see cref="SchemaShape"/>.</summary>
-    public static void Text(SchemaShape shape, string name, string role)
+    public static void Text(SchemaShape shape, string name, string role, string? property = null)
     {
         if (!TryFind(shape, name, out var col))
-            throw new ArgumentOutOfRangeException(name, $"The {role} column '{name}' was not found in the input schema (columns: " +
-                $"{string.Join(", ", shape.Select(c => c.Name))}).");
+            throw new ArgumentOutOfRangeException(property ?? name, $"The {role} column '{name}' was not found in the input schema (columns: " +
+                $"{string.Join(", ", shape.Select(c => $"'{c.Name}'"))}){Fix(property)}.");
         if (col.Kind != SchemaShape.Column.VectorKind.Scalar || col.ItemType is not TextDataViewType)
-            throw new ArgumentOutOfRangeException(name, $"The {role} column '{name}' must be of type Text (string) but is " +
-                $"{(col.Kind == SchemaShape.Column.VectorKind.Scalar ? "" : "a vector of ")}{col.ItemType}.");
+            throw new ArgumentOutOfRangeException(property ?? name, $"The {role} column '{name}' must be of type Text (string) but is " +
+                $"{(col.Kind == SchemaShape.Column.VectorKind.Scalar ? "" : "a vector of ")}{col.ItemType}{Fix(property, "a text column")}.");
     }
 
     /// <summary>Same checks on an estimator's <see cref="SchemaShape"/>.</summary>
     public static SchemaShape.Column KeyLabel(SchemaShape shape, string name)
     {
         if (!TryFind(shape, name, out var col))
-            throw new ArgumentOutOfRangeException(name, $"The label column '{name}' was not found in the input schema (columns: " +
-                $"{string.Join(", ", shape.Select(c => c.Name))}).");
+            throw new ArgumentOutOfRangeException(nameof(QuanTAFineTuneOptions.LabelColumnName), $"The label column '{name}' was not found in the input schema (columns: " +
+                $"{string.Join(", ", shape.Select(c => $"'{c.Name}'"))}){Fix(nameof(QuanTAFineTuneOptions.LabelColumnName))}.");
         if (!col.IsKey || col.Kind != SchemaShape.Column.VectorKind.Scalar || col.ItemType != NumberDataViewType.UInt32)
             throw new ArgumentOutOfRangeException(name, $"The label column '{name}' must be a key type (UInt32 key) but is " +
                 $"{(col.IsKey ? "key of " : "")}{col.ItemType}. Convert it upstream with mlContext.Transforms.Conversion.MapValueToKey(\"{name}\").");
@@ -79,12 +90,13 @@ internal sealed class InputRowReader
     public InputRowReader(IDataView data, QuanTAFineTuneOptions options, bool withSupervision)
     {
         _data = data; _o = options; _withSupervision = withSupervision;
-        ColumnChecks.Text(data.Schema, options.InputColumnName, options.IsChat ? "conversation (MessagesColumnName)" : "text");
-        if (options.SecondTextColumnName is not null) ColumnChecks.Text(data.Schema, options.SecondTextColumnName, "second text");
+        ColumnChecks.Text(data.Schema, options.InputColumnName, options.IsChat ? "conversation" : "text", ColumnChecks.InputProperty(options));
+        if (options.SecondTextColumnName is not null)
+            ColumnChecks.Text(data.Schema, options.SecondTextColumnName, "second text", nameof(QuanTAFineTuneOptions.SecondTextColumnName));
         if (withSupervision)
         {
             if (options.Task == QuanTATask.TextClassification) ColumnChecks.KeyLabel(data.Schema, options.LabelColumnName);
-            else if (!options.IsChat) ColumnChecks.Text(data.Schema, options.TargetTextColumnName, "target text");
+            else if (!options.IsChat) ColumnChecks.Text(data.Schema, options.TargetTextColumnName, "target text", nameof(QuanTAFineTuneOptions.TargetTextColumnName));
         }
     }
 

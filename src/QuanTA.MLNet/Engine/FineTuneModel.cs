@@ -87,7 +87,12 @@ internal sealed class FineTuneModel : IDisposable
         try
         {
             int[][]? verbalized = null;
-            if (classification && numClasses < 2) throw new ArgumentException($"Classification needs at least 2 classes; the label column has {numClasses}.");
+            if (classification && numClasses < 2) throw new ArgumentException(numClasses == 0
+                ? $"Classification needs at least 2 classes; the label column '{options.LabelColumnName}' has none (no training rows?). " +
+                  "Give the training data rows of at least 2 classes, or set QuanTAFineTuneOptions.LabelColumnName to the column that holds them."
+                : $"Classification needs at least 2 classes; the label column '{options.LabelColumnName}' has {numClasses}. " +
+                  "Give the training data rows of at least 2 classes, or set QuanTAFineTuneOptions.LabelColumnName to the column that holds them.",
+                nameof(QuanTAFineTuneOptions.LabelColumnName));
             if (verbalizer)
             {
                 if (classNames is null || classNames.Count != numClasses)

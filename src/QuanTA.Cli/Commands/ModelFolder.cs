@@ -26,14 +26,7 @@ internal static class ModelFolder
     static string Flatten(Exception e) => (e is AggregateException { InnerException: { } inner } ? inner : e).Message.ReplaceLineEndings(" ");
 
     /// <summary>Parses --dtype (fp32, fp16, bf16) or returns null for the device default.</summary>
-    public static torch.ScalarType? ParseDType(string? s) => s?.Trim().ToLowerInvariant() switch
-    {
-        null or "" or "auto" => null,
-        "fp32" or "float32" => torch.ScalarType.Float32,
-        "fp16" or "float16" => torch.ScalarType.Float16,
-        "bf16" or "bfloat16" => torch.ScalarType.BFloat16,
-        _ => throw new ArgumentException($"--dtype '{s}' is not one of fp32, fp16, bf16."),
-    };
+    public static torch.ScalarType? ParseDType(string? s) => TorchRuntime.ParseDType(s, "--dtype");
 
     /// <summary>The --adapter option shared by the model verbs.</summary>
     public static Option<string?> AdapterOption() => new("--adapter")

@@ -123,4 +123,15 @@ public static class TorchRuntime
         if (spec.StartsWith("cuda:") && int.TryParse(spec[5..], out var id)) return ResolveDevice(id, fallbackToCpu);
         throw new ArgumentException($"Unknown device '{spec}'. Expected 'cpu', 'cuda' or 'cuda:N'.", nameof(spec));
     }
+
+    /// <summary>Parses a weight precision: null, "" or "auto" (the device default: fp32 on CPU, bf16 on CUDA), "fp32",
+    /// "fp16", "bf16" (or float32 / float16 / bfloat16). <paramref name="setting"/> names the option in the error.</summary>
+    public static torch.ScalarType? ParseDType(string? spec, string setting = "dtype") => spec?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "auto" => null,
+        "fp32" or "float32" => torch.ScalarType.Float32,
+        "fp16" or "float16" => torch.ScalarType.Float16,
+        "bf16" or "bfloat16" => torch.ScalarType.BFloat16,
+        _ => throw new ArgumentException($"{setting} '{spec}' is not one of fp32, fp16, bf16."),
+    };
 }

@@ -58,14 +58,7 @@ internal sealed class ChatModelHost : IDisposable
     {
         TorchRuntime.Initialize();
         var device = TorchRuntime.ParseDevice(o.Device);
-        var dtype = o.DType?.Trim().ToLowerInvariant() switch
-        {
-            null or "" or "auto" => (torch.ScalarType?)null,
-            "fp32" or "float32" => torch.ScalarType.Float32,
-            "fp16" or "float16" => torch.ScalarType.Float16,
-            "bf16" or "bfloat16" => torch.ScalarType.BFloat16,
-            var s => throw new ArgumentException($"QuanTAChatClientOptions.DType '{s}' is not one of fp32, fp16, bf16."),
-        };
+        var dtype = TorchRuntime.ParseDType(o.DType, "QuanTAChatClientOptions.DType");
         var (lm, tokenizer, contextLength) = CoreBackend.LoadForChat(modelDir, adapterPath, device, dtype);
         try
         {

@@ -14,30 +14,34 @@ public static class QuanTACatalog
     public static QuanTAFineTuneEstimator QuanTAFineTune(this TransformsCatalog catalog, QuanTAFineTuneOptions options) =>
         new(MlNetInternals.GetEnvironment(catalog), options);
 
-    /// <summary>Fine-tunes with the most common settings; see <see cref="QuanTAFineTuneOptions"/> for every option and its default.</summary>
+    /// <summary>Fine-tunes with the most common settings; see <see cref="QuanTAFineTuneOptions"/> for every option and its default.
+    /// A parameter left null takes the default of a fresh <see cref="QuanTAFineTuneOptions"/> (defaults live there only).</summary>
     /// <param name="catalog">The transforms catalog.</param>
     /// <param name="baseModelPath">Hugging Face model folder (…ForSequenceClassification for classification).</param>
-    /// <param name="task">Classification or generation.</param>
-    /// <param name="textColumnName">Input text (the prompt for generation).</param>
-    /// <param name="labelColumnName">Key-typed label (classification) or target text (generation) column.</param>
-    /// <param name="adapter">QuanTA (default) or LoRA.</param>
-    /// <param name="epochs">Passes over the data.</param>
-    /// <param name="batchSize">Rows per micro-batch.</param>
-    /// <param name="learningRate">Peak AdamW learning rate.</param>
+    /// <param name="task">Classification or generation (<see cref="QuanTAFineTuneOptions.Task"/>).</param>
+    /// <param name="textColumnName">Input text, the prompt for generation (<see cref="QuanTAFineTuneOptions.TextColumnName"/>).</param>
+    /// <param name="labelColumnName">Key-typed label (classification: <see cref="QuanTAFineTuneOptions.LabelColumnName"/>) or
+    /// target text (generation: <see cref="QuanTAFineTuneOptions.TargetTextColumnName"/>) column.</param>
+    /// <param name="adapter">QuanTA or LoRA (<see cref="QuanTAFineTuneOptions.Adapter"/>).</param>
+    /// <param name="epochs">Passes over the data (<see cref="QuanTAFineTuneOptions.Epochs"/>).</param>
+    /// <param name="batchSize">Rows per micro-batch (<see cref="QuanTAFineTuneOptions.BatchSize"/>).</param>
+    /// <param name="learningRate">Peak AdamW learning rate (<see cref="QuanTAFineTuneOptions.LearningRate"/>).</param>
     /// <param name="validationSet">Optional validation data.</param>
     public static QuanTAFineTuneEstimator QuanTAFineTune(this TransformsCatalog catalog, string baseModelPath,
-        QuanTATask task = QuanTATask.TextClassification, string textColumnName = "Text", string? labelColumnName = null,
-        AdapterMethod adapter = AdapterMethod.QuanTA, int epochs = 3, int batchSize = 4, double learningRate = 1e-4,
+        QuanTATask? task = null, string? textColumnName = null, string? labelColumnName = null,
+        AdapterMethod? adapter = null, int? epochs = null, int? batchSize = null, double? learningRate = null,
         IDataView? validationSet = null)
     {
-        var o = new QuanTAFineTuneOptions
-        {
-            BaseModelPath = baseModelPath, Task = task, TextColumnName = textColumnName, Adapter = adapter, Epochs = epochs,
-            BatchSize = batchSize, LearningRate = learningRate, ValidationSet = validationSet,
-        };
+        var o = new QuanTAFineTuneOptions { BaseModelPath = baseModelPath, ValidationSet = validationSet };
+        o.Task = task ?? o.Task;
+        o.TextColumnName = textColumnName ?? o.TextColumnName;
+        o.Adapter = adapter ?? o.Adapter;
+        o.Epochs = epochs ?? o.Epochs;
+        o.BatchSize = batchSize ?? o.BatchSize;
+        o.LearningRate = learningRate ?? o.LearningRate;
         if (labelColumnName is not null)
         {
-            if (task == QuanTATask.TextClassification) o.LabelColumnName = labelColumnName;
+            if (o.Task == QuanTATask.TextClassification) o.LabelColumnName = labelColumnName;
             else o.TargetTextColumnName = labelColumnName;
         }
         return catalog.QuanTAFineTune(o);
@@ -54,17 +58,27 @@ public static class QuanTACatalog
         return new(MlNetInternals.GetEnvironment(catalog), options);
     }
 
-    /// <summary>Text classification by QuanTA fine-tuning with the most common settings.</summary>
+    /// <summary>Text classification by QuanTA fine-tuning with the most common settings. A parameter left null takes the
+    /// default of a fresh <see cref="QuanTAFineTuneOptions"/> (the field of the same name).</summary>
     public static QuanTAFineTuneEstimator QuanTAFineTune(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,
-        string baseModelPath, string labelColumnName = "Label", string textColumnName = "Text", string? secondTextColumnName = null,
-        string scoreColumnName = "Score", string predictedLabelColumnName = "PredictedLabel", AdapterMethod adapter = AdapterMethod.QuanTA,
-        int epochs = 3, int batchSize = 4, double learningRate = 1e-4, IDataView? validationSet = null) =>
-        catalog.QuanTAFineTune(new QuanTAFineTuneOptions
+        string baseModelPath, string? labelColumnName = null, string? textColumnName = null, string? secondTextColumnName = null,
+        string? scoreColumnName = null, string? predictedLabelColumnName = null, AdapterMethod? adapter = null,
+        int? epochs = null, int? batchSize = null, double? learningRate = null, IDataView? validationSet = null)
+    {
+        var o = new QuanTAFineTuneOptions
         {
-            BaseModelPath = baseModelPath, LabelColumnName = labelColumnName, TextColumnName = textColumnName,
-            SecondTextColumnName = secondTextColumnName, ScoreColumnName = scoreColumnName, PredictedLabelColumnName = predictedLabelColumnName,
-            Adapter = adapter, Epochs = epochs, BatchSize = batchSize, LearningRate = learningRate, ValidationSet = validationSet,
-        });
+            BaseModelPath = baseModelPath, SecondTextColumnName = secondTextColumnName, ValidationSet = validationSet,
+        };
+        o.LabelColumnName = labelColumnName ?? o.LabelColumnName;
+        o.TextColumnName = textColumnName ?? o.TextColumnName;
+        o.ScoreColumnName = scoreColumnName ?? o.ScoreColumnName;
+        o.PredictedLabelColumnName = predictedLabelColumnName ?? o.PredictedLabelColumnName;
+        o.Adapter = adapter ?? o.Adapter;
+        o.Epochs = epochs ?? o.Epochs;
+        o.BatchSize = batchSize ?? o.BatchSize;
+        o.LearningRate = learningRate ?? o.LearningRate;
+        return catalog.QuanTAFineTune(o);
+    }
 
     /// <summary>
     /// Registers the QuanTA model loader in this MLContext, needed once before <c>mlContext.Model.Load</c> of a saved QuanTA model in

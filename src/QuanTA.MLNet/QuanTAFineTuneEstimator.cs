@@ -3,6 +3,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using QuanTA.Core.Runtime;
+using QuanTA.Core.Training;
 using QuanTA.MLNet.Data;
 using QuanTA.MLNet.Engine;
 using QuanTA.MLNet.Internals;
@@ -95,7 +96,7 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
         }
         var reference = BaseModelReference.Of(o.BaseModelPath);
         o.BaseModelPath = reference.Path;
-        o.Seed ??= MlNetInternals.Seed(_env) ?? 1;
+        o.Seed ??= MlNetInternals.Seed(_env) ?? TrainerOptions.DefaultSeed;
 
         TorchRuntime.Initialize();
         // Data parallel: a communicator given in the options, or the launcher's environment (WORLD_SIZE > 1).

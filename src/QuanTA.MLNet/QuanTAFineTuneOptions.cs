@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using QuanTA.Core.Adapters;
 using QuanTA.Core.Training;
 
 namespace QuanTA.MLNet;
@@ -65,10 +66,17 @@ public sealed record QuanTAProgress(int Epoch, int Step, int TotalSteps, double 
 /// <summary>
 /// All options of <c>mlContext.Transforms.QuanTAFineTune(...)</c>. Plain public fields with defaults (ML.NET's TorchSharp
 /// trainer style); defaults come from the QuanTA paper where it has one (DROP recipe: q/v projections, lr 1e-4, 3 epochs,
-/// linear decay, no warm-up, gradient clipping 1.0). <see cref="Validate"/> checks everything in one place.
+/// linear decay, no warm-up, gradient clipping 1.0). This class is where the product's defaults live: the catalog methods and
+/// the <c>quanta</c> CLI read theirs from a fresh instance, and the training-loop fields start from a fresh
+/// <see cref="TrainerOptions"/>, the adapter fields from fresh <see cref="QuanTAConfig"/> / <see cref="LoRAConfig"/> (a test
+/// compares all of them). <see cref="Validate"/> checks everything in one place (the adapter rules are the Core configs' own).
 /// </summary>
 public sealed class QuanTAFineTuneOptions
 {
+    static readonly TrainerOptions LoopDefaults = new();
+    static readonly QuanTAConfig QuanTADefaults = new();
+    static readonly LoRAConfig LoRADefaults = new();
+
     // ---- task and base model ----
 
     /// <summary>Classification or generation. Default <see cref="QuanTATask.TextClassification"/>.</summary>
@@ -132,7 +140,7 @@ public sealed class QuanTAFineTuneOptions
     public int[]? AxisLayout;
 
     /// <summary>Number of axes N when <see cref="AxisLayout"/> is derived. Default 4 (the paper's).</summary>
-    public int AxisCount = 4;
+    public int AxisCount = QuanTADefaults.AxisCount;
 
     /// <summary>QuanTA: the pairs of axes that get a tensor, in application order (0-based axis indices). Null (default) = all
     /// N(N−1)/2 pairs in the official order.</summary>
@@ -150,39 +158,40 @@ public sealed class QuanTAFineTuneOptions
     public string[] TargetModules = ["q_proj", "v_proj"];
 
     /// <summary>Dropout on the adapter input. Default 0 (the paper's).</summary>
-    public float Dropout;
+    public float Dropout = (float)QuanTADefaults.Dropout;
 
     /// <summary>LoRA rank r. Default 8.</summary>
-    public int LoRARank = 8;
+    public int LoRARank = LoRADefaults.Rank;
 
-    /// <summary>LoRA scaling α (ΔW = α/r · B·A). Default 16.</summary>
+    /// <summary>LoRA scaling α (ΔW = α/r · B·A). Default 16 (α = 2r for the default rank; PEFT's and
+    /// <see cref="LoRAConfig.Alpha"/>'s default is 8, the published LoRA baselines here use 2r).</summary>
     public float LoRAAlpha = 16;
 
     // ---- training ----
 
     /// <summary>Passes over the training data. Default 3 (the paper's).</summary>
-    public int Epochs = 3;
+    public int Epochs = LoopDefaults.Epochs;
 
     /// <summary>Rows per micro-batch. Default 4.</summary>
-    public int BatchSize = 4;
+    public int BatchSize = LoopDefaults.BatchSize;
 
     /// <summary>Micro-batches per optimizer step (effective batch = BatchSize × this). Default 1.</summary>
-    public int GradientAccumulationSteps = 1;
+    public int GradientAccumulationSteps = LoopDefaults.GradientAccumulationSteps;
 
     /// <summary>Peak learning rate of AdamW. Default 1e-4 (the paper's DROP setting).</summary>
-    public double LearningRate = 1e-4;
+    public double LearningRate = LoopDefaults.LearningRate;
 
     /// <summary>Schedule after warm-up (QuanTA.Core.Training.LearningRateSchedule). Default linear decay (the paper's).</summary>
-    public LearningRateSchedule Schedule = LearningRateSchedule.Linear;
+    public LearningRateSchedule Schedule = LoopDefaults.Schedule;
 
     /// <summary>Fraction of steps with linear warm-up from 0. Default 0 (the paper's).</summary>
-    public double WarmupRatio;
+    public double WarmupRatio = LoopDefaults.WarmupRatio;
 
     /// <summary>AdamW weight decay. Default 0.</summary>
-    public double WeightDecay;
+    public double WeightDecay = LoopDefaults.WeightDecay;
 
     /// <summary>Gradient-norm clipping threshold; 0 disables. Default 1.0 (the paper's).</summary>
-    public double MaxGradNorm = 1.0;
+    public double MaxGradNorm = LoopDefaults.MaxGradNorm;
 
     /// <summary>
     /// Fused QuanTA training (<see cref="QuanTA.Core.Adapters.QuanTABank"/>): each step materializes ΔW for all adapted layers
@@ -222,7 +231,8 @@ public sealed class QuanTAFineTuneOptions
     /// <summary>What to do with over-long rows. Default truncate with a warning.</summary>
     public TruncationPolicy Truncation = TruncationPolicy.TruncateWithWarning;
 
-    /// <summary>Random seed for adapter initialisation and dropout; null takes the MLContext's seed (or 1).</summary>
+    /// <summary>Random seed for adapter initialisation, dropout and shuffling; null (default) takes the MLContext's seed, or
+    /// <see cref="TrainerOptions.DefaultSeed"/> when it has none.</summary>
     public int? Seed;
 
     /// <summary>Optional validation data (same columns); its <see cref="ValidationMetric"/> is logged after each epoch (or every
@@ -238,10 +248,10 @@ public sealed class QuanTAFineTuneOptions
 
     /// <summary>Save a checkpoint every N optimizer steps (0: only at each epoch end, on cancellation and on divergence).
     /// Default 0. Needs <see cref="CheckpointDirectory"/>.</summary>
-    public int CheckpointEverySteps;
+    public int CheckpointEverySteps = (int)LoopDefaults.CheckpointEverySteps;
 
     /// <summary>Keep only the newest K checkpoints (the best validated one is kept too); 0 keeps all. Default 3.</summary>
-    public int KeepLastCheckpoints = 3;
+    public int KeepLastCheckpoints = LoopDefaults.KeepLastCheckpoints;
 
     /// <summary>Resume training from a checkpoint: a <c>checkpoint-N</c> folder, a folder of checkpoints (its newest valid one is
     /// taken, corrupt ones are skipped), or <c>"latest"</c> for the newest valid checkpoint in <see cref="CheckpointDirectory"/>.
@@ -251,13 +261,13 @@ public sealed class QuanTAFineTuneOptions
 
     /// <summary>Stop training after this many validations in a row without improvement (needs <see cref="ValidationSet"/>);
     /// 0 (default) turns early stopping off.</summary>
-    public int EarlyStoppingPatience;
+    public int EarlyStoppingPatience = LoopDefaults.EarlyStoppingPatience;
 
     /// <summary>Smallest change of the validation metric that counts as an improvement. Default 0.</summary>
-    public double EarlyStoppingThreshold;
+    public double EarlyStoppingThreshold = LoopDefaults.EarlyStoppingThreshold;
 
     /// <summary>Validate every N optimizer steps; 0 (default) validates at the end of each epoch.</summary>
-    public int ValidateEverySteps;
+    public int ValidateEverySteps = (int)LoopDefaults.ValidateEverySteps;
 
     /// <summary>What validation measures (and early stopping watches). Default <see cref="MLNet.ValidationMetric.Loss"/>;
     /// <see cref="MLNet.ValidationMetric.Accuracy"/> is for classification only.</summary>
@@ -265,7 +275,7 @@ public sealed class QuanTAFineTuneOptions
 
     /// <summary>At the end of Fit, put back the adapter of the best validation (HF <c>load_best_model_at_end</c>). Default false
     /// (the last step's adapter is kept).</summary>
-    public bool RestoreBestAtEnd;
+    public bool RestoreBestAtEnd = LoopDefaults.RestoreBestAtEnd;
 
     /// <summary>How classification is computed. Default <see cref="MLNet.ClassificationMode.Head"/>.</summary>
     public ClassificationMode ClassificationMode = ClassificationMode.Head;
@@ -328,26 +338,15 @@ public sealed class QuanTAFineTuneOptions
             Check(Greedy || Temperature > 0, nameof(Temperature), $"must be positive when sampling (got {Temperature}).");
             Check(Greedy || TopP is > 0 and <= 1, nameof(TopP), $"must be in (0, 1] (got {TopP}).");
         }
-        if (AxisLayout is not null)
+        // The adapter rules live in the Core configs (one place); their errors come back under this class's field names.
+        CheckAdapterConfig(new QuanTAConfig
         {
-            Check(AxisLayout.Length >= 2, nameof(AxisLayout), $"needs at least 2 axes (got [{string.Join(",", AxisLayout)}]).");
-            Check(AxisLayout.All(d => d >= 1), nameof(AxisLayout), $"every dimension must be ≥ 1 (got [{string.Join(",", AxisLayout)}]).");
-        }
-        else Check(AxisCount >= 2, nameof(AxisCount), $"must be at least 2 (got {AxisCount}).");
-        if (Pairs is not null)
-        {
-            int n = AxisLayout?.Length ?? AxisCount;
-            Check(Pairs.Length > 0, nameof(Pairs), "needs at least one pair of axes.");
-            foreach (var (m, k) in Pairs)
-                Check(m != k && m >= 0 && k >= 0 && m < n && k < n, nameof(Pairs), $"pair ({m},{k}) must name two different axes in [0, {n}).");
-        }
-        Check(TensorCount is null or > 0, nameof(TensorCount), $"must be positive or null (got {TensorCount}).");
-        Check(Rank is null or > 0, nameof(Rank), $"must be positive or null (got {Rank}).");
+            Layout = AxisLayout, AxisCount = AxisCount, Pairs = Pairs?.Select(p => new AxisPair(p.Item1, p.Item2)).ToArray(),
+            TensorCount = TensorCount, Rank = Rank, Dropout = Dropout,
+        }, QuanTAFieldOf);
+        CheckAdapterConfig(new LoRAConfig { Rank = LoRARank, Alpha = LoRAAlpha, Dropout = Dropout }, LoRAFieldOf);
         Check(TargetModules is { Length: > 0 } && TargetModules.All(t => !string.IsNullOrWhiteSpace(t)), nameof(TargetModules),
             "give at least one module name suffix (e.g. \"q_proj\"), a \"regex:\" pattern or \"all-linear\".");
-        Check(Dropout is >= 0 and < 1, nameof(Dropout), $"must be in [0, 1) (got {Dropout}).");
-        Check(LoRARank > 0, nameof(LoRARank), $"must be positive (got {LoRARank}).");
-        Check(LoRAAlpha > 0, nameof(LoRAAlpha), $"must be positive (got {LoRAAlpha}).");
         Check(Epochs > 0, nameof(Epochs), $"must be positive (got {Epochs}).");
         Check(BatchSize > 0, nameof(BatchSize), $"must be positive (got {BatchSize}).");
         Check(GradientAccumulationSteps > 0, nameof(GradientAccumulationSteps), $"must be positive (got {GradientAccumulationSteps}).");
@@ -370,6 +369,34 @@ public sealed class QuanTAFineTuneOptions
         Check(ValidationMetric != ValidationMetric.Accuracy || Task == QuanTATask.TextClassification, nameof(ValidationMetric),
             "Accuracy is for classification; use Loss for generation.");
         Check(InferenceBatchSize > 0, nameof(InferenceBatchSize), $"must be positive (got {InferenceBatchSize}).");
+    }
+
+    static readonly Dictionary<string, string> QuanTAFieldOf = new()
+    {
+        [nameof(QuanTAConfig.Layout)] = nameof(AxisLayout), [nameof(QuanTAConfig.AxisCount)] = nameof(AxisCount),
+        [nameof(QuanTAConfig.Pairs)] = nameof(Pairs), [nameof(QuanTAConfig.TensorCount)] = nameof(TensorCount),
+        [nameof(QuanTAConfig.Rank)] = nameof(Rank), [nameof(QuanTAConfig.Dropout)] = nameof(Dropout),
+    };
+
+    static readonly Dictionary<string, string> LoRAFieldOf = new()
+    {
+        [nameof(LoRAConfig.Rank)] = nameof(LoRARank), [nameof(LoRAConfig.Alpha)] = nameof(LoRAAlpha), [nameof(LoRAConfig.Dropout)] = nameof(Dropout),
+    };
+
+    /// <summary>Runs a Core adapter config's <c>Validate</c> and re-raises its error ("QuanTAConfig.Rank: must be …", ParamName
+    /// Rank) as this class's ("QuanTAFineTuneOptions.Rank: must be …", ParamName Rank), so the CLI can name the flag.</summary>
+    static void CheckAdapterConfig(IAdapterConfig config, IReadOnlyDictionary<string, string> fieldOf)
+    {
+        try { config.Validate(); }
+        catch (ArgumentException e) when (e.ParamName is { } p && fieldOf.TryGetValue(p, out var field))
+        {
+            var message = e.Message;
+            var suffix = $" (Parameter '{p}')";
+            if (message.EndsWith(suffix, StringComparison.Ordinal)) message = message[..^suffix.Length];
+            var prefix = $"{config.GetType().Name}.{p}: ";
+            if (message.StartsWith(prefix, StringComparison.Ordinal)) message = message[prefix.Length..];
+            throw new ArgumentException($"QuanTAFineTuneOptions.{field}: {message}", field, e);
+        }
     }
 
     /// <summary>A shallow copy (the catalog keeps its own so later edits by the caller do not change a running Fit).</summary>

@@ -73,7 +73,7 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
 
         TorchRuntime.Initialize();
         var device = TorchRuntime.ResolveDevice(MlNetInternals.GpuDeviceId(env), MlNetInternals.FallbackToCpu(env));
-        var model = FineTuneModel.Create(options, labels?.Count ?? 0, device, options.Seed ?? 1, labels?.KeyNames);
+        var model = FineTuneModel.Create(options, labels?.Count ?? 0, device, options.Seed ?? QuanTA.Core.Training.TrainerOptions.DefaultSeed, labels?.KeyNames);
         try
         {
             model.LoadTrainedState(state!);

@@ -162,7 +162,7 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
     }
 
     internal static GenerationSettings GenerationSettingsFor(QuanTAFineTuneOptions o) =>
-        new(o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings ?? [], o.Seed ?? 1);
+        new(o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings ?? [], o.Seed ?? QuanTA.Core.Training.TrainerOptions.DefaultSeed);
 
     /// <summary>
     /// Streams the continuation of a plain <paramref name="prompt"/> (no chat template; the tokenizer adds bos as in training)

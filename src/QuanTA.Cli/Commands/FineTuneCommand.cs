@@ -14,13 +14,13 @@ namespace QuanTA.Cli.Commands;
 /// pipeline as the library's <c>mlContext.Transforms.QuanTAFineTune(...)</c> (classification: MapValueToKey → QuanTA →
 /// MapKeyToValue).
 /// </summary>
-public static class FineTuneCommand
+public static partial class FineTuneCommand
 {
     /// <summary>Builds the verb.</summary>
     public static Command Create()
     {
-        var d = new QuanTAFineTuneOptions();
-        var task = new Option<string>("--task") { Description = "classification or generation.", DefaultValueFactory = _ => "classification" };
+        var d = new QuanTAFineTuneOptions();   // every default below is read from here (OptionDefaultsTests compares them)
+        var task = new Option<string>("--task") { Description = "classification or generation.", DefaultValueFactory = _ => FormatTask(d.Task) };
         var baseModel = new Option<string>("--base-model") { Description = "Hugging Face model folder (…ForSequenceClassification for classification).", Required = true };
         var train = new Option<string>("--train") { Description = "Training data: .tsv or .csv with a header row, or (generation) chat / instruction data as .jsonl: {\"messages\": [...]}, {\"prompt\", \"completion\"} or Alpaca {\"instruction\", \"input\", \"output\"}.", Required = true };
         var dataFormat = new Option<string>("--data-format") { Description = "Layout of a .jsonl file: auto (from the first line), messages, prompt-completion or alpaca.", DefaultValueFactory = _ => "auto" };
@@ -33,10 +33,17 @@ public static class FineTuneCommand
         var text2Col = new Option<string?>("--second-text-column") { Description = "Optional second text column (sentence pairs)." };
         var labelCol = new Option<string>("--label-column") { Description = "Label column (classification).", DefaultValueFactory = _ => d.LabelColumnName };
         var targetCol = new Option<string>("--target-column") { Description = "Target text column (generation).", DefaultValueFactory = _ => d.TargetTextColumnName };
-        var mode = new Option<string>("--classification-mode") { Description = "head (a …ForSequenceClassification base) or verbalizer (a causal LM scores each label name).", DefaultValueFactory = _ => "head" };
-        var adapter = new Option<string>("--adapter") { Description = "quanta or lora.", DefaultValueFactory = _ => "quanta" };
+        var scoreCol = new Option<string>("--score-column") { Description = "Output column of class probabilities (classification).", DefaultValueFactory = _ => d.ScoreColumnName };
+        var predictedCol = new Option<string>("--predicted-label-column") { Description = "Output column of the predicted label (classification).", DefaultValueFactory = _ => d.PredictedLabelColumnName };
+        var generatedCol = new Option<string>("--generated-text-column") { Description = "Output column of the generated text (generation).", DefaultValueFactory = _ => d.GeneratedTextColumnName };
+        var mode = new Option<string>("--classification-mode") { Description = "head (a …ForSequenceClassification base) or verbalizer (a causal LM scores each label name).", DefaultValueFactory = _ => EnumFlag.Format(d.ClassificationMode) };
+        var adapter = new Option<string>("--adapter") { Description = "quanta or lora.", DefaultValueFactory = _ => EnumFlag.Format(d.Adapter) };
         var layout = new Option<string?>("--axis-layout") { Description = "QuanTA axis layout, e.g. 16,8,8,4 (default: derived per layer)." };
         var axisCount = new Option<int>("--axis-count") { Description = "Axes when the layout is derived.", DefaultValueFactory = _ => d.AxisCount };
+        var pairs = new Option<string?>("--pairs") { Description = "QuanTA: the axis pairs that get a tensor, in application order, as m:n (0-based, m < n), e.g. 0:1,2:3,0:3 (default: all N(N−1)/2 pairs in the official order)." };
+        var tensorCount = new Option<int?>("--tensor-count") { Description = "QuanTA: number of tensors, the first K pairs of the official order (default: all N(N−1)/2; ignored with --pairs)." };
+        var rank = new Option<int?>("--rank") { Description = "QuanTA: per-tensor rank r, each tensor a k×r · r×k product (default: full-rank tensors, the paper's)." };
+        var fused = new Option<bool?>("--fused") { Description = "Fused QuanTA training (all layers' ΔW in one batched chain per step): true or false (default: on for CUDA, off on CPU)." };
         var targets = new Option<string>("--target-modules") { Description = "Comma-separated module suffixes (e.g. q_proj,v_proj), regex:<pattern> (or re:<pattern>; whole-name match) or all-linear.", DefaultValueFactory = _ => string.Join(',', d.TargetModules) };
         var dropout = new Option<float>("--dropout") { Description = "Adapter input dropout.", DefaultValueFactory = _ => d.Dropout };
         var loraRank = new Option<int>("--lora-rank") { Description = "LoRA rank.", DefaultValueFactory = _ => d.LoRARank };
@@ -45,12 +52,13 @@ public static class FineTuneCommand
         var batch = new Option<int>("--batch-size") { Description = "Rows per micro-batch.", DefaultValueFactory = _ => d.BatchSize };
         var accum = new Option<int>("--grad-accum") { Description = "Micro-batches per optimizer step.", DefaultValueFactory = _ => d.GradientAccumulationSteps };
         var lr = new Option<double>("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => d.LearningRate };
-        var schedule = new Option<string>("--schedule") { Description = "linear, cosine or constant.", DefaultValueFactory = _ => "linear" };
+        var schedule = new Option<string>("--schedule") { Description = $"{EnumFlag.Choices<LearningRateSchedule>()}.", DefaultValueFactory = _ => EnumFlag.Format(d.Schedule) };
         var warmup = new Option<double>("--warmup-ratio") { Description = "Warm-up fraction of the steps.", DefaultValueFactory = _ => d.WarmupRatio };
         var decay = new Option<double>("--weight-decay") { Description = "AdamW weight decay.", DefaultValueFactory = _ => d.WeightDecay };
         var clip = new Option<double>("--max-grad-norm") { Description = "Gradient clipping (0 = off).", DefaultValueFactory = _ => d.MaxGradNorm };
         var maxLen = new Option<int>("--max-seq-len") { Description = "Tokens per row.", DefaultValueFactory = _ => d.MaxSequenceLength };
-        var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 1 };
+        var truncation = new Option<string>("--truncation") { Description = $"Rows longer than --max-seq-len: {EnumFlag.Choices<TruncationPolicy>()} (fail naming the row).", DefaultValueFactory = _ => EnumFlag.Format(d.Truncation) };
+        var seed = new Option<int?>("--seed") { Description = $"Random seed (default {TrainerOptions.DefaultSeed})." };
         var lossCurve = new Option<string?>("--loss-curve") { Description = "Write the training-loss curve to this PNG." };
         var export = new Option<string?>("--export-adapter") { Description = "Also export the adapter as safetensors + JSON here." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
@@ -59,15 +67,25 @@ public static class FineTuneCommand
         var keepCkpt = new Option<int>("--keep-checkpoints") { Description = "Keep the newest K checkpoints (0 = all).", DefaultValueFactory = _ => d.KeepLastCheckpoints };
         var resume = new Option<string?>("--resume") { Description = "Resume from a checkpoint folder, a folder of checkpoints, or 'latest' (newest in --checkpoint-dir)." };
         var patience = new Option<int>("--early-stopping-patience") { Description = "Stop after N validations without improvement (needs --validation; 0 = off).", DefaultValueFactory = _ => d.EarlyStoppingPatience };
-        var valMetric = new Option<string>("--validation-metric") { Description = "loss or accuracy (classification).", DefaultValueFactory = _ => "loss" };
-        var fusedMemory = new Option<string>("--fused-memory") { Description = "Fused QuanTA path (default on CUDA): auto, fast (keeps each layer's W0 + ΔW and chain input for the backward pass), lean (rebuilds W0 + ΔW per layer in backward) or minimal (lean, and the frozen chain rebuilt too). LLaMA-7B q,v on an H200: 31.4 / 24.8 / 23.1 GiB at 12.7k / 11.9k / 10.4k tokens/s. auto picks lean when fast would take over half of the free GPU memory.", DefaultValueFactory = _ => "auto" };
+        var threshold = new Option<double>("--early-stopping-threshold") { Description = "Smallest change of the validation metric that counts as an improvement.", DefaultValueFactory = _ => d.EarlyStoppingThreshold };
+        var validateEvery = new Option<int>("--validate-every") { Description = "Validate every N optimizer steps (0 = at each epoch end).", DefaultValueFactory = _ => d.ValidateEverySteps };
+        var valMetric = new Option<string>("--validation-metric") { Description = "loss or accuracy (classification).", DefaultValueFactory = _ => EnumFlag.Format(d.ValidationMetric) };
+        var restoreBest = new Option<bool>("--restore-best") { Description = "At the end, put back the adapter of the best validation (true or false).", DefaultValueFactory = _ => d.RestoreBestAtEnd };
+        var fusedMemory = new Option<string>("--fused-memory") { Description = "Fused QuanTA path (default on CUDA): auto, fast (keeps each layer's W0 + ΔW and chain input for the backward pass), lean (rebuilds W0 + ΔW per layer in backward) or minimal (lean, and the frozen chain rebuilt too): less memory, fewer tokens/s, in that order (measured figures: docs/performance.md). auto picks lean when fast would take over half of the free GPU memory.", DefaultValueFactory = _ => EnumFlag.Format(d.FusedQuanTAMemory) };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Generation: most tokens generated per row when the model is applied.", DefaultValueFactory = _ => d.MaxNewTokens };
+        var greedy = new Option<bool>("--greedy") { Description = "Generation: greedy decoding (true) or sampling with --temperature and --top-p (false).", DefaultValueFactory = _ => d.Greedy };
+        var temperature = new Option<float>("--temperature") { Description = "Generation: sampling temperature (with --greedy false).", DefaultValueFactory = _ => d.Temperature };
+        var topP = new Option<float>("--top-p") { Description = "Generation: nucleus sampling threshold (with --greedy false).", DefaultValueFactory = _ => d.TopP };
+        var stopStrings = new Option<string[]>("--stop-strings") { Description = @"Generation: stop at this string (repeatable; \n, \t and \\ are read as escapes; default \n).", DefaultValueFactory = _ => d.StopStrings };
+        var inferenceBatch = new Option<int>("--inference-batch-size") { Description = "Rows per batch when the model is applied.", DefaultValueFactory = _ => d.InferenceBatchSize };
         var nproc = new Option<int>("--nproc-per-node") { Description = "Data-parallel: start N local ranks (one per GPU, NCCL), like torchrun. Under torchrun/srun/mpirun leave it out: RANK/WORLD_SIZE/… are read from the environment. QUANTA_DIST_TIMEOUT_S bounds every wait (default 600); collectives are queued and a watchdog ends a stuck rank (QUANTA_NCCL_BLOCKING_WAIT=1: each collective waits and throws on a timeout instead).", DefaultValueFactory = _ => 1 };
-
         var cmd = new Command("finetune", "Fine-tune a QuanTA/LoRA adapter on TSV/CSV data and save an ML.NET model .zip.")
         {
-            task, baseModel, train, dataFormat, asChat, messagesCol, chatTemplate, validation, output, textCol, text2Col, labelCol, targetCol, mode, adapter, layout, axisCount, targets, dropout,
-            loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, seed, lossCurve, export, device,
-            ckptDir, ckptEvery, keepCkpt, resume, patience, valMetric, fusedMemory, nproc,
+            task, baseModel, train, dataFormat, asChat, messagesCol, chatTemplate, validation, output, textCol, text2Col, labelCol, targetCol,
+            scoreCol, predictedCol, generatedCol, mode, adapter, layout, axisCount, pairs, tensorCount, rank, fused, targets, dropout,
+            loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, truncation, seed, lossCurve, export, device,
+            ckptDir, ckptEvery, keepCkpt, resume, patience, threshold, validateEvery, valMetric, restoreBest, fusedMemory,
+            maxNew, greedy, temperature, topP, stopStrings, inferenceBatch, nproc,
         };
         cmd.SetAction(r => CliRun.Run(describe: DescribeWithFlags, body: () =>
         {
@@ -100,44 +118,12 @@ public static class FineTuneCommand
         {
             // Before any training: a model that cannot be saved would lose the whole run.
             CheckOutputsWritable(r.GetValue(output)!, r.GetValue(export), r.GetValue(lossCurve));
-            var o = new QuanTAFineTuneOptions
-            {
-                Task = ParseTask(r.GetValue(task)!),
-                BaseModelPath = r.GetValue(baseModel)!,
-                TextColumnName = r.GetValue(textCol)!, SecondTextColumnName = r.GetValue(text2Col),
-                LabelColumnName = r.GetValue(labelCol)!, TargetTextColumnName = r.GetValue(targetCol)!,
-                MessagesColumnName = r.GetValue(messagesCol), ChatTemplate = r.GetValue(chatTemplate),
-                ClassificationMode = Enum.TryParse<ClassificationMode>(r.GetValue(mode), true, out var m) ? m
-                    : throw new ArgumentException($"--classification-mode '{r.GetValue(mode)}' is not head or verbalizer."),
-                Adapter = r.GetValue(adapter)!.ToLowerInvariant() switch
-                {
-                    "quanta" => AdapterMethod.QuanTA, "lora" => AdapterMethod.LoRA,
-                    var a => throw new ArgumentException($"--adapter '{a}' is not quanta or lora."),
-                },
-                AxisLayout = r.GetValue(layout) is { } l ? l.Split(',').Select(s => int.Parse(s.Trim(), CultureInfo.InvariantCulture)).ToArray() : null,
-                AxisCount = r.GetValue(axisCount),
-                TargetModules = r.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-                Dropout = r.GetValue(dropout), LoRARank = r.GetValue(loraRank), LoRAAlpha = r.GetValue(loraAlpha),
-                Epochs = r.GetValue(epochs), BatchSize = r.GetValue(batch), GradientAccumulationSteps = r.GetValue(accum),
-                LearningRate = r.GetValue(lr),
-                Schedule = Enum.TryParse<LearningRateSchedule>(r.GetValue(schedule), true, out var s) ? s
-                    : throw new ArgumentException($"--schedule '{r.GetValue(schedule)}' is not linear, cosine or constant."),
-                WarmupRatio = r.GetValue(warmup), WeightDecay = r.GetValue(decay), MaxGradNorm = r.GetValue(clip),
-                MaxSequenceLength = r.GetValue(maxLen), Seed = r.GetValue(seed), LossCurvePngPath = r.GetValue(lossCurve),
-                CheckpointDirectory = r.GetValue(ckptDir), CheckpointEverySteps = r.GetValue(ckptEvery),
-                KeepLastCheckpoints = r.GetValue(keepCkpt), ResumeFromCheckpoint = r.GetValue(resume),
-                EarlyStoppingPatience = r.GetValue(patience),
-                ValidationMetric = Enum.TryParse<ValidationMetric>(r.GetValue(valMetric), true, out var vm) ? vm
-                    : throw new ArgumentException($"--validation-metric '{r.GetValue(valMetric)}' is not loss or accuracy."),
-                FusedQuanTAMemory = Enum.TryParse<FusedQuanTAMemory>(r.GetValue(fusedMemory), true, out var fm) && Enum.IsDefined(fm)
-                    && !int.TryParse(r.GetValue(fusedMemory), out _) ? fm
-                    : throw new ArgumentException($"--fused-memory '{r.GetValue(fusedMemory)}' is not auto, fast, lean or minimal."),
-                CancellationToken = token,
-                Progress = new SyncProgress(p => Console.Error.WriteLine(
-                    $"epoch {p.Epoch + 1} step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:G3} tokens/s {p.TokensPerSecond:F0}" +
-                    (p.ValidationLoss is double v ? $" validation {r.GetValue(valMetric)} {v:F4}" : ""))),
-            };
-            var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed));
+            var o = OptionsFrom(r);
+            o.CancellationToken = token;
+            o.Progress = new SyncProgress(p => Console.Error.WriteLine(
+                $"epoch {p.Epoch + 1} step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:G3} tokens/s {p.TokensPerSecond:F0}" +
+                (p.ValidationLoss is double v ? $" validation {r.GetValue(valMetric)} {v:F4}" : "")));
+            var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed) ?? TrainerOptions.DefaultSeed);
             var beforeData = o.Clone();                                   // the options as the flags set them, before a file's layout adds to them
             var data = TextData.Load(ml, r.GetValue(train)!, o, r.GetValue(dataFormat)!, r.GetValue(asChat));
             CheckData(data, "--train", r.GetValue(train)!, o, isTraining: true);
@@ -161,67 +147,6 @@ public static class FineTuneCommand
                 $"final training loss {model.QuanTA.TrainingLosses.LastOrDefault():F4})");
             return 0;
         }
-    }
-
-    /// <summary>
-    /// The one map from <see cref="QuanTAFineTuneOptions"/> fields to the flags above that set them: library errors name the
-    /// field (ArgumentException.ParamName and "QuanTAFineTuneOptions.X" in the message); the CLI shows the flag instead.
-    /// </summary>
-    internal static readonly IReadOnlyDictionary<string, string> FlagOfProperty = new Dictionary<string, string>
-    {
-        [nameof(QuanTAFineTuneOptions.Task)] = "--task",
-        [nameof(QuanTAFineTuneOptions.BaseModelPath)] = "--base-model",
-        [nameof(QuanTAFineTuneOptions.MessagesColumnName)] = "--messages-column",
-        [nameof(QuanTAFineTuneOptions.ChatTemplate)] = "--chat-template",
-        [nameof(QuanTAFineTuneOptions.ValidationSet)] = "--validation",
-        [nameof(QuanTAFineTuneOptions.TextColumnName)] = "--text-column",
-        [nameof(QuanTAFineTuneOptions.SecondTextColumnName)] = "--second-text-column",
-        [nameof(QuanTAFineTuneOptions.LabelColumnName)] = "--label-column",
-        [nameof(QuanTAFineTuneOptions.TargetTextColumnName)] = "--target-column",
-        [nameof(QuanTAFineTuneOptions.ClassificationMode)] = "--classification-mode",
-        [nameof(QuanTAFineTuneOptions.Adapter)] = "--adapter",
-        [nameof(QuanTAFineTuneOptions.AxisLayout)] = "--axis-layout",
-        [nameof(QuanTAFineTuneOptions.AxisCount)] = "--axis-count",
-        [nameof(QuanTAFineTuneOptions.TargetModules)] = "--target-modules",
-        [nameof(QuanTAFineTuneOptions.Dropout)] = "--dropout",
-        [nameof(QuanTAFineTuneOptions.LoRARank)] = "--lora-rank",
-        [nameof(QuanTAFineTuneOptions.LoRAAlpha)] = "--lora-alpha",
-        [nameof(QuanTAFineTuneOptions.Epochs)] = "--epochs",
-        [nameof(QuanTAFineTuneOptions.BatchSize)] = "--batch-size",
-        [nameof(QuanTAFineTuneOptions.GradientAccumulationSteps)] = "--grad-accum",
-        [nameof(QuanTAFineTuneOptions.LearningRate)] = "--lr",
-        [nameof(QuanTAFineTuneOptions.Schedule)] = "--schedule",
-        [nameof(QuanTAFineTuneOptions.WarmupRatio)] = "--warmup-ratio",
-        [nameof(QuanTAFineTuneOptions.WeightDecay)] = "--weight-decay",
-        [nameof(QuanTAFineTuneOptions.MaxGradNorm)] = "--max-grad-norm",
-        [nameof(QuanTAFineTuneOptions.MaxSequenceLength)] = "--max-seq-len",
-        [nameof(QuanTAFineTuneOptions.Seed)] = "--seed",
-        [nameof(QuanTAFineTuneOptions.LossCurvePngPath)] = "--loss-curve",
-        [nameof(QuanTAFineTuneOptions.CheckpointDirectory)] = "--checkpoint-dir",
-        [nameof(QuanTAFineTuneOptions.CheckpointEverySteps)] = "--checkpoint-every",
-        [nameof(QuanTAFineTuneOptions.KeepLastCheckpoints)] = "--keep-checkpoints",
-        [nameof(QuanTAFineTuneOptions.ResumeFromCheckpoint)] = "--resume",
-        [nameof(QuanTAFineTuneOptions.EarlyStoppingPatience)] = "--early-stopping-patience",
-        [nameof(QuanTAFineTuneOptions.ValidationMetric)] = "--validation-metric",
-        [nameof(QuanTAFineTuneOptions.FusedQuanTAMemory)] = "--fused-memory",
-    };
-
-    static readonly System.Text.RegularExpressions.Regex PropertyReference = new(
-        @"\b(?:QuanTAFineTuneOptions\.)?(" + string.Join('|', FlagOfProperty.Keys.OrderByDescending(k => k.Length)) + @")\b(: )?",
-        System.Text.RegularExpressions.RegexOptions.CultureInvariant);
-
-    /// <summary>
-    /// Rewords an option error for the command line: an <see cref="ArgumentException"/> whose ParamName is a field of
-    /// <see cref="FlagOfProperty"/> gets the flags in place of the field names ("QuanTAFineTuneOptions.Epochs: must be
-    /// positive" → "--epochs must be positive"); any other exception keeps its message (null).
-    /// </summary>
-    internal static string? DescribeWithFlags(Exception e)
-    {
-        if (e is not ArgumentException { ParamName: { } param } a || !FlagOfProperty.ContainsKey(param)) return null;
-        var message = a.Message;
-        var suffix = $" (Parameter '{param}')";
-        if (message.EndsWith(suffix, StringComparison.Ordinal)) message = message[..^suffix.Length];
-        return PropertyReference.Replace(message, m => FlagOfProperty[m.Groups[1].Value] + (m.Groups[2].Success ? " " : ""));
     }
 
     /// <summary>
@@ -310,13 +235,6 @@ public static class FineTuneCommand
     }
 
     static string Quote(string path) => path.Contains(' ', StringComparison.Ordinal) ? $"\"{path}\"" : path;
-
-    internal static QuanTATask ParseTask(string s) => s.ToLowerInvariant() switch
-    {
-        "classification" or "textclassification" => QuanTATask.TextClassification,
-        "generation" or "textgeneration" => QuanTATask.TextGeneration,
-        _ => throw new ArgumentException($"--task '{s}' is not classification or generation."),
-    };
 
     /// <summary>The estimator chain the verb fits: classification maps the label to a key and the prediction back.</summary>
     public static IEstimator<ITransformer> Pipeline(MLContext ml, QuanTAFineTuneOptions o) => o.Task == QuanTATask.TextClassification

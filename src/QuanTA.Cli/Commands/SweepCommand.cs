@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Reflection;
 using QuanTA.Core.Distributed;
+using QuanTA.Core.Training;
 using QuanTA.MLNet;
 using QuanTA.MLNet.AutoML;
 
@@ -19,8 +20,8 @@ public static class SweepCommand
     /// <summary>Builds the verb.</summary>
     public static Command Create()
     {
-        var d = new QuanTAFineTuneOptions();
-        var task = new Option<string>("--task") { Description = "classification or generation.", DefaultValueFactory = _ => "classification" };
+        var d = new QuanTAFineTuneOptions();   // shared flags take their defaults from here, as finetune's do
+        var task = new Option<string>("--task") { Description = "classification or generation.", DefaultValueFactory = _ => FineTuneCommand.FormatTask(d.Task) };
         var baseModel = new Option<string>("--base-model") { Description = "Hugging Face model folder (…ForSequenceClassification for classification).", Required = true };
         var train = new Option<string>("--train") { Description = "Training data: .tsv or .csv with a header row.", Required = true };
         var validation = new Option<string?>("--validation") { Description = "Validation data (same columns); default: 20 % of --train held out." };
@@ -42,7 +43,7 @@ public static class SweepCommand
         var eta = new Option<int>("--eta") { Description = "Successive-halving reduction factor.", DefaultValueFactory = _ => 3 };
         var batch = new Option<int>("--batch-size") { Description = "Rows per micro-batch.", DefaultValueFactory = _ => d.BatchSize };
         var maxLen = new Option<int>("--max-seq-len") { Description = "Tokens per row.", DefaultValueFactory = _ => d.MaxSequenceLength };
-        var seed = new Option<int>("--seed") { Description = "Seed of the sampler and of every trial.", DefaultValueFactory = _ => 1 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the sampler and of every trial.", DefaultValueFactory = _ => d.Seed ?? TrainerOptions.DefaultSeed };
         var noResume = new Option<bool>("--no-resume") { Description = "Ignore trials already in the output folder." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var gpus = new Option<string?>("--gpus") { Description = "Run trials side by side, one child process per GPU id, e.g. 0,1 (each sees only its GPU, as cuda:0; overrides --device)." };

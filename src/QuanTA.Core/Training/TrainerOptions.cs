@@ -13,8 +13,10 @@ public enum LearningRateSchedule
 
 /// <summary>
 /// Options of the model-agnostic fine-tuning loop (<see cref="Trainer{TBatch}"/>). Names and defaults follow the Hugging Face
-/// Trainer where it has one; the learning rate is the QuanTA paper's (DROP / commonsense recipes, 1e-4). Validated in one place,
-/// <see cref="Validate"/>, which the trainer calls.
+/// Trainer where it has one; the learning rate is the QuanTA paper's (DROP / commonsense recipes, 1e-4). These are the one
+/// source of the training-loop defaults: <c>QuanTAFineTuneOptions</c> (and through it the ML.NET catalog and the CLI) takes its
+/// epochs, batch, learning rate, schedule, clipping, checkpoint and early-stopping defaults from a fresh instance of this class.
+/// Validated in one place, <see cref="Validate"/>, which the trainer calls.
 /// </summary>
 public sealed class TrainerOptions
 {
@@ -60,8 +62,12 @@ public sealed class TrainerOptions
     /// <summary>AdamW ε. Default 1e-8.</summary>
     public double AdamEpsilon { get; set; } = 1e-8;
 
-    /// <summary>Seed of libtorch's CPU generator (dropout, initialisation done after training starts) and of <see cref="BatchSource"/> shuffling. Default 42 (HF default).</summary>
-    public long Seed { get; set; } = 42;
+    /// <summary>The seed used when none is given: here, by <c>QuanTAFineTuneOptions</c> (when the MLContext has none either)
+    /// and by the <c>quanta</c> CLI. 1, as the ML.NET samples seed their MLContext.</summary>
+    public const int DefaultSeed = 1;
+
+    /// <summary>Seed of libtorch's CPU generator (dropout, initialisation done after training starts) and of <see cref="BatchSource"/> shuffling. Default <see cref="DefaultSeed"/>.</summary>
+    public long Seed { get; set; } = DefaultSeed;
 
     /// <summary>A progress event is raised every N optimizer steps (and at the last one); its loss is the mean over those steps. Default 10.</summary>
     public int LogEveryNSteps { get; set; } = 10;
@@ -106,8 +112,9 @@ public sealed class TrainerOptions
     /// <summary>Minimum change of the metric that counts as an improvement. Default 0.</summary>
     public double EarlyStoppingThreshold { get; set; }
 
-    /// <summary>At the end, copy the best validated parameters back into the model (HF <c>load_best_model_at_end</c>). Default true.</summary>
-    public bool RestoreBestAtEnd { get; set; } = true;
+    /// <summary>At the end, copy the best validated parameters back into the model (HF <c>load_best_model_at_end</c>). Default false,
+    /// as in HF: the last step's parameters are kept.</summary>
+    public bool RestoreBestAtEnd { get; set; }
 
     /// <summary>Checks every option; throws <see cref="ArgumentOutOfRangeException"/> naming the option, its value and what is allowed.</summary>
     public void Validate()

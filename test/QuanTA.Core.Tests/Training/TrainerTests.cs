@@ -191,6 +191,7 @@ public class TrainerTests
         using var trainer = Trainer<ToyBatch>.ForModule(net, new TrainerOptions
         {
             Epochs = 5, LearningRate = 1e-2, ValidateEverySteps = 2, EarlyStoppingPatience = 3, EarlyStoppingThreshold = 0.01,
+            RestoreBestAtEnd = true,
         });
         var result = trainer.Train(BatchSource.FromList(data), ToyData.MseLoss(net), validate: () =>
         {

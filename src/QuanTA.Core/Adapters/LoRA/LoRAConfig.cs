@@ -24,11 +24,17 @@ public sealed record LoRAConfig : IAdapterConfig
     public string Method => "lora";
 
     /// <inheritdoc/>
+    /// <remarks>The one home of these rules (<c>QuanTAFineTuneOptions.Validate</c> calls it). An error is an
+    /// <see cref="ArgumentException"/> whose ParamName is the property: "LoRAConfig.Rank: must be …".</remarks>
     public void Validate()
     {
-        if (Rank < 1) throw new ArgumentException($"LoRA Rank must be at least 1; got {Rank}.");
-        if (!double.IsFinite(Alpha) || Alpha == 0) throw new ArgumentException($"LoRA Alpha must be a finite non-zero number; got {Alpha}.");
-        if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout)) throw new ArgumentException($"LoRA Dropout must be in [0, 1); got {Dropout}.");
+        static void Check(bool ok, string property, string problem)
+        {
+            if (!ok) throw new ArgumentException($"LoRAConfig.{property}: {problem}", property);
+        }
+        Check(Rank >= 1, nameof(Rank), $"must be positive (got {Rank}).");
+        Check(double.IsFinite(Alpha) && Alpha != 0, nameof(Alpha), $"must be a finite non-zero number (got {Alpha}).");
+        Check(Dropout is >= 0 and < 1, nameof(Dropout), $"must be in [0, 1) (got {Dropout}).");   // NaN fails too
     }
 
     /// <inheritdoc/>

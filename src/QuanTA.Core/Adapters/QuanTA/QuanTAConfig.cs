@@ -38,13 +38,39 @@ public sealed record QuanTAConfig : IAdapterConfig
     public string Method => "quanta";
 
     /// <inheritdoc/>
+    /// <remarks>The one home of these rules (<c>QuanTAFineTuneOptions.Validate</c> calls it). An error is an
+    /// <see cref="ArgumentException"/> whose ParamName is the property: "QuanTAConfig.Rank: must be …".</remarks>
     public void Validate()
     {
-        if (Layout is not null) _ = new AxisLayout(Layout, Pairs); // checks N ≥ 2, positive dims, pair indices
-        else if (AxisCount < 2) throw new ArgumentException($"QuanTA AxisCount must be at least 2 (N ≥ 2); got {AxisCount}.");
-        if (TensorCount is int t && t < 1) throw new ArgumentException($"QuanTA TensorCount must be at least 1; got {t}.");
-        if (Rank is int r && r < 1) throw new ArgumentException($"QuanTA Rank must be at least 1 (or null for full rank); got {r}.");
-        if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout)) throw new ArgumentException($"QuanTA Dropout must be in [0, 1); got {Dropout}.");
+        static void Check(bool ok, string property, string problem)
+        {
+            if (!ok) throw new ArgumentException($"QuanTAConfig.{property}: {problem}", property);
+        }
+        if (Layout is not null)
+        {
+            try { _ = new AxisLayout(Layout, Pairs); }          // checks N ≥ 2, positive dims, pair indices
+            catch (ArgumentException e)
+            {
+                var property = e.ParamName == "pairs" ? nameof(Pairs) : nameof(Layout);
+                var reason = e.ParamName is { } p && e.Message.EndsWith($" (Parameter '{p}')", StringComparison.Ordinal)
+                    ? e.Message[..^$" (Parameter '{p}')".Length] : e.Message;
+                throw new ArgumentException($"QuanTAConfig.{property}: {reason}", property, e);
+            }
+        }
+        else
+        {
+            Check(AxisCount >= 2, nameof(AxisCount), $"must be at least 2 (N ≥ 2; got {AxisCount}).");
+            if (Pairs is not null)
+            {
+                Check(Pairs.Length > 0, nameof(Pairs), "needs at least one pair of axes.");
+                foreach (var p in Pairs)
+                    Check(p.M >= 0 && p.M < p.N && p.N < AxisCount, nameof(Pairs),
+                        $"axis pair {p} is invalid for {AxisCount} axes: need 0 ≤ m < n ≤ {AxisCount - 1}.");
+            }
+        }
+        Check(TensorCount is null or >= 1, nameof(TensorCount), $"must be positive (got {TensorCount}); leave it unset for all N(N−1)/2 pairs.");
+        Check(Rank is null or >= 1, nameof(Rank), $"must be positive (got {Rank}); leave it unset for full-rank tensors.");
+        Check(Dropout is >= 0 and < 1, nameof(Dropout), $"must be in [0, 1) (got {Dropout}).");   // NaN fails too
     }
 
     /// <summary>The layout (with its pair chain) used for a layer of the given size; throws if it cannot hold the layer.</summary>

@@ -206,8 +206,8 @@ public sealed class QuanTAFineTuneOptions
     /// keeps W0 + ΔW and the chain's last input of every adapted layer for the backward pass;
     /// <see cref="FusedQuanTAMemory.Lean"/> builds W0 + ΔW inside each layer's forward and again in its backward, keeping
     /// nothing weight-sized in between; <see cref="FusedQuanTAMemory.Minimal"/> also rebuilds the frozen chain instead of
-    /// caching it. LLaMA-7B q,v, batch 4 × 512 on an H200: peak 31.4 / 24.8 / 23.1 GiB (PEFT LoRA r8: 23.3) for 12,691 /
-    /// 11,898 / 10,401 tokens/s. On small models the per-layer work costs more (TinyLlama: Lean about 40 % fewer tokens/s).
+    /// caching it. Fast → Lean → Minimal: each takes less peak memory and gives fewer tokens/s than the one before, and on
+    /// small models the per-layer work of Lean and Minimal costs relatively more (measured figures: docs/performance.md).
     /// Same gradients in every mode (tested).
     /// Default <see cref="FusedQuanTAMemory.Auto"/>: Lean when the fast path's estimated extra memory
     /// (<see cref="QuanTA.Core.Adapters.QuanTABank.EstimatedStackedExtraBytes"/>) exceeds half of the GPU memory still free

@@ -236,6 +236,19 @@ public sealed class OptionDefaultsTests
         Assert.True(FineTuneCommand.FieldsWithoutFlag.Count <= 3, "an exclusion was added: keep the list short and each reason explicit");
     }
 
+    [Fact]
+    public void TheCliPageListsEveryFlagAndExclusion()
+    {
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "QuanTA.MLNet.sln"))) root = root.Parent;
+        Assert.NotNull(root);
+        var page = File.ReadAllText(Path.Combine(root.FullName, "docs", "cli.md"));
+        foreach (var (field, flag) in FineTuneCommand.FlagOfProperty)
+            Assert.True(page.Contains($"| `{flag}` | `{field}` |", StringComparison.Ordinal), $"docs/cli.md has no row for {flag} → {field}");
+        foreach (var field in FineTuneCommand.FieldsWithoutFlag.Keys)
+            Assert.True(page.Contains($"| `{field}` |", StringComparison.Ordinal), $"docs/cli.md does not list the exclusion {field}");
+    }
+
     /// <summary>For a field with a flag: the command-line words that set it to a value other than the default, and that value.</summary>
     static (string[] Words, object? Value) NonDefault(MemberInfo m)
     {

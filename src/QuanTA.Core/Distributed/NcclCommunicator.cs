@@ -263,7 +263,7 @@ public sealed record NcclOptions
     /// True: wait for each collective to finish, bounded by the group timeout, and throw a <see cref="TimeoutException"/> if a
     /// peer does not take part. False (default, as in PyTorch's ProcessGroupNCCL; <c>QUANTA_NCCL_BLOCKING_WAIT=1</c> turns
     /// blocking on): collectives are only queued, so the host keeps queuing the optimizer step and the next forward while the
-    /// GPU works (as fast or faster in every measurement: README, "Several GPUs"); a watchdog thread bounds the wait instead and
+    /// GPU works (as fast or faster in every measurement: docs/distributed.md); a watchdog thread bounds the wait instead and
     /// ends the process on a timeout (see <see cref="OnWatchdogFailure"/>).
     /// </summary>
     public bool BlockingWait { get; init; } = Environment.GetEnvironmentVariable(BlockingWaitEnv) is "1" or "true" or "True";

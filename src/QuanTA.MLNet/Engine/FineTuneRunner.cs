@@ -128,8 +128,8 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
     }
 
     /// <summary>Auto memory mode: lean when the fast path's extra memory would take more than half of what is free after the
-    /// model is loaded (the activations need the rest). LLaMA-7B q,v (≈ 10.7 GB extra) stays fast on an 80 GB or a 40 GB GPU
-    /// and goes lean below ≈ 21 GB free; unknown free memory keeps the fast path.</summary>
+    /// model is loaded (the activations need the rest); unknown free memory keeps the fast path. Where LLaMA-7B falls on
+    /// common cards: docs/performance.md.</summary>
     internal static bool PreferLean(long stackedExtraBytes, long? freeBytes) => freeBytes is long f && stackedExtraBytes > f / 2;
 
     /// <summary>What to change after an out-of-memory step, in this library's option names and the CLI's flags: the batch size

@@ -8,9 +8,8 @@ namespace QuanTA.Core.Models.Llama;
 /// Causal grouped-query attention as one checkpointed autograd node: the forward repeats k/v to every query head and runs
 /// one <c>scaled_dot_product_attention</c> call, keeping only q and the unrepeated k and v; the backward runs the same
 /// forward again with a graph and differentiates it. Without it, autograd keeps the repeated k and v (n_heads/n_kv copies)
-/// and the attention output for every layer — for TinyLlama (32 query / 4 kv heads) at 8 × 512 tokens, 44 of the 48 MiB a
-/// layer's attention keeps, about 1 GiB over 22 layers — for the price of one more attention forward per layer in the
-/// backward pass. The result and the gradients are those of the plain formulation (the same kernels on the same inputs).
+/// and the attention output for every layer — most of what a grouped-query layer's attention keeps (TinyLlama's figures:
+/// docs/performance.md) — for the price of one more attention forward per layer in the backward pass. The result and the gradients are those of the plain formulation (the same kernels on the same inputs).
 /// (TorchSharp's binding has no <c>enable_gqa</c>, which would let one call read the kv heads in place.)
 /// Arguments: q (B, n_heads, T, hd), k and v (B, n_kv, T, hd), the group size n_heads/n_kv, the holder of returned gradients.
 /// Returns (B, n_heads, T, hd).

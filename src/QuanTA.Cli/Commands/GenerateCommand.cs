@@ -9,9 +9,10 @@ public static class GenerateCommand
     /// <summary>Builds the verb.</summary>
     public static Command Create()
     {
+        var g = new GenerationOptions();   // the defaults below are read from here
         var model = new Option<string>("--model") { Description = "A model .zip written by 'quanta finetune' (its base model folder must be where it was), or a Hugging Face model folder (config.json, model.safetensors, tokenizer files; add --adapter for an exported adapter).", Required = true };
         var prompt = new Option<string>("--prompt") { Description = "The text to continue.", Required = true };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => 32 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate.", DefaultValueFactory = _ => g.MaxNewTokens };
         var greedy = new Option<bool>("--greedy") { Description = "Pick the most likely token at every step (the default unless sampling options are given)." };
         var temperature = new Option<double?>("--temperature") { Description = "Sample with this temperature (> 0)." };
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling: keep the most likely tokens up to this total probability (0, 1]." };
@@ -37,11 +38,11 @@ public static class GenerateCommand
             {
                 MaxNewTokens = r.GetValue(maxNew),
                 Greedy = !sampling,
-                Temperature = r.GetValue(temperature) ?? 1.0,
-                TopP = r.GetValue(topP) ?? 1.0,
-                TopK = r.GetValue(topK) ?? 0,
+                Temperature = r.GetValue(temperature) ?? g.Temperature,
+                TopP = r.GetValue(topP) ?? g.TopP,
+                TopK = r.GetValue(topK) ?? g.TopK,
                 Seed = r.GetValue(seed),
-                StopStrings = r.GetValue(stop) ?? [],
+                StopStrings = r.GetValue(stop) ?? g.StopStrings,
                 UseCache = !r.GetValue(noCache),
             };
             options.Validate();

@@ -254,7 +254,8 @@ public sealed class QuanTAFineTuneOptions
     public int KeepLastCheckpoints = LoopDefaults.KeepLastCheckpoints;
 
     /// <summary>Resume training from a checkpoint: a <c>checkpoint-N</c> folder, a folder of checkpoints (its newest valid one is
-    /// taken, corrupt ones are skipped), or <c>"latest"</c> for the newest valid checkpoint in <see cref="CheckpointDirectory"/>.
+    /// taken, corrupt ones are skipped), or <c>"latest"</c> for the newest valid checkpoint in <see cref="CheckpointDirectory"/>
+    /// (when that folder holds no checkpoint yet, "latest" starts from the beginning, so a restart loop can always pass it).
     /// The resumed Fit must use the same base model, adapter options, data and batching (checked; a mismatch is an error).
     /// On CPU with a fixed seed the result is bit-identical to an uninterrupted Fit. Null (default): start fresh.</summary>
     public string? ResumeFromCheckpoint;

@@ -65,7 +65,7 @@ public static partial class FineTuneCommand
         var ckptDir = new Option<string?>("--checkpoint-dir") { Description = "Write checkpoints here (each epoch, every --checkpoint-every steps, and on Ctrl+C)." };
         var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N optimizer steps (0 = each epoch end only).", DefaultValueFactory = _ => d.CheckpointEverySteps };
         var keepCkpt = new Option<int>("--keep-checkpoints") { Description = "Keep the newest K checkpoints (0 = all).", DefaultValueFactory = _ => d.KeepLastCheckpoints };
-        var resume = new Option<string?>("--resume") { Description = "Resume from a checkpoint folder, a folder of checkpoints, or 'latest' (newest in --checkpoint-dir)." };
+        var resume = new Option<string?>("--resume") { Description = "Resume from a checkpoint folder, a folder of checkpoints, or 'latest' (newest valid one in --checkpoint-dir; none yet: start from the beginning)." };
         var patience = new Option<int>("--early-stopping-patience") { Description = "Stop after N validations without improvement (needs --validation; 0 = off).", DefaultValueFactory = _ => d.EarlyStoppingPatience };
         var threshold = new Option<double>("--early-stopping-threshold") { Description = "Smallest change of the validation metric that counts as an improvement.", DefaultValueFactory = _ => d.EarlyStoppingThreshold };
         var validateEvery = new Option<int>("--validate-every") { Description = "Validate every N optimizer steps (0 = at each epoch end).", DefaultValueFactory = _ => d.ValidateEverySteps };

@@ -53,7 +53,9 @@ public static class AtomicFile
                 throw new IOException($"Writing '{target}' produced no file (the writer did not create '{tmp}').");
             using (var s = new FileStream(tmp, FileMode.Open, FileAccess.Write, FileShare.None))
                 s.Flush(flushToDisk: true);
+            CrashTestPoints.Reached("atomic-write:" + Path.GetFileName(target));   // crash tests: die before the rename
             File.Move(tmp, target, overwrite: true);
+            DirectorySync.Flush(Path.GetDirectoryName(target)!);                  // the new name is on disk too
         }
         finally
         {

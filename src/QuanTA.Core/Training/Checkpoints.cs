@@ -5,6 +5,7 @@ using System.Text.Json.Serialization;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.PyBridge;
+using QuanTA.Core.Runtime;
 using static TorchSharp.torch;
 
 namespace QuanTA.Core.Training;
@@ -74,6 +75,7 @@ public static class Checkpoints
     public const string StateFile = "trainer_state.json";
     const string Prefix = "checkpoint-";
     const string TmpPrefix = ".tmp-checkpoint-";
+    const string OldInfix = ".old-";
 
     static readonly JsonSerializerOptions Json = new()
     {
@@ -90,13 +92,30 @@ public static class Checkpoints
     /// <summary>The folder name of step <paramref name="step"/>.</summary>
     public static string FolderName(long step) => Prefix + step.ToString("D6", CultureInfo.InvariantCulture);
 
-    /// <summary>Checkpoint folders under <paramref name="root"/>, oldest first (temporary folders excluded).</summary>
+    /// <summary>
+    /// Checkpoint folders under <paramref name="root"/>, oldest first (temporary folders excluded). A step whose folder was moved
+    /// aside for a re-save and not replaced (the process died between the two renames) is listed by that moved-aside folder:
+    /// it is the only complete copy of the step.
+    /// </summary>
     public static IReadOnlyList<string> List(string root)
     {
         if (!Directory.Exists(root)) return Array.Empty<string>();
         return Directory.GetDirectories(root, Prefix + "*")
-            .Select(d => (dir: d, step: long.TryParse(Path.GetFileName(d)[Prefix.Length..], NumberStyles.None, CultureInfo.InvariantCulture, out var s) ? s : -1))
-            .Where(x => x.step >= 0).OrderBy(x => x.step).Select(x => x.dir).ToList();
+            .Select(d => (dir: d, step: StepOf(Path.GetFileName(d), out var aside), aside))
+            .Where(x => x.step >= 0)
+            .GroupBy(x => x.step)
+            .Select(g => g.OrderBy(x => x.aside).First())      // the folder in place before one moved aside
+            .OrderBy(x => x.step).Select(x => x.dir).ToList();
+    }
+
+    /// <summary>The step of a folder named <c>checkpoint-N</c> or <c>checkpoint-N.old-…</c> (moved aside), else −1.</summary>
+    static long StepOf(string name, out bool movedAside)
+    {
+        var digits = name[Prefix.Length..];
+        var dot = digits.IndexOf(OldInfix, StringComparison.Ordinal);
+        movedAside = dot >= 0;
+        if (movedAside) digits = digits[..dot];
+        return long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out var s) ? s : -1;
     }
 
     /// <summary>
@@ -114,28 +133,42 @@ public static class Checkpoints
         Directory.CreateDirectory(tmp);
         try
         {
-            state.Sha256 = new Dictionary<string, string>
+            var point = "checkpoint:" + state.Step.ToString(CultureInfo.InvariantCulture) + ":";
+            state.Sha256 = new Dictionary<string, string>();
+            state.Sha256[AdapterFile] = WriteFile(Path.Combine(tmp, AdapterFile), s => SaveTensors(s, tensors));
+            CrashTestPoints.Reached(point + AdapterFile);
+            state.Sha256[OptimizerFile] = WriteFile(Path.Combine(tmp, OptimizerFile), s =>
             {
-                [AdapterFile] = WriteFile(Path.Combine(tmp, AdapterFile), s => SaveTensors(s, tensors)),
-                [OptimizerFile] = WriteFile(Path.Combine(tmp, OptimizerFile), s =>
-                {
-                    using var w = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
-                    optimizer.save_state_dict(w);
-                    w.Flush();
-                }),
-                [RngFile] = WriteFile(Path.Combine(tmp, RngFile), s => s.Write(rngState)),
-            };
+                using var w = new BinaryWriter(s, System.Text.Encoding.UTF8, leaveOpen: true);
+                optimizer.save_state_dict(w);
+                w.Flush();
+            });
+            CrashTestPoints.Reached(point + OptimizerFile);
+            state.Sha256[RngFile] = WriteFile(Path.Combine(tmp, RngFile), s => s.Write(rngState));
+            CrashTestPoints.Reached(point + RngFile);
             state.SavedAtUtc = DateTime.UtcNow;
             WriteFile(Path.Combine(tmp, StateFile), s => JsonSerializer.Serialize(s, state, Json));
+            DirectorySync.Flush(tmp);                            // the four names are on disk before the folder is renamed
+            CrashTestPoints.Reached(point + StateFile);
             if (Directory.Exists(final))
             {
-                // Re-saving a step (e.g. after a resume): move the old one aside first, drop it after the rename.
-                var old = final + ".old-" + Guid.NewGuid().ToString("N")[..8];
+                // Re-saving a step (e.g. at an epoch end right after the step's own checkpoint): rename(2) cannot replace a
+                // non-empty folder, so the old one is moved aside first. A crash between the two renames leaves the moved-aside
+                // folder, which List() still returns for its step; it is dropped once a newer copy is in place.
+                var old = final + OldInfix + Guid.NewGuid().ToString("N")[..8];
                 Directory.Move(final, old);
+                CrashTestPoints.Reached(point + "replacing");
                 Directory.Move(tmp, final);
-                Directory.Delete(old, recursive: true);
+                DirectorySync.Flush(root);
+                DeleteFolder(old);
             }
-            else Directory.Move(tmp, final);
+            else
+            {
+                Directory.Move(tmp, final);
+                DirectorySync.Flush(root);
+            }
+            foreach (var aside in Directory.GetDirectories(root, FolderName(state.Step) + OldInfix + "*")) DeleteFolder(aside);
+            CrashTestPoints.Reached(point + "renamed");
             return final;
         }
         catch (Exception e)
@@ -143,6 +176,21 @@ public static class Checkpoints
             try { Directory.Delete(tmp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             throw new IOException($"Could not write checkpoint '{final}': {e.Message}. Nothing was replaced: earlier checkpoints are intact.", e);
         }
+    }
+
+    /// <summary>Removes a folder by first renaming it to a temporary name (one atomic step: a crash during the recursive
+    /// delete leaves a temporary folder, never a half-deleted <c>checkpoint-N</c>); best effort.</summary>
+    static void DeleteFolder(string dir)
+    {
+        var parent = Path.GetDirectoryName(Path.GetFullPath(dir))!;
+        var doomed = Path.Combine(parent, TmpPrefix + "deleted-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            Directory.Move(dir, doomed);
+            Directory.Delete(doomed, recursive: true);
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
     static void SaveTensors(Stream s, IReadOnlyList<(string name, Tensor tensor)> tensors)
@@ -277,16 +325,22 @@ public static class Checkpoints
         foreach (var dir in all.Take(Math.Max(0, all.Count - keepLast)))
         {
             if (keepFull is not null && Path.GetFullPath(dir) == keepFull) continue;
-            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            DeleteFolder(dir);
         }
     }
 
-    /// <summary>Removes temporary folders left by an interrupted save.</summary>
+    /// <summary>
+    /// Removes what an interrupted save or prune left: temporary folders, and moved-aside copies of a step whose new folder is
+    /// in place. A moved-aside copy without a new folder is kept (it is the step's only copy; see <see cref="List"/>).
+    /// </summary>
     public static void CleanTemporary(string root)
     {
         if (!Directory.Exists(root)) return;
         foreach (var d in Directory.GetDirectories(root, TmpPrefix + "*"))
             try { Directory.Delete(d, recursive: true); } catch (IOException) { }
+        foreach (var d in Directory.GetDirectories(root, Prefix + "*" + OldInfix + "*"))
+            if (StepOf(Path.GetFileName(d), out _) is var step and >= 0 && Directory.Exists(Path.Combine(root, FolderName(step))))
+                DeleteFolder(d);
     }
 
     /// <summary>The CPU generator's state as bytes.</summary>

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -301,6 +302,7 @@ public sealed class Trainer<TBatch> : IDisposable
             if (!double.IsFinite(stepLoss)) Diverged(epoch, stepLoss, lr, "loss");
             if (!double.IsFinite(norm)) Diverged(epoch, norm, lr, "gradient norm");
             ClipGradients(norm);
+            CrashTestPoints.Reached("step:" + (_state.Step + 1).ToString(System.Globalization.CultureInfo.InvariantCulture));   // crash tests: die mid-step
             t._optimizer.step();
             ZeroGrad();
             _state.Step++;

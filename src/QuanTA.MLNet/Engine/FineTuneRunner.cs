@@ -66,7 +66,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         using var gradientSync = world > 1 ? dist!.CreateGradientSync(trainer.Parameters.Select(p => p.parameter)) : null;
         if (gradientSync is not null)
         {
-            if (o.ResumeFromCheckpoint is null) gradientSync.BroadcastParameters();   // every rank starts from rank 0's adapter
+            if (trainerOptions.ResumeFrom is null) gradientSync.BroadcastParameters();   // every rank starts from rank 0's adapter
             trainer.BeforeOptimizerStep = gradientSync.Synchronize;                  // average the adapter gradients
             trainer.ReduceStepStatistics = dist!.Communicator.MeanAndSum;           // log the global loss and tokens
         }

@@ -33,12 +33,20 @@ internal static class RunFingerprints
     /// The checkpoint folder to resume from: <paramref name="resume"/> itself when it is a checkpoint, else the newest valid
     /// checkpoint under it (<c>"latest"</c> = under <paramref name="checkpointDir"/>; corrupt ones are skipped with a warning).
     /// Throws a message naming the difference when the checkpoint was made with another base model, adapter or training path.
+    /// <c>"latest"</c> over a checkpoint folder that holds no <c>checkpoint-N</c> yet (missing, empty, or only the temporary
+    /// folder of a save that was killed) returns null: the run starts from the beginning, with a warning, so a restart loop can
+    /// always pass <c>"latest"</c>.
     /// </summary>
-    public static string ResolveResume(string resume, string? checkpointDir, string fingerprint, long seed, Action<string> warn)
+    public static string? ResolveResume(string resume, string? checkpointDir, string fingerprint, long seed, Action<string> warn)
     {
         var from = resume == "latest"
             ? checkpointDir ?? throw new ArgumentException("ResumeFromCheckpoint = \"latest\" needs CheckpointDirectory.")
             : Path.GetFullPath(resume);
+        if (resume == "latest" && Checkpoints.List(from).Count == 0)
+        {
+            warn($"ResumeFromCheckpoint = \"latest\": '{from}' holds no checkpoint yet; training starts from the beginning.");
+            return null;
+        }
         string checkpoint;
         if (File.Exists(Path.Combine(from, Checkpoints.StateFile))) checkpoint = from;
         else

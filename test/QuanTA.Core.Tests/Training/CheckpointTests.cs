@@ -98,6 +98,38 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void AStepMovedAsideByAKilledReSaveIsStillListedAndLeftoversAreCleaned()
+    {
+        using var dir = new TempDir();
+        var o = Options(dir.Path);
+        o.CheckpointEverySteps = 5;
+        o.KeepLastCheckpoints = 0;
+        Run(o, initSeed: 3);
+        var (ten, fifteen) = (Path.Combine(dir.Path, Checkpoints.FolderName(10)), Path.Combine(dir.Path, Checkpoints.FolderName(15)));
+        // What a SIGKILL between the two renames of a re-save leaves: step 15 only under its moved-aside name …
+        var aside15 = fifteen + ".old-0badc0de";
+        Directory.Move(fifteen, aside15);
+        // … or (killed after the second rename) a moved-aside copy next to the new folder, and a temporary folder.
+        var aside10 = ten + ".old-0badc0de";
+        Directory.CreateDirectory(aside10);
+        foreach (var f in Directory.GetFiles(ten)) File.Copy(f, Path.Combine(aside10, Path.GetFileName(f)));
+        var tmp = Directory.CreateDirectory(Path.Combine(dir.Path, ".tmp-checkpoint-20-0badc0de")).FullName;
+
+        Assert.Equal(new[] { Checkpoints.FolderName(5), Path.GetFileName(ten), Path.GetFileName(aside15) }, Checkpoints.List(dir.Path).Select(Path.GetFileName));
+        Assert.Equal(aside15, Checkpoints.FindLatestValid(dir.Path));
+        Assert.Equal(15, Checkpoints.Verify(aside15).Step);
+
+        Checkpoints.CleanTemporary(dir.Path);
+        Assert.False(Directory.Exists(aside10));                 // superseded by checkpoint-10
+        Assert.False(Directory.Exists(tmp));
+        Assert.True(Directory.Exists(aside15));                  // the only copy of step 15 stays
+
+        Checkpoints.Prune(dir.Path, keepLast: 1, keep: null);
+        Assert.Equal(new[] { aside15 }, Checkpoints.List(dir.Path));
+        Assert.Single(Directory.GetDirectories(dir.Path));       // pruned folders are gone, not left as temporary ones
+    }
+
+    [Fact]
     public void TruncatedCheckpointIsAClearErrorAndThePreviousOneStillResumes()
     {
         using var dir = new TempDir();

@@ -77,15 +77,17 @@ internal static class HfFolderWriter
             if (adapterKeys.Contains(key) || (tied && key == "lm_head.weight")) continue;
             long[] shape = t.shape;
             Func<Tensor> produce;
-            if (adapted.TryGetValue(key, out var layer)) produce = () => layer.MergedWeight(dtype);
-            else if (key == "score.weight" && src.Task == ExportTask.SequenceClassification)
+            if (key == "score.weight" && src.Task == ExportTask.SequenceClassification)   // (the head is an AdaptableLinear too)
             {
+                if (adapted.TryGetValue(key, out var h) && h.Adapter is not null)
+                    throw new NotSupportedException("The classification head 'score' carries an adapter; export supports a trained head (modules_to_save), not an adapted one.");
                 int classes = src.ClassNames!.Count;
                 if (classes > shape[0])
                     throw new InvalidOperationException($"The model has {classes} classes but its head 'score.weight' only {shape[0]} rows.");
                 shape = [classes, shape[1]];
                 produce = () => t.detach()[..classes];                                   // (C, hidden): the classes the model was trained on
             }
+            else if (adapted.TryGetValue(key, out var layer)) produce = () => layer.MergedWeight(dtype);
             else produce = () => t.detach();
             list.Add(new PlannedTensor(key, shape, dtype, produce));
         }

@@ -39,6 +39,7 @@ public sealed partial class QuanTAFineTuneTransformer
             Task = head ? ExportTask.SequenceClassification : ExportTask.CausalLM,
             ClassNames = head ? ClassNames : null,
             PadTokenId = _model.Tokenizer.PadId,
+            ChatTemplate = _model.IsChat && _options.ChatTemplate is not null ? _model.Chat.Template.Text : null,
         };
     }
 }

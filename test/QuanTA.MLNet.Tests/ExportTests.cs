@@ -153,4 +153,26 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
         foreach (var (k, t) in q.Model.Module.state_dict()) Assert.True(stateBefore[k].SequenceEqual(Bits(t)), $"'{k}' changed");
         Directory.Delete(Path.GetDirectoryName(dir)!, true);
     }
+    [Fact]
+    public void AChatModelsTrainingTemplateTravelsWithTheHfFolder()
+    {
+        var ml = new MLContext(seed: 1);
+        var jsonl = Path.Combine(Path.GetTempPath(), $"quanta-export-chat-{Guid.NewGuid():N}.jsonl");
+        File.WriteAllLines(jsonl, Chat.ChatFixture.Conversations(8).Select(c => System.Text.Json.JsonSerializer.Serialize(new
+        {
+            messages = c.Select(t => new { role = t.Role, content = t.Content }),
+        })));
+        var options = Chat.ChatFixture.Options();
+        options.Epochs = 1;
+        using var model = ml.Transforms.QuanTAFineTune(options).Fit(ml.Data.LoadFromChatJsonl(jsonl));
+        var output = TempDir();
+        model.Export(output);
+        Assert.Equal(Chat.ChatFixture.Template, File.ReadAllText(Path.Combine(output, "chat_template.jinja")));
+        Assert.Equal(Chat.ChatFixture.Template, (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(output, "tokenizer_config.json")))!["chat_template"]);
+        var turns = Chat.ChatFixture.Conversations(1)[0];
+        Assert.Equal(model.Model.Chat.Template.Render(turns, addGenerationPrompt: true),
+            Core.Chat.ChatTemplate.FromModelFolder(output).Render(turns, addGenerationPrompt: true));   // the folder's own template, read back
+        File.Delete(jsonl);
+        Directory.Delete(Path.GetDirectoryName(output)!, true);
+    }
 }

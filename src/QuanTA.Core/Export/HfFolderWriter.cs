@@ -55,6 +55,20 @@ internal static class HfFolderWriter
             var from = Path.Combine(src.BaseModelPath, f);
             if (File.Exists(from)) File.Copy(from, Path.Combine(dir, f));
         }
+        if (src.ChatTemplate is { } template) WriteChatTemplate(dir, template);
+    }
+
+    /// <summary>The training-time chat template replaces the base's: chat_template.jinja (transformers 5.x's file) and
+    /// tokenizer_config.json's "chat_template" (older readers).</summary>
+    static void WriteChatTemplate(string dir, string template)
+    {
+        File.WriteAllText(Path.Combine(dir, "chat_template.jinja"), template);
+        var path = Path.Combine(dir, "tokenizer_config.json");
+        if (!File.Exists(path)) return;
+        var config = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            ?? throw new InvalidDataException($"The base model's tokenizer_config.json is not a JSON object.");
+        config["chat_template"] = template;
+        File.WriteAllText(path, Json(config));
     }
 
     /// <summary>transformers' shard file name, e.g. model-00001-of-00003.safetensors.</summary>

@@ -27,6 +27,9 @@ public sealed record ExportSource
     public IReadOnlyList<string>? ClassNames { get; init; }
     /// <summary>The padding id the model was run with (classification pools at the last non-pad token; written as pad_token_id).</summary>
     public int? PadTokenId { get; init; }
+    /// <summary>The chat template the model was trained with when it is not the base folder's own (a built-in or a file given
+    /// at training), as Jinja text; a Hugging Face export writes it as chat_template.jinja and into tokenizer_config.json.</summary>
+    public string? ChatTemplate { get; init; }
 }
 
 /// <summary>

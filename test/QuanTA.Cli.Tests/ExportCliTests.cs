@@ -28,8 +28,11 @@ public class ExportCliTests
                 "--lr", "1e-2", "--max-seq-len", "32", "--output", zip);
             Assert.True(ft.Code == 0, ft.Err);
 
-            var e1 = Quanta("export", "--model", zip, "--format", "hf", "--dtype", "fp32", "--output", hf);
+            var e1 = Quanta("export", "--model", zip, "--format", "hf", "--dtype", "fp32", "--max-shard-size", "1MB", "--output", hf);
             Assert.True(e1.Code == 0, e1.Err);
+            var shards = Directory.EnumerateFiles(hf, "model-*-of-*.safetensors").Select(f => Path.GetFileName(f)).Order(StringComparer.Ordinal).ToList();
+            Assert.True(File.Exists(Path.Combine(hf, "model.safetensors.index.json")) && shards.Count > 1, string.Join(", ", shards));   // 2.6 MB in fp32
+            Assert.Equal($"model-00001-of-{shards.Count:D5}.safetensors", shards[0]);
             Assert.Contains("exported hf", e1.Err);
             var e2 = Quanta("export", "--model", zip, "--format", "peft", "--output", peft);
             Assert.True(e2.Code == 0, e2.Err);
@@ -46,11 +49,11 @@ public class ExportCliTests
             Assert.NotEqual(plain.Out, fromZip.Out);                                    // fine-tuning changed the answer
 
             // a non-empty folder is refused without --overwrite (nothing touched), replaced with it
-            var before = File.ReadAllBytes(Path.Combine(hf, "model.safetensors"));
+            var before = File.ReadAllBytes(Path.Combine(hf, shards[0]));
             var refused = Quanta("export", "--model", zip, "--format", "hf", "--output", hf);
             Assert.Equal(1, refused.Code);
             Assert.Contains("--overwrite", refused.Err);
-            Assert.Equal(before, File.ReadAllBytes(Path.Combine(hf, "model.safetensors")));
+            Assert.Equal(before, File.ReadAllBytes(Path.Combine(hf, shards[0])));
             var replaced = Quanta("export", "--model", zip, "--format", "hf", "--output", hf, "--overwrite");
             Assert.True(replaced.Code == 0, replaced.Err);
             Assert.Contains("\"dtype\": \"bfloat16\"", File.ReadAllText(Path.Combine(hf, "config.json")));   // the default dtype

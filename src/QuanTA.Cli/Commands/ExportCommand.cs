@@ -16,12 +16,13 @@ public static class ExportCommand
         var format = new Option<string>("--format") { Description = $"{string.Join(" or ", ModelExporter.FormatNames)}: hf = a merged Hugging Face folder (config.json, safetensors shards, tokenizer files) that transformers loads as is; peft = the adapter as adapter_config.json + adapter_model.safetensors next to the unchanged base.", Required = true };
         var output = new Option<string>("--output") { Description = "The folder to write (created; a non-empty folder needs --overwrite). Written in a temporary folder beside it and renamed into place when complete.", Required = true };
         var dtype = new Option<string?>("--dtype") { Description = "Weight precision: bf16, fp16 or fp32 (default: bf16 for hf, fp32 for peft). Merged weights are computed in fp32 and rounded once." };
+        var shard = new Option<string?>("--max-shard-size") { Description = "hf: largest safetensors shard, e.g. 5GB, 500MB or 2GiB (default 50GB, as transformers 5.x's save_pretrained); more than one shard adds model.safetensors.index.json." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output folder if it is not empty." };
         var baseModel = new Option<string?>("--base-model") { Description = "Base model folder, if it moved since training (its fingerprint is checked)." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N (where ΔW is computed).", DefaultValueFactory = _ => "cpu" };
         var cmd = new Command("export", "Export a fine-tuned model .zip as a merged Hugging Face folder (hf) or PEFT adapter folder (peft).")
         {
-            model, format, output, dtype, overwrite, baseModel, device,
+            model, format, output, dtype, shard, overwrite, baseModel, device,
         };
         cmd.SetAction(r => CliRun.Run(() =>
         {
@@ -30,6 +31,7 @@ public static class ExportCommand
                 Format = ModelExporter.ParseFormat(r.GetValue(format)!),
                 DType = r.GetValue(dtype) is { } d ? ModelExportOptions.ParseDType(d) : null,
                 Overwrite = r.GetValue(overwrite),
+                MaxShardSizeBytes = r.GetValue(shard) is { } size ? ModelExportOptions.ParseSize(size) : ModelExportOptions.TransformersDefaultMaxShardSize,
                 OverwriteSwitchName = "--overwrite",
             };
             var path = r.GetValue(model)!;

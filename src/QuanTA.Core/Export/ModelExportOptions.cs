@@ -53,6 +53,19 @@ public sealed record ModelExportOptions
         if (MaxShardSizeBytes < 1) throw new ArgumentException($"{nameof(MaxShardSizeBytes)} must be positive; got {MaxShardSizeBytes}.");
     }
 
+    /// <summary>Parses a shard size as transformers' <c>convert_file_size_to_int</c> does: a number of bytes, or digits followed by
+    /// KB/MB/GB (powers of 10) or KiB/MiB/GiB (powers of 2), e.g. "50GB", "500MB", "2GiB".</summary>
+    public static long ParseSize(string text, string optionName = "--max-shard-size")
+    {
+        var t = text?.Trim() ?? "";
+        foreach (var (unit, factor) in new (string, long)[] { ("GIB", 1L << 30), ("MIB", 1L << 20), ("KIB", 1L << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1_000), ("B", 1) })
+            if (t.EndsWith(unit, StringComparison.OrdinalIgnoreCase)
+                && long.TryParse(t[..^unit.Length].Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) && n > 0)
+                return checked(n * factor);
+        if (long.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var bytes) && bytes > 0) return bytes;
+        throw new ArgumentException($"{optionName} '{text}' is not a size: give digits followed by KB, MB, GB (or KiB, MiB, GiB), e.g. 5GB.");
+    }
+
     /// <summary>Parses an export dtype name: fp32, fp16 or bf16 (as the CLI's --dtype).</summary>
     public static ScalarType ParseDType(string text, string optionName = "--dtype") =>
         TorchRuntime.ParseDType(text, optionName) ?? throw new ArgumentException($"{optionName} needs a value: fp32, fp16 or bf16.");

@@ -59,6 +59,11 @@ public class ExportFolderTests
         Assert.Contains("--format 'gguf2'", Assert.Throws<ArgumentException>(() => ModelExporter.ParseFormat("gguf2")).Message);
         Assert.Equal(ExportFormat.Peft, ModelExporter.ParseFormat("PEFT"));
         Assert.Equal(ExportFormat.HuggingFace, ModelExporter.ParseFormat("hf"));
+        Assert.Equal(50_000_000_000, ModelExportOptions.ParseSize("50GB"));
+        Assert.Equal(2L << 30, ModelExportOptions.ParseSize("2GiB"));
+        Assert.Equal(1_000_000, ModelExportOptions.ParseSize("1MB"));
+        Assert.Equal(4096, ModelExportOptions.ParseSize("4096"));
+        Assert.Contains("--max-shard-size '5 gigs'", Assert.Throws<ArgumentException>(() => ModelExportOptions.ParseSize("5 gigs")).Message);
         Assert.Contains("--dtype 'int8'", Assert.Throws<ArgumentException>(() => ModelExportOptions.ParseDType("int8")).Message);
         Assert.Contains("MaxShardSizeBytes", Assert.Throws<ArgumentException>(() => new ModelExportOptions { MaxShardSizeBytes = 0 }.Validate()).Message);
         Assert.Contains("DType", Assert.Throws<ArgumentException>(() => new ModelExportOptions { DType = TorchSharp.torch.ScalarType.Int8 }.Validate()).Message);

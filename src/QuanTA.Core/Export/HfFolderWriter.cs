@@ -182,5 +182,8 @@ internal static class HfFolderWriter
     }
 
     /// <summary>JSON as transformers writes it: two-space indent, keys as given, a final newline.</summary>
-    internal static string Json(JsonNode node) => node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+    internal static string Json(JsonNode node) => node.ToJsonString(JsonOptions) + "\n";
+
+    // Templates and class names stay readable ('<', '>', '&', '\'' and non-ASCII letters unescaped); still valid JSON.
+    static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 }

@@ -31,7 +31,7 @@ internal static class ModelFolder
     /// <summary>The --adapter option shared by the model verbs.</summary>
     public static Option<string?> AdapterOption() => new("--adapter")
     {
-        Description = "Adapter weights saved by QuanTA.MLNet (a .safetensors file with its .json next to it) to apply to the model.",
+        Description = "An adapter to apply to the model: a .safetensors file saved by QuanTA.MLNet (with its .json next to it), or a PEFT adapter folder (adapter_config.json + adapter_model.safetensors: LoRA from PEFT or quanta export --format peft, QuanTA from quanta export).",
     };
 
     /// <summary>True when <paramref name="path"/> is a model .zip written by <c>quanta finetune</c> / <c>mlContext.Model.Save</c>.</summary>

@@ -94,12 +94,31 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
         if (_adapter is null || IsMerged) return;
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var delta = _adapter.DeltaWeight().to(weight.device);
+        var master = weight.detach().clone().DetachFromDisposeScope();
+        try { weight.copy_(MergedWeight(weight.dtype)); }
+        catch { master.Dispose(); throw; }
+        _master = master;
+    }
+
+    /// <summary>The frozen base weight W0 [out, in] as loaded (also while merged: then the kept master copy), not a copy.</summary>
+    public Tensor BaseWeight => _master ?? weight;
+
+    /// <summary>
+    /// The merged weight round(fp32(W0) + fp32(ΔW)) as a new tensor [out, in] in <paramref name="dtype"/>, on the weight's device:
+    /// W0 widened to fp32, ΔW from <see cref="Adapter.DeltaWeight"/> in fp32, summed, and rounded once. The layer is left as it was
+    /// (merged or not). <see cref="Merge"/> and model export both use it, so a merged layer and an exported weight in the same
+    /// dtype are equal bit for bit. Without an adapter it is W0 cast to <paramref name="dtype"/>. Throws when ΔW holds NaN or infinity.
+    /// </summary>
+    public Tensor MergedWeight(ScalarType dtype)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var w0 = BaseWeight.detach().to_type(ScalarType.Float32);                  // (out, in) fp32
+        if (_adapter is null) return w0.to_type(dtype).MoveToOuterDisposeScope();
+        var delta = _adapter.DeltaWeight().to(weight.device).to_type(ScalarType.Float32);   // (out, in) fp32
         if (!delta.isfinite().all().item<bool>())
             throw new InvalidOperationException("Refusing to merge: the adapter's ΔW contains NaN or infinity.");
-        var master = weight.detach().clone().DetachFromDisposeScope();
-        weight.copy_((master.to_type(ScalarType.Float32) + delta).to_type(weight.dtype));
-        _master = master;
+        return (w0 + delta).to_type(dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>Restores W0 exactly (bit for bit) from the master copy kept by <see cref="Merge"/>.</summary>

@@ -66,9 +66,14 @@ public static class AdapterFile
     /// included) throws naming the tensor and both shapes; a QuanTA tensor transposed without a change of shape is found from
     /// its values (see <see cref="RefuseTransposedQuanTA"/> for what can and cannot be detected). Values are copied into the existing parameters and buffers.
     /// </summary>
+    /// <remarks>A folder holding an adapter_config.json is read as a PEFT adapter folder instead
+    /// (<see cref="Export.PeftAdapterFolder"/>: LoRA written by PEFT or by this project's export, QuanTA by the export).</remarks>
     public static InjectionReport Load(nn.Module model, string path)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (Export.PeftAdapterFolder.IsPeftFolder(path)) return Export.PeftAdapterFolder.Load(model, path);
+        if (Directory.Exists(path))
+            throw new FileNotFoundException($"Adapter '{path}' is a folder without {Export.PeftNames.ConfigFile}: give a PEFT adapter folder or an adapter .safetensors file.", path);
         if (!File.Exists(path)) throw new FileNotFoundException($"Adapter weights file not found: {path}", path);
         var cfgPath = ConfigPath(path);
         if (!File.Exists(cfgPath)) throw new FileNotFoundException($"Adapter config not found next to the weights: {cfgPath}", cfgPath);

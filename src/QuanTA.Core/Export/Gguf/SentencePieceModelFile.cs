@@ -99,7 +99,7 @@ internal static class SentencePieceModelFile
         {
             case 0: Varint(data, ref pos); break;
             case 1: pos += 8; break;
-            case 2: pos += (int)Varint(data, ref pos); break;
+            case 2: var len = (int)Varint(data, ref pos); pos += len; break;   // read the length before adding to pos
             case 5: pos += 4; break;
             default: throw new InvalidDataException($"unsupported protobuf wire type {wire}");
         }

@@ -148,6 +148,49 @@ public sealed class GgufConverterTests : IDisposable
         Assert.DoesNotContain(result.Tensors, t => t.Name == "output.weight");
     }
 
+    string CopyWithRope(string rope)
+    {
+        var dir = Path.Combine(_tmp, "rope-" + Guid.NewGuid().ToString("N")[..6]);
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(ModelDir("llama-tiny"))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        var config = Json(Path.Combine(dir, "config.json"));
+        config["rope_parameters"] = JsonNode.Parse(rope);
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+        return dir;
+    }
+
+    [Fact]
+    public void Linear_rope_scaling_is_written_as_keys_and_llama3_scaling_as_the_rope_freqs_tensor()
+    {
+        var linear = Path.Combine(_tmp, "linear.gguf");
+        GgufConverter.Convert(CopyWithRope("""{"rope_theta": 10000.0, "rope_type": "linear", "factor": 4.0}"""), linear);
+        var meta = (JsonObject)OutsideGgufReader.Read(linear)["metadata"]!;
+        Assert.Equal("linear", (string)meta["llama.rope.scaling.type"]!["value"]!);
+        Assert.Equal(4.0, (double)meta["llama.rope.scaling.factor"]!["value"]!);
+
+        // LLaMA-3.1's rule (transformers' _compute_llama3_parameters), here in fp64: wavelengths below
+        // original/high_freq_factor keep factor 1, above original/low_freq_factor get `factor`, in between a smooth blend.
+        var llama3 = Path.Combine(_tmp, "llama3.gguf");
+        GgufConverter.Convert(CopyWithRope("""{"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}"""), llama3);
+        var file = OutsideGgufReader.Read(llama3);
+        var info = ((JsonArray)file["tensors"]!).Single(t => (string)t!["name"]! == "rope_freqs.weight")!;
+        Assert.Equal(("[\"16\"]", 0), (info["shape"]!.ToJsonString(), (int)info["type"]!));
+        Assert.Null(file["metadata"]!["llama.rope.scaling.type"]);
+        var bytes = File.ReadAllBytes(llama3);
+        var start = long.Parse((string)file["tensorDataOffset"]!) + long.Parse((string)info["offset"]!);
+        var got = Enumerable.Range(0, 16).Select(i => BitConverter.ToSingle(bytes, (int)start + 4 * i)).ToArray();
+        var want = Enumerable.Range(0, 16).Select(k =>
+        {
+            var wavelen = 2 * Math.PI * Math.Pow(500000.0, 2.0 * k / 32);
+            if (wavelen < 64 / 4.0) return 1.0;
+            if (wavelen > 64 / 1.0) return 8.0;
+            var smooth = (64 / wavelen - 1.0) / (4.0 - 1.0);
+            return 1 / ((1 - smooth) / 8.0 + smooth);
+        }).ToArray();
+        for (var k = 0; k < 16; k++) Assert.True(Math.Abs(got[k] - want[k]) <= 1e-5 * want[k], $"rope factor {k}: {got[k]} vs {want[k]}");
+        Assert.Contains(got, f => f > 1f && f < 8f);                                  // the blend region is exercised
+    }
+
     [Fact]
     public void Unknown_checkpoint_tensor_is_refused_with_its_name_and_nothing_is_written()
     {

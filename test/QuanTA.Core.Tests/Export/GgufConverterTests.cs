@@ -192,7 +192,7 @@ public sealed class GgufConverterTests : IDisposable
     }
 
     [Fact]
-    public void Unknown_checkpoint_tensor_is_refused_with_its_name_and_nothing_is_written()
+    public void Unknown_or_missing_checkpoint_tensor_is_refused_with_its_name_and_nothing_is_written()
     {
         var dir = Path.Combine(_tmp, "model");
         Directory.CreateDirectory(dir);
@@ -207,5 +207,15 @@ public sealed class GgufConverterTests : IDisposable
         Assert.Contains("model.layers.0.self_attn.q_norm.weight", e.Message);
         Assert.False(File.Exists(output));
         Assert.Empty(Directory.GetFiles(_tmp, "*.quanta-tmp"));
+
+        weights = LoadWeights(dir);
+        weights.Remove("model.layers.0.self_attn.q_norm.weight", out var extra);
+        weights.Remove("model.layers.1.mlp.down_proj.weight", out var dropped);
+        extra!.Dispose(); dropped!.Dispose();
+        TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(dir, "model.safetensors"), weights);
+        foreach (var t in weights.Values) t.Dispose();
+        var missing = Assert.Throws<InvalidDataException>(() => GgufConverter.Convert(dir, output));
+        Assert.Contains("model.layers.1.mlp.down_proj.weight", missing.Message);
+        Assert.False(File.Exists(output));
     }
 }

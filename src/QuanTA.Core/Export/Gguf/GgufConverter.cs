@@ -85,6 +85,7 @@ public static class GgufConverter
         }
         kv.AddRange(GgufTokenizerMetadata.Build(modelDir, cfg.VocabSize));
 
+        CheckRequiredWeights(weights, cfg, modelDir);
         var tensors = new List<GgufTensor>();
         if (cfg.Rope.Type == "llama3")
         {
@@ -159,6 +160,29 @@ public static class GgufConverter
             _ => null,
         };
         return part is null ? null : $"blk.{m.Groups[1].Value}.{part}.{m.Groups[3].Value}";
+    }
+
+    /// <summary>Every weight the model needs is in the checkpoint, and q/k have the rows the permutation expects.</summary>
+    static void CheckRequiredWeights(SafetensorsTensorReader weights, HfModelConfig cfg, string modelDir)
+    {
+        var required = new List<string> { "model.embed_tokens.weight", "model.norm.weight" };
+        if (!cfg.TieWordEmbeddings) required.Add("lm_head.weight");
+        for (var i = 0; i < cfg.NumHiddenLayers; i++)
+            foreach (var p in new[] { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                      "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj" })
+                required.Add($"model.layers.{i}.{p}.weight");
+        var missing = required.Where(n => !weights.Contains(n)).ToList();
+        if (missing.Count > 0)
+            throw new InvalidDataException($"The checkpoint in '{modelDir}' lacks {missing.Count} tensor(s) that config.json's model needs: " +
+                string.Join(", ", missing.Take(6)) + (missing.Count > 6 ? ", …" : "") + ".");
+        for (var i = 0; i < cfg.NumHiddenLayers; i++)
+            foreach (var (proj, heads) in new[] { ("q_proj", cfg.NumAttentionHeads), ("k_proj", cfg.NumKeyValueHeads) })
+            {
+                var name = $"model.layers.{i}.self_attn.{proj}.weight";
+                var rows = weights.Shape(name)[0];
+                if (rows != (long)heads * cfg.HeadDim)
+                    throw new InvalidDataException($"Checkpoint tensor '{name}' has {rows} rows; config.json says {heads} heads × head_dim {cfg.HeadDim} = {(long)heads * cfg.HeadDim}.");
+            }
     }
 
     /// <summary>The converter's rule: 1-D tensors and norms fp32; Q8_0 only for rows that are a multiple of 32 long, else fp16.</summary>

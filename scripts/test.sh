@@ -5,6 +5,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 results="$(mktemp -d)"
+# The GGUF export tests read their files with @huggingface/gguf (pinned in test/gguf-reader/package.json); install it
+# once from the npm registry. Quiet and idempotent; without npm the tests themselves say what is missing.
+if command -v npm >/dev/null 2>&1 && [ ! -f test/gguf-reader/node_modules/@huggingface/gguf/package.json ]; then
+  npm install --prefix test/gguf-reader --no-audit --no-fund --no-package-lock --silent >/dev/null 2>&1 \
+    || echo "warning: npm install in test/gguf-reader failed; the GGUF tests will try again" >&2
+fi
 dotnet build QuanTA.MLNet.sln -c Release -nologo -v q -clp:ErrorsOnly || { echo "0 passed, 1 failed"; exit 1; }
 rc=0
 for proj in test/*/*.csproj; do

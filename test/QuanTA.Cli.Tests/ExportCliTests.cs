@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 
 namespace QuanTA.Cli.Tests;
 
-/// <summary><c>quanta export</c>: finetune → export hf and peft → the exported folders generate what the model .zip generates.</summary>
+/// <summary><c>quanta export</c>: finetune → export hf, peft and gguf → the exported folders generate what the model .zip generates.</summary>
 [Collection("console")]
 public class ExportCliTests
 {
@@ -38,6 +38,17 @@ public class ExportCliTests
             Assert.True(e2.Code == 0, e2.Err);
             Assert.Equal(method == "lora" ? "LORA" : "QUANTA", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(peft, "adapter_config.json")))!["peft_type"]);
 
+            var gguf = Path.Combine(dir.FullName, "gguf");
+            var e3 = Quanta("export", "--model", zip, "--format", "gguf", "--gguf-type", "q8_0", "--output", gguf);
+            Assert.True(e3.Code == 0, e3.Err);
+            Assert.Contains("exported gguf (Q8_0)", e3.Err);
+            var head = File.ReadAllBytes(Path.Combine(gguf, "model.gguf"))[..8];   // contents: GgufExportTests, through @huggingface/gguf
+            Assert.Equal("GGUF"u8.ToArray(), head[..4]);
+            Assert.Equal(3, BitConverter.ToInt32(head, 4));
+            var wrongFlag = Quanta("export", "--model", zip, "--format", "gguf", "--dtype", "bf16", "--output", Path.Combine(dir.FullName, "y"));
+            Assert.Equal(1, wrongFlag.Code);
+            Assert.Contains("--gguf-type", wrongFlag.Err);
+
             string[] prompt = ["--prompt", "word: oak\nkind:", "--max-new-tokens", "6"];
             var fromZip = Quanta(["generate", "--model", zip, .. prompt]);
             var fromHf = Quanta(["generate", "--model", hf, .. prompt]);
@@ -57,7 +68,7 @@ public class ExportCliTests
             var replaced = Quanta("export", "--model", zip, "--format", "hf", "--output", hf, "--overwrite");
             Assert.True(replaced.Code == 0, replaced.Err);
             Assert.Contains("\"dtype\": \"bfloat16\"", File.ReadAllText(Path.Combine(hf, "config.json")));   // the default dtype
-            Assert.Equal(["hf", "model.zip", "peft", "train.tsv"], Directory.EnumerateFileSystemEntries(dir.FullName).Select(Path.GetFileName).Order());
+            Assert.Equal(["gguf", "hf", "model.zip", "peft", "train.tsv"], Directory.EnumerateFileSystemEntries(dir.FullName).Select(Path.GetFileName).Order());
 
             var bad = Quanta("export", "--model", zip, "--format", "onnx", "--output", Path.Combine(dir.FullName, "x"));
             Assert.Equal(1, bad.Code);

@@ -13,6 +13,9 @@ public enum ExportFormat
     /// with PEFT's <c>PeftModel.from_pretrained</c>; QuanTA has no PEFT tuner and is written in the same layout with
     /// <c>"peft_type": "QUANTA"</c> (docs/formats.md). CLI name "peft".</summary>
     Peft,
+    /// <summary>The merged causal LM as one GGUF v3 file (<c>model.gguf</c> in the output folder) for llama.cpp, Ollama and the
+    /// tools built on them; tensor type from <see cref="ModelExportOptions.GgufType"/>. CLI name "gguf".</summary>
+    Gguf,
 }
 
 /// <summary>Options of <see cref="ModelExporter.Export"/> (and of <c>QuanTAFineTuneTransformer.Export</c>). Defaults follow
@@ -29,6 +32,11 @@ public sealed record ModelExportOptions
     /// Hugging Face folder (how LLM checkpoints are shipped), fp32 for PEFT adapters (the dtype they were trained in).
     /// Merged weights are computed in fp32 and rounded once to this dtype.</summary>
     public ScalarType? DType { get; init; }
+
+    /// <summary>GGUF only: the storage type of the matrices (F16, BF16, Q8_0 or F32; norms stay F32). Default
+    /// <see cref="Gguf.GgufFileType.F16"/>, as llama.cpp's converter. The merged weights are computed in fp32 and rounded once
+    /// to this type.</summary>
+    public Gguf.GgufFileType GgufType { get; init; } = Gguf.GgufFileType.F16;
 
     /// <summary>Replace a non-empty output folder. Default false: such a folder is refused before anything is written.</summary>
     public bool Overwrite { get; init; }
@@ -50,6 +58,7 @@ public sealed record ModelExportOptions
         if (!Enum.IsDefined(Format)) throw new ArgumentException($"{nameof(Format)} {(int)Format} is not an export format ({string.Join(", ", ModelExporter.FormatNames)}).");
         if (DType is { } t && t is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
             throw new ArgumentException($"{nameof(DType)} {t} cannot be exported; use Float32, Float16 or BFloat16 (fp32, fp16, bf16).");
+        if (!Enum.IsDefined(GgufType)) throw new ArgumentException($"{nameof(GgufType)} {(int)GgufType} is not a GGUF type; use F16, BF16, Q8_0 or F32.");
         if (MaxShardSizeBytes < 1) throw new ArgumentException($"{nameof(MaxShardSizeBytes)} must be positive; got {MaxShardSizeBytes}.");
     }
 
@@ -65,6 +74,17 @@ public sealed record ModelExportOptions
         if (long.TryParse(t, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var bytes) && bytes > 0) return bytes;
         throw new ArgumentException($"{optionName} '{text}' is not a size: give digits followed by KB, MB, GB (or KiB, MiB, GiB), e.g. 5GB.");
     }
+
+    /// <summary>Parses a GGUF type name: f16, bf16, q8_0 or f32 (as the CLI's --gguf-type).</summary>
+    public static Gguf.GgufFileType ParseGgufType(string text, string optionName = "--gguf-type") =>
+        (text?.Trim().ToLowerInvariant()) switch
+        {
+            "f16" or "fp16" => Gguf.GgufFileType.F16,
+            "bf16" => Gguf.GgufFileType.BF16,
+            "q8_0" or "q8" => Gguf.GgufFileType.Q8_0,
+            "f32" or "fp32" => Gguf.GgufFileType.F32,
+            _ => throw new ArgumentException($"{optionName} '{text}' is not a GGUF type; use f16, bf16, q8_0 or f32."),
+        };
 
     /// <summary>Parses an export dtype name: fp32, fp16 or bf16 (as the CLI's --dtype).</summary>
     public static ScalarType ParseDType(string text, string optionName = "--dtype") =>

@@ -40,12 +40,15 @@ public sealed record ExportSource
 public static class ModelExporter
 {
     /// <summary>The CLI names of the formats (the one table that parsing and messages use).</summary>
-    static readonly (string Name, ExportFormat Format)[] Names = [("hf", ExportFormat.HuggingFace), ("peft", ExportFormat.Peft)];
+    static readonly (string Name, ExportFormat Format)[] Names = [("hf", ExportFormat.HuggingFace), ("peft", ExportFormat.Peft), ("gguf", ExportFormat.Gguf)];
 
     /// <summary>The format names the CLI accepts.</summary>
     public static IReadOnlyList<string> FormatNames => Names.Select(n => n.Name).ToArray();
 
-    /// <summary>Parses a CLI format name (hf, peft; "huggingface" is accepted for hf).</summary>
+    /// <summary>The file a GGUF export writes inside its output folder.</summary>
+    public const string GgufFileName = "model.gguf";
+
+    /// <summary>Parses a CLI format name (hf, peft, gguf; "huggingface" is accepted for hf).</summary>
     public static ExportFormat ParseFormat(string text, string optionName = "--format")
     {
         var t = text?.Trim().ToLowerInvariant();
@@ -64,14 +67,39 @@ public static class ModelExporter
             throw new DirectoryNotFoundException($"The base model folder '{source.BaseModelPath}' is gone; the export copies its config.json and tokenizer files.");
         if (source.Task == ExportTask.SequenceClassification && source.ClassNames is not { Count: > 0 })
             throw new ArgumentException("A sequence classifier is exported with its class names (ExportSource.ClassNames).");
+        if (options.Format == ExportFormat.Gguf && source.Task == ExportTask.SequenceClassification)
+            throw new NotSupportedException("GGUF holds causal LMs for llama.cpp; a sequence classifier (score head) exports as a Hugging Face folder (hf) or PEFT adapter (peft).");
         ExportFolder.Write(output, options.Overwrite, options.OverwriteSwitchName, dir =>
         {
             switch (options.Format)   // a new format: one enum member, one entry in Names, one case here
             {
                 case ExportFormat.HuggingFace: HfFolderWriter.Write(source, dir, options.ResolvedDType, options.MaxShardSizeBytes); break;
                 case ExportFormat.Peft: PeftFolderWriter.Write(source, dir, options.ResolvedDType); break;
+                case ExportFormat.Gguf: WriteGguf(source, dir, options.GgufType); break;
                 default: throw new ArgumentOutOfRangeException(nameof(options), $"Export format {options.Format} has no writer.");
             }
         });
+    }
+
+    /// <summary>GGUF = the merged Hugging Face folder in fp32 (W0 + ΔW, not yet rounded), converted by <see cref="Gguf.GgufConverter"/>,
+    /// which rounds each matrix once to <paramref name="type"/>. The fp32 folder is a temporary inside the export's own temporary
+    /// folder (it needs about 4 bytes per parameter of free disk space) and is deleted before the folder is renamed into place.</summary>
+    static void WriteGguf(ExportSource source, string dir, Gguf.GgufFileType type)
+    {
+        var merged = Path.Combine(dir, "merged-fp32.quanta-tmp");
+        try
+        {
+            Directory.CreateDirectory(merged);
+            HfFolderWriter.Write(source, merged, ScalarType.Float32, ModelExportOptions.TransformersDefaultMaxShardSize);
+            Gguf.GgufConverter.Convert(merged, Path.Combine(dir, GgufFileName), new Gguf.GgufConversionOptions
+            {
+                FileType = type,
+                Name = new DirectoryInfo(source.BaseModelPath.TrimEnd(Path.DirectorySeparatorChar)).Name,
+            });
+        }
+        finally
+        {
+            if (Directory.Exists(merged)) Directory.Delete(merged, recursive: true);
+        }
     }
 }

@@ -91,7 +91,7 @@ public sealed class GgufConverterTests : IDisposable
         Assert.Equal(merges, ((JsonArray)meta["tokenizer.ggml.merges"]!["value"]!).Select(m => (string)m!));
     }
 
-    static void CheckTensors(string dir, string path, JsonObject file, JsonObject config, string arch, string outType)
+    internal static void CheckTensors(string dir, string path, JsonObject file, JsonObject config, string arch, string outType)
     {
         var weights = LoadWeights(dir);
         try

@@ -135,10 +135,13 @@ public sealed class QuanTAAdapter : Adapter
     /// <summary>ΔW = crop_{out×in}(M_T − M_S), [out, in] in the parameters' dtype (fp32), differentiable with respect to T:
     /// the engine (<see cref="QuanTAChainBlocks.Delta"/>) with L = 1, on the cheaper of the `in` column or `out` row basis
     /// vectors. Merge, export and the materialized forward all read ΔW from here.</summary>
-    public override Tensor DeltaWeight()
+    public override Tensor DeltaWeight() => DeltaWeightInBlocks(QuanTAChainBlocks.DefaultBlockCap);
+
+    /// <summary><see cref="DeltaWeight()"/> with blocks of consecutive pairs spanning at most <paramref name="blockCap"/> entries.</summary>
+    internal Tensor DeltaWeightInBlocks(int blockCap)
     {
         using var scope = NewDisposeScope();
-        var plan = QuanTAChainBlocks.MakePlan(Layout, QuanTAChainBlocks.DefaultBlockCap, _in, _out);
+        var plan = QuanTAChainBlocks.MakePlan(Layout, blockCap, _in, _out);
         try
         {
             var (dtype, device) = (TensorS(0).dtype, TensorS(0).device);

@@ -89,17 +89,12 @@ public sealed class AxisLayout
         Enumerable.Range(0, TensorCount).Sum(i => { long k = TensorSide(i); return rank is int r && r < k ? 2L * k * r : k * k; });
 
     /// <summary>
-    /// The einsum that applies one pair's tensor to a batch of D-vectors viewed as tensors (the one builder of these strings):
-    /// <c>Y[z, ..o_m..o_n..] = Σ_{j_m, j_n} T[o_m, o_n, j_m, j_n] · X[z, ..j_m..j_n..]</c>. Axes are the letters A, B, …, the
-    /// batch is z, the pair's new output indices are Y (axis m) and Z (axis n). For 4 axes and pair (1, 3):
-    /// <c>zABCD,YZBD->zAYCZ</c>; <paramref name="transposed"/> applies Tᵀ (<c>zABCD,BDYZ->zAYCZ</c>); <paramref name="stacked"/>
-    /// adds a leading layer index l to both operands and the result, for L layers at once (<c>lzABCD,lYZBD->lzAYCZ</c>).
+    /// The einsum that applies one pair's tensor, on axes m &lt; n of <paramref name="axisCount"/> (the layout's, or a block's),
+    /// to a batch z of D-vectors viewed as tensors — the one builder of these strings:
+    /// <c>Y[z, ..o_m..o_n..] = Σ_{j_m, j_n} T[o_m, o_n, j_m, j_n] · X[z, ..j_m..j_n..]</c>. Axes are A, B, …; the pair's new
+    /// indices are Y (axis m) and Z (axis n). 4 axes, pair (1, 3): <c>zABCD,YZBD->zAYCZ</c>; <paramref name="transposed"/>
+    /// (Tᵀ): <c>zABCD,BDYZ->zAYCZ</c>; <paramref name="stacked"/> (L layers at once): <c>lzABCD,lYZBD->lzAYCZ</c>.
     /// </summary>
-    /// <param name="axisCount">Number of axes of the space the tensor acts on (the layout's N, or a block's axis count).</param>
-    /// <param name="m">The pair's earlier axis, 0-based among those <paramref name="axisCount"/> axes.</param>
-    /// <param name="n">The pair's later axis.</param>
-    /// <param name="stacked">True: operands carry a leading layer dimension l.</param>
-    /// <param name="transposed">True: contract with Tᵀ (input and output indices swapped).</param>
     internal static string PairEquation(int axisCount, int m, int n, bool stacked = false, bool transposed = false)
     {
         var inAxes = Enumerable.Range(0, axisCount).Select(i => (char)('A' + i)).ToArray();   // ≤ MaxAxes = 24: Y, Z stay free

@@ -141,22 +141,10 @@ public sealed class QuanTAAdapter : Adapter
     internal Tensor DeltaWeightInBlocks(int blockCap)
     {
         using var scope = NewDisposeScope();
-        var plan = QuanTAChainBlocks.MakePlan(Layout, blockCap, _in, _out);
-        try
-        {
-            var (dtype, device) = (TensorS(0).dtype, TensorS(0).device);
-            Tensor[] OneLayer(Func<int, Tensor> tensor) =>
-                Enumerable.Range(0, Layout.TensorCount).Select(i => tensor(i).unsqueeze(0)).ToArray();    // (1, d_m, d_n, d_m, d_n)
-            var operators = QuanTAChainBlocks.BlockOperators(plan, OneLayer(TensorT), dtype, device);    // (1, K, K) per block
-            Tensor MinusFrozen()                                                                         // −(M_S on the basis), constant
-            {
-                using var _ = no_grad();
-                return QuanTAChainBlocks.NegatedRaw(plan, QuanTAChainBlocks.BlockOperators(plan, OneLayer(TensorS), dtype, device));
-            }
-            return QuanTAChainBlocks.Delta(plan, operators, MinusFrozen).squeeze(0)                     // (out, in)
-                .contiguous().MoveToOuterDisposeScope();
-        }
-        finally { plan.ReleaseCachedIndices(); }                                                          // a graph keeps its own references
+        Tensor[] OneLayer(Func<int, Tensor> tensor) =>
+            Enumerable.Range(0, Layout.TensorCount).Select(i => tensor(i).unsqueeze(0)).ToArray();        // (1, d_m, d_n, d_m, d_n) each
+        return QuanTAChainBlocks.DeltaOfTensors(Layout, OneLayer(TensorT), OneLayer(TensorS), _in, _out, blockCap, TensorS(0).dtype, TensorS(0).device)
+            .squeeze(0).contiguous().MoveToOuterDisposeScope();                                           // (out, in)
     }
 
     /// <summary>ΔW by the definition, crop_{out×in}(M_T − M_S) of the full D×D operators built pair by pair

@@ -6,17 +6,15 @@ using static TorchSharp.torch;
 namespace QuanTA.Core.Adapters;
 
 /// <summary>
-/// The fast training path for QuanTA: materializes ΔW for ALL adapted layers of a model at once, per step.
-/// Layers whose adapters share a layout, pair chain and in/out size form a group; their tensors are stacked,
+/// The fast training path for QuanTA: materializes ΔW for ALL adapted layers of a model at once, per step. Layers whose
+/// adapters share a layout, pair chain and in/out size form a group; their tensors are stacked and the engine
+/// (<see cref="QuanTAChainBlocks.Delta"/>, the same function as <see cref="QuanTAAdapter.DeltaWeight"/>) runs once per group:
 /// <code>
-///   T_stack[l] = T_i of layer l                       (L, d_m, d_n, d_m, d_n)
-///   R = chain(T_stack) on the basis vectors           (L, n_basis, D): one batched contraction per pair for the whole group
-///   ΔW[l] = crop(M_T[l]) − crop(M_S[l])               (L, out, in)
+///   T_stack_i[l] = T_i of layer l                     (L, d_m, d_n, d_m, d_n)
+///   ΔW[l] = crop(M_T[l] − M_S[l])                     (L, out, in): one batched, blocked chain for the whole group
 /// </code>
-/// and every layer then runs ONE GEMM with <c>W0 + ΔW</c> (<see cref="Adapter.StepDeltaWeight"/>). The cost of the chain is
-/// ∝ D·min(in,out)·Σk per layer, independent of the number of tokens, and there are N_T kernel launches per group instead of
-/// per layer. For GQA-style layers with out &lt; in the transposed chain runs on the `out` row basis vectors instead.
-/// The result is exactly <see cref="QuanTAAdapter.DeltaWeight"/> (tested); adapters with dropout are left on their own path.
+/// and every layer then runs ONE GEMM with <c>W0 + ΔW</c> (<see cref="Adapter.StepDeltaWeight"/>). The chain's cost does not
+/// depend on the number of tokens; adapters with dropout or a per-tensor rank are left on their own path.
 /// Call <see cref="Materialize"/> inside the step's dispose scope before every forward pass that is backpropagated (each
 /// micro-batch: each layer uses its ΔW once and drops it), and <see cref="Clear"/> when the step ends.
 /// <para>

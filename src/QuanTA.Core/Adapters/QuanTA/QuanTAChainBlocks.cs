@@ -42,18 +42,21 @@ static class QuanTAChainBlocks
         return blocks;
     }
 
-    /// <summary>
-    /// crop_{out×in}(M) for L layers from the stacked tensors (L, d_m, d_n, d_m, d_n) in chain order → (L, out, in).
-    /// The blocks run either on the `in` column basis vectors (in chain order) or, transposed and in reverse order, on the
-    /// `out` row basis vectors — whichever <see cref="Plan"/> finds cheaper. The first block applied to the basis vectors is
-    /// never multiplied out: its result is the Kronecker product I_rest ⊗ O_B (<see cref="KroneckerStart"/>), or its first
-    /// rows when the basis is smaller than D (<see cref="SlicedKroneckerStart"/>), built directly, so the plan prefers the
-    /// orientation whose first block is the largest.
-    /// </summary>
+    /// <summary>crop_{out×in}(M) (L, out, in) for L layers from the stacked tensors (L, d_m, d_n, d_m, d_n) in chain order.</summary>
     public static Tensor CroppedOperator(AxisLayout lay, Tensor[] tensors, int inF, int outF, int cap, ScalarType dtype, Device dev, bool? columnsOverride = null)
+        => DeltaOfTensors(lay, tensors, null, inF, outF, cap, dtype, dev, columnsOverride);
+
+    /// <summary><see cref="Delta"/> straight from L layers' stacked tensors T (differentiable) and S (constant; null: crop(M_T)
+    /// alone), each (L, d_m, d_n, d_m, d_n) in chain order, on a plan made for this call (<see cref="MakePlan"/>).</summary>
+    internal static Tensor DeltaOfTensors(AxisLayout lay, Tensor[] t, Tensor[]? s, int inF, int outF, int cap, ScalarType dtype, Device dev,
+        bool? columnsOverride = null)
     {
         var plan = MakePlan(lay, cap, inF, outF, columnsOverride);
-        try { return ApplyPlan(plan, BlockOperators(plan, tensors, dtype, dev)); }
+        try
+        {
+            Tensor MinusFrozen() { using var _ = no_grad(); return NegatedRaw(plan, BlockOperators(plan, s!, dtype, dev)); }   // constant
+            return Delta(plan, BlockOperators(plan, t, dtype, dev), s is null ? null : MinusFrozen);
+        }
         finally { plan.ReleaseCachedIndices(); }                                   // autograd keeps its own references
     }
 

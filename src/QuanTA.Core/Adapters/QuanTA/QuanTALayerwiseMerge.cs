@@ -77,16 +77,8 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
         return QuanTAChainBlocks.NegatedRaw(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // (basis, D)
     }
 
-    /// <summary>Whether ∂L/∂R_B is cheaper from the tokens than through ∂L/∂ΔW for <paramref name="tokens"/> rows
-    /// (<see cref="QuanTAChainBlocks.TokenGradientsCheaper"/>).</summary>
-    internal bool TokenGradientsCheaper(long tokens, bool rebuildsDelta) => QuanTAChainBlocks.TokenGradientsCheaper(plan, tokens, rebuildsDelta);
-
-    /// <summary>∂L/∂R_B for this layer from its input and output gradient (<see cref="QuanTAChainBlocks.TokenGradients"/>).</summary>
-    internal Tensor[] TokenGradients(Tensor[] blockOps, Tensor x, Tensor g) => QuanTAChainBlocks.TokenGradients(plan, blockOps, x, g);
-
+    internal QuanTAChainBlocks.ChainPlan Plan => plan;
     internal ReturnedGradients Returned => returned;
-    internal int In => plan.In;
-    internal int Out => plan.Out;
 }
 
 /// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that keeps x, W0 (or W0 + ΔW) and R_B for its backward (see
@@ -125,15 +117,15 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
             using var scope = NewDisposeScope();
             var (x, w) = (saved[0], saved[1]);
             var ops = saved.Skip(2).ToArray();                                                   // R_B (K, K)
-            var g2 = g.reshape(-1, step.Out);                                                    // (M, out)
-            var x2 = x.reshape(-1, step.In);                                                     // (M, in)
+            var g2 = g.reshape(-1, step.Plan.Out);                                               // (M, out)
+            var x2 = x.reshape(-1, step.Plan.In);                                                // (M, in)
             Tensor? gx = null;
             Tensor[] gOps;
             Tensor? delta = null;                                                                // ΔW, when the route builds it
-            if (step.TokenGradientsCheaper(x2.shape[0], rebuildsDelta: xNeedsGrad && !kept))
+            if (QuanTAChainBlocks.TokenGradientsCheaper(step.Plan, x2.shape[0], rebuildsDelta: xNeedsGrad && !kept))
             {
                 using var _ = no_grad();
-                gOps = step.TokenGradients(ops, x2, g2);                                         // ∂L/∂R_B from the tokens
+                gOps = QuanTAChainBlocks.TokenGradients(step.Plan, ops, x2, g2);                 // ∂L/∂R_B from the tokens
             }
             else
             {

@@ -92,17 +92,16 @@ public sealed class AxisLayout
     /// The einsum that applies one pair's tensor, on axes m &lt; n of <paramref name="axisCount"/> (the layout's, or a block's),
     /// to a batch z of D-vectors viewed as tensors — the one builder of these strings:
     /// <c>Y[z, ..o_m..o_n..] = Σ_{j_m, j_n} T[o_m, o_n, j_m, j_n] · X[z, ..j_m..j_n..]</c>. Axes are A, B, …; the pair's new
-    /// indices are Y (axis m) and Z (axis n). 4 axes, pair (1, 3): <c>zABCD,YZBD->zAYCZ</c>; <paramref name="transposed"/>
-    /// (Tᵀ): <c>zABCD,BDYZ->zAYCZ</c>; <paramref name="stacked"/> (L layers at once): <c>lzABCD,lYZBD->lzAYCZ</c>.
+    /// indices are Y (axis m) and Z (axis n). 4 axes, pair (1, 3): <c>zABCD,YZBD->zAYCZ</c>; <paramref name="stacked"/> (L layers
+    /// at once): <c>lzABCD,lYZBD->lzAYCZ</c>.
     /// </summary>
-    internal static string PairEquation(int axisCount, int m, int n, bool stacked = false, bool transposed = false)
+    internal static string PairEquation(int axisCount, int m, int n, bool stacked = false)
     {
         var inAxes = Enumerable.Range(0, axisCount).Select(i => (char)('A' + i)).ToArray();   // ≤ MaxAxes = 24: Y, Z stay free
         var outAxes = (char[])inAxes.Clone();
         outAxes[m] = 'Y'; outAxes[n] = 'Z';
         string l = stacked ? "l" : "";
-        string tensor = transposed ? $"{inAxes[m]}{inAxes[n]}YZ" : $"YZ{inAxes[m]}{inAxes[n]}";   // T[o_m, o_n, j_m, j_n]
-        return $"{l}z{new string(inAxes)},{l}{tensor}->{l}z{new string(outAxes)}";
+        return $"{l}z{new string(inAxes)},{l}YZ{inAxes[m]}{inAxes[n]}->{l}z{new string(outAxes)}";   // T[o_m, o_n, j_m, j_n]
     }
 
     /// <summary>

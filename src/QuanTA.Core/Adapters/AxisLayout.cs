@@ -89,6 +89,22 @@ public sealed class AxisLayout
         Enumerable.Range(0, TensorCount).Sum(i => { long k = TensorSide(i); return rank is int r && r < k ? 2L * k * r : k * k; });
 
     /// <summary>
+    /// The einsum that applies one pair's tensor, on axes m &lt; n of <paramref name="axisCount"/> (the layout's, or a block's),
+    /// to a batch z of D-vectors viewed as tensors — the one builder of these strings:
+    /// <c>Y[z, ..o_m..o_n..] = Σ_{j_m, j_n} T[o_m, o_n, j_m, j_n] · X[z, ..j_m..j_n..]</c>. Axes are A, B, …; the pair's new
+    /// indices are Y (axis m) and Z (axis n). 4 axes, pair (1, 3): <c>zABCD,YZBD->zAYCZ</c>; <paramref name="stacked"/> (L layers
+    /// at once): <c>lzABCD,lYZBD->lzAYCZ</c>.
+    /// </summary>
+    internal static string PairEquation(int axisCount, int m, int n, bool stacked = false)
+    {
+        var inAxes = Enumerable.Range(0, axisCount).Select(i => (char)('A' + i)).ToArray();   // ≤ MaxAxes = 24: Y, Z stay free
+        var outAxes = (char[])inAxes.Clone();
+        outAxes[m] = 'Y'; outAxes[n] = 'Z';
+        string l = stacked ? "l" : "";
+        return $"{l}z{new string(inAxes)},{l}YZ{inAxes[m]}{inAxes[n]}->{l}z{new string(outAxes)}";   // T[o_m, o_n, j_m, j_n]
+    }
+
+    /// <summary>
     /// The official pair order, <c>itertools.combinations(range(-1, -N-1, -1), 2)</c> in 0-based axes:
     /// for N = 4: (2,3), (1,3), (0,3), (1,2), (0,2), (0,1).
     /// </summary>

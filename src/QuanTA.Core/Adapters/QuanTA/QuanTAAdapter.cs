@@ -19,10 +19,15 @@ public enum QuanTAComputePath
 /// QuanTA (Chen et al., NeurIPS 2024; official code <c>quanta/tuners/quanta.py</c>): the update of a frozen linear layer
 /// is a chain of small tensors, each acting on two axes of the D-vector viewed as a d0×…×d(N−1) tensor:
 /// <code>
+///   x ∈ R^D  ↔  X[i0, …, i(N−1)]              (axis layout: D = Π d_a, row-major, axis 0 most significant)
+///   T_α on pair (m, n): Y[..o_m..o_n..] = Σ_{j_m, j_n} T_α[o_m, o_n, j_m, j_n] · X[..j_m..j_n..]
 ///   M_T = T_{N_T} ∘ … ∘ T_2 ∘ T_1            (D×D, pairs applied in AxisLayout.Pairs order)
 ///   ΔW  = crop_{out×in}(M_T − M_S)           (S = frozen copy of T at init, so ΔW = 0 at init)
 ///   y   = x W0ᵀ + b + crop(T(pad(x))) − crop(S(pad(x)))
 /// </code>
+/// This class is the readable reference: <see cref="Delta"/> (chain path) and <see cref="Operator"/> apply the tensors pair
+/// by pair exactly as written above. <see cref="DeltaWeight"/>, the one ΔW that merge, export and the fused training paths
+/// share, comes from the blocked engine (<see cref="QuanTAChainBlocks.Delta"/>), which the tests pin to this reference.
 /// State-dict names under the layer (prefix "quanta."): full-rank tensor i is parameter <c>T_i</c> [d_m, d_n, d_m, d_n]
 /// (the official shape; official key "-1 -2" etc. ↔ <see cref="AxisPair.OfficialKey"/>), with a per-tensor rank r &lt; k it is
 /// <c>T_i_U</c> [k, r] · <c>T_i_V</c> [r, k]; the frozen copy is buffer <c>S_i</c> [d_m, d_n, d_m, d_n]. Parameters are fp32;
@@ -34,8 +39,7 @@ public sealed class QuanTAAdapter : Adapter
     // Tensors are looked up by state-dict name (not kept in fields) so Module.to(device/dtype) replacements are seen:
     //   T_i (d_m, d_n, d_m, d_n) full rank, or T_i_U (k, r) and T_i_V (r, k) low rank; buffer S_i (d_m, d_n, d_m, d_n).
     readonly bool[] _lowRank;
-    readonly string[] _equations;   // per-pair einsum, e.g. "zABCD,YZBD->zAYCZ" for pair (1,3)
-    readonly string[] _equationsT;  // the same with the tensor transposed, "zABCD,BDYZ->zAYCZ"
+    readonly string[] _equations;   // per-pair einsum (AxisLayout.PairEquation), e.g. "zABCD,YZBD->zAYCZ" for pair (1,3)
     readonly Dropout? _dropout;
 
     /// <summary>Creates a QuanTA adapter with the official init: each tensor, viewed as k×k (k = d_m·d_n), is drawn from
@@ -51,7 +55,7 @@ public sealed class QuanTAAdapter : Adapter
         _in = inFeatures; _out = outFeatures; Layout = layout; Rank = rank;
         int nT = layout.TensorCount;
         _lowRank = new bool[nT];
-        _equations = new string[nT]; _equationsT = new string[nT];
+        _equations = new string[nT];
         using var _ = no_grad();
         for (int i = 0; i < nT; i++)
         {
@@ -77,8 +81,7 @@ public sealed class QuanTAAdapter : Adapter
             }
             register_buffer($"S_{i}", init.detach().clone());                                               // frozen copy
             if (_lowRank[i]) init.Dispose();
-            _equations[i] = Equation(layout.AxisCount, layout.Pairs[i]);
-            _equationsT[i] = Equation(layout.AxisCount, layout.Pairs[i], transposed: true);
+            _equations[i] = AxisLayout.PairEquation(layout.AxisCount, layout.Pairs[i].M, layout.Pairs[i].N);
         }
         DropoutP = dropout;
         if (dropout > 0) { _dropout = nn.Dropout(dropout); register_module("dropout", _dropout); }
@@ -129,25 +132,33 @@ public sealed class QuanTAAdapter : Adapter
         return y.reshape([.. lead, _out]).MoveToOuterDisposeScope();
     }
 
-    /// <summary>ΔW = top-left out×in block of (M_T − M_S) in the parameters' dtype (fp32), [out, in], differentiable with
-    /// respect to T. Only min(in, out) basis vectors go through the chain: with in ≤ out the chain runs on the first `in`
-    /// column basis vectors (M e_j); otherwise the transposed chain (reverse order, each tensor transposed) runs on the
-    /// first `out` row basis vectors (Mᵀ e_i).</summary>
-    public override Tensor DeltaWeight()
+    /// <summary>ΔW = crop_{out×in}(M_T − M_S), [out, in] in the parameters' dtype (fp32), differentiable with respect to T:
+    /// the engine (<see cref="QuanTAChainBlocks.Delta"/>) with L = 1, on the cheaper of the `in` column or `out` row basis
+    /// vectors. Merge, export and the materialized forward all read ΔW from here.</summary>
+    public override Tensor DeltaWeight() => DeltaWeightInBlocks(QuanTAChainBlocks.DefaultBlockCap);
+
+    /// <summary><see cref="DeltaWeight()"/> with blocks of consecutive pairs spanning at most <paramref name="blockCap"/> entries.</summary>
+    internal Tensor DeltaWeightInBlocks(int blockCap)
     {
         using var scope = NewDisposeScope();
-        bool columns = _in <= _out;
-        int basis = columns ? _in : _out;
-        var e = eye(basis, Layout.D, dtype: TensorS(0).dtype, device: TensorS(0).device); // (b, D): row j = e_j
-        var rT = Chain(e, TensorT, transposed: !columns);                                 // (b, D): (M_T e_j)ᵀ or row j of M_T
-        Tensor rS;
-        using (no_grad()) rS = Chain(e, TensorS, transposed: !columns);                   // (b, D), constant
-        var r = rT - rS;
-        return (columns ? r.narrow(1, 0, _out).t() : r.narrow(1, 0, _in))                // (out, in)
-            .contiguous().MoveToOuterDisposeScope();
+        Tensor[] OneLayer(Func<int, Tensor> tensor) =>
+            Enumerable.Range(0, Layout.TensorCount).Select(i => tensor(i).unsqueeze(0)).ToArray();        // (1, d_m, d_n, d_m, d_n) each
+        return QuanTAChainBlocks.DeltaOfTensors(Layout, OneLayer(TensorT), OneLayer(TensorS), _in, _out, blockCap, TensorS(0).dtype, TensorS(0).device)
+            .squeeze(0).contiguous().MoveToOuterDisposeScope();                                           // (out, in)
     }
 
-    /// <summary>The full operator M_T (or M_S with <paramref name="frozen"/>), [D, D] in the parameters' dtype, y = M x in the D-space.</summary>
+    /// <summary>ΔW by the definition, crop_{out×in}(M_T − M_S) of the full D×D operators built pair by pair
+    /// (<see cref="Operator"/>): the reference the engine behind <see cref="DeltaWeight"/> is tested against. Costs D×D.</summary>
+    internal Tensor ReferenceDeltaWeight()
+    {
+        using var scope = NewDisposeScope();
+        Tensor mS;
+        using (no_grad()) mS = Operator(frozen: true);                                   // (D, D), constant
+        return (Operator() - mS).narrow(0, 0, _out).narrow(1, 0, _in).contiguous().MoveToOuterDisposeScope();   // (out, in)
+    }
+
+    /// <summary>The full operator M_T (or M_S with <paramref name="frozen"/>), [D, D] in the parameters' dtype, y = M x in the
+    /// D-space: the chain applied pair by pair to the identity, M = T_{N_T} ∘ … ∘ T_1.</summary>
     public Tensor Operator(bool frozen = false)
     {
         using var scope = NewDisposeScope();
@@ -178,28 +189,14 @@ public sealed class QuanTAAdapter : Adapter
         }
     }
 
-    /// <summary>Applies the chain to rows of h (M, D): each tensor contracts its two axes, in <see cref="AxisLayout.Pairs"/> order,
-    /// so each row becomes M·row. With <paramref name="transposed"/> it applies Mᵀ = T_1ᵀ⋯T_Nᵀ (reverse order, transposed tensors).</summary>
-    Tensor Chain(Tensor h, Func<int, Tensor> tensor, bool transposed = false)
+    /// <summary>Applies the chain to rows of h (M, D): each tensor contracts its pair of axes, in <see cref="AxisLayout.Pairs"/>
+    /// order, so each row x becomes M x = T_{N_T}(… T_1(x)).</summary>
+    Tensor Chain(Tensor h, Func<int, Tensor> tensor)
     {
         var x = h.view([-1, .. Layout.Dims.Select(d => (long)d)]);            // (M, d0, …, d(N−1))
-        for (int s = 0; s < Layout.TensorCount; s++)
-        {
-            int i = transposed ? Layout.TensorCount - 1 - s : s;
-            x = einsum(transposed ? _equationsT[i] : _equations[i], x, tensor(i)); // Y[..o_m..o_n..] = Σ T[o_m,o_n,j_m,j_n] X[..j_m..j_n..]
-        }
+        for (int i = 0; i < Layout.TensorCount; i++)
+            x = einsum(_equations[i], x, tensor(i));                          // Y[..o_m..o_n..] = Σ T[o_m,o_n,j_m,j_n] X[..j_m..j_n..]
         return x.reshape(-1, Layout.D);                                        // (M, D)
-    }
-
-    /// <summary>Einsum for one pair: batch z, axes A.., new output symbols Y (axis m) and Z (axis n); e.g. N=4, (1,3):
-    /// "zABCD,YZBD->zAYCZ"; transposed (Tᵀ: input and output indices swap): "zABCD,BDYZ->zAYCZ".</summary>
-    static string Equation(int n, AxisPair p, bool transposed = false)
-    {
-        var inAxes = Enumerable.Range(0, n).Select(i => (char)('A' + i)).ToArray();
-        var outAxes = (char[])inAxes.Clone();
-        outAxes[p.M] = 'Y'; outAxes[p.N] = 'Z';
-        var t = transposed ? $"{inAxes[p.M]}{inAxes[p.N]}YZ" : $"YZ{inAxes[p.M]}{inAxes[p.N]}";
-        return $"z{new string(inAxes)},{t}->z{new string(outAxes)}";
     }
 
     bool UseMaterialize(long tokens)

@@ -6,17 +6,15 @@ using static TorchSharp.torch;
 namespace QuanTA.Core.Adapters;
 
 /// <summary>
-/// The fast training path for QuanTA: materializes ΔW for ALL adapted layers of a model at once, per step.
-/// Layers whose adapters share a layout, pair chain and in/out size form a group; their tensors are stacked,
+/// The fast training path for QuanTA: materializes ΔW for ALL adapted layers of a model at once, per step. Layers whose
+/// adapters share a layout, pair chain and in/out size form a group; their tensors are stacked and the engine
+/// (<see cref="QuanTAChainBlocks.Delta"/>, the same function as <see cref="QuanTAAdapter.DeltaWeight"/>) runs once per group:
 /// <code>
-///   T_stack[l] = T_i of layer l                       (L, d_m, d_n, d_m, d_n)
-///   R = chain(T_stack) on the basis vectors           (L, n_basis, D): one batched contraction per pair for the whole group
-///   ΔW[l] = crop(M_T[l]) − crop(M_S[l])               (L, out, in)
+///   T_stack_i[l] = T_i of layer l                     (L, d_m, d_n, d_m, d_n)
+///   ΔW[l] = crop(M_T[l] − M_S[l])                     (L, out, in): one batched, blocked chain for the whole group
 /// </code>
-/// and every layer then runs ONE GEMM with <c>W0 + ΔW</c> (<see cref="Adapter.StepDeltaWeight"/>). The cost of the chain is
-/// ∝ D·min(in,out)·Σk per layer, independent of the number of tokens, and there are N_T kernel launches per group instead of
-/// per layer. For GQA-style layers with out &lt; in the transposed chain runs on the `out` row basis vectors instead.
-/// The result is exactly <see cref="QuanTAAdapter.DeltaWeight"/> (tested); adapters with dropout are left on their own path.
+/// and every layer then runs ONE GEMM with <c>W0 + ΔW</c> (<see cref="Adapter.StepDeltaWeight"/>). The chain's cost does not
+/// depend on the number of tokens; adapters with dropout or a per-tensor rank are left on their own path.
 /// Call <see cref="Materialize"/> inside the step's dispose scope before every forward pass that is backpropagated (each
 /// micro-batch: each layer uses its ΔW once and drops it), and <see cref="Clear"/> when the step ends.
 /// <para>
@@ -111,7 +109,7 @@ public sealed class QuanTABank : IDisposable
     /// <see cref="PropagateChainGradients"/> every optimizer step).</param>
     /// <param name="layerwise">See <see cref="Layerwise"/> (excludes <paramref name="recomputeChainInBackward"/>).</param>
     /// <param name="keepMergedWeight">See <see cref="KeepsMergedWeight"/> (needs <paramref name="layerwise"/>).</param>
-    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = 1024, bool recomputeChainInBackward = false,
+    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = QuanTAChainBlocks.DefaultBlockCap, bool recomputeChainInBackward = false,
         bool layerwise = false, bool keepMergedWeight = false)
     {
         if (keepMergedWeight && !layerwise)
@@ -134,10 +132,8 @@ public sealed class QuanTABank : IDisposable
     /// <summary>
     /// Rough extra device memory of the default (stacked) path over the frozen model for <paramref name="model"/>'s eligible
     /// adapters: about five weight-sized tensors per adapted layer in the compute dtype (W0 + ΔW and the chain's last input
-    /// kept for the backward, the cached frozen chain, the gradients the chain's backward makes) — measured on an H200
-    /// (runs I, J): +0.95 GiB for TinyLlama's 44 q/v layers and +9.1 GiB for LLaMA-7B's 64, ≈ 4.5–4.9 × Σ out·in·2 bytes in
-    /// bf16. The layerwise path keeps none of these between forward and backward (LLaMA-7B: +2.5 GiB with the cached frozen
-    /// chain, +0.8 GiB without).
+    /// kept for the backward, the cached frozen chain, the gradients the chain's backward makes), calibrated on GPU runs
+    /// (figures in docs/performance.md). The layerwise path keeps none of these between forward and backward.
     /// </summary>
     public static long EstimatedStackedExtraBytes(nn.Module model, ScalarType computeDType)
     {
@@ -186,7 +182,7 @@ public sealed class QuanTABank : IDisposable
             var delta = RecomputeChainInBackward ? StepLeaf(gi, computeDType) : GroupDelta(gi, computeDType);   // (L, out, in)
             // unbind, not delta[l]: one autograd node whose backward stacks the L slice gradients once. Indexing would give
             // each slice a select-backward that writes its gradient into a zero (L, out, in) tensor, and the engine would sum
-            // L of those: O(L²·out·in) memory traffic (≈ 150 ms per step for LLaMA-7B's 64 q/v layers).
+            // L of those: O(L²·out·in) memory traffic.
             var slices = delta.unbind(0);
             if (!RecomputeChainInBackward) delta.Dispose();                    // the slices hold the storage; each layer lets go
             for (int l = 0; l < g.Adapters.Length; l++)                        // of its slice after its forward (AdaptableLinear),
@@ -272,18 +268,15 @@ public sealed class QuanTABank : IDisposable
         for (int gi = 0; gi < _leaves.Length; gi++) { _leaves[gi]?.Delta.Dispose(); _leaves[gi] = null; }
     }
 
-    /// <summary>ΔW of every layer of a group, (L, out, in): the T chain minus the (cached) S chain, subtracted before the
-    /// crop while reading the chain's last output in place — one pass writes the contiguous difference.</summary>
+    /// <summary>ΔW of every layer of a group, (L, out, in): the engine (<see cref="QuanTAChainBlocks.Delta"/>) on the stacked
+    /// T's block operators and the (cached) S chain.</summary>
     Tensor GroupDelta(int gi, ScalarType dtype)
     {
         // Own scope: the chain's intermediates (each as large as ΔW) are freed here unless autograd saved them, instead of
         // living in the caller's step scope until the step ends.
         using var scope = NewDisposeScope();
         var g = _groups[gi];
-        var x = QuanTAChainBlocks.ApplyRaw(g.Plan, TensorBlockOperators(g, dtype));   // (L, basis…, d…), any layout
-        var minusS = MinusFrozenRaw(gi, dtype);                                         // (L, basis, D) contiguous
-        var diff = minusS.view(x.shape).add(x);                                        // contiguous like its first operand
-        return QuanTAChainBlocks.Crop(g.Plan, diff.view(minusS.shape)).MoveToOuterDisposeScope();   // (L, out, in)
+        return QuanTAChainBlocks.Delta(g.Plan, TensorBlockOperators(g, dtype), () => MinusFrozenRaw(gi, dtype)).MoveToOuterDisposeScope();
     }
 
     /// <summary>The group's block operators from its stacked T (L, K, K) each, differentiable.</summary>

@@ -4,7 +4,10 @@ using static TorchSharp.torch;
 namespace QuanTA.Core.Adapters;
 
 /// <summary>
-/// The QuanTA chain materialized in blocks, for many layers at once (the math of <see cref="QuanTABank"/>).
+/// The QuanTA engine: the tensor chain materialized in blocks, for L layers of one shape at once (L = 1 for one adapter).
+/// <see cref="Delta"/> is the one evaluation of ΔW = crop(M_T − M_S) that every path uses: <see cref="QuanTAAdapter.DeltaWeight"/>
+/// (merge, export, the per-layer materialized forward), the stacked bank (<see cref="QuanTABank.Materialize"/>) and the
+/// layerwise step (<see cref="QuanTALayerStep"/>); the tests pin it to the adapter's per-pair reference chain.
 /// Consecutive pairs whose axes together span at most <c>cap</c> entries form one block B with axis set A_B; the block's
 /// operator O_B = (its pairs' chain) is a small K×K matrix (K = Π_{a∈A_B} d_a) computed on its own subspace, and the
 /// full operator is the product of the blocks, each acting on its axes only:
@@ -16,6 +19,9 @@ namespace QuanTA.Core.Adapters;
 /// </summary>
 static class QuanTAChainBlocks
 {
+    /// <summary>Largest subspace a block of consecutive pairs may span by default (<see cref="Partition"/>).</summary>
+    internal const int DefaultBlockCap = 1024;
+
     /// <summary>Number of entries the given axes span: the product of their local dims.</summary>
     internal static long Span(AxisLayout lay, IEnumerable<int> axes) => axes.Aggregate(1L, (p, a) => p * lay.Dims[a]);
 
@@ -36,18 +42,21 @@ static class QuanTAChainBlocks
         return blocks;
     }
 
-    /// <summary>
-    /// crop_{out×in}(M) for L layers from the stacked tensors (L, d_m, d_n, d_m, d_n) in chain order → (L, out, in).
-    /// The blocks run either on the `in` column basis vectors (in chain order) or, transposed and in reverse order, on the
-    /// `out` row basis vectors — whichever <see cref="Plan"/> finds cheaper. The first block applied to the basis vectors is
-    /// never multiplied out: its result is the Kronecker product I_rest ⊗ O_B (<see cref="KroneckerStart"/>), or its first
-    /// rows when the basis is smaller than D (<see cref="SlicedKroneckerStart"/>), built directly, so the plan prefers the
-    /// orientation whose first block is the largest.
-    /// </summary>
+    /// <summary>crop_{out×in}(M) (L, out, in) for L layers from the stacked tensors (L, d_m, d_n, d_m, d_n) in chain order.</summary>
     public static Tensor CroppedOperator(AxisLayout lay, Tensor[] tensors, int inF, int outF, int cap, ScalarType dtype, Device dev, bool? columnsOverride = null)
+        => DeltaOfTensors(lay, tensors, null, inF, outF, cap, dtype, dev, columnsOverride);
+
+    /// <summary><see cref="Delta"/> straight from L layers' stacked tensors T (differentiable) and S (constant; null: crop(M_T)
+    /// alone), each (L, d_m, d_n, d_m, d_n) in chain order, on a plan made for this call (<see cref="MakePlan"/>).</summary>
+    internal static Tensor DeltaOfTensors(AxisLayout lay, Tensor[] t, Tensor[]? s, int inF, int outF, int cap, ScalarType dtype, Device dev,
+        bool? columnsOverride = null)
     {
         var plan = MakePlan(lay, cap, inF, outF, columnsOverride);
-        try { return ApplyPlan(plan, BlockOperators(plan, tensors, dtype, dev)); }
+        try
+        {
+            Tensor MinusFrozen() { using var _ = no_grad(); return NegatedRaw(plan, BlockOperators(plan, s!, dtype, dev)); }   // constant
+            return Delta(plan, BlockOperators(plan, t, dtype, dev), s is null ? null : MinusFrozen);
+        }
         finally { plan.ReleaseCachedIndices(); }                                   // autograd keeps its own references
     }
 
@@ -124,12 +133,29 @@ static class QuanTAChainBlocks
         }).ToArray();
     }
 
-    /// <summary>crop_{out×in}(M) (L, out, in) from the block operators of <see cref="BlockOperators"/> (application order).</summary>
-    internal static Tensor ApplyPlan(ChainPlan plan, Tensor[] ops)
+    /// <summary>
+    /// ΔW for L layers of one shape, (L, out, in) — the one function every path gets ΔW from:
+    /// <code>
+    ///   ΔW[l] = crop_{out×in}(M_T[l] − M_S[l]),    M = O_{B_n} ∘ … ∘ O_{B_1} run on the plan's basis vectors
+    /// </code>
+    /// <paramref name="operators"/> are the T chain's block operators ((L, K, K) each, application order,
+    /// <see cref="BlockOperators"/>); <paramref name="minusFrozen"/> gives −(the S chain on the same basis vectors), (L, basis, D)
+    /// contiguous (<see cref="NegatedRaw"/>), and is called after the T chain has run (so an uncached S chain is built while only
+    /// the T chain's output is alive); null: crop(M_T) alone. M_T − M_S is one elementwise pass that reads the chain's last
+    /// output in place, in whatever memory order its last GEMM left it (no reshape copy). The result is a view (transposed in
+    /// the columns orientation).
+    /// </summary>
+    internal static Tensor Delta(ChainPlan plan, Tensor[] operators, Func<Tensor>? minusFrozen)
     {
-        var raw = ApplyRaw(plan, ops);
-        return Crop(plan, raw.reshape(raw.shape[0], plan.Basis, plan.Layout.D));
+        var raw = ApplyRaw(plan, operators);                                             // (L, basis…, d0..dN-1)
+        if (minusFrozen is null) return Crop(plan, raw.reshape(raw.shape[0], plan.Basis, plan.Layout.D));
+        var minusS = minusFrozen();                                                      // (L, basis, D) contiguous
+        var diff = minusS.view(raw.shape).add(raw);                                      // contiguous like its first operand
+        return Crop(plan, diff.view(minusS.shape));                                      // (L, out, in)
     }
+
+    /// <summary>crop_{out×in}(M) (L, out, in) from the block operators of <see cref="BlockOperators"/> (application order).</summary>
+    internal static Tensor ApplyPlan(ChainPlan plan, Tensor[] ops) => Delta(plan, ops, minusFrozen: null);
 
     /// <summary>−(the chain on the basis vectors), (L, basis, D) contiguous and uncropped: the cached frozen part that
     /// <c>minus.view(raw.shape).add(raw)</c> turns into M_T − M_S in one pass.</summary>
@@ -312,7 +338,7 @@ static class QuanTAChainBlocks
         foreach (var i in pairIdx)
         {
             var (m, n) = lay.Pairs[i];
-            x = einsum(Equation(axes.Length, Array.IndexOf(axes, m), Array.IndexOf(axes, n)), x, tensors[i]);
+            x = einsum(AxisLayout.PairEquation(axes.Length, Array.IndexOf(axes, m), Array.IndexOf(axes, n), stacked: true), x, tensors[i]);
         }
         return x.reshape(L, K, K);                                                                        // (L, K, K) = O_Bᵀ
     }
@@ -416,13 +442,4 @@ static class QuanTAChainBlocks
 
     /// <summary>(M, f) → (M, D), zeros appended when f &lt; D.</summary>
     static Tensor PadTo(Tensor x, int d) => x.shape[1] == d ? x : nn.functional.pad(x, [0, d - x.shape[1]]);
-
-    /// <summary>Batched einsum for pair (m, n) of a k-axis subspace: "lzABC,lYZAB->lzYZC"-style (T[o_m, o_n, j_m, j_n]).</summary>
-    static string Equation(int k, int m, int n)
-    {
-        var inAxes = Enumerable.Range(0, k).Select(i => (char)('A' + i)).ToArray();
-        var outAxes = (char[])inAxes.Clone();
-        outAxes[m] = 'Y'; outAxes[n] = 'Z';
-        return $"lz{new string(inAxes)},lYZ{inAxes[m]}{inAxes[n]}->lz{new string(outAxes)}";
-    }
 }

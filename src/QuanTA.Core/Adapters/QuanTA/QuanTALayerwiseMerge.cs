@@ -32,9 +32,8 @@ internal interface IStepLinear
 /// the stacked T tensors.
 /// <para>
 /// Lean (default): nothing weight-sized is kept between forward and backward, and W0 + ΔW is built again in the backward
-/// when the input needs a gradient — the chain runs twice per step, for a peak memory close to the frozen model's (on an
-/// H200, LLaMA-7B q,v: 24.8 GiB against 31.4 for the stacked path and 22.3 for the frozen model; 23.1 without the cached
-/// frozen chain). With <c>keepMergedWeight</c>, W0 + ΔW is kept from the forward (one weight-sized tensor per layer until its
+/// when the input needs a gradient — the chain runs twice per step, for a peak memory close to the frozen model's (figures
+/// in docs/performance.md). With <c>keepMergedWeight</c>, W0 + ΔW is kept from the forward (one weight-sized tensor per layer until its
 /// backward) and the chain runs once. (TorchSharp's custom-function node also makes an empty tensor shaped like its output,
 /// to zero-fill a gradient that never arrives; it is made in the caller's dispose scope, so it is freed when the calling
 /// module's forward ends, not kept until the backward.)
@@ -67,15 +66,9 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
         return CustomFunctionOutput.Apply(() => MergedLinearFunction.apply(args!));
     }
 
-    /// <summary>ΔW (out, in) from block operators (K, K) each: crop(M_T − M_S), the difference written in one pass that
-    /// reads the chain's last output in place.</summary>
-    internal Tensor Delta(Tensor[] blockOps)
-    {
-        var x = QuanTAChainBlocks.ApplyRaw(plan, blockOps.Select(o => o.unsqueeze(0)).ToArray());   // (1, basis…, d…)
-        var minusS = MinusFrozenRaw().unsqueeze(0);                                                    // (1, basis, D)
-        var diff = minusS.view(x.shape).add(x);                                                        // contiguous like minusS
-        return QuanTAChainBlocks.Crop(plan, diff.view(minusS.shape)).squeeze(0);                       // (out, in)
-    }
+    /// <summary>ΔW (out, in) from block operators (K, K) each: the engine (<see cref="QuanTAChainBlocks.Delta"/>) with L = 1.</summary>
+    internal Tensor Delta(Tensor[] blockOps) => QuanTAChainBlocks.Delta(plan, blockOps.Select(o => o.unsqueeze(0)).ToArray(),   // (1, K, K)
+        () => MinusFrozenRaw().unsqueeze(0)).squeeze(0);                                                                      // (out, in)
 
     Tensor MinusFrozenRaw()
     {
@@ -84,16 +77,8 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
         return QuanTAChainBlocks.NegatedRaw(plan, frozenOps!.Select(o => o.unsqueeze(0)).ToArray()).squeeze(0);   // (basis, D)
     }
 
-    /// <summary>Whether ∂L/∂R_B is cheaper from the tokens than through ∂L/∂ΔW for <paramref name="tokens"/> rows
-    /// (<see cref="QuanTAChainBlocks.TokenGradientsCheaper"/>).</summary>
-    internal bool TokenGradientsCheaper(long tokens, bool rebuildsDelta) => QuanTAChainBlocks.TokenGradientsCheaper(plan, tokens, rebuildsDelta);
-
-    /// <summary>∂L/∂R_B for this layer from its input and output gradient (<see cref="QuanTAChainBlocks.TokenGradients"/>).</summary>
-    internal Tensor[] TokenGradients(Tensor[] blockOps, Tensor x, Tensor g) => QuanTAChainBlocks.TokenGradients(plan, blockOps, x, g);
-
+    internal QuanTAChainBlocks.ChainPlan Plan => plan;
     internal ReturnedGradients Returned => returned;
-    internal int In => plan.In;
-    internal int Out => plan.Out;
 }
 
 /// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that keeps x, W0 (or W0 + ΔW) and R_B for its backward (see
@@ -132,15 +117,15 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
             using var scope = NewDisposeScope();
             var (x, w) = (saved[0], saved[1]);
             var ops = saved.Skip(2).ToArray();                                                   // R_B (K, K)
-            var g2 = g.reshape(-1, step.Out);                                                    // (M, out)
-            var x2 = x.reshape(-1, step.In);                                                     // (M, in)
+            var g2 = g.reshape(-1, step.Plan.Out);                                               // (M, out)
+            var x2 = x.reshape(-1, step.Plan.In);                                                // (M, in)
             Tensor? gx = null;
             Tensor[] gOps;
             Tensor? delta = null;                                                                // ΔW, when the route builds it
-            if (step.TokenGradientsCheaper(x2.shape[0], rebuildsDelta: xNeedsGrad && !kept))
+            if (QuanTAChainBlocks.TokenGradientsCheaper(step.Plan, x2.shape[0], rebuildsDelta: xNeedsGrad && !kept))
             {
                 using var _ = no_grad();
-                gOps = step.TokenGradients(ops, x2, g2);                                         // ∂L/∂R_B from the tokens
+                gOps = QuanTAChainBlocks.TokenGradients(step.Plan, ops, x2, g2);                 // ∂L/∂R_B from the tokens
             }
             else
             {

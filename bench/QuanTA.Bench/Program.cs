@@ -14,6 +14,7 @@ using static TorchSharp.torch;
 //   tokengrad --shape S [--tokens N] [--reps R]  ∂L/∂(block operators) of one q/v layer: token route vs ΔW route, and the choice
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
 //   memloop --shape S [--steps N] [--lean 1]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
+//   engine-check                              ΔW engine + bank paths vs the per-pair reference on this device (values, gradients)
 //   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
 var verb = args.Length > 0 ? args[0] : "probe";
 string Arg(string name, string def) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : def; }
@@ -104,6 +105,17 @@ switch (verb)
         foreach (var r in TokenGradBench.Run(Arg("--shape", "tinyllama"), int.Parse(Arg("--tokens", "2048")), int.Parse(Arg("--reps", "3"))))
             Console.WriteLine(JsonSerializer.Serialize(r));
         break;
+    }
+    case "engine-check":   // engine-check: the ΔW engine and the bank's paths against the per-pair reference, on this device
+    {
+        int failed = 0;
+        foreach (var r in EngineCheckBench.Run(device))
+        {
+            Console.WriteLine(JsonSerializer.Serialize(r));
+            if (!(bool)r.GetType().GetProperty("ok")!.GetValue(r)!) failed++;
+        }
+        Console.WriteLine(JsonSerializer.Serialize(new { verb, failed }));
+        return failed == 0 ? 0 : 1;
     }
     case "ddp":
         return DistributedBench.Run(args[1..]);

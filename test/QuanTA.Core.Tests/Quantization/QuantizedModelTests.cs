@@ -43,6 +43,27 @@ public class QuantizedModelTests(ITestOutputHelper output)
         Assert.True(err > 1e-5, "the logits did not change: the weights were not quantized");
     }
 
+    [Fact]
+    public void AModuleWideDtypeMoveKeepsTheCodesAndChangesTheComputeDtype()
+    {
+        var r = Fixture.Reference("llama-tiny");
+        using var model = (LlamaForCausalLM)CausalLM.FromPretrained(Fixture.Dir("llama-tiny"), quantization: BaseQuantization.NF4);
+        var q = (NF4Weight)model.model.layers[0].mlp.up_proj.QuantizedWeight!;
+        using var codesBefore = q.Packed.clone();
+        using var _ = no_grad();
+        using var fp32 = model.forward(r["input_ids"]);
+        model.to(ScalarType.BFloat16);
+        Assert.Same(q, model.model.layers[0].mlp.up_proj.QuantizedWeight);
+        Assert.Equal(ScalarType.BFloat16, q.ComputeDType);
+        Assert.Equal(ScalarType.Byte, q.Packed.dtype);                                // codes are not cast by .to(dtype)
+        Assert.Equal(ScalarType.Float32, q.NestedAbsmax!.dtype);
+        using (var same = q.Packed.eq(codesBefore).all()) Assert.True(same.item<bool>());
+        using var w = model.model.layers[0].mlp.up_proj.DequantizedWeight();
+        Assert.Equal(ScalarType.Float32, w.dtype);
+        using var bf16 = model.forward(r["input_ids"]);
+        Assert.True(Fixture.MaxAbsDiff(bf16, fp32) < 0.5, "bf16 forward on the NF4 base drifted");
+    }
+
     [Theory]
     [InlineData(BaseQuantization.NF4, "quanta")]
     [InlineData(BaseQuantization.NF4, "lora")]

@@ -35,13 +35,14 @@ public class BitsAndBytesCheckpointTests(ITestOutputHelper output)
         Assert.Equal(0f, Fixture.MaxAbsDiff(q, expected["model.layers.0.self_attn.q_proj.weight"]));
         Assert.Equal(0f, Fixture.MaxAbsDiff(down, expected["model.layers.1.mlp.down_proj.weight"]));
 
-        // …and they are the original llama-tiny weights up to NF4's error (absmax × half the widest level gap, ≈ 0.139 absmax).
+        // …and they are the original llama-tiny weights up to NF4's error (absmax × half the widest level gap, 0.152 absmax,
+        // plus the double-quantized absmax's small error).
         using var dense = (LlamaForCausalLM)CausalLM.FromPretrained(Fixture.Dir("llama-tiny"));
         using var orig = dense.model.layers[0].self_attn.q_proj.weight.detach();
         var err = Fixture.MaxAbsDiff(q, orig);
         using var absmax = orig.abs().max();
         output.WriteLine($"q_proj: max |W − dequant(W)| {err:E3}, max |W| {absmax.item<float>():E3}");
-        Assert.True(err > 0 && err <= 0.14 * absmax.item<float>());
+        Assert.True(err > 0 && err <= 0.16 * absmax.item<float>());
     }
 
     [Fact]

@@ -18,11 +18,11 @@ public class QuantizedModelTests(ITestOutputHelper output)
     internal static IEnumerable<AdaptableLinear> Projections(LlamaForCausalLM m) => m.model.layers.SelectMany(l => new[]
         { l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj, l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj });
 
-    // Stated tolerances (max |Δlogit| over the reference batch, logits of magnitude ~6): NF4 keeps 16 levels per block, so its
-    // logits move by up to a few tenths; Int8 (255 levels per row) by a few hundredths.
+    // Stated tolerances (max |Δlogit| over the reference batch; this random-weight fixture's logits are below 1 in magnitude):
+    // NF4 (16 levels per block of 64) 0.3, measured 0.18; Int8 (255 levels per row) 0.03, measured 0.011.
     [Theory]
-    [InlineData(BaseQuantization.NF4, 0.5)]
-    [InlineData(BaseQuantization.Int8, 0.05)]
+    [InlineData(BaseQuantization.NF4, 0.3)]
+    [InlineData(BaseQuantization.Int8, 0.03)]
     public void QuantizedLogitsStayCloseToTheDenseOnes(BaseQuantization kind, double tolerance)
     {
         var r = Fixture.Reference("llama-tiny");

@@ -8,6 +8,7 @@ using static TorchSharp.torch;
 // quanta-bench: the GPU benchmark program. Prints one JSON line per measurement and, with --out DIR, writes them to
 // DIR/quanta_dotnet_<shape>.json. Verbs:
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
+//   (train and suite take --quantize none|int8|nf4: the decoder projections stored quantized, QLoRA-style)
 //   train  --shape S --method M [--batch B] [--gqa plain]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
 //   attn   --shape S [--batch B]              grouped-query attention, checkpointed node vs plain graph, forward + backward
 //   layer  --shape S [--tokens N] [--reps R]  one adapted q/v projection, each fused-QuanTA mode: materialize/forward/backward ms
@@ -29,6 +30,8 @@ QuanTA.Core.Models.Llama.LlamaAttention.CheckpointGroupedAttention = Arg("--gqa"
     var g => throw new ArgumentException($"--gqa '{g}' is not checkpoint or plain."),
 };
 int seq = int.Parse(Arg("--seq", "512"));
+var quantization = Enum.TryParse<QuanTA.Core.Quantization.BaseQuantization>(Arg("--quantize", "none"), true, out var bq) && Enum.IsDefined(bq)
+    ? bq : throw new ArgumentException($"--quantize '{Arg("--quantize", "none")}' is not none, int8 or nf4.");
 switch (verb)
 {
     case "probe":
@@ -49,7 +52,7 @@ switch (verb)
     case "train":
     {
         var batch = Arg("--batch", "") is { Length: > 0 } bs ? int.Parse(bs) : (int?)null;
-        var r = TrainBench.Run(Arg("--shape", "tinyllama"), Arg("--method", "quanta"), batch, seq, int.Parse(Arg("--steps", "10")), 3);
+        var r = TrainBench.Run(Arg("--shape", "tinyllama"), Arg("--method", "quanta"), batch, seq, int.Parse(Arg("--steps", "10")), 3, quantization);
         Console.WriteLine(JsonSerializer.Serialize(r));
         break;
     }
@@ -65,14 +68,14 @@ switch (verb)
             catch (Exception e) { result[key] = new { error = e.Message }; Console.WriteLine($"{key} ERROR {e.Message}"); }
         }
         Add("check", () => InferenceBench.Check(shape));
-        foreach (var m in methods) Add($"train_{m}", () => TrainBench.Run(shape, m, null, seq, 10, 3));
+        foreach (var m in methods) Add($"train_{m}", () => TrainBench.Run(shape, m, null, seq, 10, 3, quantization));
         if (Arg("--skip-infer", "0") != "1")
         {
             Add("merged_inference", () => InferenceBench.MergedForward(shape, seq));
             Add("decode", () => InferenceBench.Decode(shape));
         }
         var outDir = Arg("--out", "");
-        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"quanta_dotnet_{shape}.json"), JsonSerializer.Serialize(result, opts)); }
+        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"quanta_dotnet_{shape}{(quantization == QuanTA.Core.Quantization.BaseQuantization.None ? "" : "_" + quantization.ToString().ToLowerInvariant())}.json"), JsonSerializer.Serialize(result, opts)); }
         break;
     }
     case "memloop":   // memloop --shape S [--steps 300] [--every 50] [--lean 1]: device/host memory over a long fused-QuanTA run

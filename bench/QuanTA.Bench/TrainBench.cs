@@ -2,6 +2,7 @@ using QuanTA.Core.Runtime;
 using System.Diagnostics;
 using QuanTA.Core.Adapters;
 using QuanTA.Core.Models.Llama;
+using QuanTA.Core.Quantization;
 using QuanTA.Core.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -19,16 +20,20 @@ namespace QuanTA.Bench;
 /// chain runs once per step; in every layerwise mode ∂L/∂R_B comes from the tokens or through ∂L/∂ΔW, whichever is cheaper
 /// per layer), quanta-layer (each adapter on its own: chain or
 /// materialize per layer, as chosen by cost), lora (r8, α16, q/v), frozen (nothing adapted; layer 0's q_proj weight
-/// trains so backward runs through the whole model, as in the peer's floor).
+/// trains so backward runs through the whole model, as in the peer's floor; on a quantized base, layer 0's input norm).
+/// With a <see cref="BaseQuantization"/> other than None (<c>--quantize int8|nf4</c>) the decoder projections are quantized
+/// layer by layer as they are drawn (QLoRA-style base; the dense model never exists on the device).
 /// </summary>
 static class TrainBench
 {
     internal static Device Dev => cuda.is_available() ? CUDA : CPU;
     internal static void Sync() { if (cuda.is_available()) cuda.synchronize(); }
 
-    public static Dictionary<string, object> Run(string shape, string method, int? batchOverride, int seq, int steps, int warm)
+    public static Dictionary<string, object> Run(string shape, string method, int? batchOverride, int seq, int steps, int warm,
+        BaseQuantization quantization = BaseQuantization.None)
     {
         var (config, layout, batch) = LlamaShapes.Get(shape);
+        config = config with { Quantization = quantization };
         batch = batchOverride ?? batch;
         var dev = Dev;
         using (var ctx = ones(1, device: dev)) { Sync(); }
@@ -58,7 +63,8 @@ static class TrainBench
                 break;
             case "frozen":
                 foreach (var p in model.parameters()) p.requires_grad = false;
-                model.model.layers[0].self_attn.q_proj.weight.requires_grad = true;
+                if (quantization == BaseQuantization.None) model.model.layers[0].self_attn.q_proj.weight.requires_grad = true;
+                else model.model.layers[0].input_layernorm.weight.requires_grad = true;     // a quantized weight cannot train
                 break;
             default: throw new ArgumentException($"Unknown method '{method}'.");
         }
@@ -107,7 +113,8 @@ static class TrainBench
         double dt = sw.Elapsed.TotalSeconds;
         return new Dictionary<string, object>
         {
-            ["shape"] = shape, ["method"] = method, ["batch"] = batch, ["seq"] = seq,
+            ["shape"] = shape, ["method"] = method, ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
+            ["quantized_base_gib"] = Math.Round(model.modules().OfType<AdaptableLinear>().Sum(l => l.QuantizedWeight?.StorageBytes ?? 0) / Math.Pow(2, 30), 3),
             ["gqa"] = config.NumKeyValueHeads == config.NumAttentionHeads ? "none" : LlamaAttention.CheckpointGroupedAttention ? "checkpoint" : "plain",
             ["tokens_per_s"] = Math.Round(batch * seq * steps / dt),
             ["step_ms"] = Math.Round(1000 * dt / steps, 1),
@@ -134,6 +141,15 @@ static class TrainBench
             if (p.dim() == 1) p.fill_(1.0);
             else if (generator is null) p.normal_(0, 0.02);
             else using (var w = randn(p.shape, generator: generator)) p.copy_(w.mul_(0.02));
+        }
+        // Quantized layers: draw each dense weight on the layer's device in the compute dtype, quantize it, free it.
+        foreach (var layer in model.modules().OfType<AdaptableLinear>().Where(l => l.Quantization != BaseQuantization.None))
+        {
+            using var scope = NewDisposeScope();
+            var w = generator is null
+                ? empty(layer.OutFeatures, layer.InFeatures, dtype: layer.weight.dtype, device: layer.weight.device).normal_(0, 0.02)
+                : randn(layer.OutFeatures, layer.InFeatures, generator: generator).mul_(0.02).to(layer.weight.dtype).to(layer.weight.device);
+            layer.LoadWeight(w);
         }
     }
 }

@@ -19,12 +19,12 @@ bool quick = args.Contains("--quick"), gpu = args.Contains("--gpu");
 int outAt = Array.IndexOf(args, "--out");
 string outDir = Path.GetFullPath(outAt >= 0 && outAt + 1 < args.Length ? args[outAt + 1] : "out/wordnet-classification");
 string? Value(string name) { int at = Array.IndexOf(args, name); return at >= 0 && at + 1 < args.Length ? args[at + 1] : null; }
-string[] valued = ["--out", "--lr", "--epochs", "--targets", "--runs", "--lora-rank"];
+string[] valued = ["--out", "--lr", "--epochs", "--targets", "--runs", "--lora-rank", "--quantize"];
 var unknown = args.Where((a, i) => a is not ("--quick" or "--gpu") && !valued.Contains(a) && !(i > 0 && valued.Contains(args[i - 1]))).ToList();
 if (unknown.Count > 0)
 {
     Console.Error.WriteLine($"Unknown argument(s): {string.Join(' ', unknown)}. Expected --quick, --gpu, --out DIR, --lr X, --epochs N, " +
-                            "--targets q_proj,v_proj|all-linear, --lora-rank R, --runs head-only,quanta,lora.");
+                            "--targets q_proj,v_proj|all-linear, --lora-rank R, --runs head-only,quanta,lora, --quantize none|int8|nf4.");
     return 2;
 }
 double lr = double.Parse(Value("--lr") ?? "5e-3", System.Globalization.CultureInfo.InvariantCulture);
@@ -34,6 +34,9 @@ string[] targets = (Value("--targets") ?? "all-linear").Split(',');
 // (4 axes, 6 full-rank pairs) 29,472 per layer → r = 6; on q_proj,v_proj: 896 vs 3,072 per layer → r = 3.
 int loraRank = int.Parse(Value("--lora-rank") ?? (targets is ["all-linear"] ? "6" : "3"));
 string[] only = (Value("--runs") ?? "head-only,quanta,lora").Split(',');
+// --quantize: store the frozen base's decoder projections in Int8 or NF4 (QuanTAFineTuneOptions.BaseQuantization).
+var quantize = Enum.TryParse<QuanTA.Core.Quantization.BaseQuantization>(Value("--quantize") ?? "none", true, out var q) && Enum.IsDefined(q)
+    ? q : throw new ArgumentException($"--quantize '{Value("--quantize")}' is not none, int8 or nf4.");
 
 int trainPerClass = quick ? 16 : 100, testPerClass = quick ? 20 : 50;
 var total = Stopwatch.StartNew();
@@ -53,14 +56,14 @@ Console.WriteLine($"  e.g. \"{Shorten(trainRows[0].Text, 90)}\" → {trainRows[0
 string causalLm = EmbeddedDefaults.BaseModelDirectory();
 string baseModel = ClassifierCheckpoint.Create(causalLm, Path.Combine(outDir, "base-seqcls"), classes, seed: 1);
 Console.WriteLine($"Base model: {causalLm} (+ a {classes.Count}-class score head → {baseModel})");
-Console.WriteLine($"Device: {(gpu ? "cuda:0 requested (falls back to CPU when unavailable)" : "cpu")}; output folder: {outDir}");
+Console.WriteLine($"Device: {(gpu ? "cuda:0 requested (falls back to CPU when unavailable)" : "cpu")}; output folder: {outDir}; base quantization: {quantize}");
 Console.WriteLine();
 
 QuanTAFineTuneOptions Common(string name) => new()
 {
     BaseModelPath = baseModel,
     MaxSequenceLength = 48, Epochs = epochs, BatchSize = 16, LearningRate = lr, TargetModules = targets,
-    Schedule = QuanTA.Core.Training.LearningRateSchedule.Linear, WarmupRatio = 0.06, Seed = 1,
+    Schedule = QuanTA.Core.Training.LearningRateSchedule.Linear, WarmupRatio = 0.06, Seed = 1, BaseQuantization = quantize,
     LossCurvePngPath = Path.Combine(outDir, $"loss-{name}.png"),
 };
 var runs = new (string Name, string What, QuanTAFineTuneOptions Options)[]

@@ -2,6 +2,8 @@ using Microsoft.ML;
 using QuanTA.Core.Adapters;
 using QuanTA.Core.Training;
 
+using QuanTA.Core.Quantization;
+
 namespace QuanTA.MLNet;
 
 /// <summary>What the fine-tuned model is for.</summary>
@@ -166,6 +168,18 @@ public sealed class QuanTAFineTuneOptions
     /// <summary>LoRA scaling α (ΔW = α/r · B·A). Default 16 (α = 2r for the default rank; PEFT's and
     /// <see cref="LoRAConfig.Alpha"/>'s default is 8, the published LoRA baselines here use 2r).</summary>
     public float LoRAAlpha = 16;
+
+    /// <summary>
+    /// How the frozen base's decoder linear weights (attention and MLP projections) are stored: <see cref="BaseQuantization.None"/>
+    /// (default: the compute dtype, fp32 on CPU and bf16 on CUDA), <see cref="BaseQuantization.Int8"/> (per-row absmax, about half
+    /// of bf16) or <see cref="BaseQuantization.NF4"/> (QLoRA's 4-bit NormalFloat with double quantization, about a quarter of
+    /// bf16). Weights are quantized tensor by tensor while the checkpoint is read; embeddings, norms and the LM/classification
+    /// head stay in the compute dtype; the adapter and its optimizer state are unchanged. A quantized base is never merged:
+    /// predictions run the adapter beside it. A folder already saved by bitsandbytes in 4 bits (<c>…-bnb-4bit</c>) keeps its
+    /// NF4 weights bit for bit with <see cref="BaseQuantization.NF4"/> and is dequantized with None. Saved models record the
+    /// choice and quantize the same way when loaded. CLI: <c>--quantize none|int8|nf4</c>. See docs/quantization.md.
+    /// </summary>
+    public BaseQuantization BaseQuantization = BaseQuantization.None;
 
     // ---- training ----
 

@@ -15,7 +15,8 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
     internal const string LoaderSignature = "QuanTAFineTuneXf";
     const string ModelSignature = "QUANTAFT";
     // 0x00010002: the options may name a conversation column and carry a chat template (older readers would ignore them).
-    const uint FormatVersion = 0x00010002;
+    // 0x00010003: the options record the base's quantization (BaseQuantization; older models load as None, which they were).
+    const uint FormatVersion = 0x00010003;
     const uint OldestReadableVersion = 0x00010001;
     const string AdapterStream = "QuanTA.adapter.safetensors";
 
@@ -111,13 +112,13 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
         AdapterMethod Adapter, int[]? AxisLayout, int AxisCount, int[][]? Pairs, int? TensorCount, int? Rank, string[] TargetModules, float Dropout, int LoRARank,
         float LoRAAlpha, int MaxSequenceLength, TruncationPolicy Truncation, int? Seed, int MaxNewTokens, bool Greedy,
         float Temperature, float TopP, string[] StopStrings, int InferenceBatchSize, ClassificationMode ClassificationMode,
-        string? MessagesColumnName = null, string? ChatTemplate = null)
+        string? MessagesColumnName = null, string? ChatTemplate = null, Core.Quantization.BaseQuantization BaseQuantization = Core.Quantization.BaseQuantization.None)
     {
         public static SavedOptions From(QuanTAFineTuneOptions o) => new(o.Task, o.TextColumnName, o.SecondTextColumnName, o.LabelColumnName,
             o.TargetTextColumnName, o.ScoreColumnName, o.PredictedLabelColumnName, o.GeneratedTextColumnName, o.Adapter, o.AxisLayout,
             o.AxisCount, o.Pairs?.Select(p => new[] { p.Item1, p.Item2 }).ToArray(), o.TensorCount, o.Rank, o.TargetModules, o.Dropout, o.LoRARank, o.LoRAAlpha,
             o.MaxSequenceLength, o.Truncation, o.Seed, o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings,
-            o.InferenceBatchSize, o.ClassificationMode, o.MessagesColumnName, o.ChatTemplate);
+            o.InferenceBatchSize, o.ClassificationMode, o.MessagesColumnName, o.ChatTemplate, o.BaseQuantization);
 
         public QuanTAFineTuneOptions ToOptions() => new()
         {
@@ -128,6 +129,7 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
             LoRAAlpha = LoRAAlpha, MaxSequenceLength = MaxSequenceLength, Truncation = Truncation, Seed = Seed, MaxNewTokens = MaxNewTokens,
             Greedy = Greedy, Temperature = Temperature, TopP = TopP, StopStrings = StopStrings, InferenceBatchSize = InferenceBatchSize,
             ClassificationMode = ClassificationMode, MessagesColumnName = MessagesColumnName, ChatTemplate = ChatTemplate,
+            BaseQuantization = BaseQuantization,
         };
     }
 }

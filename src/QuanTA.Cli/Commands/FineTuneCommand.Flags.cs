@@ -44,6 +44,7 @@ public static partial class FineTuneCommand
             Rank = Get<int?>(nameof(QuanTAFineTuneOptions.Rank)),
             FusedQuanTA = Get<bool?>(nameof(QuanTAFineTuneOptions.FusedQuanTA)),
             FusedQuanTAMemory = Enum<FusedQuanTAMemory>(nameof(QuanTAFineTuneOptions.FusedQuanTAMemory)),
+            BaseQuantization = Enum<QuanTA.Core.Quantization.BaseQuantization>(nameof(QuanTAFineTuneOptions.BaseQuantization)),
             TargetModules = Get<string>(nameof(QuanTAFineTuneOptions.TargetModules))
                 .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
             Dropout = Get<float>(nameof(QuanTAFineTuneOptions.Dropout)),
@@ -169,6 +170,7 @@ public static partial class FineTuneCommand
         [nameof(QuanTAFineTuneOptions.EarlyStoppingPatience)] = "--early-stopping-patience",
         [nameof(QuanTAFineTuneOptions.ValidationMetric)] = "--validation-metric",
         [nameof(QuanTAFineTuneOptions.FusedQuanTAMemory)] = "--fused-memory",
+        [nameof(QuanTAFineTuneOptions.BaseQuantization)] = "--quantize",
         [nameof(QuanTAFineTuneOptions.ScoreColumnName)] = "--score-column",
         [nameof(QuanTAFineTuneOptions.PredictedLabelColumnName)] = "--predicted-label-column",
         [nameof(QuanTAFineTuneOptions.GeneratedTextColumnName)] = "--generated-text-column",

@@ -1,3 +1,5 @@
+using QuanTA.Core.Quantization;
+using QuanTA.Core.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -9,6 +11,13 @@ namespace QuanTA.Core.Adapters;
 /// <see cref="Adapter"/> slot. Backbones build every projection from this class, so injecting an adapter never has to
 /// replace modules: <see cref="Attach"/> fills the slot, <see cref="Merge"/> folds ΔW into the weight for zero-overhead
 /// inference, <see cref="Unmerge"/> restores W0 exactly from a kept master copy (no drift, unlike an in-place bf16 subtract).
+/// <para>
+/// Built with a <see cref="BaseQuantization"/> other than None, the layer keeps W0 quantized (<see cref="QuantizedWeight"/>,
+/// filled by <see cref="LoadWeight(Tensor)"/> at checkpoint load) and <see cref="weight"/> is an empty placeholder in the compute
+/// dtype. Every forward dequantizes W0 into a transient tensor; a backward that needs ∂L/∂x dequantizes it again instead of
+/// keeping it (<see cref="QuantizedLinearFunction"/>), so between forward and backward only the quantized form stays alive.
+/// Merging into a quantized W0 is refused; <see cref="DequantizedWeight"/> gives W0 in fp32 for export (W0 + ΔW).
+/// </para>
 /// </summary>
 public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
 {
@@ -20,16 +29,78 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
 #pragma warning restore IDE1006
     Adapter? _adapter;
     Tensor? _master; // W0 while merged
+    QuantizedWeight? _quantized;
 
-    /// <summary>Creates a frozen layer with zero weights (loaded later from a checkpoint).</summary>
-    public AdaptableLinear(int inFeatures, int outFeatures, bool hasBias, ScalarType dtype = ScalarType.Float32, Device? device = null)
+    /// <summary>Creates a frozen layer with zero weights (loaded later from a checkpoint). With a <paramref name="quantization"/>
+    /// other than None no dense weight is allocated: <see cref="LoadWeight(Tensor)"/> stores it quantized.</summary>
+    public AdaptableLinear(int inFeatures, int outFeatures, bool hasBias, ScalarType dtype = ScalarType.Float32, Device? device = null,
+        BaseQuantization quantization = BaseQuantization.None)
         : base(nameof(AdaptableLinear))
     {
-        InFeatures = inFeatures; OutFeatures = outFeatures;
-        weight = new Parameter(zeros(outFeatures, inFeatures, dtype: dtype, device: device), requires_grad: false);
+        InFeatures = inFeatures; OutFeatures = outFeatures; Quantization = quantization;
+        weight = new Parameter(quantization == BaseQuantization.None
+            ? zeros(outFeatures, inFeatures, dtype: dtype, device: device)
+            : empty(0, dtype: dtype, device: device), requires_grad: false);
         if (hasBias) bias = new Parameter(zeros(outFeatures, dtype: dtype, device: device), requires_grad: false);
         RegisterComponents();
     }
+
+    /// <summary>How W0 is stored (None: dense <see cref="weight"/>).</summary>
+    public BaseQuantization Quantization { get; }
+    /// <summary>The quantized W0 (null for a dense layer, or before loading).</summary>
+    public QuantizedWeight? QuantizedWeight => _quantized;
+
+    /// <summary>Where gradients returned by the quantized backward wait to be freed; a model shares one holder among its layers
+    /// and empties it at each forward.</summary>
+    internal ReturnedGradients Returned { get; set; } = new();
+
+    /// <summary>Sets W0 from a dense (out, in) tensor of any floating dtype and device: copied into <see cref="weight"/>, or
+    /// quantized on this layer's device when the layer is quantized (one layer at a time, so the dense form of the whole model
+    /// never exists).</summary>
+    public void LoadWeight(Tensor dense)
+    {
+        if (dense.dim() != 2 || dense.shape[0] != OutFeatures || dense.shape[1] != InFeatures)
+            throw new ArgumentException($"Expected a [{OutFeatures}, {InFeatures}] weight; got [{string.Join(", ", dense.shape)}].", nameof(dense));
+        using var _ = no_grad();
+        if (Quantization == BaseQuantization.None) { weight.copy_(dense); return; }
+        using var scope = NewDisposeScope();
+        var onDevice = dense.to(weight.device);
+        SetQuantized(QuantizedWeight.Quantize(onDevice, Quantization, weight.dtype));
+    }
+
+    /// <summary>Sets W0 from an already quantized weight (e.g. a bitsandbytes NF4 checkpoint), taking ownership of it: kept as
+    /// is when the layer uses the same format, else dequantized and stored the layer's way.</summary>
+    public void LoadWeight(QuantizedWeight quantized)
+    {
+        if (quantized.OutFeatures != OutFeatures || quantized.InFeatures != InFeatures)
+            throw new ArgumentException($"Expected a [{OutFeatures}, {InFeatures}] weight; got [{quantized.OutFeatures}, {quantized.InFeatures}].", nameof(quantized));
+        if (quantized.Kind == Quantization)
+        {
+            quantized.MoveTo(weight.device);
+            quantized.ComputeDType = weight.dtype;
+            SetQuantized(quantized);
+            return;
+        }
+        using (quantized)
+        using (var dense = quantized.DequantizeFloat32()) LoadWeight(dense);
+    }
+
+    void SetQuantized(QuantizedWeight q) { _quantized?.Dispose(); _quantized = q; }
+
+    /// <summary>W0 as a fresh fp32 (out, in) tensor on the layer's device: dequantized when quantized, the kept master copy while
+    /// merged, else the weight itself. Export writes W0 + ΔW from this.</summary>
+    public Tensor DequantizedWeight()
+    {
+        using var _ = no_grad();
+        if (_quantized is not null) return _quantized.DequantizeFloat32();
+        if (Quantization != BaseQuantization.None) throw NotLoaded();
+        return (_master ?? weight).detach().to_type(ScalarType.Float32, copy: true);
+    }
+
+    InvalidOperationException NotLoaded() => new($"This {Quantization}-quantized layer has no weight yet: load it from a checkpoint first (LoadWeight).");
+
+    /// <summary>W0 in the compute dtype for a forward: the weight itself, or a transient dequantized copy.</summary>
+    Tensor FrozenWeight() => Quantization == BaseQuantization.None ? weight : (_quantized ?? throw NotLoaded()).Dequantize();
 
     /// <summary>Input features.</summary>
     public int InFeatures { get; }
@@ -65,10 +136,12 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         if (_adapter?.StepLinear is { IsLive: true } step && !IsMerged)           // layerwise fused path: W0 + ΔW built inside
-            return step.Forward(x, weight, bias);
+            return step.Forward(x, weight, bias, Quantization == BaseQuantization.None ? null : _quantized ?? throw NotLoaded());
         if (_adapter?.StepDeltaWeight is { IsInvalid: false } dw && !IsMerged)   // (a ΔW left from a finished step's scope is ignored)
         {
-            var y0 = nn.functional.linear(x, weight + dw, bias);   // (…, out) = x (W0 + ΔW)ᵀ + b: one GEMM (fused path)
+            Tensor y0;
+            if (Quantization == BaseQuantization.None) y0 = nn.functional.linear(x, weight + dw, bias);   // (…, out) = x (W0 + ΔW)ᵀ + b: one GEMM (fused path)
+            else using (var w0 = FrozenWeight()) y0 = nn.functional.linear(x, w0 + dw, bias);           // W0 dequantized, transient
             if (_adapter.StepDeltaSingleUse && is_grad_enabled())   // (a forward without a graph, e.g. a logged evaluation, leaves it)
             {
                 _adapter.StepDeltaWeight = null;                   // used once: the slice is let go so that the bank's ΔW
@@ -80,18 +153,37 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
         if (_adapter is { StepDeltaSpent: true } && !IsMerged && is_grad_enabled())
             throw new InvalidOperationException("This layer already used its fused ΔW for this micro-batch: call QuanTABank.Materialize " +
                 "before every forward pass that is backpropagated (each micro-batch), and Clear() when the step ends.");
-        var y = nn.functional.linear(x, weight, bias);     // (…, out) = x W0ᵀ + b
+        var y = Quantization == BaseQuantization.None
+            ? nn.functional.linear(x, weight, bias)        // (…, out) = x W0ᵀ + b
+            : QuantizedForward(x);
         if (_adapter is null || IsMerged) return y;
         return y.add_(_adapter.Delta(x));                   // + Δ(x)
+    }
+
+    /// <summary>x W0ᵀ + b with W0 dequantized: through <see cref="QuantizedLinearFunction"/> when ∂L/∂x is needed (nothing
+    /// weight-sized kept for the backward), else a plain GEMM on a transient W0.</summary>
+    Tensor QuantizedForward(Tensor x)
+    {
+        var q = _quantized ?? throw NotLoaded();
+        if (is_grad_enabled() && x.requires_grad) return QuantizedLinearFunction.Apply(x, bias, q, Returned);
+        using var w0 = q.Dequantize();                                                  // (out, in) transient
+        return nn.functional.linear(x, w0, bias);
     }
 
     /// <summary>W ← round(W0 + ΔW): W0 widened to fp32, ΔW computed in fp32, one rounding to the weight's dtype (bf16 included).
     /// Checks for NaN first. W0 is kept as it was (a copy in the weight's dtype) until <see cref="Unmerge"/>, so that unmerging
     /// is exact: subtracting ΔW from a bf16 sum would not give W0 back. Memory cost: one extra copy of each merged layer's weight
     /// (out·in elements in its dtype) while merged; nothing once unmerged.</summary>
+    /// <exception cref="InvalidOperationException">the layer is quantized: merging into a quantized base is refused (rounding
+    /// W0 + ΔW to 4 or 8 bits would lose most of ΔW); run the adapter unmerged, or export W0 + ΔW from
+    /// <see cref="DequantizedWeight"/> and <c>Adapter.DeltaWeight()</c>.</exception>
     public void Merge()
     {
         if (_adapter is null || IsMerged) return;
+        if (Quantization != BaseQuantization.None)
+            throw new InvalidOperationException($"Refusing to merge the adapter into a {Quantization}-quantized base weight: W0 + ΔW rounded back to " +
+                $"{(Quantization == BaseQuantization.NF4 ? 4 : 8)} bits would lose most of ΔW. Run the adapter unmerged (it is, on a quantized base), " +
+                "or export a merged model from the dequantized weight (AdaptableLinear.DequantizedWeight() + Adapter.DeltaWeight()).");
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var master = weight.detach().clone().DetachFromDisposeScope();
@@ -106,16 +198,16 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
     /// <summary>
     /// The merged weight round(fp32(W0) + fp32(ΔW)) as a new tensor [out, in] in <paramref name="dtype"/>, on the weight's device:
     /// W0 widened to fp32, ΔW from <see cref="Adapter.DeltaWeight"/> in fp32, summed, and rounded once. The layer is left as it was
-    /// (merged or not). <see cref="Merge"/> and model export both use it, so a merged layer and an exported weight in the same
+    /// (merged or not); a quantized W0 is dequantized first (<see cref="DequantizedWeight"/>). <see cref="Merge"/> and model export both use it, so a merged layer and an exported weight in the same
     /// dtype are equal bit for bit. Without an adapter it is W0 cast to <paramref name="dtype"/>. Throws when ΔW holds NaN or infinity.
     /// </summary>
     public Tensor MergedWeight(ScalarType dtype)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var w0 = BaseWeight.detach().to_type(ScalarType.Float32);                  // (out, in) fp32
+        var w0 = _quantized is not null ? DequantizedWeight() : BaseWeight.detach().to_type(ScalarType.Float32);   // (out, in) fp32
         if (_adapter is null) return w0.to_type(dtype).MoveToOuterDisposeScope();
-        var delta = _adapter.DeltaWeight().to(weight.device).to_type(ScalarType.Float32);   // (out, in) fp32
+        var delta = _adapter.DeltaWeight().to(w0.device).to_type(ScalarType.Float32);   // (out, in) fp32
         if (!delta.isfinite().all().item<bool>())
             throw new InvalidOperationException("Refusing to merge: the adapter's ΔW contains NaN or infinity.");
         return (w0 + delta).to_type(dtype).MoveToOuterDisposeScope();
@@ -133,7 +225,21 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
-        if (disposing) { _master?.Dispose(); _master = null; }
+        if (disposing) { _master?.Dispose(); _master = null; _quantized?.Dispose(); _quantized = null; }
         base.Dispose(disposing);
+    }
+
+    // The quantized tensors are not registered buffers (a module-wide .to(dtype) must not cast the codes): they follow moves here.
+    /// <inheritdoc/>
+    protected override nn.Module _to(Device device, ScalarType dtype, bool non_blocking) { base._to(device, dtype, non_blocking); return Follow(); }
+    /// <inheritdoc/>
+    protected override nn.Module _to(DeviceType deviceType, int deviceIndex, bool non_blocking) { base._to(deviceType, deviceIndex, non_blocking); return Follow(); }
+    /// <inheritdoc/>
+    protected override nn.Module _to(ScalarType dtype, bool non_blocking) { base._to(dtype, non_blocking); return Follow(); }
+
+    AdaptableLinear Follow()
+    {
+        if (_quantized is not null) { _quantized.MoveTo(weight.device); _quantized.ComputeDType = weight.dtype; }
+        return this;
     }
 }

@@ -107,6 +107,7 @@ public static class AdapterInjector
     {
         long trainable = 0, total = 0;
         foreach (var p in model.parameters()) { total += p.numel(); if (p.requires_grad) trainable += p.numel(); }
+        foreach (var (_, layer) in LinearLayers(model)) total += layer.QuantizedWeight?.ElementCount ?? 0;   // quantized W0: not a parameter
         var rows = new List<InjectedLayer>();
         foreach (var (name, layer) in LinearLayers(model))
         {
@@ -144,12 +145,14 @@ public static class AdapterInjector
         return ranks;
     }
 
-    /// <summary>Folds every attached adapter's ΔW into its layer's weight (zero-overhead inference). Returns the number merged.</summary>
+    /// <summary>Folds every attached adapter's ΔW into its layer's weight (zero-overhead inference). Returns the number merged.
+    /// Layers with a quantized base are left unmerged (their adapter runs beside the frozen weight; merging into 4 or 8 bits is
+    /// refused by <see cref="AdaptableLinear.Merge"/>).</summary>
     public static int MergeAll(nn.Module model)
     {
         int n = 0;
         foreach (var (_, layer) in LinearLayers(model))
-            if (layer.Adapter is not null && !layer.IsMerged) { layer.Merge(); n++; }
+            if (layer.Adapter is not null && !layer.IsMerged && layer.Quantization == Quantization.BaseQuantization.None) { layer.Merge(); n++; }
         return n;
     }
 

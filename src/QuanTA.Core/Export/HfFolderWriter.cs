@@ -101,7 +101,11 @@ internal static class HfFolderWriter
                 shape = [classes, shape[1]];
                 produce = () => t.detach()[..classes];                                   // (C, hidden): the classes the model was trained on
             }
-            else if (adapted.TryGetValue(key, out var layer)) produce = () => layer.MergedWeight(dtype);
+            else if (adapted.TryGetValue(key, out var layer))
+            {
+                shape = [layer.OutFeatures, layer.InFeatures];                           // (a quantized layer's weight is a placeholder)
+                produce = () => layer.MergedWeight(dtype);                               // W0 (dequantized when quantized) + ΔW
+            }
             else produce = () => t.detach();
             list.Add(new PlannedTensor(key, shape, dtype, produce));
         }

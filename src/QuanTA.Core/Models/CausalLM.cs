@@ -1,5 +1,6 @@
 using QuanTA.Core.Generation;
 using QuanTA.Core.Models.Llama;
+using QuanTA.Core.Quantization;
 using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -37,11 +38,13 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>
     /// Loads a Hugging Face model folder (config.json + model.safetensors or a sharded model.safetensors.index.json).
     /// <paramref name="dtype"/> defaults to fp32 on CPU and bf16 on CUDA; <paramref name="device"/> defaults to CPU.
+    /// <paramref name="quantization"/> stores the decoder layers' linear weights quantized (null: as the folder stores them,
+    /// i.e. NF4 for a bitsandbytes 4-bit folder, else dense); they are quantized tensor by tensor while the checkpoint is read.
     /// </summary>
     /// <exception cref="NotSupportedException">the model_type or a setting is not supported.</exception>
     /// <exception cref="InvalidDataException">the checkpoint's tensors do not match the config (names the keys and shapes).</exception>
-    public static CausalLM FromPretrained(string modelDir, ScalarType? dtype = null, Device? device = null)
-        => LlamaForCausalLM.FromPretrained(modelDir, dtype, device);
+    public static CausalLM FromPretrained(string modelDir, ScalarType? dtype = null, Device? device = null, BaseQuantization? quantization = null)
+        => LlamaForCausalLM.FromPretrained(modelDir, dtype, device, quantization);
 
     /// <summary>fp32 on CPU, bf16 on CUDA (unless asked otherwise); validates the choice.</summary>
     internal static ScalarType ResolveDType(ScalarType? dtype, Device device)

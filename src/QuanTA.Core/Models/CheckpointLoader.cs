@@ -1,4 +1,6 @@
 using System.Text.Json.Nodes;
+using QuanTA.Core.Adapters;
+using QuanTA.Core.Quantization;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
@@ -9,6 +11,13 @@ namespace QuanTA.Core.Models;
 /// Strict loading of Hugging Face safetensors checkpoints (<c>model.safetensors</c> or the shards listed in
 /// <c>model.safetensors.index.json</c>) into a module whose state-dict keys are the Hugging Face names.
 /// Tensors are read with TorchSharp.PyBridge and cast to each parameter's dtype and device.
+/// <para>
+/// Quantized layers (<see cref="AdaptableLinear.Quantization"/> other than None) are quantized as their tensor is read, one
+/// shard at a time, so host memory peaks at about one shard and the dense model never exists. Weights saved by bitsandbytes
+/// in NF4 (<c>X.weight</c> uint8 + <c>X.weight.absmax</c>, <c>.quant_map</c>, <c>.nested_*</c>,
+/// <c>.quant_state.bitsandbytes__nf4</c>; see <see cref="BitsAndBytesWeights"/>) are adopted as they are by an NF4 layer,
+/// and dequantized for any other layer.
+/// </para>
 /// </summary>
 public static class CheckpointLoader
 {
@@ -43,20 +52,43 @@ public static class CheckpointLoader
     {
         var expected = model.state_dict();
         foreach (var k in ignoredKeys) expected.Remove(k);
+        var quantized = model.named_modules().Where(m => m.module is AdaptableLinear { Quantization: not BaseQuantization.None })
+            .ToDictionary(m => m.name + ".weight", m => (AdaptableLinear)m.module, StringComparer.Ordinal);
         var loaded = new HashSet<string>();
         var unexpected = new List<string>();
         using var _ = no_grad();
+        using var bnb = new BitsAndBytesWeights();
+        string Name(string key) => expected.ContainsKey(key) || !expected.ContainsKey("model." + key) ? key : "model." + key;
         foreach (var file in FindWeightFiles(modelDir))
         {
             var sd = ReadSafetensors(file);
+            var taken = new HashSet<string>(StringComparer.Ordinal);                   // tensors handed to the bitsandbytes collector
             try
             {
                 foreach (var (key, src) in sd)
                 {
                     if (ignoredKeys.Contains(key) || key.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) continue;
+                    if (BitsAndBytesWeights.IsSideTensor(key, out var weightKey, out var part))
+                    {
+                        if (ignoredKeys.Contains(weightKey)) continue;
+                        bnb.Add(Name(weightKey), part, src); taken.Add(key); continue;
+                    }
                     // A bare decoder checkpoint (saved from LlamaModel) has no "model." prefix, as transformers' base_model_prefix allows.
-                    var name = expected.ContainsKey(key) || !expected.ContainsKey("model." + key) ? key : "model." + key;
+                    var name = Name(key);
                     if (!expected.TryGetValue(name, out var dst)) { unexpected.Add(key); continue; }
+                    if (src.dtype == ScalarType.Byte && dst.is_floating_point())       // bitsandbytes' packed 4-bit codes
+                    {
+                        bnb.Add(name, "weight", src); taken.Add(key); continue;
+                    }
+                    if (quantized.TryGetValue(name, out var qLayer))
+                    {
+                        if (src.dim() != 2 || src.shape[0] != qLayer.OutFeatures || src.shape[1] != qLayer.InFeatures)
+                            throw new InvalidDataException(
+                                $"Checkpoint tensor '{name}' in '{Path.GetFileName(file)}' has shape [{string.Join(", ", src.shape)}] but the model expects [{qLayer.OutFeatures}, {qLayer.InFeatures}] (check config.json).");
+                        qLayer.LoadWeight(src);                                        // quantized on the layer's device
+                        loaded.Add(name);
+                        continue;
+                    }
                     if (!src.shape.SequenceEqual(dst.shape))
                         throw new InvalidDataException(
                             $"Checkpoint tensor '{name}' in '{Path.GetFileName(file)}' has shape [{string.Join(", ", src.shape)}] but the model expects [{string.Join(", ", dst.shape)}] (check config.json).");
@@ -64,8 +96,10 @@ public static class CheckpointLoader
                     loaded.Add(name);
                 }
             }
-            finally { foreach (var t in sd.Values) t.Dispose(); }
+            finally { foreach (var (k, t) in sd) if (!taken.Contains(k)) t.Dispose(); }
+            LoadCompleteBitsAndBytes(bnb, expected, quantized, loaded);
         }
+        bnb.ThrowIfIncomplete(modelDir);
         var missing = expected.Keys.Where(k => !loaded.Contains(k) && !(optionalKeys?.Contains(k) ?? false)).ToList();
         if (missing.Count > 0 || unexpected.Count > 0)
             throw new InvalidDataException(
@@ -73,6 +107,22 @@ public static class CheckpointLoader
                 (missing.Count > 0 ? $"missing {missing.Count} key(s): {List(missing)}. " : "") +
                 (unexpected.Count > 0 ? $"unexpected {unexpected.Count} key(s): {List(unexpected)}." : ""));
         return loaded;
+    }
+
+    /// <summary>Puts every bitsandbytes weight read completely so far into its layer (kept as NF4, or dequantized).</summary>
+    static void LoadCompleteBitsAndBytes(BitsAndBytesWeights bnb, Dictionary<string, Tensor> expected,
+        Dictionary<string, AdaptableLinear> quantized, HashSet<string> loaded)
+    {
+        (long, long) ShapeOf(string key) => quantized.TryGetValue(key, out var l) ? (l.OutFeatures, l.InFeatures)
+            : expected.TryGetValue(key, out var t) && t.dim() == 2 ? (t.shape[0], t.shape[1])
+            : throw new InvalidDataException($"Checkpoint tensor '{key}' is a bitsandbytes 4-bit weight, but the model has no 2-D weight of that name.");
+        var first = expected.Values.First();                                                   // the model's device and compute dtype
+        foreach (var (key, w) in bnb.TakeComplete(ShapeOf, first.device, first.dtype))
+        {
+            if (quantized.TryGetValue(key, out var layer)) layer.LoadWeight(w);                // adopted as is by an NF4 layer
+            else using (w) using (var dense = w.DequantizeFloat32()) expected[key].copy_(dense);
+            loaded.Add(key);
+        }
     }
 
     /// <summary>Reads one safetensors file; a truncated or garbled file becomes an <see cref="InvalidDataException"/> naming it.</summary>

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using QuanTA.Core.Quantization;
 
 namespace QuanTA.Core.Models;
 
@@ -76,6 +77,15 @@ public sealed record HfModelConfig
     /// <summary>initializer_range (std of a freshly initialized head).</summary>
     public double InitializerRange { get; init; } = 0.02;
 
+    /// <summary>How the decoder layers' linear weights are stored once loaded: None unless the folder was saved by bitsandbytes
+    /// in 4 bits (then NF4); <c>FromPretrained</c>'s quantization argument overrides it.</summary>
+    public BaseQuantization Quantization { get; init; }
+    /// <summary>config.json's bitsandbytes <c>quantization_config</c> (a <c>…-bnb-4bit</c> folder), or null.</summary>
+    public BitsAndBytesConfig? BitsAndBytes { get; init; }
+
+    /// <summary>This config with <see cref="Quantization"/> set to <paramref name="quantization"/> (null keeps the folder's).</summary>
+    public HfModelConfig WithQuantization(BaseQuantization? quantization) => quantization is { } q ? this with { Quantization = q } : this;
+
     /// <summary>The model types this library implements.</summary>
     public static readonly IReadOnlyList<string> SupportedModelTypes = ["llama", "qwen2", "mistral"];
 
@@ -122,8 +132,11 @@ public sealed record HfModelConfig
             throw new NotSupportedException($"{source}: hidden_act \"{act}\" is not supported (only \"silu\").");
 
         var attnBias = Bool(o, "attention_bias") ?? false;
+        var bnb = BitsAndBytesConfig.Parse(o, source);
         var cfg = new HfModelConfig
         {
+            BitsAndBytes = bnb,
+            Quantization = bnb is null ? BaseQuantization.None : BaseQuantization.NF4,
             ModelType = type,
             VocabSize = Req("vocab_size"),
             HiddenSize = hidden,

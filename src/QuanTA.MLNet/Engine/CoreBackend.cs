@@ -24,20 +24,20 @@ internal static class CoreBackend
     /// AutoModelForSequenceClassification: the head is created with <paramref name="numClasses"/> outputs, drawn from
     /// N(0, initializer_range²), and trained with the adapter (<paramref name="log"/> is told).</remarks>
     public static (ILanguageModel Model, ITextTokenizer Tokenizer) Load(string baseModelPath, QuanTATask task, Device device,
-        int numClasses = 0, Action<string>? log = null)
+        int numClasses = 0, Action<string>? log = null, Core.Quantization.BaseQuantization quantization = Core.Quantization.BaseQuantization.None)
     {
         if (!Directory.Exists(baseModelPath))
             throw new DirectoryNotFoundException($"Base model folder '{baseModelPath}' not found (BaseModelPath).");
         var tokenizer = new TokenizerAdapter(HfTokenizer.FromPretrained(baseModelPath));
         ILanguageModel model;
-        if (task != QuanTATask.TextClassification) model = new CausalModel(CausalLM.FromPretrained(baseModelPath, null, device));
-        else if (HasClassificationHead(baseModelPath)) model = new SequenceClassifier(LlamaForSequenceClassification.FromPretrained(baseModelPath, null, device));
+        if (task != QuanTATask.TextClassification) model = new CausalModel(CausalLM.FromPretrained(baseModelPath, null, device, quantization));
+        else if (HasClassificationHead(baseModelPath)) model = new SequenceClassifier(LlamaForSequenceClassification.FromPretrained(baseModelPath, null, device, quantization: quantization));
         else
         {
             log?.Invoke($"'{baseModelPath}' has no classification head (score.weight): a new {numClasses}-class head is initialized " +
                         "from N(0, initializer_range²) and trained with the adapter, as transformers' AutoModelForSequenceClassification does.");
             model = new SequenceClassifier(LlamaForSequenceClassification.FromPretrained(baseModelPath, null, device,
-                numLabels: numClasses >= 2 ? numClasses : null, initializeMissingHead: true, seed: 0));
+                numLabels: numClasses >= 2 ? numClasses : null, initializeMissingHead: true, seed: 0, quantization: quantization));
         }
         return (model, tokenizer);
     }

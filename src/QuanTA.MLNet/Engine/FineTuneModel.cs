@@ -83,7 +83,8 @@ internal sealed class FineTuneModel : IDisposable
     {
         bool classification = options.Task == QuanTATask.TextClassification;
         bool verbalizer = classification && options.ClassificationMode == ClassificationMode.Verbalizer;
-        var (lm, tokenizer) = CoreBackend.Load(options.BaseModelPath, verbalizer ? QuanTATask.TextGeneration : options.Task, device, numClasses, log);
+        var (lm, tokenizer) = CoreBackend.Load(options.BaseModelPath, verbalizer ? QuanTATask.TextGeneration : options.Task, device, numClasses, log,
+            options.BaseQuantization);
         try
         {
             int[][]? verbalized = null;

@@ -25,6 +25,8 @@ internal static class RunFingerprints
                 $"pairs={(o.Pairs is null ? "all" : string.Join(",", o.Pairs.Select(p => $"{p.Item1}-{p.Item2}")))} " +
                 $"tensors={o.TensorCount?.ToString(inv) ?? "all"} rank={o.Rank?.ToString(inv) ?? "full"} dropout={o.Dropout}");
         string task = o.Task == QuanTATask.TextClassification ? $"classification/{o.ClassificationMode}" : "generation";
+        // a quantized base is part of the base's identity (older checkpoints, all unquantized, keep their fingerprint)
+        if (o.BaseQuantization != QuanTA.Core.Quantization.BaseQuantization.None) baseModelFingerprint += $" quantized={o.BaseQuantization}";
         return $"base {baseModelFingerprint}{Sep}adapter {adapter} targets={string.Join(",", o.TargetModules)} task={task}" +
                $"{Sep}path {(fused ? "fused" : "per-layer")}" + (worldSize > 1 ? $"{Sep}world {worldSize}" : "");
     }

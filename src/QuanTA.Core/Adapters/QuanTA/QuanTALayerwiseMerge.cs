@@ -10,8 +10,9 @@ internal interface IStepLinear
     /// <summary>False once the step's tensors were disposed (a stale step is ignored by the layer).</summary>
     bool IsLive { get; }
 
-    /// <summary>y = x (W0 + ΔW)ᵀ + b for this step.</summary>
-    Tensor Forward(Tensor x, Tensor weight, Tensor? bias);
+    /// <summary>y = x (W0 + ΔW)ᵀ + b for this step. With <paramref name="quantized"/>, W0 is that weight dequantized (and
+    /// <paramref name="weight"/> is the layer's empty placeholder).</summary>
+    Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Quantization.QuantizedWeight? quantized = null);
 }
 
 /// <summary>
@@ -55,14 +56,14 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
 
     public bool IsLive => !ops[0].IsInvalid && (minusFrozenRaw is null || !minusFrozenRaw.IsInvalid);
 
-    public Tensor Forward(Tensor x, Tensor weight, Tensor? bias)
+    public Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Quantization.QuantizedWeight? quantized = null)
     {
         if (weight.requires_grad || bias?.requires_grad == true)
             throw new InvalidOperationException("The lean (layerwise) QuanTA path trains only the adapter: the layer's weight and bias " +
                 "must stay frozen. Freeze them, or use the fast path (FusedQuanTAMemory.Fast / QuanTABank without layerwise).");
-        var args = new object?[4 + ops.Length];
-        args[0] = x; args[1] = weight; args[2] = bias; args[3] = this;
-        for (int i = 0; i < ops.Length; i++) args[4 + i] = ops[i];
+        var args = new object?[5 + ops.Length];
+        args[0] = x; args[1] = weight; args[2] = bias; args[3] = this; args[4] = quantized;
+        for (int i = 0; i < ops.Length; i++) args[5 + i] = ops[i];
         return CustomFunctionOutput.Apply(() => MergedLinearFunction.apply(args!));
     }
 
@@ -82,17 +83,19 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
 }
 
 /// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that keeps x, W0 (or W0 + ΔW) and R_B for its backward (see
-/// <see cref="QuanTALayerStep"/>). Arguments: x, W0, b (or null), the layer step, then the block operators R_B.</summary>
+/// <see cref="QuanTALayerStep"/>). Arguments: x, W0, b (or null), the layer step, the quantized W0 (or null: then W0 is the
+/// dense argument; else it is dequantized in the forward and again in the backward, never kept), then the block operators R_B.</summary>
 internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<MergedLinearFunction>
 {
     public override string Name => "QuanTAMergedLinear";
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        var (x, w, b, step) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (QuanTALayerStep)vars[3]);
-        var ops = vars.Skip(4).Cast<Tensor>().ToArray();
+        var (x, w, b, step, q) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (QuanTALayerStep)vars[3], vars[4] as Quantization.QuantizedWeight);
+        var ops = vars.Skip(5).Cast<Tensor>().ToArray();
         using var scope = NewDisposeScope();
-        var merged = w + step.Delta(ops).to_type(w.dtype);                             // W0 + ΔW (out, in)
+        var w0 = q?.Dequantize() ?? w;                                                 // a quantized W0 is dequantized, transient
+        var merged = w0 + step.Delta(ops).to_type(w0.dtype);                           // W0 + ΔW (out, in)
         var y = nn.functional.linear(x, merged, b);                                   // (…, out): one GEMM
         // Saved: x, then W0 + ΔW when the step keeps it and ∂L/∂x will need it (else W0: the backward builds W0 + ΔW again
         // if it needs it), then R_B.
@@ -101,6 +104,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
         ctx.save_data("step", step);
         ctx.save_data("x_needs_grad", x.requires_grad);
         ctx.save_data("kept_merged", keep);
+        ctx.save_data("quantized", q!);
         return CustomFunctionOutput.Keep(y);
     }
 
@@ -109,6 +113,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
         var step = (QuanTALayerStep)ctx.get_data("step");
         bool xNeedsGrad = (bool)ctx.get_data("x_needs_grad");
         bool kept = (bool)ctx.get_data("kept_merged");
+        var q = ctx.get_data("quantized") as Quantization.QuantizedWeight;
         step.Returned.Release();                              // the previous layer's returned gradients are in the engine now
         var saved = ctx.get_saved_variables();
         var result = new List<Tensor>();
@@ -138,10 +143,11 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
             if (xNeedsGrad)
             {
                 using var _ = no_grad();
-                var merged = kept ? w : w + (delta ?? step.Delta(ops)).detach().to_type(w.dtype);
+                var w0 = kept ? w : q?.Dequantize() ?? w;                                        // quantized W0: rebuilt, transient
+                var merged = kept ? w : w0 + (delta ?? step.Delta(ops)).detach().to_type(w0.dtype);
                 gx = g2.mm(merged).reshape(x.shape);                                             // (M, in) = g (W0 + ΔW)
             }
-            result.Add(gx!); result.Add(null!); result.Add(null!); result.Add(null!);
+            result.Add(gx!); result.Add(null!); result.Add(null!); result.Add(null!); result.Add(null!);
             result.AddRange(gOps);
             foreach (var t in result) t?.DetachFromDisposeScope();
         }

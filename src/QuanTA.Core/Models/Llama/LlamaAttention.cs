@@ -29,10 +29,10 @@ public sealed class LlamaAttention : nn.Module
     public LlamaAttention(HfModelConfig c, int layerIdx, ScalarType dtype, Device? device) : base(nameof(LlamaAttention))
     {
         _nHeads = c.NumAttentionHeads; _nKv = c.NumKeyValueHeads; _headDim = c.HeadDim; _layerIdx = layerIdx;
-        q_proj = new AdaptableLinear(c.HiddenSize, _nHeads * _headDim, c.QkvBias, dtype, device);
-        k_proj = new AdaptableLinear(c.HiddenSize, _nKv * _headDim, c.QkvBias, dtype, device);
-        v_proj = new AdaptableLinear(c.HiddenSize, _nKv * _headDim, c.QkvBias, dtype, device);
-        o_proj = new AdaptableLinear(_nHeads * _headDim, c.HiddenSize, c.OutputBias, dtype, device);
+        q_proj = new AdaptableLinear(c.HiddenSize, _nHeads * _headDim, c.QkvBias, dtype, device, c.Quantization);
+        k_proj = new AdaptableLinear(c.HiddenSize, _nKv * _headDim, c.QkvBias, dtype, device, c.Quantization);
+        v_proj = new AdaptableLinear(c.HiddenSize, _nKv * _headDim, c.QkvBias, dtype, device, c.Quantization);
+        o_proj = new AdaptableLinear(_nHeads * _headDim, c.HiddenSize, c.OutputBias, dtype, device, c.Quantization);
         RegisterComponents();
     }
 

@@ -33,9 +33,10 @@ public sealed class LlamaForCausalLM : CausalLM
     }
 
     /// <summary>Loads a Hugging Face folder; see <see cref="CausalLM.FromPretrained"/>.</summary>
-    public static new LlamaForCausalLM FromPretrained(string modelDir, ScalarType? dtype = null, Device? device = null)
+    public static new LlamaForCausalLM FromPretrained(string modelDir, ScalarType? dtype = null, Device? device = null,
+        Quantization.BaseQuantization? quantization = null)
     {
-        var config = HfModelConfig.Load(modelDir);
+        var config = HfModelConfig.Load(modelDir).WithQuantization(quantization);
         var dev = ResolveDevice(device);
         var m = new LlamaForCausalLM(config, ResolveDType(dtype, dev), dev);
         try

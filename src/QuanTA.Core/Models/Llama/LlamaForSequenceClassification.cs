@@ -41,11 +41,12 @@ public sealed class LlamaForSequenceClassification : nn.Module<Tensor, Tensor>
     /// Loads a Hugging Face folder. A sequence-classification checkpoint loads strictly. With
     /// <paramref name="initializeMissingHead"/>, a base causal-LM checkpoint is accepted too: its lm_head is ignored
     /// and <c>score.weight</c> is drawn from N(0, initializer_range²) (seeded by <paramref name="seed"/>), as transformers does.
+    /// <paramref name="quantization"/>: as in <see cref="CausalLM.FromPretrained"/> (the score head always stays dense).
     /// </summary>
     public static LlamaForSequenceClassification FromPretrained(string modelDir, ScalarType? dtype = null, Device? device = null,
-        int? numLabels = null, bool initializeMissingHead = false, long seed = 0)
+        int? numLabels = null, bool initializeMissingHead = false, long seed = 0, Quantization.BaseQuantization? quantization = null)
     {
-        var config = HfModelConfig.Load(modelDir);
+        var config = HfModelConfig.Load(modelDir).WithQuantization(quantization);
         var dev = CausalLM.ResolveDevice(device);
         var m = new LlamaForSequenceClassification(config, numLabels, CausalLM.ResolveDType(dtype, dev), dev);
         try

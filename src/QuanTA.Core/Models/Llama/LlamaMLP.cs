@@ -19,9 +19,9 @@ public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
     /// <summary>Creates the block (weights zero until loaded).</summary>
     public LlamaMLP(HfModelConfig c, ScalarType dtype, Device? device) : base(nameof(LlamaMLP))
     {
-        gate_proj = new AdaptableLinear(c.HiddenSize, c.IntermediateSize, c.MlpBias, dtype, device);
-        up_proj = new AdaptableLinear(c.HiddenSize, c.IntermediateSize, c.MlpBias, dtype, device);
-        down_proj = new AdaptableLinear(c.IntermediateSize, c.HiddenSize, c.MlpBias, dtype, device);
+        gate_proj = new AdaptableLinear(c.HiddenSize, c.IntermediateSize, c.MlpBias, dtype, device, c.Quantization);
+        up_proj = new AdaptableLinear(c.HiddenSize, c.IntermediateSize, c.MlpBias, dtype, device, c.Quantization);
+        down_proj = new AdaptableLinear(c.IntermediateSize, c.HiddenSize, c.MlpBias, dtype, device, c.Quantization);
         RegisterComponents();
     }
 

@@ -71,7 +71,13 @@ public sealed class LlamaModel : nn.Module
         norm = new LlamaRMSNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         _rope = new LlamaRotaryEmbedding(c.HeadDim, c.Rope);
         RegisterComponents();
-        foreach (var layer in layers) layer.self_attn.Returned = _returned;   // one holder: each backward frees the previous one's
+        foreach (var layer in layers)
+        {
+            layer.self_attn.Returned = _returned;   // one holder: each backward frees the previous one's
+            foreach (var linear in new[] { layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
+                                           layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj })
+                linear.Returned = _returned;        // (quantized layers hand gradients back from a custom backward too)
+        }
     }
 
     // Gradients the checkpointed attention nodes handed to libtorch (freed at the next node's backward or the next forward).

@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using TorchSharp;
-using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace QuanTA.Core.Models;
@@ -8,7 +7,7 @@ namespace QuanTA.Core.Models;
 /// <summary>
 /// Strict loading of Hugging Face safetensors checkpoints (<c>model.safetensors</c> or the shards listed in
 /// <c>model.safetensors.index.json</c>) into a module whose state-dict keys are the Hugging Face names.
-/// Tensors are read with TorchSharp.PyBridge and cast to each parameter's dtype and device.
+/// Tensors are read with <see cref="SafetensorsReader"/> and cast to each parameter's dtype and device.
 /// </summary>
 public static class CheckpointLoader
 {
@@ -75,17 +74,9 @@ public static class CheckpointLoader
         return loaded;
     }
 
-    /// <summary>Reads one safetensors file; a truncated or garbled file becomes an <see cref="InvalidDataException"/> naming it.</summary>
-    static Dictionary<string, Tensor> ReadSafetensors(string file)
-    {
-        try { return Safetensors.LoadStateDict(file); }
-        catch (Exception e) when (e is EndOfStreamException or System.Text.Json.JsonException or ArgumentException or OverflowException
-                                      or InvalidDataException or FormatException or KeyNotFoundException or NotSupportedException)
-        {
-            throw new InvalidDataException($"Weights file '{file}' ({new FileInfo(file).Length:N0} bytes) is truncated or corrupt and cannot be read " +
-                $"({e.GetType().Name}: {e.Message}). Copy or download the model again.", e);
-        }
-    }
+    /// <summary>Reads one safetensors file; a truncated or garbled file is an <see cref="InvalidDataException"/> naming it and
+    /// what is wrong (<see cref="SafetensorsReader"/> checks the whole header before allocating).</summary>
+    static Dictionary<string, Tensor> ReadSafetensors(string file) => SafetensorsReader.Read(file);
 
     static string List(List<string> keys) => string.Join(", ", keys.Take(8)) + (keys.Count > 8 ? $", … ({keys.Count - 8} more)" : "");
 }

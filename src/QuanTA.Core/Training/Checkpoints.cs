@@ -223,7 +223,7 @@ public static class Checkpoints
         var state = Verify(checkpoint);
         CheckTensors(checkpoint, state, tensors);
         Dictionary<string, Tensor> stored;
-        try { stored = Safetensors.LoadStateDict(Path.Combine(checkpoint, AdapterFile)); }
+        try { stored = Models.SafetensorsReader.Read(Path.Combine(checkpoint, AdapterFile)); }
         catch (Exception e) when (e is not CheckpointCorruptException)
         { throw new CheckpointCorruptException(checkpoint, $"{AdapterFile} cannot be read ({e.Message})", e); }
         try

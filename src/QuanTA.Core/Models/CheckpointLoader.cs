@@ -33,6 +33,29 @@ public static class CheckpointLoader
     }
 
     /// <summary>
+    /// Refuses a config.json whose sizes describe a model far larger than the folder's weights (a damaged size, or a config of
+    /// another model) before the model is allocated: the weights must hold at least two thirds of
+    /// <see cref="HfModelConfig.EstimatedParameterCount"/> values. Reads only the safetensors headers.
+    /// </summary>
+    /// <exception cref="InvalidDataException">the sizes do not fit the weights (the message names config.json and the sizes).</exception>
+    public static void RefuseConfigLargerThanWeights(HfModelConfig config, string modelDir)
+    {
+        double stored = 0;
+        foreach (var file in FindWeightFiles(modelDir))
+        {
+            using var s = File.OpenRead(file);
+            stored += SafetensorsReader.ReadHeader(s, file, out _).Sum(e => e.Shape.Aggregate(1.0, (n, x) => n * x));
+        }
+        double needed = config.EstimatedParameterCount();
+        if (needed > 1.5 * stored + 1_000_000)
+            throw new InvalidDataException(
+                $"'{Path.Combine(modelDir, "config.json")}' describes a model of about {needed:G3} parameters (vocab_size {config.VocabSize}, " +
+                $"hidden_size {config.HiddenSize}, intermediate_size {config.IntermediateSize}, num_hidden_layers {config.NumHiddenLayers}, " +
+                $"num_attention_heads {config.NumAttentionHeads}, num_key_value_heads {config.NumKeyValueHeads}, head_dim {config.HeadDim}) " +
+                $"but the weights in '{modelDir}' hold {stored:N0} values: config.json does not belong to these weights, or a size in it is damaged.");
+    }
+
+    /// <summary>
     /// Copies every checkpoint tensor into the parameter of the same name. Throws on a shape mismatch (naming the key and
     /// both shapes), on keys the model lacks, and on model keys the checkpoint lacks, except <paramref name="ignoredKeys"/>
     /// (skipped if present) and <paramref name="optionalKeys"/> (loaded if present, allowed to be missing).

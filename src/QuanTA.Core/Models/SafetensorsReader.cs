@@ -18,8 +18,8 @@ public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, l
 /// Reads safetensors files (the format of Hugging Face checkpoints and of this library's adapters and checkpoints) and checks
 /// the whole header before allocating anything: the 8-byte header length against the file's length and a 100 MB cap (the
 /// reference implementation's limit), the JSON, every dtype, shape and <c>data_offsets</c> pair. The tensors' byte ranges must
-/// tile the data section exactly, in order, with no gap, overlap or byte past the end (as the reference implementation
-/// requires), and each range's length must equal its shape's element count × the dtype's size, computed without overflow.
+/// follow each other from the start of the data section, in order, with no gap or overlap, and end within the file (as the
+/// reference implementation requires; unlike it, bytes after the last tensor are ignored), and each range's length must equal its shape's element count × the dtype's size, computed without overflow.
 /// So a file can never make the reader allocate more than its own size. Every problem is an
 /// <see cref="InvalidDataException"/> naming the file and, where there is one, the tensor.
 /// </summary>
@@ -183,7 +183,8 @@ public static class SafetensorsReader
         return e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out value);
     }
 
-    /// <summary>The byte ranges must tile [0, dataLength) in order: no gap, no overlap, nothing past the end.</summary>
+    /// <summary>The byte ranges must follow each other from 0 in order (no gap, no overlap) and end within the data; bytes after
+    /// the last tensor are ignored (TorchSharp.PyBridge's path overload of SaveStateDict leaves them when it overwrites a longer file).</summary>
     static void CheckLayout(List<SafetensorsEntry> entries, long dataLength, string source)
     {
         entries.Sort((a, b) => a.Begin != b.Begin ? a.Begin.CompareTo(b.Begin) : a.End.CompareTo(b.End));
@@ -202,8 +203,6 @@ public static class SafetensorsReader
             expected = e.End;
             previous = e.Name;
         }
-        if (expected != dataLength)
-            throw new InvalidDataException($"'{source}': the tensors end at byte {expected:N0} of the data but the file has {dataLength:N0} bytes of data. {Advice}");
     }
 
     static readonly Dictionary<string, (ScalarType Type, int Size)> DTypes = new(StringComparer.Ordinal)

@@ -31,7 +31,9 @@ internal static class TokenizerLoader
         if (File.Exists(json))
         {
             using var doc = ParseJson(json);
-            var parts = FromTokenizerJson(doc.RootElement, json, File.Exists(spm) ? spm : null, out jsonNotUsable);
+            Parts? parts;
+            try { parts = FromTokenizerJson(doc.RootElement, json, File.Exists(spm) ? spm : null, out jsonNotUsable); }
+            catch (Exception e) when (IsMalformed(e)) { throw Malformed(json, e); }
             if (parts is not null) return parts;
         }
         if (File.Exists(spm))
@@ -39,9 +41,11 @@ internal static class TokenizerLoader
             using var s = File.OpenRead(spm);
             ITokenizerModel model;
             try { model = new SentencePieceModel(s); }
-            catch (Exception e) when (e is not IOException)
+            catch (Exception e) when (e is not (FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or OutOfMemoryException))
             {
-                throw new NotSupportedException($"'{spm}' could not be read as a SentencePiece BPE model: {e.Message}", e);
+                // Protocol-buffer errors are IOExceptions too: a truncated or damaged file lands here, as does another model type.
+                throw new NotSupportedException($"'{spm}' could not be read as a SentencePiece BPE model (damaged, or a model type " +
+                    $"this library does not read): {e.Message}", e);
             }
             return new Parts(model, [], null, null, null, spm);
         }
@@ -97,7 +101,8 @@ internal static class TokenizerLoader
         var merges = new List<string>();
         foreach (var m in model.GetProperty("merges").EnumerateArray())
         {
-            var (l, r) = m.ValueKind == JsonValueKind.Array ? (m[0].GetString()!, m[1].GetString()!) : SplitMerge(m.GetString()!);
+            var (l, r) = m.ValueKind == JsonValueKind.Array ? (m[0].GetString() ?? "", m[1].GetString() ?? "")
+                : SplitMerge(path, m.GetString() ?? throw new InvalidDataException($"'{path}': a merge is null (expected \"left right\" or [left, right])."));
             if (l.Contains(' ') || r.Contains(' '))
                 throw new NotSupportedException($"'{path}': a merge holds a token with a space ('{l}' + '{r}'), which is not supported.");
             merges.Add($"{l} {r}");
@@ -138,7 +143,7 @@ internal static class TokenizerLoader
         try
         {
             vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllText(vocabPath))
-                    ?? throw new InvalidDataException("empty");
+                    ?? throw new InvalidDataException($"'{vocabPath}' holds null, not a JSON object of token → id.");
         }
         catch (JsonException e)
         {
@@ -146,9 +151,16 @@ internal static class TokenizerLoader
         }
         var merges = File.ReadLines(mergesPath)
             .Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
-        var model = new ByteLevelBpeModel(vocab, merges, TextPipeline.Gpt2ByteLevel(cfg.AddPrefixSpace), false, cfg.UnkToken,
-            "byte-level BPE (vocab.json + merges.txt)");
-        return new Parts(model, [], null, null, null, vocabPath);
+        try
+        {
+            var model = new ByteLevelBpeModel(vocab, merges, TextPipeline.Gpt2ByteLevel(cfg.AddPrefixSpace), false, cfg.UnkToken,
+                "byte-level BPE (vocab.json + merges.txt)");
+            return new Parts(model, [], null, null, null, vocabPath);
+        }
+        catch (Exception e) when (IsMalformed(e))
+        {
+            throw new InvalidDataException($"'{vocabPath}' and '{mergesPath}' do not form a BPE vocabulary ({e.Message}).", e);
+        }
     }
 
     // TemplateProcessing "single": [SpecialToken..., Sequence A, SpecialToken...]; Bert/Roberta: cls A sep.
@@ -191,10 +203,10 @@ internal static class TokenizerLoader
         }
     }
 
-    static (string, string) SplitMerge(string merge)
+    static (string, string) SplitMerge(string path, string merge)
     {
         int i = merge.IndexOf(' ');
-        return i <= 0 ? throw new InvalidDataException($"Bad merge entry '{merge}' (expected \"left right\").") : (merge[..i], merge[(i + 1)..]);
+        return i <= 0 ? throw new InvalidDataException($"'{path}': bad merge entry '{merge}' (expected \"left right\").") : (merge[..i], merge[(i + 1)..]);
     }
 
     // decoder of the given type, directly or inside a Sequence.
@@ -226,6 +238,15 @@ internal static class TokenizerLoader
 
     static JsonElement? Opt(JsonElement root, string name) =>
         root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+    /// <summary>What a field of the wrong kind, a missing key or an inconsistent vocabulary throws from deep inside a reader
+    /// (System.Text.Json's GetProperty/GetInt32/GetString, Microsoft.ML.Tokenizers' BPE constructor).</summary>
+    internal static bool IsMalformed(Exception e) => e is KeyNotFoundException or InvalidOperationException or FormatException
+        or IndexOutOfRangeException or ArgumentException or OverflowException or InvalidCastException;
+
+    /// <summary>A clear error for a file whose content is malformed, keeping the reader's own words.</summary>
+    internal static InvalidDataException Malformed(string path, Exception e) =>
+        new($"'{path}' is malformed or damaged and cannot be read as a tokenizer ({e.GetType().Name}: {e.Message}).", e);
 
     static JsonDocument ParseJson(string path)
     {

@@ -126,7 +126,7 @@ internal static class JsonSpans
     public static List<(int Start, int End, int Depth)> Of(byte[] json, bool propertyNames)
     {
         var spans = new List<(int, int, int)>();
-        var options = new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, MaxDepth = 256 };
+        var options = new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, MaxDepth = 256, AllowMultipleValues = true };
         try
         {
             var reader = new Utf8JsonReader(json, options);

@@ -36,6 +36,7 @@ public sealed class LlamaForCausalLM : CausalLM
     public static new LlamaForCausalLM FromPretrained(string modelDir, ScalarType? dtype = null, Device? device = null)
     {
         var config = HfModelConfig.Load(modelDir);
+        CheckpointLoader.RefuseConfigLargerThanWeights(config, modelDir);
         var dev = ResolveDevice(device);
         var m = new LlamaForCausalLM(config, ResolveDType(dtype, dev), dev);
         try

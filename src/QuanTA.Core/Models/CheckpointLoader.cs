@@ -20,16 +20,31 @@ public static class CheckpointLoader
         var index = Path.Combine(modelDir, "model.safetensors.index.json");
         if (File.Exists(index))
         {
-            var map = (JsonNode.Parse(File.ReadAllText(index)) as JsonObject)?["weight_map"] as JsonObject
+            JsonNode? root;
+            try { root = JsonNode.Parse(File.ReadAllText(index)); }
+            catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{index}' is not valid JSON ({e.Message}).", e); }
+            var map = (root as JsonObject)?["weight_map"] as JsonObject
                 ?? throw new InvalidDataException($"'{index}' has no \"weight_map\" object.");
-            var files = map.Select(kv => kv.Value!.GetValue<string>()).Distinct().Order(StringComparer.Ordinal)
+            var files = map.Select(kv => ShardName(kv.Value, kv.Key, index)).Distinct().Order(StringComparer.Ordinal)
                 .Select(f => Path.Combine(modelDir, f)).ToList();
+            if (files.Count == 0) throw new InvalidDataException($"'{index}' lists no shard files (its \"weight_map\" is empty).");
             foreach (var f in files)
                 if (!File.Exists(f)) throw new FileNotFoundException($"Shard '{f}' listed in '{index}' is missing.", f);
             return files;
         }
         throw new FileNotFoundException(
             $"'{modelDir}' holds neither model.safetensors nor model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors).");
+    }
+
+    /// <summary>A weight_map value: the file name of a shard in the model folder itself (no folder part, so an index cannot point
+    /// the loader at files elsewhere).</summary>
+    static string ShardName(JsonNode? value, string key, string index)
+    {
+        if (value is not JsonValue v || !v.TryGetValue<string>(out var name) || name.Length == 0)
+            throw new InvalidDataException($"'{index}': weight_map[\"{key}\"] is {value?.ToJsonString() ?? "null"}, not a shard file name.");
+        if (name != Path.GetFileName(name) || name is "." or "..")
+            throw new InvalidDataException($"'{index}': weight_map[\"{key}\"] = \"{name}\" is not a file name in the model folder.");
+        return name;
     }
 
     /// <summary>

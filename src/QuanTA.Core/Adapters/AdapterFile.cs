@@ -106,6 +106,7 @@ public static class AdapterFile
             if (inF != layer.InFeatures || outF != layer.OutFeatures)
                 throw new InvalidDataException($"{at}: the adapter file is for {inF}→{outF} but the model's layer is {layer.InFeatures}→{layer.OutFeatures}.");
             string method = Str(desc, "method", at);
+            CheckSizeAgainstWeights(desc, at, path, ref weightValues);
             if (layer.Adapter is { } existing)
             {
                 if (existing.Method != method)
@@ -114,11 +115,7 @@ public static class AdapterFile
                 if (!SameOptions(existing, probe))
                     throw new InvalidDataException($"{at}: the adapter file's options ({Options(probe)}) differ from the model's adapter ({Options(existing)}).");
             }
-            else
-            {
-                CheckSizeAgainstWeights(desc, at, path, ref weightValues);
-                toAttach.Add((layer, FromDescription(desc, at)));
-            }
+            else toAttach.Add((layer, FromDescription(desc, at)));
         }
 
         using var tensors = new DisposableDict(SafetensorsReader.Read(path));

@@ -107,6 +107,28 @@ public class SafetensorsFaultTests
         Assert.Contains(Path.GetFileName(path), e!.Message);
     }
 
+    [Theory]
+    [InlineData("[4096, 4096]", "[[0, 1]]")]        // S_0 would be (4096·4096)² values: before, libtorch's allocation error
+    [InlineData("[2, 2, 2, 2, 65536]", "[[3, 4]]")]
+    public void AnAdapterLayoutTooLargeForItsWeightsFileIsRefusedBeforeAllocating(string layout, string pairs)
+    {
+        using var tmp = new Training.TempDir();
+        var (model, path) = SavedAdapter(tmp.Path);
+        model.Dispose();
+        var json = System.Text.Json.Nodes.JsonNode.Parse(System.IO.File.ReadAllText(AdapterFile.ConfigPath(path)))!;
+        var layer = json["layers"]!["model.layers.0.self_attn.q_proj"]!;
+        layer["layout"] = System.Text.Json.Nodes.JsonNode.Parse(layout);
+        layer["pairs"] = System.Text.Json.Nodes.JsonNode.Parse(pairs);
+        System.IO.File.WriteAllText(AdapterFile.ConfigPath(path), json.ToJsonString());
+        using var fresh = new ToyModel(layersCount: 1);
+        var outcome = ReaderProperty.RunBounded(() => AdapterFile.Load(fresh, path));
+        Assert.True(outcome.Finished);
+        var e = Assert.IsType<InvalidDataException>(outcome.Error);
+        Assert.Contains("adapter.json", e.Message);
+        Assert.Contains("q_proj", e.Message);
+        Assert.Contains("need at least", e.Message);
+    }
+
     /// <summary>A toy block with QuanTA adapters on q/v (trained values, so T ≠ S) exported with <see cref="AdapterFile.Save"/>.</summary>
     internal static (nn.Module Model, string Path) SavedAdapter(string dir)
     {

@@ -28,6 +28,7 @@ internal static class ReaderProperty
         typeof(FormatException),           // config.json's field errors
         typeof(NotSupportedException),     // a valid file of a kind the library does not implement
         typeof(FileNotFoundException),     // a file the input names (a shard, a tokenizer file) is missing
+        typeof(DirectoryNotFoundException),// a folder the input names (a saved model's base model folder) is missing
         typeof(QuanTA.Core.Training.CheckpointCorruptException),   // a checkpoint folder that fails its checks
     ];
 

@@ -27,7 +27,22 @@ public class ModelZipFaultTests : IDisposable
         var zip = Path.Combine(_dir, "trained.zip");
         using (var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Transforms.QuanTAFineTune(options)).Fit(data))
             ml.Model.Save(model, data.Schema, zip);
-        _model = File.ReadAllBytes(zip);
+        _model = Rezip(Entries(File.ReadAllBytes(zip)));   // fixed entry times (ML.NET stamps the save time): with seeded CPU training, the same bytes and cases on every run
+    }
+
+    /// <summary>A zip of <paramref name="entries"/> with a fixed modification time on each.</summary>
+    static byte[] Rezip(List<(string Name, byte[] Bytes)> entries)
+    {
+        using var ms = new MemoryStream();
+        using (var archive = new ZipArchive(ms, ZipArchiveMode.Create, leaveOpen: true))
+            foreach (var (name, bytes) in entries)
+            {
+                var entry = archive.CreateEntry(name);
+                entry.LastWriteTime = new DateTimeOffset(2020, 1, 1, 0, 0, 0, TimeSpan.Zero);
+                using var s = entry.Open();
+                s.Write(bytes);
+            }
+        return ms.ToArray();
     }
 
     public void Dispose() => Directory.Delete(_dir, true);
@@ -50,14 +65,8 @@ public class ModelZipFaultTests : IDisposable
     {
         var entries = Entries(zip);
         int k = (int)((uint)index % (uint)entries.Count);
-        using var ms = new MemoryStream();
-        using (var archive = new ZipArchive(ms, ZipArchiveMode.Create, leaveOpen: true))
-            for (int i = 0; i < entries.Count; i++)
-            {
-                using var s = archive.CreateEntry(entries[i].Name).Open();
-                s.Write(i == k ? fault.Apply(entries[i].Bytes) : entries[i].Bytes);
-            }
-        return ms.ToArray();
+        entries[k] = (entries[k].Name, fault.Apply(entries[k].Bytes));
+        return Rezip(entries);
     }
 
     /// <summary>The property over damaged copies: <paramref name="apply"/> damages the model's bytes as <paramref name="gen"/>'s case says
@@ -95,4 +104,24 @@ public class ModelZipFaultTests : IDisposable
     public void AModelZipWithADamagedEntryGivesAClearError() =>
         LoadOrFailClearly(Gen.Select(Gen.Int[0, int.MaxValue], Gen.Frequency((3, FaultGen.ForBytes), (2, FaultGen.ForSafetensors))),
             (c, zip) => WithDamagedEntry(zip, c.Item1, c.Item2), iter: 60);
+
+    [Fact]
+    public void AMissingBaseModelFolderIsReportedWithTheModelFile()
+    {
+        // A damaged zip entry can turn the recorded base model path into another one; the error named only that folder before.
+        var baseDir = Path.Combine(_dir, "base");
+        Directory.CreateDirectory(baseDir);
+        foreach (var f in Directory.GetFiles(ToyData.Fixture("llama-tiny-seqcls"))) File.Copy(f, Path.Combine(baseDir, Path.GetFileName(f)));
+        var ml = new MLContext(seed: 1);
+        var data = ToyData.View(ml, ToyData.Classification(8, seed: 1));
+        var options = new QuanTAFineTuneOptions { BaseModelPath = baseDir, AxisLayout = [8, 4, 4], Epochs = 1, BatchSize = 4, MaxSequenceLength = 32 };
+        var zip = Path.Combine(_dir, "moved-base.zip");
+        using (var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.Transforms.QuanTAFineTune(options)).Fit(data))
+            ml.Model.Save(model, data.Schema, zip);
+        Directory.Delete(baseDir, true);
+        var e = Assert.Throws<DirectoryNotFoundException>(() => ml.Model.LoadWithQuanTA(ml, zip, out _));
+        Assert.Contains(zip, e.Message);
+        Assert.Contains(baseDir, e.Message);
+        Assert.Contains("RegisterQuanTA(baseModelPath", e.Message);
+    }
 }

@@ -65,7 +65,8 @@ internal sealed class TokenizerConfigFiles
             };
             if (root.TryGetProperty("added_tokens_decoder", out var dec) && dec.ValueKind == JsonValueKind.Object)
                 foreach (var p in dec.EnumerateObject())
-                    c.AddedTokensDecoder.Add(ParseAddedToken(p.Value, int.Parse(p.Name, System.Globalization.CultureInfo.InvariantCulture)));
+                    c.AddedTokensDecoder.Add(ParseAddedToken(p.Value, TokenizerLoader.TokenId(int.Parse(p.Name, System.Globalization.CultureInfo.InvariantCulture),
+                        "tokenizer_config.json", "added_tokens_decoder entry")));
         });
         return c;
     }
@@ -134,9 +135,10 @@ internal sealed class TokenizerConfigFiles
     static List<int>? TryInts(JsonElement e, string name)
     {
         if (!e.TryGetProperty(name, out var v)) return null;
-        if (v.ValueKind == JsonValueKind.Number) return [v.GetInt32()];
+        // A negative id means "none" (original LLaMA configs have pad_token_id: -1): left out, as if absent.
+        if (v.ValueKind == JsonValueKind.Number) return v.GetInt32() is var id and >= 0 ? [id] : null;
         if (v.ValueKind == JsonValueKind.Array)
-            return v.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.Number).Select(x => x.GetInt32()).ToList();
+            return v.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.Number).Select(x => x.GetInt32()).Where(id => id >= 0).ToList();
         return null;
     }
 }

@@ -97,7 +97,7 @@ internal static class TokenizerLoader
                 throw new NotSupportedException($"'{path}': BPE '{name}' is not supported.");
 
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = TokenId(p.Value.GetInt32(), path, $"vocab entry '{p.Name}'");
         var merges = new List<string>();
         foreach (var m in model.GetProperty("merges").EnumerateArray())
         {
@@ -128,7 +128,7 @@ internal static class TokenizerLoader
         var added = new List<AddedToken>();
         if (root.TryGetProperty("added_tokens", out var at) && at.ValueKind == JsonValueKind.Array)
             foreach (var a in at.EnumerateArray())
-                added.Add(TokenizerConfigFiles.ParseAddedToken(a, a.GetProperty("id").GetInt32()));
+                added.Add(TokenizerConfigFiles.ParseAddedToken(a, TokenId(a.GetProperty("id").GetInt32(), path, "an added token")));
 
         var (prefix, suffix) = ParsePostProcessor(Opt(root, "post_processor"), path);
         PaddingSide? padSide = Opt(root, "padding") is { } pad && pad.TryGetProperty("direction", out var dir)
@@ -144,6 +144,7 @@ internal static class TokenizerLoader
         {
             vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllText(vocabPath))
                     ?? throw new InvalidDataException($"'{vocabPath}' holds null, not a JSON object of token → id.");
+            foreach (var (token, id) in vocab) TokenId(id, vocabPath, $"token '{token}'");
         }
         catch (JsonException e)
         {
@@ -190,13 +191,13 @@ internal static class TokenizerLoader
                 {
                     if (item.TryGetProperty("Sequence", out _)) { seenA = true; continue; }
                     var id = item.GetProperty("SpecialToken").GetProperty("id").GetString()!;
-                    var ids = specials.GetProperty(id).GetProperty("ids").EnumerateArray().Select(x => x.GetInt32());
+                    var ids = specials.GetProperty(id).GetProperty("ids").EnumerateArray().Select(x => TokenId(x.GetInt32(), path, $"post_processor token '{id}'"));
                     (seenA ? suffix : prefix).AddRange(ids);
                 }
                 return (prefix.ToArray(), suffix.ToArray());
             case "BertProcessing":
             case "RobertaProcessing":
-                return ([p.GetProperty("cls")[1].GetInt32()], [p.GetProperty("sep")[1].GetInt32()]);
+                return ([TokenId(p.GetProperty("cls")[1].GetInt32(), path, "post_processor cls")], [TokenId(p.GetProperty("sep")[1].GetInt32(), path, "post_processor sep")]);
             default:
                 throw new NotSupportedException(
                     $"'{path}': post_processor type '{type}' is not supported (supported: TemplateProcessing, ByteLevel, Sequence, BertProcessing, RobertaProcessing).");
@@ -238,6 +239,10 @@ internal static class TokenizerLoader
 
     static JsonElement? Opt(JsonElement root, string name) =>
         root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+    /// <summary><paramref name="id"/> if it is a valid token id (non-negative); <paramref name="what"/> names it in the error.</summary>
+    internal static int TokenId(int id, string path, string what) =>
+        id >= 0 ? id : throw new InvalidDataException($"'{path}': {what} has id {id}; token ids must be non-negative.");
 
     /// <summary>What a field of the wrong kind, a missing key or an inconsistent vocabulary throws from deep inside a reader
     /// (System.Text.Json's GetProperty/GetInt32/GetString, Microsoft.ML.Tokenizers' BPE constructor).</summary>

@@ -112,6 +112,28 @@ public class ModelFolderFixTests
     }
 
     [Theory]
+    [InlineData("vocab")]
+    [InlineData("added_tokens")]
+    public void ANegativeTokenIdInTokenizerJsonIsRefused(string where)
+    {
+        // Before: loaded; Encode/Decode then threw ArgumentOutOfRangeException "Token ids must be non-negative" (found by the property).
+        using var f = Edited("llama-tiny", "tokenizer.json", s =>
+        {
+            var o = JsonNode.Parse(s)!.AsObject();
+            if (where == "vocab")
+            {
+                var vocab = o["model"]!["vocab"]!.AsObject();
+                vocab[vocab.First().Key] = -1;
+            }
+            else o["added_tokens"]!.AsArray()[0]!["id"] = -1;
+            return o.ToJsonString();
+        }, "tokenizer.json", "tokenizer_config.json", "config.json");
+        var e = Record.Exception(() => HfTokenizer.FromPretrained(f.Path));
+        AssertClear<InvalidDataException>(e, "tokenizer.json");
+        Assert.Contains("non-negative", e!.Message);
+    }
+
+    [Theory]
     [InlineData("added_tokens_decoder", "{\"abc\": {\"content\": \"<x>\"}}")]   // was int.Parse's FormatException
     [InlineData("added_tokens_decoder", "{\"5\": {\"special\": true}}")]       // was KeyNotFoundException
     public void ABadTokenizerConfigFieldNamesTheFile(string key, string value)

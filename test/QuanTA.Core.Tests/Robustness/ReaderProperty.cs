@@ -8,14 +8,14 @@ namespace QuanTA.Tests.Robustness;
 /// size. Shared by QuanTA.Core.Tests and QuanTA.MLNet.Tests (linked source).
 /// </summary>
 /// <remarks>
-/// Reproducing a failure: CsCheck prints the failing input and a seed (<c>Set seed: "…"</c>); set the environment variable
-/// <c>QUANTA_PROPERTY_SEED</c> to it (or pass it to <see cref="Check"/>) to rerun exactly that case first. Each property
-/// starts from a fixed seed (<see cref="DefaultSeed"/>), so a plain run explores the same cases every time;
-/// <c>QUANTA_PROPERTY_ITER</c> multiplies the iteration counts for a longer local search.
+/// Reproducing a failure: CsCheck prints the shrunk input and a seed (<c>Set seed: "…"</c>); set the environment variable
+/// <c>QUANTA_PROPERTY_SEED</c> to it to rerun exactly that case first. The cases are derived from <see cref="DefaultSeed"/>,
+/// so plain runs explore the same cases every time; <c>QUANTA_PROPERTY_ITER</c> multiplies the case counts for a longer
+/// local search (the extra cases are new, the first ones the same).
 /// </remarks>
 internal static class ReaderProperty
 {
-    /// <summary>The seed the first case of every property starts from unless <c>QUANTA_PROPERTY_SEED</c> says otherwise.</summary>
+    /// <summary>The seed every property's cases are derived from.</summary>
     public const string DefaultSeed = "0N0XIzNsQ0O2";
 
     /// <summary>Time one read may take before it counts as a hang.</summary>
@@ -37,18 +37,20 @@ internal static class ReaderProperty
     static int Scale => int.TryParse(Environment.GetEnvironmentVariable("QUANTA_PROPERTY_ITER"), out var k) && k > 0 ? k : 1;
 
     /// <summary>
-    /// Runs <paramref name="read"/> on <paramref name="iter"/> inputs drawn from <paramref name="gen"/> (single-threaded, from a fixed
-    /// seed) and fails with the (shrunk) input and its seed when one of them breaks the property.
+    /// Runs <paramref name="read"/> on <paramref name="iter"/> inputs drawn from <paramref name="gen"/>, single-threaded. The cases
+    /// are the same on every run (each from a PCG seed derived from <see cref="DefaultSeed"/> and the case number), so CI is
+    /// repeatable; a failing case is handed to CsCheck with its seed, which shrinks it and reports <c>Set seed: "…"</c>.
+    /// With <c>QUANTA_PROPERTY_SEED</c> set, that one case runs (through CsCheck) before the others.
     /// </summary>
     /// <param name="gen">The faulty inputs.</param>
     /// <param name="read">Writes the input where the reader expects it and reads it; returns the file name the error must mention.</param>
     /// <param name="iter">Number of cases.</param>
-    /// <param name="seed">Seed of the first case (default <c>QUANTA_PROPERTY_SEED</c> or <see cref="DefaultSeed"/>).</param>
+    /// <param name="seed">Seed string the case seeds are derived from (default <see cref="DefaultSeed"/>).</param>
     /// <param name="allocationAllowance">Managed bytes a read may allocate beyond 64 × the input's size.</param>
     public static void Check<T>(Gen<T> gen, Func<T, (string FileName, long InputBytes, Action Read)> read, int iter, string? seed = null,
         long allocationAllowance = 256L << 20)
     {
-        gen.Sample(input =>
+        void Assert1(T input)
         {
             var (fileName, inputBytes, action) = read(input);
             var outcome = RunBounded(action);
@@ -57,7 +59,23 @@ internal static class ReaderProperty
             Assert.True(outcome.AllocatedBytes <= cap,
                 $"Reading {fileName} ({inputBytes:N0} bytes) allocated {outcome.AllocatedBytes:N0} managed bytes (cap {cap:N0}): an allocation sized by the input's fields, not its length.");
             if (outcome.Error is { } e) AssertClear(e, fileName);
-        }, seed: seed ?? EnvSeed ?? DefaultSeed, iter: iter * Scale, threads: 1);
+        }
+
+        if (EnvSeed is { } replay) gen.Sample(Assert1, seed: replay, iter: 1, threads: 1);
+        ulong root = (ulong)(seed ?? DefaultSeed).Aggregate(1469598103934665603L, (h, c) => (h ^ c) * 1099511628211L);
+        for (int i = 0; i < iter * Scale; i++)
+        {
+            var pcg = new PCG((uint)i * 2 + 1, root + (ulong)i * 0x9E3779B97F4A7C15UL);
+            string caseSeed = pcg.ToString();
+            var input = gen.Generate(pcg, null, out _);
+            try { Assert1(input); }
+            catch (Exception first)
+            {
+                // CsCheck reruns the case from its seed, shrinks it and throws with the seed to reproduce it.
+                gen.Sample(Assert1, seed: caseSeed, iter: 1, threads: 1);
+                throw new Xunit.Sdk.XunitException($"Case {i} (seed \"{caseSeed}\"): {input}\n{first.Message}");
+            }
+        }
     }
 
     /// <summary>Asserts that <paramref name="e"/> is a clear error about <paramref name="fileName"/>.</summary>

@@ -28,8 +28,8 @@ public static class EngineCheckBench
     static void Randomize(nn.Module m, double scale, long seed)
     {
         using var _ = no_grad();
-        using var g = new Generator((ulong)seed, m.parameters().First().device);
-        foreach (var p in m.parameters()) p.add_(randn(p.shape, dtype: p.dtype, device: p.device, generator: g) * scale);
+        using var g = new Generator((ulong)seed);                                  // drawn on the CPU: the same values on every device
+        foreach (var p in m.parameters()) p.add_(randn(p.shape, dtype: p.dtype, generator: g).to(p.device) * scale);
     }
 
     sealed class Layers : nn.Module<Tensor, Tensor>
@@ -59,7 +59,7 @@ public static class EngineCheckBench
                 var sw = System.Diagnostics.Stopwatch.StartNew();
                 var engine = a.DeltaWeight();
                 var reference = a.ReferenceDeltaWeight();
-                var w = randn(engine.shape, device: device, generator: new Generator(5, device));
+                var w = randn(engine.shape, generator: new Generator(5)).to(device);
                 var ge = autograd.grad([(engine * w).sum()], ps);
                 var gr = autograd.grad([(reference * w).sum()], ps);
                 double ve = RelErr(engine, reference), worst = 0;
@@ -85,7 +85,7 @@ public static class EngineCheckBench
                 var reference = a.ReferenceDeltaWeight();
                 if (layerwise)
                 {
-                    var x = randn(8, l.InFeatures, device: device, generator: new Generator(8, device));
+                    var x = randn(8, l.InFeatures, generator: new Generator(8)).to(device);
                     worst = Math.Max(worst, RelErr(l.forward(x), nn.functional.linear(x, l.weight + reference)));
                 }
                 else worst = Math.Max(worst, RelErr(a.StepDeltaWeight!, reference));

@@ -106,6 +106,9 @@ public static class QuanTACatalog
         try { return model.Load(path, out inputSchema); }
         catch (Exception e) when (Innermost(e) is { } inner && IsLoadEnvironmentError(e, inner))
         {
+            // The base model folder the file records is missing or different: same type, with the model file named too.
+            if (inner is DirectoryNotFoundException missing) throw new DirectoryNotFoundException($"Loading '{path}': {missing.Message}", missing);
+            if (inner is InvalidDataException other) throw new InvalidDataException($"Loading '{path}': {other.Message}", other);
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(inner).Throw();
             throw;
         }

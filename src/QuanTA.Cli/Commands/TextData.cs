@@ -46,6 +46,16 @@ internal static class TextData
         char sep = Path.GetExtension(path).Equals(".csv", StringComparison.OrdinalIgnoreCase) ? ',' : '\t';
         var header = File.ReadLines(path).FirstOrDefault() ?? throw new InvalidDataException($"'{path}' is empty.");
         var names = header.Split(sep).Select(n => n.Trim().Trim('"')).ToArray();
+        string sepName = sep == '\t' ? "tab" : "comma";
+        for (int i = 0; i < names.Length; i++)
+        {
+            if (string.IsNullOrWhiteSpace(names[i]))
+                throw new InvalidDataException($"'{path}' line 1 (the header) has no name for column {i + 1} of {names.Length}: the first line must " +
+                    $"name every {sepName}-separated column, e.g. Text{(sep == '\t' ? "<TAB>" : ",")}Label (a header ending in a {sepName} adds an unnamed column).");
+            if (Array.IndexOf(names, names[i]) < i)
+                throw new InvalidDataException($"'{path}' line 1 (the header) names column '{names[i]}' twice (columns {Array.IndexOf(names, names[i]) + 1} " +
+                    $"and {i + 1}): rename one so that each column can be selected by name.");
+        }
         var columns = names.Select((n, i) => new TextLoader.Column(n, DataKind.String, i)).ToArray();
         return ml.Data.LoadFromTextFile(path, columns, separatorChar: sep, hasHeader: true, allowQuoting: true, trimWhitespace: false);
     }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using QuanTA.Core.Models;
 using QuanTA.Core.Runtime;
 using TorchSharp;
 using TorchSharp.PyBridge;
@@ -77,44 +78,52 @@ public static class AdapterFile
         if (!File.Exists(path)) throw new FileNotFoundException($"Adapter weights file not found: {path}", path);
         var cfgPath = ConfigPath(path);
         if (!File.Exists(cfgPath)) throw new FileNotFoundException($"Adapter config not found next to the weights: {cfgPath}", cfgPath);
-        var json = JsonNode.Parse(File.ReadAllText(cfgPath)) as JsonObject
-            ?? throw new InvalidDataException($"{cfgPath} is not a JSON object.");
-        if ((string?)json["format"] != Format)
-            throw new InvalidDataException($"{cfgPath} is not a {Format} file (format = '{json["format"]}').");
-        if ((int?)json["version"] is not int v || v > Version)
-            throw new InvalidDataException($"{cfgPath} has format version {json["version"]}; this library reads version ≤ {Version}.");
+        JsonObject json;
+        try
+        {
+            json = JsonNode.Parse(File.ReadAllText(cfgPath)) as JsonObject
+                ?? throw new InvalidDataException($"{cfgPath} is not a JSON object.");
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{cfgPath} is not valid JSON ({e.Message}).", e); }
+        if (json["format"] is not JsonValue f || !f.TryGetValue<string>(out var format) || format != Format)
+            throw new InvalidDataException($"{cfgPath} is not a {Format} file (format = {Show(json["format"])}).");
+        if (json["version"] is not JsonValue vv || !vv.TryGetValue<int>(out var v) || v > Version)
+            throw new InvalidDataException($"{cfgPath} has format version {Show(json["version"])}; this library reads version ≤ {Version}.");
         var layersJson = json["layers"] as JsonObject ?? throw new InvalidDataException($"{cfgPath} has no 'layers' object.");
 
         var modelLayers = AdapterInjector.LinearLayers(model).ToDictionary(l => l.Name, l => l.Layer);
         foreach (var (name, _) in layersJson)
             if (!modelLayers.ContainsKey(name))
-                throw new InvalidDataException($"The adapter file has layer '{name}', which the model does not have (model layers e.g. {string.Join(", ", modelLayers.Keys.Take(6))}).");
+                throw new InvalidDataException($"{cfgPath} has layer '{name}', which the model does not have (model layers e.g. {string.Join(", ", modelLayers.Keys.Take(6))}).");
         foreach (var (name, layer) in modelLayers)
             if (layer.Adapter is not null && !layersJson.ContainsKey(name))
-                throw new InvalidDataException($"Layer '{name}' has a {layer.Adapter.Method} adapter but the adapter file has none for it.");
+                throw new InvalidDataException($"Layer '{name}' has a {layer.Adapter.Method} adapter but {cfgPath} has none for it.");
 
         // build missing adapters from the JSON (before touching any weight, so a bad file changes nothing)
         var toAttach = new List<(AdaptableLinear, Adapter)>();
+        long? weightValues = null;
         foreach (var (name, node) in layersJson)
         {
             var layer = modelLayers[name];
             var desc = node as JsonObject ?? throw new InvalidDataException($"Layer '{name}' entry in {cfgPath} is not an object.");
-            int inF = (int)desc["in_features"]!, outF = (int)desc["out_features"]!;
+            var at = $"{cfgPath}, layer '{name}'";
+            int inF = Int(desc, "in_features", at), outF = Int(desc, "out_features", at);
             if (inF != layer.InFeatures || outF != layer.OutFeatures)
-                throw new InvalidDataException($"Layer '{name}': the adapter file is for {inF}→{outF} but the model's layer is {layer.InFeatures}→{layer.OutFeatures}.");
-            string method = (string)desc["method"]!;
+                throw new InvalidDataException($"{at}: the adapter file is for {inF}→{outF} but the model's layer is {layer.InFeatures}→{layer.OutFeatures}.");
+            string method = Str(desc, "method", at);
+            CheckSizeAgainstWeights(desc, at, path, ref weightValues);
             if (layer.Adapter is { } existing)
             {
                 if (existing.Method != method)
-                    throw new InvalidDataException($"Layer '{name}': the adapter file holds a {method} adapter but the model's is {existing.Method}.");
-                using var probe = FromDescription(desc, name);
+                    throw new InvalidDataException($"{at}: the adapter file holds a {method} adapter but the model's is {existing.Method}.");
+                using var probe = FromDescription(desc, at);
                 if (!SameOptions(existing, probe))
-                    throw new InvalidDataException($"Layer '{name}': the adapter file's options ({Options(probe)}) differ from the model's adapter ({Options(existing)}).");
+                    throw new InvalidDataException($"{at}: the adapter file's options ({Options(probe)}) differ from the model's adapter ({Options(existing)}).");
             }
-            else toAttach.Add((layer, FromDescription(desc, name)));
+            else toAttach.Add((layer, FromDescription(desc, at)));
         }
 
-        using var tensors = new DisposableDict(Safetensors.LoadStateDict(path));
+        using var tensors = new DisposableDict(SafetensorsReader.Read(path));
         try
         {
             // check every tensor: names and shapes, both ways
@@ -205,23 +214,87 @@ public static class AdapterFile
         }
     }
 
-    /// <summary>Rebuilds an adapter from the options <see cref="Adapter.Describe"/> wrote.</summary>
-    static Adapter FromDescription(JsonObject d, string layerName)
+    /// <summary>Rebuilds an adapter from the options <see cref="Adapter.Describe"/> wrote; <paramref name="at"/> names the file and layer.</summary>
+    static Adapter FromDescription(JsonObject d, string at)
     {
-        int inF = (int)d["in_features"]!, outF = (int)d["out_features"]!;
-        double dropout = (double?)d["dropout"] ?? 0;
-        switch ((string?)d["method"])
+        int inF = Int(d, "in_features", at), outF = Int(d, "out_features", at);
+        double dropout = d["dropout"] is null ? 0 : Dbl(d, "dropout", at);
+        try
+        {
+            switch (Str(d, "method", at))
+            {
+                case "quanta":
+                    var (dims, pairs) = Layout(d, at);
+                    int? rank = d["rank"] is JsonValue rv && rv.GetValueKind() == JsonValueKind.Number ? Int(d, "rank", at) : null;   // "full": null
+                    return new QuanTAAdapter(inF, outF, new AxisLayout(dims, pairs), rank, dropout);
+                case "lora":
+                    return new LoRAAdapter(inF, outF, Int(d, "rank", at), Dbl(d, "alpha", at), dropout);
+                default:
+                    throw new InvalidDataException($"{at}: unknown adapter method {Show(d["method"])} (expected quanta or lora).");
+            }
+        }
+        catch (ArgumentException e) { throw new InvalidDataException($"{at}: {e.Message}", e); }
+    }
+
+    /// <summary>
+    /// Refuses options whose tensors could not fit in the weights file, before they are allocated: QuanTA's frozen S_i alone
+    /// holds (d_m·d_n)² values per axis pair, LoRA r·(in + out); every one of them must be in the file, so a layout or rank
+    /// damaged into a huge number is reported here instead of exhausting memory.
+    /// </summary>
+    static void CheckSizeAgainstWeights(JsonObject d, string at, string path, ref long? weightValues)
+    {
+        if (weightValues is null)
+        {
+            using var s = File.OpenRead(path);
+            weightValues = SafetensorsReader.ReadHeader(s, path, out _)
+                .Sum(e => e.Shape.Aggregate(1.0, (n, x) => n * x) is var n && n < long.MaxValue ? (long)n : long.MaxValue);
+        }
+        double needed;
+        switch (Str(d, "method", at))
         {
             case "quanta":
-                var dims = d["layout"]!.AsArray().Select(x => (int)x!).ToArray();
-                var pairs = d["pairs"]!.AsArray().Select(p => new AxisPair((int)p![0]!, (int)p[1]!)).ToArray();
-                int? rank = d["rank"] is JsonValue rv && rv.TryGetValue<int>(out var r) ? r : null;
-                return new QuanTAAdapter(inF, outF, new AxisLayout(dims, pairs), rank, dropout);
+                var (dims, pairs) = Layout(d, at);
+                needed = pairs.Sum(p => p.M >= 0 && p.M < dims.Length && p.N >= 0 && p.N < dims.Length ? Math.Pow((double)dims[p.M] * dims[p.N], 2) : 0);
+                break;
             case "lora":
-                return new LoRAAdapter(inF, outF, (int)d["rank"]!, (double)d["alpha"]!, dropout);
+                needed = (double)Int(d, "rank", at) * ((double)Int(d, "in_features", at) + Int(d, "out_features", at));
+                break;
             default:
-                throw new InvalidDataException($"Layer '{layerName}': unknown adapter method '{d["method"]}' (expected quanta or lora).");
+                return;   // FromDescription names the unknown method
         }
+        if (needed > weightValues)
+            throw new InvalidDataException($"{at}: its options need at least {needed:G4} values but {path} holds {weightValues:N0} in all " +
+                "(a layout or rank that does not belong to these weights, or a damaged file).");
+    }
+
+    static (int[] Dims, AxisPair[] Pairs) Layout(JsonObject d, string at)
+    {
+        var dims = IntArray(d["layout"], "layout", at);
+        var pairs = d["pairs"] is JsonArray a
+            ? a.Select(p => IntArray(p, "pairs", at) is [var m, var n] ? new AxisPair(m, n) : throw new InvalidDataException($"{at}: \"pairs\" holds {Show(p)}, not a pair [m, n].")).ToArray()
+            : throw new InvalidDataException($"{at}: \"pairs\" is missing or not an array ({Show(d["pairs"])}).");
+        return (dims, pairs);
+    }
+
+    static int Int(JsonObject d, string key, string at) => d[key] is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<int>(out var i)
+        ? i : throw new InvalidDataException($"{at}: \"{key}\" is missing or not a 32-bit integer ({Show(d[key])}).");
+
+    static double Dbl(JsonObject d, string key, string at) => d[key] is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out var x)
+        ? x : throw new InvalidDataException($"{at}: \"{key}\" is missing or not a number ({Show(d[key])}).");
+
+    static string Str(JsonObject d, string key, string at) => d[key] is JsonValue v && v.TryGetValue<string>(out var s)
+        ? s : throw new InvalidDataException($"{at}: \"{key}\" is missing or not a string ({Show(d[key])}).");
+
+    static int[] IntArray(JsonNode? node, string key, string at) => node is JsonArray a
+        ? a.Select(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<int>(out var i) ? i
+            : throw new InvalidDataException($"{at}: \"{key}\" holds {Show(x)}, not a 32-bit integer.")).ToArray()
+        : throw new InvalidDataException($"{at}: \"{key}\" is missing or not an array ({Show(node)}).");
+
+    /// <summary>A JSON value as text for a message, cut short.</summary>
+    static string Show(JsonNode? node)
+    {
+        var text = node?.ToJsonString() ?? "null";
+        return text.Length <= 60 ? text : text[..60] + "…";
     }
 
     static bool SameOptions(Adapter a, Adapter b) => (a, b) switch

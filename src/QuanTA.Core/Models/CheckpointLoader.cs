@@ -2,7 +2,6 @@ using System.Text.Json.Nodes;
 using QuanTA.Core.Adapters;
 using QuanTA.Core.Quantization;
 using TorchSharp;
-using TorchSharp.PyBridge;
 using static TorchSharp.torch;
 
 namespace QuanTA.Core.Models;
@@ -10,7 +9,7 @@ namespace QuanTA.Core.Models;
 /// <summary>
 /// Strict loading of Hugging Face safetensors checkpoints (<c>model.safetensors</c> or the shards listed in
 /// <c>model.safetensors.index.json</c>) into a module whose state-dict keys are the Hugging Face names.
-/// Tensors are read with TorchSharp.PyBridge and cast to each parameter's dtype and device.
+/// Tensors are read with <see cref="SafetensorsReader"/> and cast to each parameter's dtype and device.
 /// <para>
 /// Quantized layers (<see cref="AdaptableLinear.Quantization"/> other than None) are quantized as their tensor is read, one
 /// shard at a time, so host memory peaks at about one shard and the dense model never exists. Weights saved by bitsandbytes
@@ -30,16 +29,55 @@ public static class CheckpointLoader
         var index = Path.Combine(modelDir, "model.safetensors.index.json");
         if (File.Exists(index))
         {
-            var map = (JsonNode.Parse(File.ReadAllText(index)) as JsonObject)?["weight_map"] as JsonObject
+            JsonNode? root;
+            try { root = JsonNode.Parse(File.ReadAllText(index)); }
+            catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"'{index}' is not valid JSON ({e.Message}).", e); }
+            var map = (root as JsonObject)?["weight_map"] as JsonObject
                 ?? throw new InvalidDataException($"'{index}' has no \"weight_map\" object.");
-            var files = map.Select(kv => kv.Value!.GetValue<string>()).Distinct().Order(StringComparer.Ordinal)
+            var files = map.Select(kv => ShardName(kv.Value, kv.Key, index)).Distinct().Order(StringComparer.Ordinal)
                 .Select(f => Path.Combine(modelDir, f)).ToList();
+            if (files.Count == 0) throw new InvalidDataException($"'{index}' lists no shard files (its \"weight_map\" is empty).");
             foreach (var f in files)
                 if (!File.Exists(f)) throw new FileNotFoundException($"Shard '{f}' listed in '{index}' is missing.", f);
             return files;
         }
         throw new FileNotFoundException(
             $"'{modelDir}' holds neither model.safetensors nor model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors).");
+    }
+
+    /// <summary>A weight_map value: the file name of a shard in the model folder itself (no folder part, so an index cannot point
+    /// the loader at files elsewhere).</summary>
+    static string ShardName(JsonNode? value, string key, string index)
+    {
+        if (value is not JsonValue v || !v.TryGetValue<string>(out var name) || name.Length == 0)
+            throw new InvalidDataException($"'{index}': weight_map[\"{key}\"] is {value?.ToJsonString() ?? "null"}, not a shard file name.");
+        if (name != Path.GetFileName(name) || name is "." or "..")
+            throw new InvalidDataException($"'{index}': weight_map[\"{key}\"] = \"{name}\" is not a file name in the model folder.");
+        return name;
+    }
+
+    /// <summary>
+    /// Refuses a config.json whose sizes describe a model far larger than the folder's weights (a damaged size, or a config of
+    /// another model) before the model is allocated: the weights must hold at least two thirds of
+    /// <see cref="HfModelConfig.EstimatedParameterCount"/> values. Reads only the safetensors headers.
+    /// </summary>
+    /// <exception cref="InvalidDataException">the sizes do not fit the weights (the message names config.json and the sizes).</exception>
+    public static void RefuseConfigLargerThanWeights(HfModelConfig config, string modelDir)
+    {
+        double stored = 0;
+        foreach (var file in FindWeightFiles(modelDir))
+        {
+            using var s = File.OpenRead(file);
+            stored += SafetensorsReader.ReadHeader(s, file, out _)   // a bitsandbytes 4-bit weight packs 2 values per uint8
+                .Sum(e => e.Shape.Aggregate(1.0, (n, x) => n * x) * (e.DType == "U8" ? 2 : 1));
+        }
+        double needed = config.EstimatedParameterCount();
+        if (needed > 1.5 * stored + 1_000_000)
+            throw new InvalidDataException(
+                $"'{Path.Combine(modelDir, "config.json")}' describes a model of about {needed:G3} parameters (vocab_size {config.VocabSize}, " +
+                $"hidden_size {config.HiddenSize}, intermediate_size {config.IntermediateSize}, num_hidden_layers {config.NumHiddenLayers}, " +
+                $"num_attention_heads {config.NumAttentionHeads}, num_key_value_heads {config.NumKeyValueHeads}, head_dim {config.HeadDim}) " +
+                $"but the weights in '{modelDir}' hold {stored:N0} values: config.json does not belong to these weights, or a size in it is damaged.");
     }
 
     /// <summary>
@@ -125,17 +163,9 @@ public static class CheckpointLoader
         }
     }
 
-    /// <summary>Reads one safetensors file; a truncated or garbled file becomes an <see cref="InvalidDataException"/> naming it.</summary>
-    static Dictionary<string, Tensor> ReadSafetensors(string file)
-    {
-        try { return Safetensors.LoadStateDict(file); }
-        catch (Exception e) when (e is EndOfStreamException or System.Text.Json.JsonException or ArgumentException or OverflowException
-                                      or InvalidDataException or FormatException or KeyNotFoundException or NotSupportedException)
-        {
-            throw new InvalidDataException($"Weights file '{file}' ({new FileInfo(file).Length:N0} bytes) is truncated or corrupt and cannot be read " +
-                $"({e.GetType().Name}: {e.Message}). Copy or download the model again.", e);
-        }
-    }
+    /// <summary>Reads one safetensors file; a truncated or garbled file is an <see cref="InvalidDataException"/> naming it and
+    /// what is wrong (<see cref="SafetensorsReader"/> checks the whole header before allocating).</summary>
+    static Dictionary<string, Tensor> ReadSafetensors(string file) => SafetensorsReader.Read(file);
 
     static string List(List<string> keys) => string.Join(", ", keys.Take(8)) + (keys.Count > 8 ? $", … ({keys.Count - 8} more)" : "");
 }

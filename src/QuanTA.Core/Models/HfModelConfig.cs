@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using QuanTA.Core.Quantization;
@@ -98,9 +97,9 @@ public sealed record HfModelConfig
         var cfg = Parse(File.ReadAllText(path), path);
         // generate() stops at generation_config.json's eos_token_id(s) (e.g. LLaMA-3 instruct's end-of-turn token) too.
         var genPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, "generation_config.json");
-        if (File.Exists(genPath) && JsonNode.Parse(File.ReadAllText(genPath)) is JsonObject g)
+        if (File.Exists(genPath) && ParseJson(File.ReadAllText(genPath), genPath) is JsonObject g)
         {
-            var extra = IntList(g, "eos_token_id");
+            var extra = IntList(g, "eos_token_id", genPath);
             if (extra.Except(cfg.EosTokenIds).Any()) cfg = cfg with { EosTokenIds = cfg.EosTokenIds.Union(extra).ToArray() };
         }
         return cfg;
@@ -109,21 +108,22 @@ public sealed record HfModelConfig
     /// <summary>Parses config.json text. <paramref name="source"/> names the file in error messages.</summary>
     public static HfModelConfig Parse(string json, string source = "config.json")
     {
-        var o = JsonNode.Parse(json) as JsonObject
+        var o = ParseJson(json, source) as JsonObject
             ?? throw new FormatException($"{source}: expected a JSON object.");
         var type = Str(o, "model_type") ?? throw new FormatException($"{source}: missing \"model_type\".");
         if (!SupportedModelTypes.Contains(type))
             throw new NotSupportedException($"{source}: model_type \"{type}\" is not supported. Supported: {string.Join(", ", SupportedModelTypes)}.");
 
-        int Req(string key) => Int(o, key) ?? throw new FormatException($"{source}: missing required integer \"{key}\".");
+        int Req(string key) => Positive(key, Int(o, key, source) ?? throw new FormatException($"{source}: missing required integer \"{key}\"."));
+        int Positive(string key, int value) => value >= 1 ? value : throw new FormatException($"{source}: \"{key}\" = {value} must be at least 1.");
         var hidden = Req("hidden_size");
         var heads = Req("num_attention_heads");
-        var kvHeads = Int(o, "num_key_value_heads") ?? heads;
-        var headDim = Int(o, "head_dim") ?? (hidden % heads == 0 ? hidden / heads
+        var kvHeads = Positive("num_key_value_heads", Int(o, "num_key_value_heads", source) ?? heads);
+        var headDim = Int(o, "head_dim", source) is int hd ? Positive("head_dim", hd) : (hidden % heads == 0 ? hidden / heads
             : throw new FormatException($"{source}: hidden_size {hidden} is not divisible by num_attention_heads {heads} and no head_dim is given."));
         if (heads % kvHeads != 0)
             throw new FormatException($"{source}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}.");
-        var partial = Dbl(o, "partial_rotary_factor");
+        var partial = Dbl(o, "partial_rotary_factor", source);
         if (partial is not null && partial != 1.0)
             throw new NotSupportedException($"{source}: partial_rotary_factor {partial} is not supported (only 1.0).");
 
@@ -145,19 +145,19 @@ public sealed record HfModelConfig
             NumAttentionHeads = heads,
             NumKeyValueHeads = kvHeads,
             HeadDim = headDim,
-            MaxPositionEmbeddings = Int(o, "max_position_embeddings") ?? 2048,
-            RmsNormEps = Dbl(o, "rms_norm_eps") ?? 1e-6,
+            MaxPositionEmbeddings = Positive("max_position_embeddings", Int(o, "max_position_embeddings", source) ?? 2048),
+            RmsNormEps = InRange(Dbl(o, "rms_norm_eps", source) ?? 1e-6, "rms_norm_eps", source, 0, 1, "a small positive number, e.g. 1e-6"),
             HiddenAct = act,
             QkvBias = attnBias,
             OutputBias = attnBias,
             MlpBias = Bool(o, "mlp_bias") ?? false,
             TieWordEmbeddings = Bool(o, "tie_word_embeddings") ?? false,
             Rope = ParseRope(o, source),
-            BosTokenId = Int(o, "bos_token_id"),
-            EosTokenIds = IntList(o, "eos_token_id"),
-            PadTokenId = Int(o, "pad_token_id"),
-            NumLabels = Int(o, "num_labels") ?? (o["id2label"] is JsonObject l ? l.Count : 2),
-            InitializerRange = Dbl(o, "initializer_range") ?? 0.02,
+            BosTokenId = Int(o, "bos_token_id", source),
+            EosTokenIds = IntList(o, "eos_token_id", source),
+            PadTokenId = Int(o, "pad_token_id", source),
+            NumLabels = Positive("num_labels", Int(o, "num_labels", source) ?? (o["id2label"] is JsonObject l ? l.Count : 2)),
+            InitializerRange = InRange(Dbl(o, "initializer_range", source) ?? 0.02, "initializer_range", source, 0, 1e3, "a standard deviation, e.g. 0.02", allowZero: true),
         };
         return type switch
         {
@@ -180,16 +180,18 @@ public sealed record HfModelConfig
             // A dict of per-layer-type parameters (e.g. {"full_attention": {...}}) is not used by these architectures.
             if (p["rope_theta"] is null && p.Count > 0 && p.All(kv => kv.Value is JsonObject))
                 throw new NotSupportedException($"{source}: per-layer-type rope_parameters are not supported.");
-            theta = Dbl(p, "rope_theta") ?? Dbl(o, "rope_theta") ?? 10000.0;
+            theta = Dbl(p, "rope_theta", source) ?? Dbl(o, "rope_theta", source) ?? 10000.0;
         }
         else
         {
-            theta = Dbl(o, "rope_theta") ?? 10000.0;
+            theta = Dbl(o, "rope_theta", source) ?? 10000.0;
             p = o["rope_scaling"] as JsonObject;
         }
+        theta = InRange(theta, "rope_theta", source, 0, float.MaxValue, "a positive base, e.g. 10000");
         var type = p is null ? "default" : (Str(p, "rope_type") ?? Str(p, "type") ?? "default");
         if (p is null || type == "default") return new RopeParameters { Theta = theta };
-        double F(string key) => Dbl(p, key) ?? throw new FormatException($"{source}: rope scaling \"{type}\" needs \"{key}\".");
+        double F(string key) => InRange(Dbl(p, key, source) ?? throw new FormatException($"{source}: rope scaling \"{type}\" needs \"{key}\"."),
+            key, source, 0, float.MaxValue, "a positive number");
         return type switch
         {
             "linear" => new RopeParameters { Theta = theta, Type = type, Factor = F("factor") },
@@ -197,7 +199,8 @@ public sealed record HfModelConfig
             {
                 Theta = theta, Type = type, Factor = F("factor"),
                 LowFreqFactor = F("low_freq_factor"), HighFreqFactor = F("high_freq_factor"),
-                OriginalMaxPositionEmbeddings = (int)F("original_max_position_embeddings"),
+                OriginalMaxPositionEmbeddings = Int(p, "original_max_position_embeddings", source)
+                    ?? throw new FormatException($"{source}: rope scaling \"{type}\" needs \"original_max_position_embeddings\"."),
             },
             _ => throw new NotSupportedException($"{source}: rope_type \"{type}\" is not supported (supported: default, linear, llama3)."),
         };
@@ -206,21 +209,58 @@ public sealed record HfModelConfig
     internal static string? Str(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
     internal static bool? Bool(JsonObject o, string key) => o[key] is JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
 
-    internal static int? Int(JsonObject o, string key)
+    /// <summary>An integer field, null when absent or not a number; a fractional or out-of-range number is a <see cref="FormatException"/>.</summary>
+    internal static int? Int(JsonObject o, string key, string source = "config.json")
     {
         if (o[key] is not JsonValue v) return null;
         if (v.GetValueKind() != JsonValueKind.Number) return null;
-        var d = v.GetValue<double>();
-        return d == Math.Floor(d) ? (int)d : throw new FormatException($"config.json: \"{key}\" = {d.ToString(CultureInfo.InvariantCulture)} is not an integer.");
+        return ToInt(v, key, source);
     }
 
-    internal static double? Dbl(JsonObject o, string key)
-        => o[key] is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? v.GetValue<double>() : null;
-
-    static IReadOnlyList<int> IntList(JsonObject o, string key) => o[key] switch
+    static int ToInt(JsonValue v, string key, string source)
     {
-        JsonArray a => a.Select(x => (int)x!.GetValue<double>()).ToArray(),
-        JsonValue when Int(o, key) is int i => [i],
+        if (v.TryGetValue<double>(out var d) && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue) return (int)d;
+        throw new FormatException($"{source}: \"{key}\" = {Cut(v.ToJsonString())} is not a 32-bit integer.");
+    }
+
+    /// <summary>A number field, null when absent or not a number; a number out of double's range is a <see cref="FormatException"/>.</summary>
+    internal static double? Dbl(JsonObject o, string key, string source = "config.json")
+    {
+        if (o[key] is not JsonValue v || v.GetValueKind() != JsonValueKind.Number) return null;
+        return v.TryGetValue<double>(out var d) && double.IsFinite(d) ? d
+            : throw new FormatException($"{source}: \"{key}\" = {Cut(v.ToJsonString())} is out of range.");
+    }
+
+    static IReadOnlyList<int> IntList(JsonObject o, string key, string source) => o[key] switch
+    {
+        JsonArray a => a.Select(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? ToInt(v, key, source)
+            : throw new FormatException($"{source}: \"{key}\" holds {Cut(x?.ToJsonString() ?? "null")}, not an integer.")).ToArray(),
+        JsonValue when Int(o, key, source) is int i => [i],
         _ => [],
     };
+
+    static JsonNode? ParseJson(string json, string source)
+    {
+        try { return JsonNode.Parse(json); }
+        catch (JsonException e) { throw new FormatException($"{source}: not valid JSON ({e.Message}).", e); }
+    }
+
+    /// <summary><paramref name="value"/> if it lies in (<paramref name="min"/>, <paramref name="max"/>] (or [min, max] with
+    /// <paramref name="allowZero"/>); the model computes in fp32, so larger values would overflow there.</summary>
+    static double InRange(double value, string key, string source, double min, double max, string expected, bool allowZero = false)
+        => (value > min || (allowZero && value == min)) && value <= max ? value
+            : throw new FormatException($"{source}: \"{key}\" = {value.ToString(System.Globalization.CultureInfo.InvariantCulture)} is out of range (expected {expected}).");
+
+    static string Cut(string text) => text.Length <= 40 ? text : text[..40] + "…";
+
+    /// <summary>
+    /// About how many parameters the decoder these sizes describe has, without the output head (in floating point: a damaged
+    /// size cannot overflow). Used to refuse a config.json that does not fit its weights before allocating the model.
+    /// </summary>
+    public double EstimatedParameterCount()
+    {
+        double h = HiddenSize, q = (double)NumAttentionHeads * HeadDim, kv = (double)NumKeyValueHeads * HeadDim;
+        double layer = h * q + 2 * h * kv + q * h + 3 * h * IntermediateSize + 2 * h;
+        return (double)VocabSize * h + NumHiddenLayers * layer + h;
+    }
 }

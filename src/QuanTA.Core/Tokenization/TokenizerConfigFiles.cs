@@ -36,24 +36,20 @@ internal sealed class TokenizerConfigFiles
     public List<AddedToken> AddedTokensDecoder = new();
 
     /// <summary>Reads whatever of the four files exists in <paramref name="dir"/>.</summary>
+    /// <exception cref="InvalidDataException">a file is not valid JSON or has a field of the wrong kind (the message names it).</exception>
     public static TokenizerConfigFiles Read(string dir)
     {
         var c = new TokenizerConfigFiles();
         foreach (var name in new[] { "config.json", "generation_config.json" })
+            ReadFile(Path.Combine(dir, name), root =>
+            {
+                if (TryInts(root, "bos_token_id") is [var bos, ..]) c.BosTokenId = bos;
+                if (TryInts(root, "pad_token_id") is [var pad, ..]) c.PadTokenId = pad;
+                if (TryInts(root, "eos_token_id") is { Count: > 0 } eos) c.EosTokenIds = eos;
+            });
+        ReadFile(Path.Combine(dir, "special_tokens_map.json"), c.ReadTokenStrings);
+        ReadFile(Path.Combine(dir, "tokenizer_config.json"), root =>
         {
-            using var doc = TryParse(Path.Combine(dir, name));
-            if (doc is null) continue;
-            var root = doc.RootElement;
-            if (TryInts(root, "bos_token_id") is [var bos, ..]) c.BosTokenId = bos;
-            if (TryInts(root, "pad_token_id") is [var pad, ..]) c.PadTokenId = pad;
-            if (TryInts(root, "eos_token_id") is { Count: > 0 } eos) c.EosTokenIds = eos;
-        }
-        using (var map = TryParse(Path.Combine(dir, "special_tokens_map.json")))
-            if (map is not null) c.ReadTokenStrings(map.RootElement);
-        using (var cfg = TryParse(Path.Combine(dir, "tokenizer_config.json")))
-        {
-            if (cfg is null) return c;
-            var root = cfg.RootElement;
             c.ReadTokenStrings(root);
             c.AddBosToken = TryBool(root, "add_bos_token");
             c.AddEosToken = TryBool(root, "add_eos_token");
@@ -69,9 +65,22 @@ internal sealed class TokenizerConfigFiles
             };
             if (root.TryGetProperty("added_tokens_decoder", out var dec) && dec.ValueKind == JsonValueKind.Object)
                 foreach (var p in dec.EnumerateObject())
-                    c.AddedTokensDecoder.Add(ParseAddedToken(p.Value, int.Parse(p.Name)));
-        }
+                    c.AddedTokensDecoder.Add(ParseAddedToken(p.Value, TokenizerLoader.TokenId(int.Parse(p.Name, System.Globalization.CultureInfo.InvariantCulture),
+                        "tokenizer_config.json", "added_tokens_decoder entry")));
+        });
         return c;
+    }
+
+    /// <summary>Parses <paramref name="path"/> if it exists and hands its root to <paramref name="read"/>; a field of the wrong
+    /// kind becomes an <see cref="InvalidDataException"/> naming the file.</summary>
+    static void ReadFile(string path, Action<JsonElement> read)
+    {
+        using var doc = TryParse(path);
+        if (doc is null) return;
+        if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            throw new InvalidDataException($"'{path}' holds a JSON {doc.RootElement.ValueKind}, not an object.");
+        try { read(doc.RootElement); }
+        catch (Exception e) when (TokenizerLoader.IsMalformed(e)) { throw TokenizerLoader.Malformed(path, e); }
     }
 
     /// <summary>Parses one added-token object (<c>content</c>, <c>special</c>, <c>lstrip</c>, ...).</summary>
@@ -126,9 +135,10 @@ internal sealed class TokenizerConfigFiles
     static List<int>? TryInts(JsonElement e, string name)
     {
         if (!e.TryGetProperty(name, out var v)) return null;
-        if (v.ValueKind == JsonValueKind.Number) return [v.GetInt32()];
+        // A negative id means "none" (original LLaMA configs have pad_token_id: -1): left out, as if absent.
+        if (v.ValueKind == JsonValueKind.Number) return v.GetInt32() is var id and >= 0 ? [id] : null;
         if (v.ValueKind == JsonValueKind.Array)
-            return v.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.Number).Select(x => x.GetInt32()).ToList();
+            return v.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.Number).Select(x => x.GetInt32()).Where(id => id >= 0).ToList();
         return null;
     }
 }

@@ -31,7 +31,9 @@ internal static class TokenizerLoader
         if (File.Exists(json))
         {
             using var doc = ParseJson(json);
-            var parts = FromTokenizerJson(doc.RootElement, json, File.Exists(spm) ? spm : null, out jsonNotUsable);
+            Parts? parts;
+            try { parts = FromTokenizerJson(doc.RootElement, json, File.Exists(spm) ? spm : null, out jsonNotUsable); }
+            catch (Exception e) when (IsMalformed(e)) { throw Malformed(json, e); }
             if (parts is not null) return parts;
         }
         if (File.Exists(spm))
@@ -39,9 +41,11 @@ internal static class TokenizerLoader
             using var s = File.OpenRead(spm);
             ITokenizerModel model;
             try { model = new SentencePieceModel(s); }
-            catch (Exception e) when (e is not IOException)
+            catch (Exception e) when (e is not (FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or OutOfMemoryException))
             {
-                throw new NotSupportedException($"'{spm}' could not be read as a SentencePiece BPE model: {e.Message}", e);
+                // Protocol-buffer errors are IOExceptions too: a truncated or damaged file lands here, as does another model type.
+                throw new NotSupportedException($"'{spm}' could not be read as a SentencePiece BPE model (damaged, or a model type " +
+                    $"this library does not read): {e.Message}", e);
             }
             return new Parts(model, [], null, null, null, spm);
         }
@@ -93,11 +97,12 @@ internal static class TokenizerLoader
                 throw new NotSupportedException($"'{path}': BPE '{name}' is not supported.");
 
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = TokenId(p.Value.GetInt32(), path, $"vocab entry '{p.Name}'");
         var merges = new List<string>();
         foreach (var m in model.GetProperty("merges").EnumerateArray())
         {
-            var (l, r) = m.ValueKind == JsonValueKind.Array ? (m[0].GetString()!, m[1].GetString()!) : SplitMerge(m.GetString()!);
+            var (l, r) = m.ValueKind == JsonValueKind.Array ? (m[0].GetString() ?? "", m[1].GetString() ?? "")
+                : SplitMerge(path, m.GetString() ?? throw new InvalidDataException($"'{path}': a merge is null (expected \"left right\" or [left, right])."));
             if (l.Contains(' ') || r.Contains(' '))
                 throw new NotSupportedException($"'{path}': a merge holds a token with a space ('{l}' + '{r}'), which is not supported.");
             merges.Add($"{l} {r}");
@@ -123,7 +128,7 @@ internal static class TokenizerLoader
         var added = new List<AddedToken>();
         if (root.TryGetProperty("added_tokens", out var at) && at.ValueKind == JsonValueKind.Array)
             foreach (var a in at.EnumerateArray())
-                added.Add(TokenizerConfigFiles.ParseAddedToken(a, a.GetProperty("id").GetInt32()));
+                added.Add(TokenizerConfigFiles.ParseAddedToken(a, TokenId(a.GetProperty("id").GetInt32(), path, "an added token")));
 
         var (prefix, suffix) = ParsePostProcessor(Opt(root, "post_processor"), path);
         PaddingSide? padSide = Opt(root, "padding") is { } pad && pad.TryGetProperty("direction", out var dir)
@@ -138,7 +143,8 @@ internal static class TokenizerLoader
         try
         {
             vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllText(vocabPath))
-                    ?? throw new InvalidDataException("empty");
+                    ?? throw new InvalidDataException($"'{vocabPath}' holds null, not a JSON object of token → id.");
+            foreach (var (token, id) in vocab) TokenId(id, vocabPath, $"token '{token}'");
         }
         catch (JsonException e)
         {
@@ -146,9 +152,16 @@ internal static class TokenizerLoader
         }
         var merges = File.ReadLines(mergesPath)
             .Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
-        var model = new ByteLevelBpeModel(vocab, merges, TextPipeline.Gpt2ByteLevel(cfg.AddPrefixSpace), false, cfg.UnkToken,
-            "byte-level BPE (vocab.json + merges.txt)");
-        return new Parts(model, [], null, null, null, vocabPath);
+        try
+        {
+            var model = new ByteLevelBpeModel(vocab, merges, TextPipeline.Gpt2ByteLevel(cfg.AddPrefixSpace), false, cfg.UnkToken,
+                "byte-level BPE (vocab.json + merges.txt)");
+            return new Parts(model, [], null, null, null, vocabPath);
+        }
+        catch (Exception e) when (IsMalformed(e))
+        {
+            throw new InvalidDataException($"'{vocabPath}' and '{mergesPath}' do not form a BPE vocabulary ({e.Message}).", e);
+        }
     }
 
     // TemplateProcessing "single": [SpecialToken..., Sequence A, SpecialToken...]; Bert/Roberta: cls A sep.
@@ -178,23 +191,23 @@ internal static class TokenizerLoader
                 {
                     if (item.TryGetProperty("Sequence", out _)) { seenA = true; continue; }
                     var id = item.GetProperty("SpecialToken").GetProperty("id").GetString()!;
-                    var ids = specials.GetProperty(id).GetProperty("ids").EnumerateArray().Select(x => x.GetInt32());
+                    var ids = specials.GetProperty(id).GetProperty("ids").EnumerateArray().Select(x => TokenId(x.GetInt32(), path, $"post_processor token '{id}'"));
                     (seenA ? suffix : prefix).AddRange(ids);
                 }
                 return (prefix.ToArray(), suffix.ToArray());
             case "BertProcessing":
             case "RobertaProcessing":
-                return ([p.GetProperty("cls")[1].GetInt32()], [p.GetProperty("sep")[1].GetInt32()]);
+                return ([TokenId(p.GetProperty("cls")[1].GetInt32(), path, "post_processor cls")], [TokenId(p.GetProperty("sep")[1].GetInt32(), path, "post_processor sep")]);
             default:
                 throw new NotSupportedException(
                     $"'{path}': post_processor type '{type}' is not supported (supported: TemplateProcessing, ByteLevel, Sequence, BertProcessing, RobertaProcessing).");
         }
     }
 
-    static (string, string) SplitMerge(string merge)
+    static (string, string) SplitMerge(string path, string merge)
     {
         int i = merge.IndexOf(' ');
-        return i <= 0 ? throw new InvalidDataException($"Bad merge entry '{merge}' (expected \"left right\").") : (merge[..i], merge[(i + 1)..]);
+        return i <= 0 ? throw new InvalidDataException($"'{path}': bad merge entry '{merge}' (expected \"left right\").") : (merge[..i], merge[(i + 1)..]);
     }
 
     // decoder of the given type, directly or inside a Sequence.
@@ -226,6 +239,19 @@ internal static class TokenizerLoader
 
     static JsonElement? Opt(JsonElement root, string name) =>
         root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+    /// <summary><paramref name="id"/> if it is a valid token id (non-negative); <paramref name="what"/> names it in the error.</summary>
+    internal static int TokenId(int id, string path, string what) =>
+        id >= 0 ? id : throw new InvalidDataException($"'{path}': {what} has id {id}; token ids must be non-negative.");
+
+    /// <summary>What a field of the wrong kind, a missing key or an inconsistent vocabulary throws from deep inside a reader
+    /// (System.Text.Json's GetProperty/GetInt32/GetString, Microsoft.ML.Tokenizers' BPE constructor).</summary>
+    internal static bool IsMalformed(Exception e) => e is KeyNotFoundException or InvalidOperationException or FormatException
+        or IndexOutOfRangeException or ArgumentException or OverflowException or InvalidCastException;
+
+    /// <summary>A clear error for a file whose content is malformed, keeping the reader's own words.</summary>
+    internal static InvalidDataException Malformed(string path, Exception e) =>
+        new($"'{path}' is malformed or damaged and cannot be read as a tokenizer ({e.GetType().Name}: {e.Message}).", e);
 
     static JsonDocument ParseJson(string path)
     {

@@ -234,6 +234,9 @@ public static class Checkpoints
         catch (JsonException e) { throw new CheckpointCorruptException(checkpoint, $"{StateFile} is not valid JSON ({e.Message})", e); }
         if (state is null || state.FormatVersion != 1)
             throw new CheckpointCorruptException(checkpoint, $"{StateFile} has an unknown format (version {state?.FormatVersion})");
+        if (state.Sha256 is null || state.Parameters is null || state.History is null
+            || state.Parameters.Any(p => p?.Name is null || p.Shape is null || p.DType is null))
+            throw new CheckpointCorruptException(checkpoint, $"{StateFile} lacks its hashes, history or parameter list (null where an object is expected)");
         foreach (var file in new[] { AdapterFile, OptimizerFile, RngFile })
         {
             var path = Path.Combine(checkpoint, file);
@@ -271,7 +274,7 @@ public static class Checkpoints
         var state = Verify(checkpoint);
         CheckTensors(checkpoint, state, tensors);
         Dictionary<string, Tensor> stored;
-        try { stored = Safetensors.LoadStateDict(Path.Combine(checkpoint, AdapterFile)); }
+        try { stored = Models.SafetensorsReader.Read(Path.Combine(checkpoint, AdapterFile)); }
         catch (Exception e) when (e is not CheckpointCorruptException)
         { throw new CheckpointCorruptException(checkpoint, $"{AdapterFile} cannot be read ({e.Message})", e); }
         try
@@ -280,6 +283,9 @@ public static class Checkpoints
                 if (!stored.TryGetValue(name, out var t) || !t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype)
                     throw new CheckpointCorruptException(checkpoint, $"{AdapterFile} lacks '{name}' with shape [{string.Join(",", p.shape)}] {p.dtype}");
             var rng = File.ReadAllBytes(Path.Combine(checkpoint, RngFile));
+            // libtorch aborts the process (not an exception) on a generator state of the wrong size: check it here.
+            if (restoreRng && rng.Length != RngStateSize)
+                throw new CheckpointCorruptException(checkpoint, $"{RngFile} is {rng.Length} bytes but libtorch's CPU generator state is {RngStateSize}");
             if (optimizer is not null)
             {
                 using var r = new BinaryReader(File.OpenRead(Path.Combine(checkpoint, OptimizerFile)));
@@ -342,6 +348,10 @@ public static class Checkpoints
             if (StepOf(Path.GetFileName(d), out _) is var step and >= 0 && Directory.Exists(Path.Combine(root, FolderName(step))))
                 DeleteFolder(d);
     }
+
+    /// <summary>Size in bytes of libtorch's CPU generator state.</summary>
+    static int RngStateSize => _rngStateSize ??= CaptureRng().Length;
+    static int? _rngStateSize;
 
     /// <summary>The CPU generator's state as bytes.</summary>
     public static byte[] CaptureRng()

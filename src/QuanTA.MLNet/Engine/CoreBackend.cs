@@ -69,10 +69,8 @@ internal static class CoreBackend
         {
             foreach (var file in CheckpointLoader.FindWeightFiles(modelDir))
             {
-                var keys = Safetensors.LoadStateDict(file, keysToKeep: ["score.weight"]);
-                bool found = keys.Count > 0;
-                foreach (var t in keys.Values) t.Dispose();
-                if (found) return true;
+                using var stream = File.OpenRead(file);
+                if (SafetensorsReader.ReadHeader(stream, file, out _).Any(e => e.Name == "score.weight")) return true;
             }
             return false;
         }

@@ -365,7 +365,7 @@ internal sealed class FineTuneModel : IDisposable
     {
         Unmerge();
         using var ms = new MemoryStream(bytes);
-        var saved = Safetensors.LoadStateDict(ms);
+        var saved = QuanTA.Core.Models.SafetensorsReader.Read(ms, "the model's QuanTA adapter state");
         try
         {
             var sd = Module.state_dict();

@@ -37,6 +37,7 @@ public sealed class LlamaForCausalLM : CausalLM
         Quantization.BaseQuantization? quantization = null)
     {
         var config = HfModelConfig.Load(modelDir).WithQuantization(quantization);
+        CheckpointLoader.RefuseConfigLargerThanWeights(config, modelDir);
         var dev = ResolveDevice(device);
         var m = new LlamaForCausalLM(config, ResolveDType(dtype, dev), dev);
         try

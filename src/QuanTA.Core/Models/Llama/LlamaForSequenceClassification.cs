@@ -47,6 +47,7 @@ public sealed class LlamaForSequenceClassification : nn.Module<Tensor, Tensor>
         int? numLabels = null, bool initializeMissingHead = false, long seed = 0, Quantization.BaseQuantization? quantization = null)
     {
         var config = HfModelConfig.Load(modelDir).WithQuantization(quantization);
+        CheckpointLoader.RefuseConfigLargerThanWeights(config, modelDir);
         var dev = CausalLM.ResolveDevice(device);
         var m = new LlamaForSequenceClassification(config, numLabels, CausalLM.ResolveDType(dtype, dev), dev);
         try

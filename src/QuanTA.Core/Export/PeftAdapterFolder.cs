@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using QuanTA.Core.Adapters;
+using QuanTA.Core.Models;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
@@ -38,7 +39,7 @@ public static class PeftAdapterFolder
 
         var layers = AdapterInjector.LinearLayers(model).ToDictionary(l => l.Name, l => l.Layer);
         var sd = model.state_dict();
-        var file = Safetensors.LoadStateDict(weightsPath);
+        var file = SafetensorsReader.Read(weightsPath);
         var built = new List<(AdaptableLinear Layer, Adapter Adapter, Dictionary<string, Tensor> Values)>();
         try
         {

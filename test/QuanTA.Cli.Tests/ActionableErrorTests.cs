@@ -43,6 +43,20 @@ public sealed class ActionableErrorTests(ToyClassifierFixture toy) : IClassFixtu
     }
 
     [Fact]
+    public void ALayoutThatCannotCoverATargetNamesTheFlagsNotTheProperties()
+    {
+        // --axis-layout 8,4,4 covers the 128-wide attention projections, not the 128→384 MLP ones all-linear adds
+        var train = Write("good.tsv", ["Text\tLabel", .. GoodRows]);
+        var (code, _, err) = FineTune(train, "--target-modules", "all-linear");
+        Assert.Equal(1, code);
+        Assert.Contains("--target-modules / --axis-layout", err);
+        Assert.Contains("smaller than the layer", err);
+        Assert.Contains("Leave --axis-layout unset", err);
+        Assert.DoesNotContain("QuanTAFineTuneOptions", err);
+        Assert.False(File.Exists(Path.Combine(_dir.FullName, "model.zip")));
+    }
+
+    [Fact]
     public void OneWrongColumnNamesOnlyItsFlag()
     {
         var train = Write("label-only.tsv", ["Text\tcategory", .. GoodRows]);

@@ -94,7 +94,12 @@ internal static class CoreBackend
         var targets = TargetModules.Parse(string.Join(",", options.TargetModules));
         InjectionReport report;
         try { report = AdapterInjector.Inject(model, AdapterConfig(options, seed), targets); }
-        catch (ArgumentException e) { throw new ArgumentException($"QuanTAFineTuneOptions.TargetModules/AxisLayout: {e.Message}", e); }
+        catch (ArgumentException e)
+        {
+            var hint = options.Adapter == AdapterMethod.QuanTA && options.AxisLayout is not null
+                ? " Leave QuanTAFineTuneOptions.AxisLayout unset to derive a layout for each layer from AxisCount, or target only the layers it covers." : "";
+            throw new ArgumentException($"QuanTAFineTuneOptions.TargetModules / AxisLayout: {e.Message}{hint}", nameof(QuanTAFineTuneOptions.TargetModules), e);
+        }
         return new InjectionSummary(report.Layers.Select(l => l.Name).ToArray(), report.TrainableParameters, report.TotalParameters);
     }
 

@@ -47,7 +47,7 @@ public static class SweepCommand
         var noResume = new Option<bool>("--no-resume") { Description = "Ignore trials already in the output folder." };
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var gpus = new Option<string?>("--gpus") { Description = "Run trials side by side, one child process per GPU id, e.g. 0,1 (each sees only its GPU, as cuda:0; overrides --device)." };
-        var quantize = new Option<string>("--quantize") { Description = "Frozen base storage for every trial: none, int8 or nf4 (see 'quanta finetune --help').", DefaultValueFactory = _ => d.BaseQuantization.ToString().ToLowerInvariant() };
+        var quantize = new Option<string>("--quantize") { Description = "Frozen base storage for every trial: none, int8 or nf4 (see 'quanta finetune --help').", DefaultValueFactory = _ => EnumFlag.Format(d.BaseQuantization) };
         var workers = new Option<int?>("--workers") { Description = "Run N trials side by side on --device, each in its own child process." };
 
         var cmd = new Command("sweep", "Search QuanTA layouts / LoRA ranks and training settings (successive halving); writes a leaderboard.")
@@ -64,9 +64,7 @@ public static class SweepCommand
                 TextColumnName = r.GetValue(textCol)!, SecondTextColumnName = r.GetValue(text2Col),
                 LabelColumnName = r.GetValue(labelCol)!, TargetTextColumnName = r.GetValue(targetCol)!,
                 BatchSize = r.GetValue(batch), MaxSequenceLength = r.GetValue(maxLen), Seed = r.GetValue(seed),
-                BaseQuantization = Enum.TryParse<QuanTA.Core.Quantization.BaseQuantization>(r.GetValue(quantize), true, out var bq) && Enum.IsDefined(bq)
-                    && !int.TryParse(r.GetValue(quantize), out _) ? bq
-                    : throw new ArgumentException($"--quantize '{r.GetValue(quantize)}' is not none, int8 or nf4."),
+                BaseQuantization = EnumFlag.Parse<QuanTA.Core.Quantization.BaseQuantization>("--quantize", r.GetValue(quantize)!),
             };
             var shape = ModelShape.FromConfig(o.BaseModelPath, o.Task == QuanTATask.TextClassification);
             var space = QuanTASearchSpace.Create(shape, Ints(r.GetValue(axisCounts)!, "--axis-counts"));

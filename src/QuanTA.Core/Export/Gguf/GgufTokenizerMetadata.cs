@@ -38,6 +38,15 @@ public static class GgufTokenizerMetadata
     {
         var kv = new List<KeyValuePair<string, GgufValue>>();
         void Add(string key, GgufValue v) => kv.Add(new(key, v));
+        int AddSentencePiece((List<string> Tokens, List<float> Scores, List<int> Types) vocab)   // model "llama": pieces, scores, types
+        {
+            Add("tokenizer.ggml.model", GgufValue.Str("llama"));
+            Add("tokenizer.ggml.pre", GgufValue.Str("default"));
+            Add("tokenizer.ggml.tokens", GgufValue.Array(vocab.Tokens));
+            Add("tokenizer.ggml.scores", GgufValue.Array(vocab.Scores));
+            Add("tokenizer.ggml.token_type", GgufValue.Array(vocab.Types));
+            return vocab.Tokens.Count;
+        }
         var tokJsonPath = Path.Combine(modelDir, "tokenizer.json");
         var tokJson = File.Exists(tokJsonPath) ? ParseObject(tokJsonPath) : null;
         var tokConfig = File.Exists(Path.Combine(modelDir, "tokenizer_config.json")) ? ParseObject(Path.Combine(modelDir, "tokenizer_config.json")) : null;
@@ -46,13 +55,7 @@ public static class GgufTokenizerMetadata
         var n = vocabSize;
         if (File.Exists(spmPath))
         {
-            var (tokens, scores, types) = SentencePieceVocab(spmPath, tokConfig, vocabSize);
-            Add("tokenizer.ggml.model", GgufValue.Str("llama"));
-            Add("tokenizer.ggml.pre", GgufValue.Str("default"));
-            Add("tokenizer.ggml.tokens", GgufValue.Array(tokens));
-            Add("tokenizer.ggml.scores", GgufValue.Array(scores));
-            Add("tokenizer.ggml.token_type", GgufValue.Array(types));
-            n = tokens.Count;
+            n = AddSentencePiece(SentencePieceVocab(spmPath, tokConfig, vocabSize));
         }
         else if (tokJson is not null)
         {
@@ -63,13 +66,7 @@ public static class GgufTokenizerMetadata
                 throw new NotSupportedException($"{tokJsonPath}: GGUF export supports BPE tokenizers (byte-level or SentencePiece-style); this one is \"{type}\".");
             if (byteFallback)
             {
-                var (tokens, scores, types) = LlamaHfVocab(tokJson, tokConfig, vocabSize);
-                Add("tokenizer.ggml.model", GgufValue.Str("llama"));
-                Add("tokenizer.ggml.pre", GgufValue.Str("default"));
-                Add("tokenizer.ggml.tokens", GgufValue.Array(tokens));
-                Add("tokenizer.ggml.scores", GgufValue.Array(scores));
-                Add("tokenizer.ggml.token_type", GgufValue.Array(types));
-                n = tokens.Count;
+                n = AddSentencePiece(LlamaHfVocab(tokJson, tokConfig, vocabSize));
             }
             else
             {

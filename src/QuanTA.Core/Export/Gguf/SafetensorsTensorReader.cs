@@ -1,13 +1,12 @@
 using System.Buffers.Binary;
-using System.Text.Json;
 using QuanTA.Core.Models;
 
 namespace QuanTA.Core.Export.Gguf;
 
 /// <summary>
 /// Reads single tensors of a Hugging Face model folder's safetensors files as fp32, one at a time (the converter never
-/// holds the whole model). Layout: uint64 header length, a JSON header <c>{name: {dtype, shape, data_offsets}}</c>, then
-/// the data. Supports F32, F16 and BF16 tensors.
+/// holds the whole model). Headers are read and checked by <see cref="SafetensorsReader.ReadHeader"/>; tensor data is read
+/// here, one tensor at a time. Supports F32, F16 and BF16 tensors.
 /// </summary>
 internal sealed class SafetensorsTensorReader
 {
@@ -22,24 +21,11 @@ internal sealed class SafetensorsTensorReader
         foreach (var file in CheckpointLoader.FindWeightFiles(modelDir))
         {
             using var s = File.OpenRead(file);
-            var len = new byte[8];
-            s.ReadExactly(len);
-            var headerLength = BinaryPrimitives.ReadInt64LittleEndian(len);
-            if (headerLength <= 0 || headerLength > s.Length - 8)
-                throw new InvalidDataException($"'{file}' is not a safetensors file (header length {headerLength}). Copy or download the model again.");
-            var header = new byte[headerLength];
-            s.ReadExactly(header);
-            var dataStart = 8 + headerLength;
-            using var doc = JsonDocument.Parse(header);
-            foreach (var p in doc.RootElement.EnumerateObject())
+            foreach (var e in SafetensorsReader.ReadHeader(s, file, out var dataStart))   // the header checked before anything is read
             {
-                if (p.Name == "__metadata__") continue;
-                var dtype = p.Value.GetProperty("dtype").GetString()!;
-                var shape = p.Value.GetProperty("shape").EnumerateArray().Select(x => x.GetInt64()).ToArray();
-                var offsets = p.Value.GetProperty("data_offsets").EnumerateArray().Select(x => x.GetInt64()).ToArray();
-                var name = p.Name.StartsWith("model.", StringComparison.Ordinal) || p.Name.StartsWith("lm_head.", StringComparison.Ordinal)
-                    ? p.Name : "model." + p.Name;                 // a bare decoder checkpoint has no "model." prefix
-                _entries[name] = new Entry(file, dtype, shape, dataStart + offsets[0], dataStart + offsets[1]);
+                var name = e.Name.StartsWith("model.", StringComparison.Ordinal) || e.Name.StartsWith("lm_head.", StringComparison.Ordinal)
+                    ? e.Name : "model." + e.Name;                 // a bare decoder checkpoint has no "model." prefix
+                _entries[name] = new Entry(file, e.DType, e.Shape, dataStart + e.Begin, dataStart + e.End);
             }
         }
     }

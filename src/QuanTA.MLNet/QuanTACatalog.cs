@@ -103,6 +103,8 @@ public static class QuanTACatalog
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         mlContext.RegisterQuanTA();
         if (!File.Exists(path)) throw new FileNotFoundException($"The model file '{path}' was not found.", path);
+        try { ModelZipIntegrity.Verify(path); }   // ML.NET would load a damaged tensor entry as different weights
+        catch (Exception e) when (e is InvalidDataException or IOException) { throw CorruptModel(path, e); }
         try { return model.Load(path, out inputSchema); }
         catch (Exception e) when (Innermost(e) is { } inner && IsLoadEnvironmentError(e, inner))
         {

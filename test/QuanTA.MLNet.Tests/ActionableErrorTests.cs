@@ -62,9 +62,12 @@ public class ActionableErrorTests
             var good = File.ReadAllBytes(zip);
             var flipped = (byte[])good.Clone();
             for (int i = good.Length / 3; i < good.Length / 3 + 64; i++) flipped[i] ^= 0xFF;
+            var oneWeightByte = (byte[])good.Clone();
+            oneWeightByte[MiddleOfLargestEntry(zip)] ^= 0x01;   // ML.NET stores tensors uncompressed: only the CRC check sees this
             var cases = new Dictionary<string, byte[]>
             {
                 ["flipped.zip"] = flipped,
+                ["one-weight-byte.zip"] = oneWeightByte,
                 ["truncated.zip"] = good[..(good.Length / 2)],
                 ["foreign.zip"] = "not a zip"u8.ToArray(),
                 ["empty.zip"] = [],
@@ -86,5 +89,22 @@ public class ActionableErrorTests
             Assert.Equal(3, loaded.ClassNames.Count);
         }
         finally { dir.Delete(true); }
+    }
+
+    /// <summary>Offset in the file of the middle byte of the largest entry's stored data (local header + name + extra skipped).</summary>
+    static long MiddleOfLargestEntry(string zip)
+    {
+        var bytes = File.ReadAllBytes(zip);
+        long best = -1, bestSize = -1;
+        for (int i = 0; i + 30 <= bytes.Length; i++)
+        {
+            if (BitConverter.ToUInt32(bytes, i) != 0x04034b50) continue;   // local file header signature
+            uint size = BitConverter.ToUInt32(bytes, i + 18);
+            int nameLength = BitConverter.ToUInt16(bytes, i + 26), extraLength = BitConverter.ToUInt16(bytes, i + 28);
+            long start = i + 30L + nameLength + extraLength;
+            if (size > bestSize && start + size <= bytes.Length) { bestSize = size; best = start + size / 2; }
+        }
+        Assert.True(bestSize > 64, "the saved model zip should hold a tensor entry");
+        return best;
     }
 }

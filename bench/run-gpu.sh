@@ -16,7 +16,7 @@ if [ "${SKIP_PEER:-0}" != 1 ]; then
   [ "${SKIP_DECODE:-0}" != 1 ] && python3 bench/peer/peer_decode.py 2>&1 | grep -v Warning
 fi
 : > "$out/train_$shape.jsonl"
-for m in ${METHODS:-quanta quanta-keep quanta-lean quanta-lean-nocache quanta-recompute lora frozen}; do
+for m in ${METHODS:-quanta quanta-stacked quanta-layerwise quanta-layerwise-uncached lora frozen}; do
   /tmp/qb/bench/quanta-bench train --shape "$shape" --method "$m" | grep '^{' | tee -a "$out/train_$shape.jsonl"
 done
 /tmp/qb/bench/quanta-bench suite --shape "$shape" --methods "" --gpu-name "$gpu" --out "$out" $([ "${SKIP_DECODE:-0}" = 1 ] && echo --skip-infer 1)

@@ -76,7 +76,7 @@ public static class EngineCheckBench
             AdapterInjector.Inject(holder, new QuanTAConfig { Layout = [16, 8, 4, 4], Seed = 4 }, TargetModules.All());
             holder.to(device);
             foreach (var l in layers) Randomize(l.Adapter!, 0.3, 12);
-            using var bank = QuanTABank.Create(holder, layerwise: layerwise);
+            using var bank = QuanTABank.Create(holder, layerwise ? QuanTATrainingPath.Layerwise : QuanTATrainingPath.Stacked);
             bank.Materialize(ScalarType.Float32);
             double worst = 0;
             foreach (var l in layers)
@@ -88,7 +88,7 @@ public static class EngineCheckBench
                     var x = randn(8, l.InFeatures, generator: new Generator(8)).to(device);
                     worst = Math.Max(worst, RelErr(l.forward(x), nn.functional.linear(x, l.weight + reference)));
                 }
-                else worst = Math.Max(worst, RelErr(a.StepDeltaWeight!, reference));
+                else worst = Math.Max(worst, RelErr(a.StepDelta!, reference));
             }
             bank.Clear();
             yield return new { check = layerwise ? "bank-layerwise" : "bank-stacked", layout = "16,8,4,4", device = device.ToString(), value_rel_err = worst, ok = worst < 1e-5 };

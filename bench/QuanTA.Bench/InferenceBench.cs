@@ -82,9 +82,9 @@ static class InferenceBench
             var adapters = AdapterInjector.LinearLayers(model).Select(l => l.Layer.Adapter).OfType<QuanTAAdapter>().ToArray();
             var reference = adapters.Select(a => a.DeltaWeight()).ToArray();
             bank.Materialize(ScalarType.Float32);
-            for (int i = 0; i < adapters.Length; i++) maxRel32 = Math.Max(maxRel32, Rel(adapters[i].StepDeltaWeight!, reference[i]));
+            for (int i = 0; i < adapters.Length; i++) maxRel32 = Math.Max(maxRel32, Rel(adapters[i].StepDelta!, reference[i]));
             bank.Materialize(ScalarType.BFloat16);
-            for (int i = 0; i < adapters.Length; i++) maxRel16 = Math.Max(maxRel16, Rel(adapters[i].StepDeltaWeight!, reference[i]));
+            for (int i = 0; i < adapters.Length; i++) maxRel16 = Math.Max(maxRel16, Rel(adapters[i].StepDelta!, reference[i]));
             bank.Clear();
         }
         return new() { ["shape"] = shape, ["fused_vs_reference_rel_err_fp32"] = maxRel32, ["fused_bf16_vs_fp32_rel_err"] = maxRel16 };

@@ -7,9 +7,9 @@ namespace QuanTA.Bench;
 
 /// <summary>
 /// One adapted projection of a LLaMA shape (q_proj: hidden → hidden, and v_proj: hidden → kv width), tokens × hidden input,
-/// forward + backward, timed per phase for each fused-QuanTA mode in the same process:
+/// forward + backward, timed per phase for each fused QuanTA training path in the same process:
 /// stacked (ΔW in the graph: the backward forms ∂L/∂ΔW = gᵀx and runs the chain's backward over (out, in)),
-/// keep (layerwise, W0 + ΔW kept), lean (layerwise, W0 + ΔW built again in the backward); the layerwise modes take ∂L/∂R_B
+/// layerwise (W0 + ΔW built again in the backward); the layerwise path takes ∂L/∂R_B
 /// from the tokens or through ∂L/∂ΔW, whichever is cheaper for the layer.
 /// bf16 on CUDA, fp32 on the CPU. Isolates the adapter's cost from the rest of the model.
 /// </summary>
@@ -31,13 +31,13 @@ static class LayerBench
         int hidden = config.HiddenSize, kv = config.HiddenSize / config.NumAttentionHeads * config.NumKeyValueHeads;
         var results = new List<Dictionary<string, object>>();
         foreach (var (name, outF) in new[] { ("q_proj", hidden), ("v_proj", kv) }.DistinctBy(p => p.Item2))
-            foreach (var mode in new[] { "stacked", "keep", "lean" })
+            foreach (var path in new[] { QuanTATrainingPath.Stacked, QuanTATrainingPath.Layerwise })
             {
                 manual_seed(0);
                 using var m = new One(hidden, outF, dtype, dev);
                 using (no_grad()) m.Layer.weight.normal_(0, 0.02);
                 AdapterInjector.Inject(m, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.All());
-                using var bank = QuanTABank.Create(m, layerwise: mode != "stacked", keepMergedWeight: mode == "keep");
+                using var bank = QuanTABank.Create(m, path);
                 var ps = bank.OptimizerParameters(m).Select(p => p.Parameter).ToArray();
                 using var x = randn(tokens, hidden, dtype: dtype, device: dev).requires_grad_(true);
                 var phase = new double[3];
@@ -57,7 +57,7 @@ static class LayerBench
                 var r = new Dictionary<string, object>
                 {
                     ["verb"] = "layer", ["shape"] = shape, ["projection"] = name, ["in"] = hidden, ["out"] = outF, ["tokens"] = tokens,
-                    ["dtype"] = dtype.ToString(), ["device"] = dev.type.ToString(), ["mode"] = mode,
+                    ["dtype"] = dtype.ToString(), ["device"] = dev.type.ToString(), ["training_path"] = QuanTATrainingPaths.Name(path),
                     ["materialize_ms"] = Math.Round(phase[0], 2), ["forward_ms"] = Math.Round(phase[1], 2), ["backward_ms"] = Math.Round(phase[2], 2),
                     ["total_ms"] = Math.Round(phase.Sum(), 2),
                 };

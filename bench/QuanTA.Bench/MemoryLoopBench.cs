@@ -13,14 +13,16 @@ namespace QuanTA.Bench;
 /// </summary>
 static class MemoryLoopBench
 {
-    public static Dictionary<string, object> Run(string shape, int steps, int every, int seq, bool lean = false)
+    public static Dictionary<string, object> Run(string shape, int steps, int every, int seq, string pathName = "auto")
     {
         var (config, layout, batch) = LlamaShapes.Get(shape);
         var dev = TrainBench.Dev;
         using var model = new LlamaForCausalLM(config, ScalarType.BFloat16, dev);
         TrainBench.RandomInit(model);
         AdapterInjector.Inject(model, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
-        using var bank = QuanTABank.Create(model, layerwise: lean);
+        var path = TrainBench.ResolvePath(pathName, model, ScalarType.BFloat16);
+        if (!path.UsesBank) throw new ArgumentException($"memloop measures a fused path; {pathName} resolved to {QuanTATrainingPaths.Name(path.Path)} here.");
+        using var bank = QuanTABank.Create(model, path.Path);
         var trainable = bank.OptimizerParameters(model).Select(p => p.Parameter).ToArray();
         using var opt = optim.AdamW(trainable, lr: 1e-4);
         using var ids = randint(0, config.VocabSize, [batch, seq], dtype: ScalarType.Int64, device: dev);
@@ -55,6 +57,6 @@ static class MemoryLoopBench
                 Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(samples[^1]));
             }
         }
-        return new() { ["shape"] = shape, ["steps"] = steps, ["layerwise"] = lean, ["samples"] = samples };
+        return new() { ["shape"] = shape, ["steps"] = steps, ["training_path"] = QuanTATrainingPaths.Name(path.Path), ["training_path_reason"] = path.Reason, ["samples"] = samples };
     }
 }

@@ -9,12 +9,12 @@ using static TorchSharp.torch;
 // DIR/quanta_dotnet_<shape>.json. Verbs:
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
 //   (train and suite take --quantize none|int8|nf4: the decoder projections stored quantized, QLoRA-style)
-//   train  --shape S --method M [--batch B] [--gqa plain]   training tokens/s, step ms, peak memory (M: quanta | quanta-nocache | quanta-recompute | quanta-lean | quanta-lean-nocache | quanta-layer | lora | frozen)
+//   train  --shape S --method M [--batch B] [--gqa plain]   training tokens/s, step ms, peak memory (M: quanta = the path the library picks | quanta-per-layer | quanta-stacked | quanta-layerwise | quanta-layerwise-uncached | lora | frozen)
 //   attn   --shape S [--batch B]              grouped-query attention, checkpointed node vs plain graph, forward + backward
 //   layer  --shape S [--tokens N] [--reps R]  one adapted q/v projection, each fused-QuanTA mode: materialize/forward/backward ms
 //   tokengrad --shape S [--tokens N] [--reps R]  ∂L/∂(block operators) of one q/v layer: token route vs ΔW route, and the choice
 //   suite  --shape S [--out DIR]              check + train (all methods) + merged inference + decoding, one JSON file
-//   memloop --shape S [--steps N] [--lean 1]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
+//   memloop --shape S [--steps N] [--training-path P]  device/host memory every 50 steps of a long fused-QuanTA run (flat = no leak)
 //   engine-check                              ΔW engine + bank paths vs the per-pair reference on this device (values, gradients)
 //   ddp --nproc-per-node N ...               data-parallel over NCCL (DistributedBench.cs)
 var verb = args.Length > 0 ? args[0] : "probe";
@@ -60,7 +60,7 @@ switch (verb)
     {
         if (device.type != DeviceType.CUDA) { Console.Error.WriteLine("suite needs a CUDA device (set QUANTA_LIBTORCH_DIR)."); return 2; }
         var shape = Arg("--shape", "tinyllama");
-        var methods = Arg("--methods", "quanta,lora,frozen,quanta-layer").Split(',', StringSplitOptions.RemoveEmptyEntries);
+        var methods = Arg("--methods", "quanta,lora,frozen,quanta-per-layer").Split(',', StringSplitOptions.RemoveEmptyEntries);
         var result = new Dictionary<string, object> { ["gpu"] = Arg("--gpu-name", ""), ["date"] = DateTime.UtcNow.ToString("yyyy-MM-dd"), ["seq"] = seq };
         void Add(string key, Func<object> f)
         {
@@ -78,12 +78,12 @@ switch (verb)
         if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"quanta_dotnet_{shape}{(quantization == QuanTA.Core.Quantization.BaseQuantization.None ? "" : "_" + quantization.ToString().ToLowerInvariant())}.json"), JsonSerializer.Serialize(result, opts)); }
         break;
     }
-    case "memloop":   // memloop --shape S [--steps 300] [--every 50] [--lean 1]: device/host memory over a long fused-QuanTA run
+    case "memloop":   // memloop --shape S [--steps 300] [--every 50] [--training-path auto]: device/host memory over a long fused-QuanTA run
     {
-        bool lean = Arg("--lean", "0") == "1";
-        var r = MemoryLoopBench.Run(Arg("--shape", "tinyllama"), int.Parse(Arg("--steps", "300")), int.Parse(Arg("--every", "50")), seq, lean);
+        var pathName = Arg("--training-path", "auto");
+        var r = MemoryLoopBench.Run(Arg("--shape", "tinyllama"), int.Parse(Arg("--steps", "300")), int.Parse(Arg("--every", "50")), seq, pathName);
         var outDir = Arg("--out", "");
-        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"memloop_{r["shape"]}{(lean ? "_lean" : "")}.json"), JsonSerializer.Serialize(r, opts)); }
+        if (outDir.Length > 0) { Directory.CreateDirectory(outDir); File.WriteAllText(Path.Combine(outDir, $"memloop_{r["shape"]}_{r["training_path"]}.json"), JsonSerializer.Serialize(r, opts)); }
         break;
     }
     case "attn":   // attn --shape S [--batch B]: grouped-query attention, checkpointed node vs plain graph

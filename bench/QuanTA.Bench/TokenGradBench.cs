@@ -24,7 +24,7 @@ static class TokenGradBench
             var ops = plan.BlockSizes.Select(k => randn(k, k, dtype: dtype, device: dev).div(Math.Sqrt(k))).ToArray();
             var x = randn(tokens, d, dtype: dtype, device: dev); var g = randn(tokens, outF, dtype: dtype, device: dev);
             var minusS = zeros(plan.Basis, lay.D, dtype: dtype, device: dev);
-            var step = new QuanTALayerStep(plan, ops, minusS, null, new QuanTA.Core.Runtime.ReturnedGradients());
+            var step = new QuanTALayerwiseStep(plan, ops, minusS, null, new QuanTA.Core.Runtime.ReturnedGradients());
             double Time(Action a) { a(); TrainBench.Sync(); var sw = Stopwatch.StartNew(); for (int i = 0; i < reps; i++) { using var s = NewDisposeScope(); a(); } TrainBench.Sync(); return sw.Elapsed.TotalMilliseconds / reps; }
             double tok = Time(() => { using var _ = no_grad(); QuanTAChainBlocks.TokenGradients(plan, ops, x, g); });
             double viaDelta = Time(() =>

@@ -11,15 +11,10 @@ namespace QuanTA.Bench;
 
 /// <summary>
 /// Training throughput on a LLaMA shape with random bf16 weights, AdamW, batch × 512 tokens, the same protocol as
-/// <c>peer_bench.py</c> (3 warm-up + 10 timed steps, loss = causal LM on the input ids). Methods: quanta (fused bank:
-/// all layers' ΔW materialized at once, one GEMM per layer), quanta-nocache (the same with the frozen S chain rebuilt every
-/// step instead of cached: one weight-sized tensor per adapted layer less), quanta-recompute (the same, the chain run again in backward
-/// instead of keeping its activations), quanta-lean (layerwise: each layer builds W0 + ΔW inside its forward and again in its
-/// backward from the bank's small block operators; nothing weight-sized kept; crop(M_S) cached), quanta-lean-nocache (the
-/// same, crop(M_S) rebuilt too), quanta-keep (layerwise, each layer's W0 + ΔW kept from its forward for its backward: the
-/// chain runs once per step; in every layerwise mode ∂L/∂R_B comes from the tokens or through ∂L/∂ΔW, whichever is cheaper
-/// per layer), quanta-layer (each adapter on its own: chain or
-/// materialize per layer, as chosen by cost), lora (r8, α16, q/v), frozen (nothing adapted; layer 0's q_proj weight
+/// <c>peer_bench.py</c> (3 warm-up + 10 timed steps, loss = causal LM on the input ids). Methods: quanta (QuanTA on the
+/// training path the library would choose here: <see cref="QuanTATrainingPaths.Resolve"/> with Auto, logged in the JSON),
+/// quanta-per-layer, quanta-stacked, quanta-layerwise, quanta-layerwise-uncached (that <see cref="QuanTATrainingPath"/>
+/// forced), lora (r8, α16, q/v), frozen (nothing adapted; layer 0's q_proj weight
 /// trains so backward runs through the whole model, as in the peer's floor; on a quantized base, layer 0's input norm).
 /// With a <see cref="BaseQuantization"/> other than None (<c>--quantize int8|nf4</c>) the decoder projections are quantized
 /// layer by layer as they are drawn (QLoRA-style base; the dense model never exists on the device).
@@ -42,21 +37,14 @@ static class TrainBench
         using var model = new LlamaForCausalLM(config, ScalarType.BFloat16, dev);
         RandomInit(model);
         QuanTABank? bank = null;
+        QuanTATrainingPathChoice? path = null;
         InjectionReport? report = null;
         switch (method)
         {
-            case "quanta":
-            case "quanta-nocache":
-            case "quanta-recompute":
-            case "quanta-layer":
-            case "quanta-lean":
-            case "quanta-lean-nocache":
-            case "quanta-keep":
+            case "quanta" or "quanta-per-layer" or "quanta-stacked" or "quanta-layerwise" or "quanta-layerwise-uncached":
                 report = AdapterInjector.Inject(model, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
-                if (method != "quanta-layer")
-                    bank = QuanTABank.Create(model, cacheFrozenOperator: !method.EndsWith("-nocache"),
-                        recomputeChainInBackward: method == "quanta-recompute", layerwise: method.StartsWith("quanta-lean") || method == "quanta-keep",
-                        keepMergedWeight: method == "quanta-keep");
+                path = ResolvePath(method == "quanta" ? "auto" : method["quanta-".Length..], model, ScalarType.BFloat16);
+                if (path.UsesBank) bank = QuanTABank.Create(model, path.Path);
                 break;
             case "lora":
                 report = AdapterInjector.Inject(model, new LoRAConfig { Rank = 8, Alpha = 16, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
@@ -86,7 +74,7 @@ static class TrainBench
             Tensor loss;
             using (var logits = model.forward(ids, null)) loss = Losses.CausalLMUnchecked(logits, ids);   // logits (B, T, V) fp32,
             mark(1);                                                                                     // not kept for the backward
-            loss.backward(); bank?.PropagateChainGradients(); mark(2);                    // recompute mode: dL/dΔW through the chain
+            loss.backward(); mark(2);
             opt.step(); opt.zero_grad(); bank?.Clear(); mark(3);
             return readLoss ? loss.item<float>() : double.NaN;
         }
@@ -113,7 +101,8 @@ static class TrainBench
         double dt = sw.Elapsed.TotalSeconds;
         return new Dictionary<string, object>
         {
-            ["shape"] = shape, ["method"] = method, ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
+            ["shape"] = shape, ["method"] = method, ["training_path"] = path is null ? "" : QuanTATrainingPaths.Name(path.Path),
+            ["training_path_reason"] = path?.Reason ?? "", ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
             ["quantized_base_gib"] = Math.Round(model.modules().OfType<AdaptableLinear>().Sum(l => l.QuantizedWeight?.StorageBytes ?? 0) / Math.Pow(2, 30), 3),
             ["gqa"] = config.NumKeyValueHeads == config.NumAttentionHeads ? "none" : LlamaAttention.CheckpointGroupedAttention ? "checkpoint" : "plain",
             ["tokens_per_s"] = Math.Round(batch * seq * steps / dt),
@@ -128,6 +117,19 @@ static class TrainBench
                 ["backward"] = Math.Round(phase[2] / phaseSteps, 2), ["optimizer"] = Math.Round(phase[3] / phaseSteps, 2),
             },
         };
+    }
+
+    /// <summary>The QuanTA training path named on the command line (auto, per-layer, stacked, layerwise, layerwise-uncached),
+    /// resolved as the library resolves it (<see cref="QuanTATrainingPaths.Resolve"/>: free memory read after the model is loaded).</summary>
+    internal static QuanTATrainingPathChoice ResolvePath(string name, nn.Module model, ScalarType computeDType)
+    {
+        var requested = Enum.GetValues<QuanTATrainingPath>().FirstOrDefault(p => p == QuanTATrainingPath.Auto ? name == "auto" : QuanTATrainingPaths.Name(p) == name,
+            (QuanTATrainingPath)(-1));
+        if (!Enum.IsDefined(requested))
+            throw new ArgumentException($"Unknown training path '{name}': auto, per-layer, stacked, layerwise or layerwise-uncached.");
+        Sync();
+        return QuanTATrainingPaths.Resolve(requested, Dev.type == DeviceType.CUDA, () => QuanTABank.EstimatedStackedExtraBytes(model, computeDType),
+            () => DeviceMemory.Query(0)?.Free);
     }
 
     /// <summary>Random weights like transformers' init: N(0, 0.02) for matrices, ones for RMSNorm weights. Drawn in place by

@@ -208,26 +208,19 @@ public sealed class QuanTAFineTuneOptions
     public double MaxGradNorm = LoopDefaults.MaxGradNorm;
 
     /// <summary>
-    /// Fused QuanTA training (<see cref="QuanTA.Core.Adapters.QuanTABank"/>): each step materializes ΔW for all adapted layers
-    /// at once (one batched, blocked chain) and every layer runs one GEMM with W0 + ΔW; the optimizer updates a few stacked
-    /// tensors. Same result as the per-layer path. Null (default): on for CUDA, off on CPU. Applies to full-rank QuanTA
-    /// adapters without dropout.
+    /// How each training step computes the QuanTA layers (<see cref="QuanTA.Core.Adapters.QuanTATrainingPath"/>); every path
+    /// gives the same loss and gradients, they trade speed for memory:
+    /// <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.PerLayer"/> (each adapter on its own, the reference),
+    /// <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.Stacked"/> (one batched chain for all layers, one GEMM with W0 + ΔW per
+    /// layer; fastest on a GPU, keeps W0 + ΔW per layer for the backward),
+    /// <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.Layerwise"/> (W0 + ΔW built inside each layer's forward and again in
+    /// its backward; nothing weight-sized kept) and
+    /// <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.LayerwiseUncached"/> (also the frozen chain rebuilt; smallest peak).
+    /// Default <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.Auto"/>: PerLayer on the CPU; on a GPU Stacked, or Layerwise
+    /// when Stacked's estimated extra memory exceeds half of the GPU memory free after the model is loaded. The path and its
+    /// reason are logged once per fit. Adapters with dropout or a per-tensor <see cref="Rank"/> always run per layer.
     /// </summary>
-    public bool? FusedQuanTA;
-
-    /// <summary>
-    /// Memory mode of the fused QuanTA path (when <see cref="FusedQuanTA"/> is on). <see cref="FusedQuanTAMemory.Fast"/>
-    /// keeps W0 + ΔW and the chain's last input of every adapted layer for the backward pass;
-    /// <see cref="FusedQuanTAMemory.Lean"/> builds W0 + ΔW inside each layer's forward and again in its backward, keeping
-    /// nothing weight-sized in between; <see cref="FusedQuanTAMemory.Minimal"/> also rebuilds the frozen chain instead of
-    /// caching it. Fast → Lean → Minimal: each takes less peak memory and gives fewer tokens/s than the one before, and on
-    /// small models the per-layer work of Lean and Minimal costs relatively more (measured figures: docs/performance.md).
-    /// Same gradients in every mode (tested).
-    /// Default <see cref="FusedQuanTAMemory.Auto"/>: Lean when the fast path's estimated extra memory
-    /// (<see cref="QuanTA.Core.Adapters.QuanTABank.EstimatedStackedExtraBytes"/>) exceeds half of the GPU memory still free
-    /// after the model is loaded, else Fast. The choice is logged.
-    /// </summary>
-    public FusedQuanTAMemory FusedQuanTAMemory = FusedQuanTAMemory.Auto;
+    public QuanTATrainingPath TrainingPath = QuanTATrainingPath.Auto;
 
     /// <summary>
     /// Data-parallel training: this process's communicator (ranks, all-reduce). Null (default): read the launcher's environment
@@ -416,18 +409,4 @@ public sealed class QuanTAFineTuneOptions
 
     /// <summary>A shallow copy (the catalog keeps its own so later edits by the caller do not change a running Fit).</summary>
     public QuanTAFineTuneOptions Clone() => (QuanTAFineTuneOptions)MemberwiseClone();
-}
-
-/// <summary>How the fused QuanTA path trades memory for speed (<see cref="QuanTAFineTuneOptions.FusedQuanTAMemory"/>).</summary>
-public enum FusedQuanTAMemory
-{
-    /// <summary>Lean when the fast path would take more than half of the free GPU memory, else Fast.</summary>
-    Auto,
-    /// <summary>Keep every adapted layer's W0 + ΔW and the chain's last input for the backward pass (fastest).</summary>
-    Fast,
-    /// <summary>Rebuild W0 + ΔW per layer in the backward pass; nothing weight-sized kept between forward and backward.</summary>
-    Lean,
-    /// <summary>As <see cref="Lean"/>, and the frozen part of the chain (S) is rebuilt where it is needed instead of being
-    /// cached: one weight-sized tensor per adapted layer less, for the smallest peak (slowest).</summary>
-    Minimal,
 }

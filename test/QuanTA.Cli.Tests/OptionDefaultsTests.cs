@@ -300,19 +300,18 @@ public sealed class OptionDefaultsTests
     [Fact]
     public void TheQuanTAFlagsSetTheQuanTAOptions()
     {
-        var o = CliOptions("--rank", "4", "--pairs", "0:1,2:3", "--tensor-count", "5", "--fused", "false", "--classification-mode", "verbalizer",
-            "--fused-memory", "minimal", "--truncation", "error", "--greedy", "false", "--restore-best");
+        var o = CliOptions("--rank", "4", "--pairs", "0:1,2:3", "--tensor-count", "5", "--classification-mode", "verbalizer",
+            "--training-path", "layerwise-uncached", "--truncation", "error", "--greedy", "false", "--restore-best");
         Assert.Equal(4, o.Rank);
         Assert.Equal(new[] { (0, 1), (2, 3) }, o.Pairs!);
         Assert.Equal(5, o.TensorCount);
-        Assert.False(o.FusedQuanTA);
         Assert.Equal(ClassificationMode.Verbalizer, o.ClassificationMode);
-        Assert.Equal(FusedQuanTAMemory.Minimal, o.FusedQuanTAMemory);
+        Assert.Equal(QuanTA.Core.Adapters.QuanTATrainingPath.LayerwiseUncached, o.TrainingPath);
         Assert.Equal(TruncationPolicy.Error, o.Truncation);
         Assert.False(o.Greedy);
         Assert.True(o.RestoreBestAtEnd);
-        Assert.True(CliOptions("--fused").FusedQuanTA);                       // the bare flag turns it on
-        Assert.Null(CliOptions().FusedQuanTA);                                // left out: on for CUDA, off on CPU
+        Assert.Equal(QuanTA.Core.Adapters.QuanTATrainingPath.Auto, CliOptions().TrainingPath);   // left out: decided per fit
+        Assert.Equal(QuanTA.Core.Adapters.QuanTATrainingPath.PerLayer, CliOptions("--training-path", "per-layer").TrainingPath);
     }
 
     [Theory]

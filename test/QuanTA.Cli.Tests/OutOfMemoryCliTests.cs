@@ -35,7 +35,7 @@ public sealed class OutOfMemoryCliTests(ITestOutputHelper log) : IDisposable
         Assert.Contains("--batch-size, now 8", r.Err);
         Assert.Contains("--grad-accum, now 1", r.Err);
         Assert.Contains("--max-seq-len, now 32", r.Err);
-        Assert.Contains("--fused-memory minimal", r.Err);
+        Assert.Contains("--training-path layerwise", r.Err);
         Assert.False(File.Exists(output));
     }
 }

@@ -1,36 +1,39 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using QuanTA.Core.Adapters;
 
 namespace QuanTA.MLNet.Tests;
 
-/// <summary>Fit with the fused QuanTA path (all layers' ΔW per step, stacked trainable tensors — the GPU default) trains the
-/// same model as the per-layer path: same per-step losses and the same predictions, and it saves/loads like any other.</summary>
+/// <summary>Every QuanTA training path trains the same model: the fused ones (Stacked — the GPU default —, Layerwise,
+/// LayerwiseUncached) give the per-layer path's per-step losses and predictions, and the path is decided and logged once per fit.</summary>
 public class FusedQuanTATests
 {
-    static (IReadOnlyList<double> Losses, List<float[]> Scores, QuanTAFineTuneTransformer Model) Fit(bool fused, FusedQuanTAMemory memory = FusedQuanTAMemory.Auto)
+    static (IReadOnlyList<double> Losses, List<float[]> Scores, QuanTAFineTuneTransformer Model, List<string> Log) Fit(QuanTATrainingPath path)
     {
         var ml = new MLContext(seed: 3);
+        var log = new List<string>();
+        ml.Log += (_, e) => { lock (log) log.Add(e.Message); };
         var train = ToyData.View(ml, ToyData.Classification(24, 1));
         var model = ml.Transforms.Conversion.MapValueToKey("Label")
             .Append(ml.MulticlassClassification.Trainers.QuanTAFineTune(new QuanTAFineTuneOptions
             {
                 BaseModelPath = ToyData.Fixture("llama-tiny-seqcls"), AxisLayout = [8, 4, 4],
                 Epochs = 2, BatchSize = 4, GradientAccumulationSteps = 2, LearningRate = 3e-3, MaxSequenceLength = 32,
-                FusedQuanTA = fused, FusedQuanTAMemory = memory,
+                TrainingPath = path,
             }))
             .Fit(train);
         var scores = model.Transform(ToyData.View(ml, ToyData.Classification(8, 2))).GetColumn<float[]>("Score").ToList();
-        return (model.LastTransformer.TrainingLosses, scores, model.LastTransformer);
+        return (model.LastTransformer.TrainingLosses, scores, model.LastTransformer, log);
     }
 
     [Theory]
-    [InlineData(FusedQuanTAMemory.Auto)]   // on the CPU: the fast (stacked) path
-    [InlineData(FusedQuanTAMemory.Lean)]   // layerwise: W0 + ΔW rebuilt in each layer's backward
-    [InlineData(FusedQuanTAMemory.Minimal)]   // layerwise, the frozen chain rebuilt too
-    public void FusedAndPerLayerTrainingAgree(FusedQuanTAMemory memory)
+    [InlineData(QuanTATrainingPath.Stacked)]             // one batched chain, W0 + ΔW kept per layer
+    [InlineData(QuanTATrainingPath.Layerwise)]           // W0 + ΔW rebuilt in each layer's backward
+    [InlineData(QuanTATrainingPath.LayerwiseUncached)]   // layerwise, the frozen chain rebuilt too
+    public void FusedAndPerLayerTrainingAgree(QuanTATrainingPath path)
     {
-        var plain = Fit(false);
-        var fused = Fit(true, memory);
+        var plain = Fit(QuanTATrainingPath.PerLayer);
+        var fused = Fit(path);
         using var d1 = plain.Model; using var d2 = fused.Model;
         Assert.Equal(plain.Losses.Count, fused.Losses.Count);
         for (int i = 0; i < plain.Losses.Count; i++) Assert.True(Math.Abs(plain.Losses[i] - fused.Losses[i]) < 1e-3 * Math.Max(1, Math.Abs(plain.Losses[i])), $"step {i}: {plain.Losses[i]} vs {fused.Losses[i]}");
@@ -38,22 +41,53 @@ public class FusedQuanTATests
         for (int r = 0; r < plain.Scores.Count; r++)
             for (int c = 0; c < plain.Scores[r].Length; c++)
                 Assert.True(Math.Abs(plain.Scores[r][c] - fused.Scores[r][c]) < 2e-3, $"row {r} class {c}: {plain.Scores[r][c]} vs {fused.Scores[r][c]}");
+        var line = Assert.Single(fused.Log, m => m.Contains("QuanTA training path:"));   // decided and logged once per fit
+        Assert.Contains($"QuanTA training path: {QuanTATrainingPaths.Name(path)} (as requested)", line);
+    }
+
+    [Fact]
+    public void AutoOnTheCpuTakesThePerLayerPathAndSaysWhy()
+    {
+        var auto = Fit(QuanTATrainingPath.Auto);
+        using var d = auto.Model;
+        var line = Assert.Single(auto.Log, m => m.Contains("QuanTA training path:"));
+        Assert.Contains("QuanTA training path: per-layer (Auto off the GPU", line);
     }
 }
 
-/// <summary>The Auto memory rule on the calibrated sizes (<see cref="QuanTA.Core.Adapters.QuanTABank.EstimatedStackedExtraBytes"/>).</summary>
-public class FusedQuanTAMemoryRuleTests
+/// <summary>The Auto rule (<see cref="QuanTATrainingPaths.Resolve"/>) on the calibrated sizes
+/// (<see cref="QuanTABank.EstimatedStackedExtraBytes"/>).</summary>
+public class TrainingPathRuleTests
 {
     const long GB = 1_000_000_000;
 
     [Theory]
-    [InlineData(10.7, 64.0, false)]   // LLaMA-7B q,v (64 layers of 4096², bf16) on an 80 GB GPU: the fast path fits
-    [InlineData(10.7, 26.0, false)]   // the same on a 40 GB GPU (≈ 26 GB free after the weights): fast still fits (peak ≈ 33.7 GB)
-    [InlineData(10.7, 18.0, true)]    // the same with less free memory: lean
-    [InlineData(1.1, 20.0, false)]    // TinyLlama q,v on a 24 GB GPU: fast
-    public void AutoPicksLeanOnlyWhenTheFastPathWouldCrowdTheGpu(double extraGb, double freeGb, bool lean)
-        => Assert.Equal(lean, QuanTA.MLNet.Engine.FineTuneRunner.PreferLean((long)(extraGb * GB), (long)(freeGb * GB)));
+    [InlineData(10.7, 64.0, QuanTATrainingPath.Stacked)]     // LLaMA-7B q,v (64 layers of 4096², bf16) on an 80 GB GPU: stacked fits
+    [InlineData(10.7, 26.0, QuanTATrainingPath.Stacked)]     // the same on a 40 GB GPU (≈ 26 GB free after the weights): still fits
+    [InlineData(10.7, 18.0, QuanTATrainingPath.Layerwise)]   // the same with less free memory: layerwise
+    [InlineData(1.1, 20.0, QuanTATrainingPath.Stacked)]      // TinyLlama q,v on a 24 GB GPU
+    public void AutoOnAGpuPicksLayerwiseOnlyWhenStackedWouldCrowdIt(double extraGb, double freeGb, QuanTATrainingPath expected)
+    {
+        var choice = QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, onCuda: true, () => (long)(extraGb * GB), () => (long)(freeGb * GB));
+        Assert.Equal(expected, choice.Path);
+        Assert.Contains("MiB free", choice.Reason);
+    }
 
     [Fact]
-    public void UnknownFreeMemoryKeepsTheFastPath() => Assert.False(QuanTA.MLNet.Engine.FineTuneRunner.PreferLean(100 * GB, null));
+    public void UnknownFreeMemoryKeepsStacked()
+        => Assert.Equal(QuanTATrainingPath.Stacked, QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, true, () => 100 * GB, () => null).Path);
+
+    [Fact]
+    public void AnExplicitPathIsKeptAndTheCpuNeverReadsGpuMemory()
+    {
+        foreach (var path in Enum.GetValues<QuanTATrainingPath>().Where(p => p != QuanTATrainingPath.Auto))
+            Assert.Equal(path, QuanTATrainingPaths.Resolve(path, true, () => throw new InvalidOperationException("not needed"), () => throw new InvalidOperationException("not needed")).Path);
+        var cpu = QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, false, () => throw new InvalidOperationException("not needed"), () => throw new InvalidOperationException("not needed"));
+        Assert.Equal(QuanTATrainingPath.PerLayer, cpu.Path);
+    }
+
+    [Fact]
+    public void PathNamesAreTheCliSpellings()
+        => Assert.Equal(["auto", "per-layer", "stacked", "layerwise", "layerwise-uncached"],
+            Enum.GetValues<QuanTATrainingPath>().Select(p => p == QuanTATrainingPath.Auto ? "auto" : QuanTATrainingPaths.Name(p)));
 }

@@ -43,7 +43,6 @@ public static partial class FineTuneCommand
         var pairs = new Option<string?>("--pairs") { Description = "QuanTA: the axis pairs that get a tensor, in application order, as m:n (0-based, m < n), e.g. 0:1,2:3,0:3 (default: all N(N−1)/2 pairs in the official order)." };
         var tensorCount = new Option<int?>("--tensor-count") { Description = "QuanTA: number of tensors, the first K pairs of the official order (default: all N(N−1)/2; ignored with --pairs)." };
         var rank = new Option<int?>("--rank") { Description = "QuanTA: per-tensor rank r, each tensor a k×r · r×k product (default: full-rank tensors, the paper's)." };
-        var fused = new Option<bool?>("--fused") { Description = "Fused QuanTA training (all layers' ΔW in one batched chain per step): true or false (default: on for CUDA, off on CPU)." };
         var targets = new Option<string>("--target-modules") { Description = "Comma-separated module suffixes (e.g. q_proj,v_proj), regex:<pattern> (or re:<pattern>; whole-name match) or all-linear.", DefaultValueFactory = _ => string.Join(',', d.TargetModules) };
         var dropout = new Option<float>("--dropout") { Description = "Adapter input dropout.", DefaultValueFactory = _ => d.Dropout };
         var loraRank = new Option<int>("--lora-rank") { Description = "LoRA rank.", DefaultValueFactory = _ => d.LoRARank };
@@ -71,7 +70,7 @@ public static partial class FineTuneCommand
         var validateEvery = new Option<int>("--validate-every") { Description = "Validate every N optimizer steps (0 = at each epoch end).", DefaultValueFactory = _ => d.ValidateEverySteps };
         var valMetric = new Option<string>("--validation-metric") { Description = "loss or accuracy (classification).", DefaultValueFactory = _ => EnumFlag.Format(d.ValidationMetric) };
         var restoreBest = new Option<bool>("--restore-best") { Description = "At the end, put back the adapter of the best validation (true or false).", DefaultValueFactory = _ => d.RestoreBestAtEnd };
-        var fusedMemory = new Option<string>("--fused-memory") { Description = "Fused QuanTA path (default on CUDA): auto, fast (keeps each layer's W0 + ΔW and chain input for the backward pass), lean (rebuilds W0 + ΔW per layer in backward) or minimal (lean, and the frozen chain rebuilt too): less memory, fewer tokens/s, in that order (measured figures: docs/performance.md). auto picks lean when fast would take over half of the free GPU memory.", DefaultValueFactory = _ => EnumFlag.Format(d.FusedQuanTAMemory) };
+        var trainingPath = new Option<string>("--training-path") { Description = "How QuanTA layers are computed in training: auto, per-layer (each adapter on its own), stacked (one batched chain for all layers, W0 + ΔW kept per layer for the backward; fastest on a GPU), layerwise (W0 + ΔW rebuilt per layer in the backward; nothing weight-sized kept) or layerwise-uncached (layerwise, and the frozen chain rebuilt too): same results, less memory and fewer tokens/s from stacked down (figures: docs/performance.md). auto: per-layer on the CPU; stacked on a GPU, or layerwise when stacked would take over half of the free GPU memory. The choice is logged.", DefaultValueFactory = _ => EnumFlag.Format(d.TrainingPath) };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Generation: most tokens generated per row when the model is applied.", DefaultValueFactory = _ => d.MaxNewTokens };
         var greedy = new Option<bool>("--greedy") { Description = "Generation: greedy decoding (true) or sampling with --temperature and --top-p (false).", DefaultValueFactory = _ => d.Greedy };
         var temperature = new Option<float>("--temperature") { Description = "Generation: sampling temperature (with --greedy false).", DefaultValueFactory = _ => d.Temperature };
@@ -83,9 +82,9 @@ public static partial class FineTuneCommand
         var cmd = new Command("finetune", "Fine-tune a QuanTA/LoRA adapter on TSV/CSV data and save an ML.NET model .zip.")
         {
             task, baseModel, train, dataFormat, asChat, messagesCol, chatTemplate, validation, output, textCol, text2Col, labelCol, targetCol,
-            scoreCol, predictedCol, generatedCol, mode, adapter, layout, axisCount, pairs, tensorCount, rank, fused, targets, dropout,
+            scoreCol, predictedCol, generatedCol, mode, adapter, layout, axisCount, pairs, tensorCount, rank, targets, dropout,
             loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, truncation, seed, lossCurve, export, device,
-            ckptDir, ckptEvery, keepCkpt, resume, patience, threshold, validateEvery, valMetric, restoreBest, fusedMemory,
+            ckptDir, ckptEvery, keepCkpt, resume, patience, threshold, validateEvery, valMetric, restoreBest, trainingPath,
             maxNew, greedy, temperature, topP, stopStrings, inferenceBatch, quantize, nproc,
         };
         cmd.SetAction(r => CliRun.Run(describe: DescribeWithFlags, body: () =>

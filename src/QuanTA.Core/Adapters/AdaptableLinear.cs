@@ -99,8 +99,6 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
 
     InvalidOperationException NotLoaded() => new($"This {Quantization}-quantized layer has no weight yet: load it from a checkpoint first (LoadWeight).");
 
-    /// <summary>W0 in the compute dtype for a forward: the weight itself, or a transient dequantized copy.</summary>
-    Tensor FrozenWeight() => Quantization == BaseQuantization.None ? weight : (_quantized ?? throw NotLoaded()).Dequantize();
 
     /// <summary>Input features.</summary>
     public int InFeatures { get; }
@@ -135,24 +133,8 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor x)
     {
-        if (_adapter?.StepLinear is { IsLive: true } step && !IsMerged)           // layerwise fused path: W0 + ΔW built inside
+        if (!IsMerged && _adapter?.StepLinear is { IsLive: true } step)   // a fused training path's step (QuanTABank): x (W0 + ΔW)ᵀ + b
             return step.Forward(x, weight, bias, Quantization == BaseQuantization.None ? null : _quantized ?? throw NotLoaded());
-        if (_adapter?.StepDeltaWeight is { IsInvalid: false } dw && !IsMerged)   // (a ΔW left from a finished step's scope is ignored)
-        {
-            Tensor y0;
-            if (Quantization == BaseQuantization.None) y0 = nn.functional.linear(x, weight + dw, bias);   // (…, out) = x (W0 + ΔW)ᵀ + b: one GEMM (fused path)
-            else using (var w0 = FrozenWeight()) y0 = nn.functional.linear(x, w0 + dw, bias);           // W0 dequantized, transient
-            if (_adapter.StepDeltaSingleUse && is_grad_enabled())   // (a forward without a graph, e.g. a logged evaluation, leaves it)
-            {
-                _adapter.StepDeltaWeight = null;                   // used once: the slice is let go so that the bank's ΔW
-                _adapter.StepDeltaSpent = true;                    // stack is freed once every layer ran (autograd keeps
-                dw.Dispose();                                      // W0 + ΔW, not ΔW)
-            }
-            return y0;
-        }
-        if (_adapter is { StepDeltaSpent: true } && !IsMerged && is_grad_enabled())
-            throw new InvalidOperationException("This layer already used its fused ΔW for this micro-batch: call QuanTABank.Materialize " +
-                "before every forward pass that is backpropagated (each micro-batch), and Clear() when the step ends.");
         var y = Quantization == BaseQuantization.None
             ? nn.functional.linear(x, weight, bias)        // (…, out) = x W0ᵀ + b
             : QuantizedForward(x);

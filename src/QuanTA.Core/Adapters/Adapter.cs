@@ -31,25 +31,13 @@ public abstract class Adapter : nn.Module
     /// <summary>Number of trainable parameters (the frozen copies are not counted).</summary>
     public long TrainableParameterCount => parameters().Where(p => p.requires_grad).Sum(p => p.numel());
 
-    /// <summary>
-    /// A ΔW [out, in] already computed for the current training step by a fused materializer (<see cref="QuanTABank"/>),
-    /// in the layer's compute dtype and differentiable with respect to the adapter's parameters. While set, the layer
-    /// computes one GEMM with the effective weight, <c>y = x (W0 + ΔW)ᵀ + b</c>, instead of calling <see cref="Delta"/>. In
-    /// the bank's default mode the layer consumes it: its next forward uses it once and clears it (the bank sets it again
-    /// for each micro-batch), so the step's ΔW is freed before the backward pass.
-    /// </summary>
-    public Tensor? StepDeltaWeight { get; internal set; }
-
-    /// <summary>Set by the bank: the layer's next forward consumes <see cref="StepDeltaWeight"/> (default mode; in recompute
-    /// mode the step's ΔW is a leaf shared by its micro-batches and stays set).</summary>
-    internal bool StepDeltaSingleUse { get; set; }
-
-    /// <summary>True once a forward consumed this micro-batch's ΔW; until the bank materializes again, a forward that records
-    /// a graph is refused (its gradient would reach this adapter's own tensors, which the bank's optimizer never sees).</summary>
-    internal bool StepDeltaSpent { get; set; }
-
-    /// <summary>This step's replacement of the layer's forward by the memory-lean fused path (<see cref="QuanTABank.Layerwise"/>).</summary>
+    /// <summary>This step's forward of the layer on a fused training path (<see cref="QuanTABank.Materialize"/> sets it, its
+    /// <c>Clear</c> removes it): while set and live, the layer computes <c>y = x (W0 + ΔW)ᵀ + b</c> through it instead of
+    /// calling <see cref="Delta"/>. The one per-step hook of an adapter.</summary>
     internal IStepLinear? StepLinear { get; set; }
+
+    /// <summary>The stacked path's ΔW slice for this step while unused (tests and the bench compare it with <see cref="DeltaWeight"/>).</summary>
+    internal Tensor? StepDelta => (StepLinear as QuanTAStackedStep)?.Delta;
 
     /// <summary>A JSON-serializable description of the adapter's shape options (stored next to exported weights).</summary>
     public abstract IReadOnlyDictionary<string, object> Describe();

@@ -51,11 +51,12 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             EarlyStoppingPatience = o.EarlyStoppingPatience, EarlyStoppingThreshold = o.EarlyStoppingThreshold,
             ValidateEverySteps = o.ValidateEverySteps,
         };
-        // Fused QuanTA (all layers' ΔW per step, stacked trainable tensors) on CUDA by default; per-layer path otherwise.
+        // The QuanTA training path: decided here, once per fit, and logged with its reason.
         var computeDType = model.Module.parameters().First(p => !p.requires_grad).dtype;   // the frozen base's
-        using var bank = CreateBank(computeDType, out var bankNote);
+        var path = ResolveTrainingPath(computeDType, out var pathNote);
+        using var bank = path is { UsesBank: true } ? QuanTABank.Create(model.Module, path.Path) : null;
         trainerOptions.RunFingerprint = RunFingerprints.Make(baseModelFingerprint, o, fused: bank is not null, worldSize: world);
-        trainerOptions.OutOfMemoryHint = OutOfMemoryHint(o, bank);
+        trainerOptions.OutOfMemoryHint = OutOfMemoryHint(o, path?.Path);
         if (o.ResumeFromCheckpoint is not null)
             trainerOptions.ResumeFrom = RunFingerprints.ResolveResume(o.ResumeFromCheckpoint, trainerOptions.CheckpointDir, trainerOptions.RunFingerprint, seed,
                 m => { using var c = host.Start("QuanTA resume"); c.Warning(MessageSensitivity.None, m); });
@@ -71,7 +72,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             trainer.ReduceStepStatistics = dist!.Communicator.MeanAndSum;           // log the global loss and tokens
         }
         using var ch = host.Start("QuanTA fine-tuning");
-        if (bankNote is not null) ch.Info(MessageSensitivity.None, bankNote);
+        if (pathNote is not null) ch.Info(MessageSensitivity.None, pathNote);
         using var pch = host.StartProgressChannel("QuanTA fine-tuning");
         TrainingProgress? last = null;
         pch.SetHeader(new ProgressHeader(["Loss", "Learning rate", "Tokens/s"], ["Epochs", "Steps"]), e =>
@@ -127,54 +128,38 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         model.SetTraining(false);
     }
 
-    /// <summary>Auto memory mode: lean when the fast path's extra memory would take more than half of what is free after the
-    /// model is loaded (the activations need the rest); unknown free memory keeps the fast path. Where LLaMA-7B falls on
-    /// common cards: docs/performance.md.</summary>
-    internal static bool PreferLean(long stackedExtraBytes, long? freeBytes) => freeBytes is long f && stackedExtraBytes > f / 2;
-
     /// <summary>What to change after an out-of-memory step, in this library's option names and the CLI's flags: the batch size
-    /// (with accumulation to keep the effective batch), the sequence length, and the fused QuanTA path's memory mode.</summary>
-    internal static string OutOfMemoryHint(QuanTAFineTuneOptions o, QuanTABank? bank)
+    /// (with accumulation to keep the effective batch), the sequence length, and the QuanTA training path (null: not QuanTA).</summary>
+    internal static string OutOfMemoryHint(QuanTAFineTuneOptions o, QuanTATrainingPath? path)
     {
         var hint = $"these are QuanTAFineTuneOptions.BatchSize (CLI: --batch-size, now {o.BatchSize}), GradientAccumulationSteps " +
             $"(CLI: --grad-accum, now {o.GradientAccumulationSteps}) and MaxSequenceLength (CLI: --max-seq-len, now {o.MaxSequenceLength})";
-        if (bank is { Layerwise: false })
-            hint += "; or set FusedQuanTAMemory = Lean (CLI: --fused-memory lean), which keeps no weight-sized " +
+        if (path is QuanTATrainingPath.Stacked or QuanTATrainingPath.PerLayer)
+            hint += "; or set TrainingPath = Layerwise (CLI: --training-path layerwise), which keeps no weight-sized " +
                 "tensor per adapted layer between forward and backward (same results, a little slower)";
-        else if (bank is { Layerwise: true, CachesFrozenOperator: true })
-            hint += "; or set FusedQuanTAMemory = Minimal (CLI: --fused-memory minimal), which also rebuilds the " +
+        else if (path is QuanTATrainingPath.Layerwise)
+            hint += "; or set TrainingPath = LayerwiseUncached (CLI: --training-path layerwise-uncached), which also rebuilds the " +
                 "frozen chain instead of caching it (same results, slower)";
-        else if (bank is null && o.Adapter == AdapterMethod.QuanTA)
-            hint += "; or train QuanTA on the fused path in a low-memory mode: FusedQuanTA = true (the default on CUDA) with " +
-                "FusedQuanTAMemory = Minimal (CLI, on CUDA: --fused-memory minimal)";
         return hint;
     }
 
-    QuanTABank? CreateBank(ScalarType computeDType, out string? note)
+    /// <summary>The QuanTA training path of this fit (<see cref="QuanTATrainingPaths.Resolve"/>) and the line that logs it; null
+    /// for LoRA. A fused path with no adapter it can serve (all have dropout or a rank) falls back to PerLayer, said in the log.</summary>
+    QuanTATrainingPathChoice? ResolveTrainingPath(ScalarType computeDType, out string? note)
     {
         note = null;
-        if (options.Adapter != AdapterMethod.QuanTA || !(options.FusedQuanTA ?? model.Device.type == DeviceType.CUDA)) return null;
-        bool lean, cacheFrozen = true;
-        switch (options.FusedQuanTAMemory)
-        {
-            case FusedQuanTAMemory.Lean: lean = true; break;
-            case FusedQuanTAMemory.Minimal: lean = true; cacheFrozen = false; break;
-            case FusedQuanTAMemory.Fast: lean = false; break;
-            default:
-                if (model.Device.type != DeviceType.CUDA) { lean = false; break; }
-                long extra = QuanTABank.EstimatedStackedExtraBytes(model.Module, computeDType);
-                var free = DeviceMemory.Query(model.Device.index < 0 ? 0 : model.Device.index)?.Free;
-                lean = PreferLean(extra, free);
-                note = free is long ff
-                    ? $"fused QuanTA, {(lean ? "lean" : "fast")} memory mode: the fast path needs ≈ {extra / 1048576.0:F0} MiB more, {ff / 1048576.0:F0} MiB free"
-                    : "fused QuanTA, fast memory mode (the free GPU memory could not be read; set FusedQuanTAMemory = Lean to save memory)";
-                break;
-        }
-        var bank = QuanTABank.Create(model.Module, cacheFrozenOperator: cacheFrozen, layerwise: lean);
-        if (bank.AdapterCount > 0) return bank;
-        bank.Dispose();
-        note = null;
-        return null;
+        if (options.Adapter != AdapterMethod.QuanTA) return null;
+        bool onCuda = model.Device.type == DeviceType.CUDA;
+        var choice = QuanTATrainingPaths.Resolve(options.TrainingPath, onCuda,
+            () => QuanTABank.EstimatedStackedExtraBytes(model.Module, computeDType),
+            () => DeviceMemory.Query(model.Device.index < 0 ? 0 : model.Device.index)?.Free);
+        var (fused, perLayer) = QuanTABank.CountEligible(model.Module);
+        if (choice.UsesBank && fused == 0)
+            choice = new(QuanTATrainingPath.PerLayer, $"{QuanTATrainingPaths.Name(choice.Path)} was chosen ({choice.Reason}), but every " +
+                "adapter has dropout or a per-tensor rank, which only the per-layer path serves");
+        note = choice.ToString() + (choice.UsesBank && perLayer > 0
+            ? $"; {perLayer} of {fused + perLayer} adapters run per layer (dropout or a per-tensor rank)" : "") + ".";
+        return choice;
     }
 
     /// <summary>Buffers of the modules that own trainable parameters (the adapters' frozen S), saved with checkpoints.</summary>

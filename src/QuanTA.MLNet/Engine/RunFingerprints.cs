@@ -7,7 +7,8 @@ namespace QuanTA.MLNet.Engine;
 /// The run fingerprint stored in every checkpoint of <c>Fit</c>, and resolving <see cref="QuanTAFineTuneOptions.ResumeFromCheckpoint"/>
 /// with a check that the checkpoint belongs to this base model and adapter. The fingerprint is readable text in three parts:
 /// <c>base &lt;sha256 of the base model files&gt; | adapter &lt;options that shape the trained tensors&gt; | path fused|per-layer</c>
-/// (the fused QuanTA path stores stacked <c>quanta_bank.*</c> tensors, the per-layer path one tensor per layer), and a fourth,
+/// (the fused QuanTA paths — Stacked, Layerwise, LayerwiseUncached — store stacked <c>quanta_bank.*</c> tensors and resume each
+/// other's checkpoints; the per-layer path stores one tensor per layer), and a fourth,
 /// <c>| world N</c>, for data-parallel runs: each rank's shard and the steps per epoch depend on the number of ranks, so a
 /// checkpoint resumes only with the world size that wrote it.
 /// </summary>
@@ -66,7 +67,7 @@ internal static class RunFingerprints
             var (a, b) = (Parts(stored), Parts(fingerprint));
             string what = a.Base != b.Base ? $"a different base model (checkpoint: {a.Base}; now: {b.Base})"
                 : a.Adapter != b.Adapter ? $"different adapter options (checkpoint: {a.Adapter}; now: {b.Adapter})"
-                : a.Path != b.Path ? $"the {a.Path} training path, this Fit uses {b.Path} (set FusedQuanTA = {(a.Path == "path fused" ? "true" : "false")} to resume)"
+                : a.Path != b.Path ? $"the {a.Path} training path, this Fit uses {b.Path} (set {(a.Path == "path fused" ? "TrainingPath = Stacked or Layerwise (CLI: --training-path stacked)" : "TrainingPath = PerLayer (CLI: --training-path per-layer)")} to resume)"
                 : a.World != b.World ? $"{Ranks(a.World)}, this Fit runs {Ranks(b.World)} (each rank's shard and the steps per epoch " +
                     "depend on the number of ranks: resume with the world size that wrote the checkpoint)"
                 : $"another run (fingerprint '{stored}')";

@@ -43,10 +43,10 @@ public class QuanTABankTests
         foreach (var l in m.Layers)
         {
             var a = (QuanTAAdapter)l.Adapter!;
-            Assert.True(TestUtil.RelErr(a.StepDeltaWeight!, a.DeltaWeight()) < 1e-6, $"{l.InFeatures}->{l.OutFeatures}");
+            Assert.True(TestUtil.RelErr(a.StepDelta!, a.DeltaWeight()) < 1e-6, $"{l.InFeatures}->{l.OutFeatures}");
         }
         bank.Clear();
-        Assert.All(m.Layers, l => Assert.Null(l.Adapter!.StepDeltaWeight));
+        Assert.All(m.Layers, l => Assert.Null(l.Adapter!.StepDelta));
     }
 
     [Fact]
@@ -73,10 +73,10 @@ public class QuanTABankTests
         using (var s2 = NewDisposeScope())
         {
             bank.Materialize(ScalarType.Float32);
-            var deltas = adapters.Select(a => a.StepDeltaWeight!).ToArray();
+            var deltas = adapters.Select(a => a.StepDelta!).ToArray();
             var loss = m.Layers.Select((l, i) => l.forward(xs[i]).pow(2).sum()).Aggregate((a, b) => a + b);
             // Each layer used its ΔW once and let go of it, so the stacked ΔW is not held through the backward pass.
-            Assert.All(adapters, a => Assert.Null(a.StepDeltaWeight));
+            Assert.All(adapters, a => Assert.Null(a.StepDelta));
             Assert.All(deltas, d => Assert.True(d.IsInvalid));
             loss.backward();
             bank.Clear();
@@ -97,38 +97,7 @@ public class QuanTABankTests
     }
 
     [Fact]
-    public void RecomputeModeMayMaterializeOncePerStep()
-    {
-        // Recompute mode shares one ΔW leaf among a step's micro-batches, so one Materialize per step is enough: the second
-        // micro-batch must still take the fused path (its gradient reaching the bank's stacked tensors), not fall back.
-        using var g = new Generator(10);
-        var xs = Enumerable.Range(0, 2).Select(_ => new[] { randn(5, 32, generator: g), randn(5, 32, generator: g), randn(5, 16, generator: g), randn(5, 32, generator: g) }).ToArray();
-        Tensor[] Run(bool oncePerStep)
-        {
-            using var m = Build();
-            using var bank = QuanTABank.Create(m, recomputeChainInBackward: true);
-            using var outer = NewDisposeScope();
-            for (int k = 0; k < xs.Length; k++)
-            {
-                if (k == 0 || !oncePerStep) bank.Materialize(ScalarType.Float32);
-                var loss = m.Layers.Select((l, i) => l.forward(xs[k][i]).pow(2).sum()).Aggregate((a, b) => a + b);
-                loss.div(2).backward();
-            }
-            Assert.Equal(3, bank.PropagateChainGradients());
-            Assert.All(m.Layers, l => Assert.Null(l.Adapter!.StepDeltaWeight));   // the step's ΔW is spent once propagated
-            bank.Clear();
-            var own = m.Layers.Select(l => (QuanTAAdapter)l.Adapter!).SelectMany(a => Enumerable.Range(0, a.Layout.TensorCount).Select(i => a.TensorT(i).grad)).ToArray();
-            Assert.All(own, gr => Assert.True(gr is null || gr.abs().max().item<float>() == 0, "a gradient reached an adapter's own tensors"));
-            return bank.Parameters.Select(p => p.grad!.clone().DetachFromDisposeScope()).ToArray();
-        }
-        var perMicroBatch = Run(false);
-        var once = Run(true);
-        for (int i = 0; i < once.Length; i++)
-            Assert.True(TestUtil.RelErr(once[i], perMicroBatch[i]) < 1e-5, $"stacked tensor {i}");
-    }
-
-    [Fact]
-    public void DefaultModeRefusesASecondForwardWithoutMaterialize()
+    public void StackedPathRefusesASecondForwardWithoutMaterialize()
     {
         // Each layer uses its ΔW once; a second backpropagated forward in the same micro-batch would silently train the
         // adapters' own tensors instead of the bank's, so it is refused with a message that says what to do.
@@ -138,7 +107,7 @@ public class QuanTABankTests
         var x = randn(3, 32);
         bank.Materialize(ScalarType.Float32);
         using (no_grad()) m.Layers[0].forward(x);                                             // a forward without a graph leaves ΔW
-        Assert.NotNull(m.Layers[0].Adapter!.StepDeltaWeight);
+        Assert.NotNull(m.Layers[0].Adapter!.StepDelta);
         m.Layers[0].forward(x).sum().backward();
         var e = Assert.Throws<InvalidOperationException>(() => m.Layers[0].forward(x));
         Assert.Contains("Materialize", e.Message);
@@ -149,70 +118,35 @@ public class QuanTABankTests
         m.Layers[0].forward(x).sum().backward();                                              // after Clear: the layer's own path
     }
 
-    [Fact]
-    public void RecomputedChainGivesTheSameGradientsOverAccumulatedMicroBatches()
-    {
-        using var g = new Generator(9);
-        var xs = Enumerable.Range(0, 2).Select(_ => new[] { randn(5, 32, generator: g), randn(5, 32, generator: g), randn(5, 16, generator: g), randn(5, 32, generator: g) }).ToArray();
-        Tensor[] Run(bool recompute, out int propagated)
-        {
-            using var m = Build();
-            using var bank = QuanTABank.Create(m, recomputeChainInBackward: recompute);
-            Assert.Equal(recompute, bank.RecomputeChainInBackward);
-            foreach (var micro in xs)                                     // two micro-batches, each in its own scope (as the Trainer)
-            {
-                using var scope = NewDisposeScope();
-                bank.Materialize(ScalarType.Float32);
-                var loss = m.Layers.Select((l, i) => l.forward(micro[i]).pow(2).sum()).Aggregate((a, b) => a + b);
-                loss.div(2).backward();
-            }
-            var stacked = bank.Parameters.ToArray();
-            if (recompute) Assert.All(stacked, p => Assert.Null(p.grad));  // nothing reaches T before the propagation
-            propagated = bank.PropagateChainGradients();
-            Assert.Equal(0, bank.PropagateChainGradients());              // once per step
-            bank.Clear();
-            return stacked.Select(p => p.grad!.clone().DetachFromDisposeScope()).ToArray();
-        }
-        var inGraph = Run(false, out var none);
-        var recomputed = Run(true, out var groups);
-        Assert.Equal(0, none);
-        Assert.Equal(3, groups);
-        Assert.Equal(inGraph.Length, recomputed.Length);
-        for (int i = 0; i < inGraph.Length; i++)
-            Assert.True(TestUtil.RelErr(recomputed[i], inGraph[i]) < 1e-5, $"stacked tensor {i}: {TestUtil.RelErr(recomputed[i], inGraph[i])}");
-    }
-
     [Theory]
-    [InlineData(true, false, 1024, 5)]
-    [InlineData(false, false, 1024, 5)]
-    [InlineData(true, true, 1024, 5)]    // the merged weight kept from the forward for the backward
-    [InlineData(false, true, 1024, 5)]
-    [InlineData(true, false, 8, 5)]      // one pair per block: several blocks, so the token gradients run through a chain
-    [InlineData(true, true, 16, 5)]
-    [InlineData(true, false, 8, 200)]    // many tokens: the layers take the ΔW route (gᵀx, then the chain's backward)
-    [InlineData(false, true, 8, 200)]
-    public void LayerwiseModeGivesTheSameLossAndGradientsAsTheStackedGraph(bool cacheFrozen, bool keepMerged, int blockCap, int rows)
+    [InlineData(QuanTATrainingPath.Layerwise, 1024, 5)]
+    [InlineData(QuanTATrainingPath.LayerwiseUncached, 1024, 5)]
+    [InlineData(QuanTATrainingPath.Layerwise, 8, 5)]      // one pair per block: several blocks, so the token gradients run through a chain
+    [InlineData(QuanTATrainingPath.LayerwiseUncached, 16, 5)]
+    [InlineData(QuanTATrainingPath.Layerwise, 8, 200)]    // many tokens: the layers take the ΔW route (gᵀx, then the chain's backward)
+    [InlineData(QuanTATrainingPath.LayerwiseUncached, 8, 200)]
+    public void LayerwisePathsGiveTheSameLossAndGradientsAsTheStackedGraph(QuanTATrainingPath layerwisePath, int blockCap, int rows)
     {
         // Two micro-batches; layer 1 takes layer 0's output (its input needs a gradient), the others take plain inputs.
         using var g = new Generator(21);
         var xs = Enumerable.Range(0, 2).Select(_ => new[] { randn(rows, 32, generator: g), randn(rows, 32, generator: g), randn(rows, 16, generator: g) }).ToArray();
-        (double Loss, Tensor[] Grads, Tensor InputGrad) Run(bool layerwise)
+        (double Loss, Tensor[] Grads, Tensor InputGrad) Run(QuanTATrainingPath path)
         {
+            bool layerwise = path != QuanTATrainingPath.Stacked;
             using var m = Build();
-            using var bank = QuanTABank.Create(m, cacheFrozenOperator: cacheFrozen, blockCap: blockCap, layerwise: layerwise,
-                keepMergedWeight: layerwise && keepMerged);
+            using var bank = QuanTABank.Create(m, path, blockCap: blockCap);
             var plan = QuanTAChainBlocks.MakePlan(new AxisLayout([2, 4, 4]), blockCap, 32, 32);
             // which route the square layers take: from the tokens with several blocks and few tokens, else through ΔW
             Assert.Equal(blockCap < 32 && rows < 20, QuanTAChainBlocks.TokenGradientsCheaper(plan, rows));
-            Assert.Equal(layerwise, bank.Layerwise);
-            Assert.Equal(layerwise && keepMerged, bank.KeepsMergedWeight);
+            Assert.Equal(path, bank.Path);
+            Assert.Equal(path != QuanTATrainingPath.LayerwiseUncached, bank.CachesFrozenOperator);
             double total = 0;
             var input0 = xs[0][0].clone().requires_grad_(true);
             foreach (var micro in xs)
             {
                 using var scope = NewDisposeScope();
                 bank.Materialize(ScalarType.Float32);
-                Assert.All(m.Layers, l => Assert.Equal(layerwise, l.Adapter!.StepDeltaWeight is null));   // no stacked ΔW in layerwise mode
+                Assert.All(m.Layers, l => Assert.Equal(layerwise, l.Adapter!.StepDelta is null));   // no stacked ΔW on a layerwise path
                 var x0 = micro == xs[0] ? input0 : micro[0];
                 var h = m.Layers[0].forward(x0);                                  // 32 → 32
                 var loss = m.Layers[1].forward(h.tanh()).pow(2).sum()             // 32 → 8 (transposed chain), input needs a gradient
@@ -221,13 +155,12 @@ public class QuanTABankTests
                 loss.div(2).backward();
                 total += loss.item<float>();
             }
-            Assert.Equal(0, bank.PropagateChainGradients());
             bank.Clear();
-            Assert.All(m.Layers, l => Assert.Null(l.Adapter!.StepDeltaWeight));
+            Assert.All(m.Layers, l => Assert.Null(l.Adapter!.StepLinear));
             return (total, bank.Parameters.Select(p => p.grad!.clone().DetachFromDisposeScope()).ToArray(), input0.grad!.clone().DetachFromDisposeScope());
         }
-        var stacked = Run(false);
-        var lean = Run(true);
+        var stacked = Run(QuanTATrainingPath.Stacked);
+        var lean = Run(layerwisePath);
         Assert.Equal(stacked.Loss, lean.Loss, 4);
         Assert.True(TestUtil.RelErr(lean.InputGrad, stacked.InputGrad) < 1e-5, $"input gradient: {TestUtil.RelErr(lean.InputGrad, stacked.InputGrad)}");
         Assert.Equal(stacked.Grads.Length, lean.Grads.Length);
@@ -239,17 +172,15 @@ public class QuanTABankTests
     }
 
     [Theory]
-    [InlineData(false, 3)]
-    [InlineData(true, 3)]     // the kept merged weight's wrapper is freed once the node has saved it
-    [InlineData(false, 200)]  // many tokens: the ΔW route
-    [InlineData(true, 200)]
-    public void LayerwiseStepsLeaveNoTensorsBehind(bool keepMerged, int rows)
+    [InlineData(3)]
+    [InlineData(200)]  // many tokens: the ΔW route
+    public void LayerwiseStepsLeaveNoTensorsBehind(int rows)
     {
         // The custom backward hands gradients to libtorch; their wrappers are freed by the bank, not left to the GC.
         using var m = Build();
-        using var bank = QuanTABank.Create(m, blockCap: 8, layerwise: true, keepMergedWeight: keepMerged);
+        using var bank = QuanTABank.Create(m, QuanTATrainingPath.Layerwise, blockCap: 8);
         Assert.Equal(rows < 20, QuanTAChainBlocks.TokenGradientsCheaper(
-            QuanTAChainBlocks.MakePlan(new AxisLayout([2, 4, 4]), 8, 32, 32), rows, rebuildsDelta: !keepMerged));
+            QuanTAChainBlocks.MakePlan(new AxisLayout([2, 4, 4]), 8, 32, 32), rows));
         using var opt = optim.AdamW(bank.OptimizerParameters(m).Select(p => p.Parameter), lr: 1e-3);
         using var g = new Generator(2);
         var xs = m.Layers.Select(l => randn(rows, l.InFeatures, generator: g).requires_grad_(true)).ToArray();
@@ -270,26 +201,13 @@ public class QuanTABankTests
         Assert.Equal(settled, Step());
     }
 
-    [Fact]
-    public void KeepingTheMergedWeightNeedsTheLayerwisePath()
-        => Assert.Throws<ArgumentException>(() => QuanTABank.Create(Build(), keepMergedWeight: true));
-
-    [Fact]
-    public void LayerwiseModeExcludesStepRecompute()
-        => Assert.Throws<ArgumentException>(() => QuanTABank.Create(Build(), recomputeChainInBackward: true, layerwise: true));
-
-    [Fact]
-    public void RecomputeModeRefusesToMixComputeTypesWithinAStep()
+    [Theory]
+    [InlineData(QuanTATrainingPath.Auto)]
+    [InlineData(QuanTATrainingPath.PerLayer)]
+    public void ABankServesOnlyTheFusedPaths(QuanTATrainingPath path)
     {
-        using var m = Build();
-        using var bank = QuanTABank.Create(m, recomputeChainInBackward: true);
-        using var scope = NewDisposeScope();
-        bank.Materialize(ScalarType.Float32);
-        var e = Assert.Throws<InvalidOperationException>(() => bank.Materialize(ScalarType.BFloat16));
-        Assert.Contains("PropagateChainGradients", e.Message);
-        bank.Clear();
-        bank.Materialize(ScalarType.BFloat16);                          // after Clear a new step may use another type
-        bank.Clear();
+        var e = Assert.Throws<ArgumentException>(() => QuanTABank.Create(Build(), path));
+        Assert.Contains(path.ToString(), e.Message);
     }
 
     [Fact]
@@ -301,7 +219,7 @@ public class QuanTABankTests
         using (no_grad()) foreach (var p in bank.Parameters) p.add_(1.0);
         using var scope = NewDisposeScope();
         bank.Materialize(ScalarType.Float32);
-        Assert.True(TestUtil.RelErr(a.StepDeltaWeight!, a.DeltaWeight()) < 1e-6);
+        Assert.True(TestUtil.RelErr(a.StepDelta!, a.DeltaWeight()) < 1e-6);
         bank.Clear();
     }
 
@@ -313,7 +231,7 @@ public class QuanTABankTests
         using var bank = QuanTABank.Create(m);
         using var scope = NewDisposeScope();
         bank.Materialize(ScalarType.BFloat16);
-        foreach (var l in m.Layers) Assert.Equal(0.0, l.Adapter!.StepDeltaWeight!.abs().max().item<BFloat16>().ToSingle());
+        foreach (var l in m.Layers) Assert.Equal(0.0, l.Adapter!.StepDelta!.abs().max().item<BFloat16>().ToSingle());
     }
 }
 
@@ -338,7 +256,7 @@ public class QuanTAChainBlockTests
             using var bank = QuanTABank.Create(layer, blockCap: cap);
             using var scope = NewDisposeScope();
             bank.Materialize(ScalarType.Float32);
-            Assert.True(TestUtil.RelErr(a.StepDeltaWeight!, a.DeltaWeight()) < 1e-6, $"cap {cap}, {inF}->{outF}");
+            Assert.True(TestUtil.RelErr(a.StepDelta!, a.DeltaWeight()) < 1e-6, $"cap {cap}, {inF}->{outF}");
             bank.Clear();
         }
     }

@@ -158,17 +158,18 @@ public class QuanTAChainEngineTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(false, true)]
-    [InlineData(true, true)]
-    [InlineData(true, false)]
-    public void TheBanksPathsGiveTheReferenceWeight(bool layerwise, bool cacheFrozen)
+    [InlineData(QuanTATrainingPath.Stacked)]
+    [InlineData(QuanTATrainingPath.Layerwise)]
+    [InlineData(QuanTATrainingPath.LayerwiseUncached)]
+    public void TheBanksPathsGiveTheReferenceWeight(QuanTATrainingPath path)
     {
+        bool layerwise = path != QuanTATrainingPath.Stacked;
         // Stacked: each layer's ΔW slice; layerwise: the layer's output x (W0 + ΔW)ᵀ + b built inside its step.
         using var m = new Layers((27, 27), (27, 10), (12, 27), (27, 27));
         using (no_grad()) { using var g = new Generator(3); foreach (var l in m.Items) { l.weight.copy_(randn(l.weight.shape, generator: g)); l.bias!.copy_(randn(l.bias.shape, generator: g)); } }
         AdapterInjector.Inject(m, new QuanTAConfig { Layout = [3, 3, 3], Seed = 4 }, TargetModules.All());
         TestUtil.Randomize(m, 0.3, 12);
-        using var bank = QuanTABank.Create(m, cacheFrozenOperator: cacheFrozen, blockCap: 9, layerwise: layerwise);
+        using var bank = QuanTABank.Create(m, path, blockCap: 9);
         using var scope = NewDisposeScope();
         bank.Materialize(ScalarType.Float32);
         using var gx = new Generator(8);
@@ -182,8 +183,8 @@ public class QuanTAChainEngineTests(ITestOutputHelper output)
                 var x = randn(4, l.InFeatures, generator: gx);
                 e = TestUtil.RelErr(l.forward(x), nn.functional.linear(x, l.weight + reference, l.bias));
             }
-            else e = TestUtil.RelErr(a.StepDeltaWeight!, reference);
-            output.WriteLine($"{(layerwise ? "layerwise" : "stacked")} {l.InFeatures}→{l.OutFeatures}: rel err {e:E2}");
+            else e = TestUtil.RelErr(a.StepDelta!, reference);
+            output.WriteLine($"{QuanTATrainingPaths.Name(path)} {l.InFeatures}→{l.OutFeatures}: rel err {e:E2}");
             Assert.True(e < 1e-6, $"{l.InFeatures}->{l.OutFeatures}: {e}");
         }
         bank.Clear();

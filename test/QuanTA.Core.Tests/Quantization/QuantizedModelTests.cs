@@ -94,9 +94,9 @@ public class QuantizedModelTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void FusedQuanTAPathsOnAQuantizedBaseMatchThePlainPath(bool layerwise)
+    [InlineData(QuanTATrainingPath.Stacked)]
+    [InlineData(QuanTATrainingPath.Layerwise)]
+    public void FusedQuanTAPathsOnAQuantizedBaseMatchThePlainPath(QuanTATrainingPath path)
     {
         var r = Fixture.Reference("llama-tiny");
         (float Loss, Tensor[] Grads) Run(bool fused)
@@ -108,13 +108,12 @@ public class QuantizedModelTests(ITestOutputHelper output)
             // Move the adapters off their identity start so ΔW ≠ 0.
             var gen = new Generator(1);
             using (no_grad()) foreach (var p in model.parameters().Where(p => p.requires_grad)) p.add_(randn(p.shape, generator: gen) * 0.05);
-            using var bank = fused ? QuanTABank.Create(model, layerwise: layerwise) : null;
+            using var bank = fused ? QuanTABank.Create(model, path) : null;
             using var scope = NewDisposeScope();
             bank?.Materialize(ScalarType.Float32);
             var logits = model.forward(r["input_ids"]);
             var loss = logits.pow(2).mean();
             loss.backward();
-            bank?.PropagateChainGradients();
             bank?.Clear();
             var grads = (bank is null ? model.parameters().Where(p => p.requires_grad) : bank.Parameters)
                 .Select(p => p.grad!.clone().DetachFromDisposeScope()).ToArray();
@@ -122,7 +121,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
         }
         var plain = Run(false);
         var fusedRun = Run(true);
-        output.WriteLine($"layerwise {layerwise}: loss plain {plain.Loss:F6}, fused {fusedRun.Loss:F6}");
+        output.WriteLine($"{QuanTATrainingPaths.Name(path)}: loss plain {plain.Loss:F6}, fused {fusedRun.Loss:F6}");
         Assert.Equal(plain.Loss, fusedRun.Loss, 4);
         // The bank stacks the layers' tensors, so compare what does not depend on the layout: the gradients' total squared norm.
         double Norm2((float, Tensor[] Grads) run) => run.Grads.Sum(g => g.pow(2).sum().item<float>());

@@ -57,8 +57,8 @@ public class PeerPainPointTests
     }
 
     [Theory]
-    [InlineData(false)]   // per-layer path (CPU default): the hint points to the fused path's low-memory mode
-    [InlineData(true)]    // fused path, fast memory mode on CPU: the hint points to FusedQuanTAMemory = Lean
+    [InlineData(false)]   // per-layer path (CPU default): the hint points to the layerwise path
+    [InlineData(true)]    // stacked path on CPU: the hint points to the layerwise path
     public void SimulatedOutOfMemoryThroughFitNamesTheOptionsAndFlagsToChange(bool fused)
     {
         var o = RobustFit.Options(fused);
@@ -73,7 +73,7 @@ public class PeerPainPointTests
         Assert.Contains("QuanTAFineTuneOptions.BatchSize (CLI: --batch-size, now 4)", e.Message);
         Assert.Contains("GradientAccumulationSteps (CLI: --grad-accum, now 1)", e.Message);
         Assert.Contains("MaxSequenceLength (CLI: --max-seq-len, now 32)", e.Message);
-        Assert.Contains(fused ? "FusedQuanTAMemory = Lean (CLI: --fused-memory lean)" : "FusedQuanTAMemory = Minimal (CLI, on CUDA: --fused-memory minimal)", e.Message);
+        Assert.Contains("TrainingPath = Layerwise (CLI: --training-path layerwise)", e.Message);
         Assert.Contains("CUDA out of memory", e.InnerException!.Message);
     }
 }

@@ -37,16 +37,16 @@ public class ResumeTests
     }
 
     [Fact]
-    public void AFastPathCheckpointResumesOnTheLeanPath()
+    public void AStackedPathCheckpointResumesOnTheLayerwisePath()
     {
-        // What the out-of-memory error suggests: resume the same run with FusedQuanTAMemory = Lean. Same parameters, same math:
-        // the resumed run ends where the uninterrupted fast run ends (to float tolerance; the two paths round differently).
+        // What the out-of-memory error suggests: resume the same run with TrainingPath = Layerwise. Same parameters, same math:
+        // the resumed run ends where the uninterrupted stacked run ends (to float tolerance; the two paths round differently).
         var dir = RobustFit.TempDir();
         try
         {
             RobustFit.FitCancelledAfter(RobustFit.Options(fused: true, dir), 4);
             var o = RobustFit.Options(fused: true, dir);
-            o.FusedQuanTAMemory = FusedQuanTAMemory.Lean;
+            o.TrainingPath = QuanTA.Core.Adapters.QuanTATrainingPath.Layerwise;
             o.ResumeFromCheckpoint = "latest";
             using var resumed = RobustFit.Fit(o);
             var reference = RobustFit.Reference(fused: true).Losses;
@@ -116,7 +116,7 @@ public class ResumeTests
 
             var f = RobustFit.Options(true, dir); f.Epochs = 1; f.ResumeFromCheckpoint = "latest";
             e = Assert.Throws<InvalidOperationException>(() => RobustFit.Fit(f));
-            Assert.Contains("FusedQuanTA = false", e.Message);
+            Assert.Contains("TrainingPath = PerLayer (CLI: --training-path per-layer)", e.Message);
 
             var s = RobustFit.Options(false, dir); s.Epochs = 1; s.Seed = 6; s.ResumeFromCheckpoint = "latest";
             e = Assert.Throws<InvalidOperationException>(() => RobustFit.Fit(s));

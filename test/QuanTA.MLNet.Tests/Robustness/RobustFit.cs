@@ -14,7 +14,8 @@ internal static class RobustFit
     public static QuanTAFineTuneOptions Options(bool fused, string? checkpointDir = null) => new()
     {
         BaseModelPath = ToyData.Fixture("llama-tiny-seqcls"), AxisLayout = [8, 4, 4],
-        Epochs = Epochs, BatchSize = 4, LearningRate = 3e-3, MaxSequenceLength = 32, FusedQuanTA = fused, Seed = 5,
+        Epochs = Epochs, BatchSize = 4, LearningRate = 3e-3, MaxSequenceLength = 32, Seed = 5,
+        TrainingPath = fused ? QuanTA.Core.Adapters.QuanTATrainingPath.Stacked : QuanTA.Core.Adapters.QuanTATrainingPath.PerLayer,
         CheckpointDirectory = checkpointDir, KeepLastCheckpoints = 0,
     };
 

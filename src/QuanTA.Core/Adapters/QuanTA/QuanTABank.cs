@@ -6,15 +6,18 @@ using static TorchSharp.torch;
 namespace QuanTA.Core.Adapters;
 
 /// <summary>
-/// The fast training path for QuanTA: materializes ΔW for ALL adapted layers of a model at once, per step. Layers whose
+/// The fused QuanTA training paths (<see cref="QuanTATrainingPath.Stacked"/>, <see cref="QuanTATrainingPath.Layerwise"/>,
+/// <see cref="QuanTATrainingPath.LayerwiseUncached"/>): per step, the bank computes the chain for ALL adapted layers at once. Layers whose
 /// adapters share a layout, pair chain and in/out size form a group; their tensors are stacked and the engine
 /// (<see cref="QuanTAChainBlocks.Delta"/>, the same function as <see cref="QuanTAAdapter.DeltaWeight"/>) runs once per group:
 /// <code>
 ///   T_stack_i[l] = T_i of layer l                     (L, d_m, d_n, d_m, d_n)
 ///   ΔW[l] = crop(M_T[l] − M_S[l])                     (L, out, in): one batched, blocked chain for the whole group
 /// </code>
-/// and every layer then runs ONE GEMM with <c>W0 + ΔW</c> (<see cref="Adapter.StepDeltaWeight"/>). The chain's cost does not
-/// depend on the number of tokens; adapters with dropout or a per-tensor rank are left on their own path.
+/// and every layer then runs ONE GEMM with <c>W0 + ΔW</c>: Stacked hands each layer its slice (<see cref="QuanTAStackedStep"/>);
+/// Layerwise hands it only its block operators and the layer builds ΔW inside its forward (<see cref="QuanTALayerwiseStep"/>).
+/// Either way the layer's <see cref="Adapter.StepLinear"/> is set for the step. The chain's cost does not depend on the number
+/// of tokens; adapters with dropout or a per-tensor rank are left on the per-layer path.
 /// Call <see cref="Materialize"/> inside the step's dispose scope before every forward pass that is backpropagated (each
 /// micro-batch: each layer uses its ΔW once and drops it), and <see cref="Clear"/> when the step ends.
 /// <para>
@@ -23,8 +26,8 @@ namespace QuanTA.Core.Adapters;
 /// the adapters still see the current values (save, merge, <see cref="QuanTAAdapter.DeltaWeight"/>) while the optimizer
 /// updates a handful of large tensors instead of hundreds of small ones (<see cref="OptimizerParameters"/>).
 /// The frozen chain M_S is constant: it is computed once per compute dtype and cached, negated and uncropped on the same
-/// basis vectors, so that M_T − M_S is one pass that reads the chain's last output in place (set
-/// <c>cacheFrozenOperator: false</c> to recompute it each step instead, trading time for one weight-sized copy).
+/// basis vectors, so that M_T − M_S is one pass that reads the chain's last output in place (LayerwiseUncached rebuilds it
+/// where it is needed instead, trading time for one weight-sized copy per layer).
 /// Create the bank after the model is on its final device; moving the model afterwards breaks the sharing.
 /// </para>
 /// </summary>
@@ -33,48 +36,16 @@ public sealed class QuanTABank : IDisposable
     sealed record Group(AxisLayout Layout, int In, int Out, QuanTAAdapter[] Adapters, Parameter[] Stacked, QuanTAChainBlocks.ChainPlan Plan);
 
     readonly Group[] _groups;
-    readonly bool _cacheFrozen;
     readonly Dictionary<(int Group, ScalarType DType), Tensor> _minusFrozenRaw = [];   // −(S chain on the basis vectors), uncropped
-    readonly (Tensor Delta, ScalarType DType)?[] _leaves;   // recompute mode: this step's ΔW per group, a leaf owned by the bank
-    readonly ReturnedGradients _returned = new();            // layerwise mode: gradient wrappers handed to libtorch
+    readonly ReturnedGradients _returned = new();            // gradient wrappers handed to libtorch
 
-    QuanTABank(Group[] groups, bool cacheFrozen, bool recompute, bool layerwise, bool keepMerged)
-    {
-        _groups = groups; _cacheFrozen = cacheFrozen; RecomputeChainInBackward = recompute; Layerwise = layerwise;
-        KeepsMergedWeight = keepMerged;
-        _leaves = new (Tensor, ScalarType)?[groups.Length];
-    }
+    QuanTABank(Group[] groups, QuanTATrainingPath path) { _groups = groups; Path = path; }
 
-    /// <summary>
-    /// True: the memory-lean path (<see cref="QuanTALayerStep"/>). <see cref="Materialize"/> computes only each layer's small
-    /// block operators; every adapted layer builds W0 + ΔW inside its own forward and again in its backward (a custom
-    /// autograd node that saves only its input), so no weight-sized tensor is kept between forward and backward. The chain
-    /// runs twice per step; peak memory stays close to the frozen model's. With <c>cacheFrozenOperator</c> the constant
-    /// S chain of every layer is still kept, negated and uncropped on the basis vectors ((basis, D) per adapted layer in the
-    /// compute dtype: weight-sized for square layers, larger when D pads past max(in, out)); without it it is rebuilt from
-    /// its block operators in each forward and backward.
-    /// </summary>
-    public bool Layerwise { get; }
+    /// <summary>Stacked, Layerwise or LayerwiseUncached.</summary>
+    public QuanTATrainingPath Path { get; }
 
-    /// <summary>
-    /// Layerwise mode only: true keeps each layer's W0 + ΔW from its forward for its backward (one weight-sized tensor per
-    /// adapted layer in the compute dtype, held from the layer's forward to its backward) instead of building it again
-    /// there: the chain runs once per step, as in the stacked path, but the backward still never forms ∂L/∂ΔW.
-    /// </summary>
-    public bool KeepsMergedWeight { get; }
-
-    /// <summary>Whether the frozen chain M_S is cached per compute dtype (else rebuilt where it is needed).</summary>
-    public bool CachesFrozenOperator => _cacheFrozen;
-
-    /// <summary>
-    /// True: the chain's activations are not kept for the backward pass. <see cref="Materialize"/> computes ΔW without a graph
-    /// as a leaf that collects dL/dΔW from every micro-batch of the step, and <see cref="PropagateChainGradients"/> (call it
-    /// after the backward passes, before the optimizer step) runs the chain once more with a graph and pushes that gradient
-    /// through it: one extra chain forward per optimizer step, in exchange for the chain's saved activations (the same ΔW is
-    /// reused by every micro-batch of a step, so with gradient accumulation the chain also runs once per step, not per
-    /// micro-batch). False (default): ΔW is part of each micro-batch's graph and needs no extra call.
-    /// </summary>
-    public bool RecomputeChainInBackward { get; }
+    /// <summary>Whether the frozen chain M_S is cached per compute dtype (all paths but LayerwiseUncached).</summary>
+    public bool CachesFrozenOperator => Path != QuanTATrainingPath.LayerwiseUncached;
 
     /// <summary>The stacked trainable tensors (one per group and chain position); give these to the optimizer.</summary>
     public IEnumerable<Parameter> Parameters => _groups.SelectMany(g => g.Stacked);
@@ -100,40 +71,46 @@ public sealed class QuanTABank : IDisposable
     /// <summary>Number of groups (one batched chain each).</summary>
     public int GroupCount => _groups.Length;
 
-    /// <summary>Collects the full-rank, dropout-free QuanTA adapters attached to <paramref name="model"/>'s layers.</summary>
+    /// <summary>Collects the full-rank, dropout-free QuanTA adapters attached to <paramref name="model"/>'s layers for
+    /// <paramref name="path"/> (resolve Auto first: <see cref="QuanTATrainingPaths.Resolve"/>).</summary>
     /// <param name="model">The model with QuanTA adapters attached.</param>
-    /// <param name="cacheFrozenOperator">Keep crop(M_S) per compute dtype instead of recomputing it every step.</param>
+    /// <param name="path">Stacked, Layerwise or LayerwiseUncached.</param>
     /// <param name="blockCap">Largest subspace (product of local dims) a block of consecutive pairs may span; 1 = one pair per
     /// block (<see cref="QuanTAChainBlocks"/>).</param>
-    /// <param name="recomputeChainInBackward">See <see cref="RecomputeChainInBackward"/> (then call
-    /// <see cref="PropagateChainGradients"/> every optimizer step).</param>
-    /// <param name="layerwise">See <see cref="Layerwise"/> (excludes <paramref name="recomputeChainInBackward"/>).</param>
-    /// <param name="keepMergedWeight">See <see cref="KeepsMergedWeight"/> (needs <paramref name="layerwise"/>).</param>
-    public static QuanTABank Create(nn.Module model, bool cacheFrozenOperator = true, int blockCap = QuanTAChainBlocks.DefaultBlockCap, bool recomputeChainInBackward = false,
-        bool layerwise = false, bool keepMergedWeight = false)
+    public static QuanTABank Create(nn.Module model, QuanTATrainingPath path = QuanTATrainingPath.Stacked, int blockCap = QuanTAChainBlocks.DefaultBlockCap)
     {
-        if (keepMergedWeight && !layerwise)
-            throw new ArgumentException("keepMergedWeight applies to the layerwise path only (the stacked path keeps ΔW in its graph).", nameof(keepMergedWeight));
-        if (layerwise && recomputeChainInBackward)
-            throw new ArgumentException("Choose one memory mode: layerwise already rebuilds the chain in the backward pass.", nameof(layerwise));
+        if (path is QuanTATrainingPath.Auto or QuanTATrainingPath.PerLayer)
+            throw new ArgumentException($"A bank serves the fused paths (Stacked, Layerwise, LayerwiseUncached), not {path}" +
+                (path == QuanTATrainingPath.Auto ? ": resolve Auto first (QuanTATrainingPaths.Resolve)." : "."), nameof(path));
         if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
         var groups = EligibleAdapters(model)
             .GroupBy(a => (Key: $"{string.Join(",", a.Layout.Dims)}|{string.Join(" ", a.Layout.Pairs)}", a.InFeatures, a.OutFeatures))
             .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray(), blockCap))
             .ToArray();
-        return new QuanTABank(groups, cacheFrozenOperator, recomputeChainInBackward, layerwise, keepMergedWeight);
+        return new QuanTABank(groups, path);
     }
+
+    /// <summary>How many QuanTA adapters of <paramref name="model"/> a bank would serve, and how many stay on the per-layer
+    /// path (dropout or a per-tensor rank), for the log.</summary>
+    public static (int Fused, int PerLayer) CountEligible(nn.Module model)
+    {
+        var all = AdapterInjector.LinearLayers(model).Select(x => x.Layer.Adapter).OfType<QuanTAAdapter>().ToList();
+        int fused = all.Count(IsEligible);
+        return (fused, all.Count - fused);
+    }
+
+    static bool IsEligible(QuanTAAdapter a) => a.Rank is null && a.DropoutP == 0;
 
     /// <summary>The adapters a bank serves: full-rank QuanTA without dropout.</summary>
     static List<QuanTAAdapter> EligibleAdapters(nn.Module model) => AdapterInjector.LinearLayers(model)
         .Select(x => x.Layer.Adapter).OfType<QuanTAAdapter>()
-        .Where(a => a.Rank is null && a.DropoutP == 0).ToList();
+        .Where(IsEligible).ToList();
 
     /// <summary>
-    /// Rough extra device memory of the default (stacked) path over the frozen model for <paramref name="model"/>'s eligible
+    /// Rough extra device memory of the Stacked path over the frozen model for <paramref name="model"/>'s eligible
     /// adapters: about five weight-sized tensors per adapted layer in the compute dtype (W0 + ΔW and the chain's last input
     /// kept for the backward, the cached frozen chain, the gradients the chain's backward makes), calibrated on GPU runs
-    /// (figures in docs/performance.md). The layerwise path keeps none of these between forward and backward.
+    /// (figures in docs/performance.md). The layerwise paths keep none of these between forward and backward.
     /// </summary>
     public static long EstimatedStackedExtraBytes(nn.Module model, ScalarType computeDType)
     {
@@ -166,11 +143,10 @@ public sealed class QuanTABank : IDisposable
     }
 
     /// <summary>
-    /// Computes ΔW for every adapter of the bank in <paramref name="computeDType"/> and hands each adapter its slice as
-    /// <see cref="Adapter.StepDeltaWeight"/>, for the next forward pass (call it for each micro-batch). By default ΔW is
-    /// differentiable w.r.t. T and each layer drops its slice after using it; with <see cref="RecomputeChainInBackward"/> it
-    /// is the step's leaf (made on the first call of a step, reused by the step's later micro-batches, kept until
-    /// <see cref="PropagateChainGradients"/> carries its gradient to T).
+    /// Sets every served layer's <see cref="Adapter.StepLinear"/> for the next forward pass, in <paramref name="computeDType"/>
+    /// and differentiable w.r.t. the stacked T: Stacked computes each group's ΔW (L, out, in) and hands each layer its slice,
+    /// which the layer uses once; Layerwise hands each layer its block operators. Call it inside the step's dispose scope
+    /// before every forward pass that is backpropagated (each micro-batch), and <see cref="Clear"/> when the step ends.
     /// </summary>
     public void Materialize(ScalarType computeDType)
     {
@@ -178,94 +154,40 @@ public sealed class QuanTABank : IDisposable
         for (int gi = 0; gi < _groups.Length; gi++)
         {
             var g = _groups[gi];
-            if (Layerwise) { MaterializeLayerwise(gi, computeDType); continue; }
-            var delta = RecomputeChainInBackward ? StepLeaf(gi, computeDType) : GroupDelta(gi, computeDType);   // (L, out, in)
+            if (Path != QuanTATrainingPath.Stacked) { MaterializeLayerwise(gi, computeDType); continue; }
+            var delta = GroupDelta(gi, computeDType);                          // (L, out, in)
             // unbind, not delta[l]: one autograd node whose backward stacks the L slice gradients once. Indexing would give
             // each slice a select-backward that writes its gradient into a zero (L, out, in) tensor, and the engine would sum
             // L of those: O(L²·out·in) memory traffic.
             var slices = delta.unbind(0);
-            if (!RecomputeChainInBackward) delta.Dispose();                    // the slices hold the storage; each layer lets go
-            for (int l = 0; l < g.Adapters.Length; l++)                        // of its slice after its forward (AdaptableLinear),
-            {                                                                  // so ΔW is freed before the backward. (out, in)
-                g.Adapters[l].StepDeltaWeight = slices[l];
-                g.Adapters[l].StepDeltaSingleUse = !RecomputeChainInBackward;   // recompute mode: one leaf for the whole step
-                g.Adapters[l].StepDeltaSpent = false;
-            }
+            delta.Dispose();                                                   // the slices hold the storage; each layer lets go
+            for (int l = 0; l < g.Adapters.Length; l++)                        // of its slice after its forward, so ΔW is freed
+                g.Adapters[l].StepLinear = new QuanTAStackedStep(slices[l]);   // before the backward. (out, in)
         }
     }
 
-    /// <summary>Layerwise mode: each layer of group gi gets its block operators (views of one batched computation per block,
-    /// differentiable w.r.t. the stacked T) and its frozen part; the layer does the rest (<see cref="QuanTALayerStep"/>).</summary>
+    /// <summary>Layerwise: each layer of group gi gets its block operators (views of one batched computation per block,
+    /// differentiable w.r.t. the stacked T) and its frozen part; the layer does the rest (<see cref="QuanTALayerwiseStep"/>).</summary>
     void MaterializeLayerwise(int gi, ScalarType dtype)
     {
         var g = _groups[gi];
-        var plan = g.Plan;
         var ops = TensorBlockOperators(g, dtype).Select(o => o.unbind(0)).ToArray();                      // [block][layer] (K, K)
         Tensor[]? frozen = null;
         Tensor[][]? frozenOps = null;
-        if (_cacheFrozen) frozen = MinusFrozenRaw(gi, dtype).unbind(0);                                    // [layer] (basis, D)
+        if (CachesFrozenOperator) frozen = MinusFrozenRaw(gi, dtype).unbind(0);                           // [layer] (basis, D)
         else
             using (no_grad()) frozenOps = FrozenBlockOperators(g, dtype).Select(o => o.unbind(0)).ToArray();
         for (int l = 0; l < g.Adapters.Length; l++)
-        {
-            g.Adapters[l].StepDeltaSpent = false;
-            g.Adapters[l].StepLinear = new QuanTALayerStep(plan, ops.Select(o => o[l]).ToArray(), frozen?[l],
-                frozenOps?.Select(o => o[l]).ToArray(), _returned, KeepsMergedWeight);
-        }
+            g.Adapters[l].StepLinear = new QuanTALayerwiseStep(g.Plan, ops.Select(o => o[l]).ToArray(), frozen?[l],
+                frozenOps?.Select(o => o[l]).ToArray(), _returned);
     }
 
-    /// <summary>Recompute mode: this step's ΔW of group gi as a leaf without graph, made once per step and shared by its
-    /// micro-batches (T does not change within a step).</summary>
-    Tensor StepLeaf(int gi, ScalarType dtype)
-    {
-        if (_leaves[gi] is { } held)
-        {
-            if (held.DType == dtype) return held.Delta;
-            throw new InvalidOperationException($"ΔW of this step was made in {held.DType}; call PropagateChainGradients() or Clear() before materializing in {dtype}.");
-        }
-        Tensor leaf;
-        using (no_grad()) leaf = GroupDelta(gi, dtype).DetachFromDisposeScope();   // (L, out, in), no chain activations kept
-        leaf.requires_grad_(true);
-        _leaves[gi] = (leaf, dtype);
-        return leaf;
-    }
-
-    /// <summary>
-    /// Recompute mode: pushes the gradient that this step's backward passes left on ΔW through the tensor chain (run once
-    /// more, with a graph) into the stacked T tensors' gradients, then forgets the step's ΔW. Call it after the backward
-    /// passes and before clipping / data-parallel averaging / the optimizer step. Returns the number of groups propagated
-    /// (0 in the default mode, or when no forward used ΔW this step).
-    /// </summary>
-    public int PropagateChainGradients()
-    {
-        int done = 0;
-        for (int gi = 0; gi < _groups.Length; gi++)
-        {
-            if (_leaves[gi] is not { } held) continue;
-            using (var scope = NewDisposeScope())
-            {
-                if (held.Delta.grad is { } grad)
-                {
-                    using var _ = enable_grad();
-                    GroupDelta(gi, held.DType).backward([grad]);          // dL/dT += (∂ΔW/∂T)ᵀ · dL/dΔW
-                    done++;
-                }
-            }
-            held.Delta.Dispose();
-            _leaves[gi] = null;
-            foreach (var a in _groups[gi].Adapters) a.StepDeltaWeight = null;   // the step's ΔW is spent: no later forward may use it
-        }
-        return done;
-    }
-
-    /// <summary>Forgets the step's ΔW (the layers go back to their own path); in recompute mode also any ΔW whose gradient
-    /// was not propagated.</summary>
+    /// <summary>Forgets the step's tensors (the layers go back to their own path).</summary>
     public void Clear()
     {
         foreach (var g in _groups)
-            foreach (var a in g.Adapters) { a.StepDeltaWeight = null; a.StepLinear = null; a.StepDeltaSpent = false; }
+            foreach (var a in g.Adapters) a.StepLinear = null;
         _returned.ReleaseAll();
-        for (int gi = 0; gi < _leaves.Length; gi++) { _leaves[gi]?.Delta.Dispose(); _leaves[gi] = null; }
     }
 
     /// <summary>ΔW of every layer of a group, (L, out, in): the engine (<see cref="QuanTAChainBlocks.Delta"/>) on the stacked
@@ -296,7 +218,7 @@ public sealed class QuanTABank : IDisposable
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var m = QuanTAChainBlocks.NegatedRaw(g.Plan, FrozenBlockOperators(g, dtype));   // (L, basis, D) contiguous
-        if (!_cacheFrozen) return m.MoveToOuterDisposeScope();
+        if (!CachesFrozenOperator) return m.MoveToOuterDisposeScope();
         m = m.DetachFromDisposeScope();
         _minusFrozenRaw[(gi, dtype)] = m;
         return m;

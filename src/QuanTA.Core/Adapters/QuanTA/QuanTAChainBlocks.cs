@@ -7,7 +7,7 @@ namespace QuanTA.Core.Adapters;
 /// The QuanTA engine: the tensor chain materialized in blocks, for L layers of one shape at once (L = 1 for one adapter).
 /// <see cref="Delta"/> is the one evaluation of ΔW = crop(M_T − M_S) that every path uses: <see cref="QuanTAAdapter.DeltaWeight"/>
 /// (merge, export, the per-layer materialized forward), the stacked bank (<see cref="QuanTABank.Materialize"/>) and the
-/// layerwise step (<see cref="QuanTALayerStep"/>); the tests pin it to the adapter's per-pair reference chain.
+/// layerwise step (<see cref="QuanTALayerwiseStep"/>); the tests pin it to the adapter's per-pair reference chain.
 /// Consecutive pairs whose axes together span at most <c>cap</c> entries form one block B with axis set A_B; the block's
 /// operator O_B = (its pairs' chain) is a small K×K matrix (K = Π_{a∈A_B} d_a) computed on its own subspace, and the
 /// full operator is the product of the blocks, each acting on its axes only:

@@ -4,25 +4,14 @@ using static TorchSharp.torch;
 
 namespace QuanTA.Core.Adapters;
 
-/// <summary>A per-step replacement of a layer's forward set by a fused materializer (<see cref="QuanTABank"/>).</summary>
-internal interface IStepLinear
-{
-    /// <summary>False once the step's tensors were disposed (a stale step is ignored by the layer).</summary>
-    bool IsLive { get; }
-
-    /// <summary>y = x (W0 + ΔW)ᵀ + b for this step. With <paramref name="quantized"/>, W0 is that weight dequantized (and
-    /// <paramref name="weight"/> is the layer's empty placeholder).</summary>
-    Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Quantization.QuantizedWeight? quantized = null);
-}
-
 /// <summary>
-/// The layerwise QuanTA training path (<see cref="QuanTABank"/> created with <c>layerwise: true</c>). Per step, the bank
+/// The layerwise path's step (<see cref="QuanTATrainingPath.Layerwise"/>, <see cref="QuanTATrainingPath.LayerwiseUncached"/>). Per step, the bank
 /// computes only the small block operators R_B (K×K per layer, <see cref="QuanTAChainBlocks"/>); each adapted layer then
 /// builds its merged weight inside its own forward, as one autograd node:
 /// <code>
 ///   forward:   ΔW = crop(M_T) − crop(M_S),  M_T = ∏_B R_B (applied to the identity)     (out, in), transient
-///              y  = x (W0 + ΔW)ᵀ + b                                                    saves x, W0 (or W0 + ΔW) and R_B
-///   backward:  ∂L/∂x  = g (W0 + ΔW)                                                     ΔW rebuilt, or kept from the forward
+///              y  = x (W0 + ΔW)ᵀ + b                                                    saves x, W0 and R_B
+///   backward:  ∂L/∂x  = g (W0 + ΔW)                                                     ΔW rebuilt
 ///              ∂L/∂R_B from the tokens, h_tᵀ g_t along the chain                       (QuanTAChainBlocks.TokenGradients)
 ///           or ∂L/∂ΔW = gᵀ x,   ∂L/∂R_B = (∂ΔW/∂R_B)ᵀ ∂L/∂ΔW                         chain rebuilt with a graph
 /// </code>
@@ -32,35 +21,28 @@ internal interface IStepLinear
 /// (tokens, D) tensors while the layer's backward runs. The gradients w.r.t. R_B flow on through the ordinary graph into
 /// the stacked T tensors.
 /// <para>
-/// Lean (default): nothing weight-sized is kept between forward and backward, and W0 + ΔW is built again in the backward
-/// when the input needs a gradient — the chain runs twice per step, for a peak memory close to the frozen model's (figures
-/// in docs/performance.md). With <c>keepMergedWeight</c>, W0 + ΔW is kept from the forward (one weight-sized tensor per layer until its
-/// backward) and the chain runs once. (TorchSharp's custom-function node also makes an empty tensor shaped like its output,
-/// to zero-fill a gradient that never arrives; it is made in the caller's dispose scope, so it is freed when the calling
-/// module's forward ends, not kept until the backward.)
+/// Nothing weight-sized is kept between forward and backward: W0 + ΔW is built again in the backward when the input needs a
+/// gradient, so the chain runs twice per step, for a peak memory close to the frozen model's (figures in
+/// docs/performance.md). (TorchSharp's custom-function node also makes an empty tensor shaped like its output, to zero-fill a
+/// gradient that never arrives; it is made in the caller's dispose scope, so it is freed when the calling module's forward
+/// ends, not kept until the backward.)
 /// </para>
 /// </summary>
 /// <param name="plan">The layer shape's chain plan.</param>
 /// <param name="ops">This layer's block operators (K, K), application order, differentiable w.r.t. the stacked T.</param>
-/// <param name="minusFrozenRaw">−(the S chain on the basis vectors), (basis, D), when cached; else null.</param>
-/// <param name="frozenOps">The S chain's block operators (no gradient) when <paramref name="minusFrozenRaw"/> is null.</param>
+/// <param name="minusFrozenRaw">−(the S chain on the basis vectors), (basis, D), when cached (Layerwise); else null.</param>
+/// <param name="frozenOps">The S chain's block operators (no gradient) when <paramref name="minusFrozenRaw"/> is null (LayerwiseUncached).</param>
 /// <param name="returned">Where returned gradient wrappers wait to be freed.</param>
-/// <param name="keepMergedWeight">Keep W0 + ΔW from the forward for the backward instead of building it again.</param>
-internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[] ops, Tensor? minusFrozenRaw, Tensor[]? frozenOps, ReturnedGradients returned,
-    bool keepMergedWeight = false)
+internal sealed class QuanTALayerwiseStep(QuanTAChainBlocks.ChainPlan plan, Tensor[] ops, Tensor? minusFrozenRaw, Tensor[]? frozenOps, ReturnedGradients returned)
     : IStepLinear
 {
-    /// <summary>True: the forward's W0 + ΔW is kept for the backward (one weight-sized tensor per layer, in exchange for
-    /// building it only once per step).</summary>
-    public bool KeepsMergedWeight => keepMergedWeight;
-
     public bool IsLive => !ops[0].IsInvalid && (minusFrozenRaw is null || !minusFrozenRaw.IsInvalid);
 
-    public Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Quantization.QuantizedWeight? quantized = null)
+    public Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Quantization.QuantizedWeight? quantized)
     {
         if (weight.requires_grad || bias?.requires_grad == true)
-            throw new InvalidOperationException("The lean (layerwise) QuanTA path trains only the adapter: the layer's weight and bias " +
-                "must stay frozen. Freeze them, or use the fast path (FusedQuanTAMemory.Fast / QuanTABank without layerwise).");
+            throw new InvalidOperationException("The layerwise QuanTA path trains only the adapter: the layer's weight and bias " +
+                "must stay frozen. Freeze them, or use the stacked path (QuanTATrainingPath.Stacked).");
         var args = new object?[5 + ops.Length];
         args[0] = x; args[1] = weight; args[2] = bias; args[3] = this; args[4] = quantized;
         for (int i = 0; i < ops.Length; i++) args[5 + i] = ops[i];
@@ -82,8 +64,8 @@ internal sealed class QuanTALayerStep(QuanTAChainBlocks.ChainPlan plan, Tensor[]
     internal ReturnedGradients Returned => returned;
 }
 
-/// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that keeps x, W0 (or W0 + ΔW) and R_B for its backward (see
-/// <see cref="QuanTALayerStep"/>). Arguments: x, W0, b (or null), the layer step, the quantized W0 (or null: then W0 is the
+/// <summary>y = x (W0 + ΔW(R))ᵀ + b as one autograd node that keeps x, W0 and R_B for its backward (see
+/// <see cref="QuanTALayerwiseStep"/>). Arguments: x, W0, b (or null), the layer step, the quantized W0 (or null: then W0 is the
 /// dense argument; else it is dequantized in the forward and again in the backward, never kept), then the block operators R_B.</summary>
 internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<MergedLinearFunction>
 {
@@ -91,28 +73,23 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        var (x, w, b, step, q) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (QuanTALayerStep)vars[3], vars[4] as Quantization.QuantizedWeight);
+        var (x, w, b, step, q) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (QuanTALayerwiseStep)vars[3], vars[4] as Quantization.QuantizedWeight);
         var ops = vars.Skip(5).Cast<Tensor>().ToArray();
         using var scope = NewDisposeScope();
         var w0 = q?.Dequantize() ?? w;                                                 // a quantized W0 is dequantized, transient
         var merged = w0 + step.Delta(ops).to_type(w0.dtype);                           // W0 + ΔW (out, in)
         var y = nn.functional.linear(x, merged, b);                                   // (…, out): one GEMM
-        // Saved: x, then W0 + ΔW when the step keeps it and ∂L/∂x will need it (else W0: the backward builds W0 + ΔW again
-        // if it needs it), then R_B.
-        bool keep = step.KeepsMergedWeight && x.requires_grad;
-        ctx.save_for_backward([x, keep ? CustomFunctionOutput.KeepUntilSaved(merged) : w, .. ops]);
+        ctx.save_for_backward([x, w, .. ops]);                                         // x, W0 (the backward builds W0 + ΔW again), R_B
         ctx.save_data("step", step);
         ctx.save_data("x_needs_grad", x.requires_grad);
-        ctx.save_data("kept_merged", keep);
         ctx.save_data("quantized", q!);
         return CustomFunctionOutput.Keep(y);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor g)
     {
-        var step = (QuanTALayerStep)ctx.get_data("step");
+        var step = (QuanTALayerwiseStep)ctx.get_data("step");
         bool xNeedsGrad = (bool)ctx.get_data("x_needs_grad");
-        bool kept = (bool)ctx.get_data("kept_merged");
         var q = ctx.get_data("quantized") as Quantization.QuantizedWeight;
         step.Returned.Release();                              // the previous layer's returned gradients are in the engine now
         var saved = ctx.get_saved_variables();
@@ -127,7 +104,7 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
             Tensor? gx = null;
             Tensor[] gOps;
             Tensor? delta = null;                                                                // ΔW, when the route builds it
-            if (QuanTAChainBlocks.TokenGradientsCheaper(step.Plan, x2.shape[0], rebuildsDelta: xNeedsGrad && !kept))
+            if (QuanTAChainBlocks.TokenGradientsCheaper(step.Plan, x2.shape[0], rebuildsDelta: xNeedsGrad))
             {
                 using var _ = no_grad();
                 gOps = QuanTAChainBlocks.TokenGradients(step.Plan, ops, x2, g2);                 // ∂L/∂R_B from the tokens
@@ -143,8 +120,8 @@ internal sealed class MergedLinearFunction : autograd.SingleTensorFunction<Merge
             if (xNeedsGrad)
             {
                 using var _ = no_grad();
-                var w0 = kept ? w : q?.Dequantize() ?? w;                                        // quantized W0: rebuilt, transient
-                var merged = kept ? w : w0 + (delta ?? step.Delta(ops)).detach().to_type(w0.dtype);
+                var w0 = q?.Dequantize() ?? w;                                                   // quantized W0: rebuilt, transient
+                var merged = w0 + (delta ?? step.Delta(ops)).detach().to_type(w0.dtype);
                 gx = g2.mm(merged).reshape(x.shape);                                             // (M, in) = g (W0 + ΔW)
             }
             result.Add(gx!); result.Add(null!); result.Add(null!); result.Add(null!); result.Add(null!);

@@ -25,7 +25,7 @@ static class TrainBench
     internal static void Sync() { if (cuda.is_available()) cuda.synchronize(); }
 
     public static Dictionary<string, object> Run(string shape, string method, int? batchOverride, int seq, int steps, int warm,
-        BaseQuantization quantization = BaseQuantization.None)
+        BaseQuantization quantization = BaseQuantization.None, bool gradientCheckpointing = false)
     {
         var (config, layout, batch) = LlamaShapes.Get(shape);
         config = config with { Quantization = quantization };
@@ -56,6 +56,7 @@ static class TrainBench
                 break;
             default: throw new ArgumentException($"Unknown method '{method}'.");
         }
+        QuanTA.Core.Models.Llama.LlamaModel.SetGradientCheckpointing(model, gradientCheckpointing);
         model.train();
         // The fused path trains the bank's stacked tensors (the adapters' T_i alias their slices).
         var trainable = bank is not null
@@ -102,7 +103,7 @@ static class TrainBench
         return new Dictionary<string, object>
         {
             ["shape"] = shape, ["method"] = method, ["training_path"] = path is null ? "" : QuanTATrainingPaths.Name(path.Path),
-            ["training_path_reason"] = path?.Reason ?? "", ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
+            ["training_path_reason"] = path?.Reason ?? "", ["gradient_checkpointing"] = gradientCheckpointing, ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
             ["quantized_base_gib"] = Math.Round(model.modules().OfType<AdaptableLinear>().Sum(l => l.QuantizedWeight?.StorageBytes ?? 0) / Math.Pow(2, 30), 3),
             ["gqa"] = config.NumKeyValueHeads == config.NumAttentionHeads ? "none" : LlamaAttention.CheckpointGroupedAttention ? "checkpoint" : "plain",
             ["tokens_per_s"] = Math.Round(batch * seq * steps / dt),

@@ -223,6 +223,14 @@ public sealed class QuanTAFineTuneOptions
     public QuanTATrainingPath TrainingPath = QuanTATrainingPath.Auto;
 
     /// <summary>
+    /// Activation (gradient) checkpointing of the decoder layers during training, as transformers'
+    /// <c>gradient_checkpointing_enable()</c>: each layer keeps only its input between forward and backward and runs again in
+    /// the backward, trading one more forward per step for most of the activation memory. Same loss and gradients on every
+    /// adapter and training path (tested); dropout masks are replayed. Default false.
+    /// </summary>
+    public bool GradientCheckpointing;
+
+    /// <summary>
     /// Data-parallel training: this process's communicator (ranks, all-reduce). Null (default): read the launcher's environment
     /// (<c>RANK</c>, <c>WORLD_SIZE</c>, <c>LOCAL_RANK</c>, <c>MASTER_ADDR</c>, <c>MASTER_PORT</c>, as torchrun / srun / mpirun set
     /// them); one process when <c>WORLD_SIZE</c> is unset or 1. With several ranks each reads its own shard of the rows

@@ -8,7 +8,7 @@ namespace QuanTA.MLNet.Tests;
 /// LayerwiseUncached) give the per-layer path's per-step losses and predictions, and the path is decided and logged once per fit.</summary>
 public class FusedQuanTATests
 {
-    static (IReadOnlyList<double> Losses, List<float[]> Scores, QuanTAFineTuneTransformer Model, List<string> Log) Fit(QuanTATrainingPath path)
+    static (IReadOnlyList<double> Losses, List<float[]> Scores, QuanTAFineTuneTransformer Model, List<string> Log) Fit(QuanTATrainingPath path, bool checkpoint = false)
     {
         var ml = new MLContext(seed: 3);
         var log = new List<string>();
@@ -19,7 +19,7 @@ public class FusedQuanTATests
             {
                 BaseModelPath = ToyData.Fixture("llama-tiny-seqcls"), AxisLayout = [8, 4, 4],
                 Epochs = 2, BatchSize = 4, GradientAccumulationSteps = 2, LearningRate = 3e-3, MaxSequenceLength = 32,
-                TrainingPath = path,
+                TrainingPath = path, GradientCheckpointing = checkpoint,
             }))
             .Fit(train);
         var scores = model.Transform(ToyData.View(ml, ToyData.Classification(8, 2))).GetColumn<float[]>("Score").ToList();
@@ -43,6 +43,21 @@ public class FusedQuanTATests
                 Assert.True(Math.Abs(plain.Scores[r][c] - fused.Scores[r][c]) < 2e-3, $"row {r} class {c}: {plain.Scores[r][c]} vs {fused.Scores[r][c]}");
         var line = Assert.Single(fused.Log, m => m.Contains("QuanTA training path:"));   // decided and logged once per fit
         Assert.Contains($"QuanTA training path: {QuanTATrainingPaths.Name(path)} (as requested)", line);
+    }
+
+    [Theory]
+    [InlineData(QuanTATrainingPath.PerLayer)]
+    [InlineData(QuanTATrainingPath.Layerwise)]
+    public void GradientCheckpointingTrainsTheSameModel(QuanTATrainingPath path)
+    {
+        var plain = Fit(path);
+        var checkpointed = Fit(path, checkpoint: true);
+        using var d1 = plain.Model; using var d2 = checkpointed.Model;
+        Assert.Equal(plain.Losses.Count, checkpointed.Losses.Count);
+        for (int i = 0; i < plain.Losses.Count; i++)
+            Assert.True(Math.Abs(plain.Losses[i] - checkpointed.Losses[i]) < 1e-4 * Math.Max(1, Math.Abs(plain.Losses[i])), $"step {i}: {plain.Losses[i]} vs {checkpointed.Losses[i]}");
+        Assert.Single(checkpointed.Log, m => m.Contains("Gradient checkpointing: 2 decoder layers"));
+        Assert.DoesNotContain(plain.Log, m => m.Contains("Gradient checkpointing"));
     }
 
     [Fact]

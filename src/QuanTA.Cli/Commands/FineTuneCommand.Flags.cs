@@ -43,6 +43,7 @@ public static partial class FineTuneCommand
             TensorCount = Get<int?>(nameof(QuanTAFineTuneOptions.TensorCount)),
             Rank = Get<int?>(nameof(QuanTAFineTuneOptions.Rank)),
             TrainingPath = Enum<QuanTA.Core.Adapters.QuanTATrainingPath>(nameof(QuanTAFineTuneOptions.TrainingPath)),
+            GradientCheckpointing = Get<bool>(nameof(QuanTAFineTuneOptions.GradientCheckpointing)),
             BaseQuantization = Enum<QuanTA.Core.Quantization.BaseQuantization>(nameof(QuanTAFineTuneOptions.BaseQuantization)),
             TargetModules = Get<string>(nameof(QuanTAFineTuneOptions.TargetModules))
                 .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
@@ -169,6 +170,7 @@ public static partial class FineTuneCommand
         [nameof(QuanTAFineTuneOptions.EarlyStoppingPatience)] = "--early-stopping-patience",
         [nameof(QuanTAFineTuneOptions.ValidationMetric)] = "--validation-metric",
         [nameof(QuanTAFineTuneOptions.TrainingPath)] = "--training-path",
+        [nameof(QuanTAFineTuneOptions.GradientCheckpointing)] = "--gradient-checkpointing",
         [nameof(QuanTAFineTuneOptions.BaseQuantization)] = "--quantize",
         [nameof(QuanTAFineTuneOptions.ScoreColumnName)] = "--score-column",
         [nameof(QuanTAFineTuneOptions.PredictedLabelColumnName)] = "--predicted-label-column",

@@ -76,6 +76,7 @@ public static partial class FineTuneCommand
         var temperature = new Option<float>("--temperature") { Description = "Generation: sampling temperature (with --greedy false).", DefaultValueFactory = _ => d.Temperature };
         var topP = new Option<float>("--top-p") { Description = "Generation: nucleus sampling threshold (with --greedy false).", DefaultValueFactory = _ => d.TopP };
         var stopStrings = new Option<string[]>("--stop-strings") { Description = @"Generation: stop at this string (repeatable; \n, \t and \\ are read as escapes; default \n).", DefaultValueFactory = _ => d.StopStrings };
+        var gradientCheckpointing = new Option<bool>("--gradient-checkpointing") { Description = "Activation checkpointing of the decoder layers while training (as transformers' gradient_checkpointing_enable()): each layer keeps only its input and runs again in the backward pass; less memory, one more forward per step, same results.", DefaultValueFactory = _ => d.GradientCheckpointing };
         var quantize = new Option<string>("--quantize") { Description = "Store the frozen base's decoder linear weights as none (compute dtype), int8 (per-row absmax) or nf4 (QLoRA's 4-bit NormalFloat, double-quantized; about a quarter of bf16). Embeddings, norms and the head stay unquantized; a bitsandbytes -bnb-4bit folder keeps its NF4 weights with nf4.", DefaultValueFactory = _ => EnumFlag.Format(d.BaseQuantization) };
         var inferenceBatch = new Option<int>("--inference-batch-size") { Description = "Rows per batch when the model is applied.", DefaultValueFactory = _ => d.InferenceBatchSize };
         var nproc = new Option<int>("--nproc-per-node") { Description = "Data-parallel: start N local ranks (one per GPU, NCCL), like torchrun. Under torchrun/srun/mpirun leave it out: RANK/WORLD_SIZE/… are read from the environment. QUANTA_DIST_TIMEOUT_S bounds every wait (default 600); collectives are queued and a watchdog ends a stuck rank (QUANTA_NCCL_BLOCKING_WAIT=1: each collective waits and throws on a timeout instead).", DefaultValueFactory = _ => 1 };
@@ -85,7 +86,7 @@ public static partial class FineTuneCommand
             scoreCol, predictedCol, generatedCol, mode, adapter, layout, axisCount, pairs, tensorCount, rank, targets, dropout,
             loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, truncation, seed, lossCurve, export, device,
             ckptDir, ckptEvery, keepCkpt, resume, patience, threshold, validateEvery, valMetric, restoreBest, trainingPath,
-            maxNew, greedy, temperature, topP, stopStrings, inferenceBatch, quantize, nproc,
+            maxNew, greedy, temperature, topP, stopStrings, inferenceBatch, quantize, gradientCheckpointing, nproc,
         };
         cmd.SetAction(r => CliRun.Run(describe: DescribeWithFlags, body: () =>
         {

@@ -73,6 +73,9 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         }
         using var ch = host.Start("QuanTA fine-tuning");
         if (pathNote is not null) ch.Info(MessageSensitivity.None, pathNote);
+        int checkpointed = Core.Models.Llama.LlamaModel.SetGradientCheckpointing(model.Module, o.GradientCheckpointing);
+        if (o.GradientCheckpointing)
+            ch.Info(MessageSensitivity.None, $"Gradient checkpointing: {checkpointed} decoder layers keep only their input and run again in the backward pass.");
         using var pch = host.StartProgressChannel("QuanTA fine-tuning");
         TrainingProgress? last = null;
         pch.SetHeader(new ProgressHeader(["Loss", "Learning rate", "Tokens/s"], ["Epochs", "Steps"]), e =>
@@ -124,6 +127,7 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             return new TrainStepResult(loss, encoded.Sum(e => (long)e.Ids.Length));
         }, validation is null ? null : () => { bank?.Clear(); return Evaluate(validation); }, progress, o.CancellationToken);
         bank?.Clear();
+        Core.Models.Llama.LlamaModel.SetGradientCheckpointing(model.Module, false);   // inference records no graph; leave the model as loaded
         History = result.History;
         model.SetTraining(false);
     }

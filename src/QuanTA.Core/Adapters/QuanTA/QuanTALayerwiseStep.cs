@@ -38,6 +38,10 @@ internal sealed class QuanTALayerwiseStep(QuanTAChainBlocks.ChainPlan plan, Tens
 {
     public bool IsLive => !ops[0].IsInvalid && (minusFrozenRaw is null || !minusFrozenRaw.IsInvalid);
 
+    public IReadOnlyList<Tensor> Inputs => ops;
+
+    public IStepLinear Rebind(IReadOnlyList<Tensor> inputs) => new QuanTALayerwiseStep(plan, [.. inputs], minusFrozenRaw, frozenOps, returned);
+
     public Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Quantization.QuantizedWeight? quantized)
     {
         if (weight.requires_grad || bias?.requires_grad == true)

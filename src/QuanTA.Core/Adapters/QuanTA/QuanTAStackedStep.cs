@@ -15,6 +15,13 @@ internal interface IStepLinear
     /// <summary>y = x (W0 + ΔW)ᵀ + b for this step. With <paramref name="quantized"/>, W0 is that weight dequantized (and
     /// <paramref name="weight"/> is the layer's empty placeholder).</summary>
     Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Quantization.QuantizedWeight? quantized);
+
+    /// <summary>The tensors this step reads that carry gradients back to the bank (its ΔW slice, or its block operators).</summary>
+    IReadOnlyList<Tensor> Inputs { get; }
+
+    /// <summary>The same step reading <paramref name="inputs"/> (same shapes as <see cref="Inputs"/>) instead: activation
+    /// checkpointing runs a layer again in the backward on fresh leaves (<see cref="Models.DecoderLayerCheckpoint"/>).</summary>
+    IStepLinear Rebind(IReadOnlyList<Tensor> inputs);
 }
 
 /// <summary>
@@ -24,10 +31,16 @@ internal interface IStepLinear
 /// (autograd keeps W0 + ΔW, not ΔW); the bank materializes again for each micro-batch. A forward without a graph (a logged
 /// evaluation) uses it and leaves it.
 /// </summary>
-internal sealed class QuanTAStackedStep(Tensor delta) : IStepLinear
+/// <param name="delta">The layer's ΔW slice [out, in].</param>
+/// <param name="usedOnce">False for a step rebound for a checkpointed recompute: its ΔW is a leaf owned by the caller.</param>
+internal sealed class QuanTAStackedStep(Tensor delta, bool usedOnce = true) : IStepLinear
 {
     Tensor? _delta = delta;
     bool _spent;
+
+    public IReadOnlyList<Tensor> Inputs => _delta is null ? [] : [_delta];
+
+    public IStepLinear Rebind(IReadOnlyList<Tensor> inputs) => new QuanTAStackedStep(inputs[0], usedOnce: false);
 
     /// <summary>This step's ΔW [out, in] until a backpropagated forward used it (tests and the bench compare it with the
     /// adapter's own ΔW).</summary>
@@ -46,7 +59,7 @@ internal sealed class QuanTAStackedStep(Tensor delta) : IStepLinear
         Tensor y;
         if (quantized is null) y = nn.functional.linear(x, weight + _delta, bias);                   // (…, out) = x (W0 + ΔW)ᵀ + b
         else using (var w0 = quantized.Dequantize()) y = nn.functional.linear(x, w0 + _delta, bias);   // W0 dequantized, transient
-        if (is_grad_enabled())
+        if (usedOnce && is_grad_enabled())
         {
             _delta.Dispose();                  // used once: autograd holds W0 + ΔW, and the stack's storage goes with the last slice
             _delta = null;

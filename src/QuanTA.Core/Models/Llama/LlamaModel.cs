@@ -90,6 +90,25 @@ public sealed class LlamaModel : nn.Module
         base.Dispose(disposing);
     }
 
+    /// <summary>
+    /// Activation (gradient) checkpointing of the decoder layers while training (transformers'
+    /// <c>gradient_checkpointing_enable()</c>): each layer keeps only its input between forward and backward and runs again in
+    /// the backward (<see cref="DecoderLayerCheckpoint"/>). Less activation memory for one more forward per step; the same
+    /// loss and gradients. Applies only to forwards that record a graph without a KV cache. Default off.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
+    DecoderLayerCheckpoint.Layer[]? _checkpointed;
+
+    /// <summary>Sets <see cref="GradientCheckpointing"/> on every decoder stack in <paramref name="root"/> (LLaMA, Qwen2 and
+    /// Mistral models, causal LM or classifier); returns how many decoder layers it now applies to.</summary>
+    public static int SetGradientCheckpointing(nn.Module root, bool enabled)
+    {
+        int layers = 0;
+        foreach (var stack in root.modules().OfType<LlamaModel>()) { stack.GradientCheckpointing = enabled; layers += stack.layers.Count; }
+        return layers;
+    }
+
     /// <summary>The configuration the stack was built from.</summary>
     public HfModelConfig Config { get; }
 
@@ -143,9 +162,12 @@ public sealed class LlamaModel : nn.Module
 
         var x = embed_tokens.forward(inputIds);                                       // (B, T, C)
         var (cos, sin) = _rope.Forward(positionIds.to(device), x.dtype);              // (B, T, hd)
-        foreach (var layer in layers)
+        bool checkpoint = GradientCheckpointing && cache is null && is_grad_enabled();
+        if (checkpoint)
+            _checkpointed ??= layers.Select(l => new DecoderLayerCheckpoint.Layer(l, (h, c) => l.Forward(h, c[0]!, c[1]!, c[2], null), _returned)).ToArray();
+        for (int i = 0; i < layers.Count; i++)
         {
-            var next = layer.Forward(x, cos, sin, mask, cache);
+            var next = checkpoint ? DecoderLayerCheckpoint.Forward(_checkpointed![i], x, cos, sin, mask) : layers[i].Forward(x, cos, sin, mask, cache);
             x.Dispose();                                                              // free this wrapper now, not at the scope's end
             x = next;                                                                 // (autograd holds what it saved on its own)
         }

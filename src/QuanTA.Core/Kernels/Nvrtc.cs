@@ -43,7 +43,11 @@ internal static unsafe class Nvrtc
             foreach (var sub in new[] { "cu13/lib", "cuda_nvrtc/lib", "cu12/lib" })
                 foreach (var n in new[] { "libnvrtc.so.13", "libnvrtc.so.12" })
                     list.Add(Path.GetFullPath(Path.Combine(libTorchDirectory, "..", "..", "nvidia", sub, n)));
-        foreach (var n in new[] { "libnvrtc.so.13", "libnvrtc.so.12" }) list.Add(Path.Combine("/usr/local/cuda/lib64", n));
+        var toolkits = new List<string> { "/usr/local/cuda/lib64" };
+        if (Directory.Exists("/usr/local"))                                          // versioned toolkits, newest first
+            toolkits.AddRange(Directory.GetDirectories("/usr/local", "cuda-*").OrderByDescending(d => d, StringComparer.Ordinal).Select(d => Path.Combine(d, "lib64")));
+        foreach (var dir in toolkits)
+            foreach (var n in new[] { "libnvrtc.so.13", "libnvrtc.so.12" }) list.Add(Path.Combine(dir, n));
         list.Add("libnvrtc.so.13");
         list.Add("libnvrtc.so.12");
         return list;
@@ -60,6 +64,9 @@ internal static unsafe class Nvrtc
             foreach (var c in Candidates(TorchRuntime.LibTorchDirectory ?? Environment.GetEnvironmentVariable(TorchRuntime.LibTorchDirEnv)))
             {
                 if (c.Contains('/') && !File.Exists(c)) { tried.Add($"{c} (no such file)"); continue; }
+                if (c.Contains('/'))                                                 // NVRTC dlopens its builtins by name: load the
+                    foreach (var b in Directory.GetFiles(Path.GetDirectoryName(c)!, "libnvrtc-builtins.so*"))   // neighbour first
+                        NativeLibrary.TryLoad(b, out _);
                 if (!NativeLibrary.TryLoad(c, out var h)) { tried.Add($"{c} (not loadable)"); continue; }
                 try { BindExports(h); }
                 catch (EntryPointNotFoundException e) { tried.Add($"{c} ({e.Message})"); continue; }

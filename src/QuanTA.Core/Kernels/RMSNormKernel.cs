@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -47,12 +48,63 @@ internal static unsafe class RMSNormKernel
     {
         if (x.device_type != DeviceType.CUDA || !Covers(x, weight)) return null;
         var module = KernelAvailability.ModuleFor(x, SourceFile);
-        if (module == null) return null;
+        if (module == null || !SelfChecked(module)) return null;
         if (is_grad_enabled() && (x.requires_grad || weight.requires_grad))
             return RMSNormFunction.Apply(x, weight, eps, module);
         using var scope = NewDisposeScope();
         var (y, _) = Forward(module, x.contiguous(), weight.contiguous(), eps);
         return y.MoveToOuterDisposeScope();
+    }
+
+    static readonly Dictionary<LoadedModule, bool> Checked = [];
+
+    /// <summary>
+    /// Once per loaded module: the kernel's forward and backward on small fp32 and bf16 inputs (7 rows of 33, trainable weight) against
+    /// the libtorch expression and <see cref="ReferenceBackward"/> on the same device. A kernel that disagrees (relative
+    /// error ≥ 1e-4 in fp32, 1e-2 in bf16) is reported once and that device keeps libtorch's path — a guard against a miscompiled or mislaunched
+    /// kernel on a GPU it was never checked on.
+    /// </summary>
+    static bool SelfChecked(LoadedModule module)
+    {
+        lock (Checked)
+        {
+            if (Checked.TryGetValue(module, out var ok)) return ok;
+            string? failure;
+            try
+            {
+                using var scope = NewDisposeScope();
+                using var _ = no_grad();
+                var dev = device(DeviceType.CUDA, module.Device);
+                using var gen = new Generator(20261203);
+                failure = null;
+                foreach (var (dtype, bound) in new[] { (ScalarType.Float32, 1e-4), (ScalarType.BFloat16, 1e-2) })
+                {
+                    var x = randn(7, 33, generator: gen).to_type(dtype).to(dev);
+                    var w = (1 + 0.1 * randn(33, generator: gen)).to_type(dtype).to(dev);
+                    var dy = randn(7, 33, generator: gen).to_type(dtype).to(dev);
+                    const double eps = 1e-6;
+                    var (y, rstd) = Forward(module, x, w, eps);
+                    var (dx, dw) = Backward(module, dy, x, w, rstd, needX: true, needW: true);
+                    var (rdx, rdw) = ReferenceBackward(x, w, dy, eps);
+                    double err = new[] { RelErr(y, ReferenceForward(x, w, eps)), RelErr(dx!, rdx), RelErr(dw!, rdw) }.Max();
+                    if (!(err < bound)) { failure = $"{dtype} self-check relative error {err:E2} (bound {bound:E0})"; break; }
+                }
+            }
+            catch (Exception e) when (e is InvalidOperationException or ExternalException)
+            {
+                failure = e.Message;
+            }
+            if (failure != null)
+                Console.Error.WriteLine($"quanta: CUDA kernel {SourceFile} disagrees with libtorch on cuda:{module.Device} ({failure}); using libtorch's path there.");
+            return Checked[module] = failure == null;
+        }
+    }
+
+    static double RelErr(Tensor a, Tensor b)
+    {
+        var d = (a.to_type(ScalarType.Float64) - b.to_type(ScalarType.Float64)).norm().item<double>();
+        var n = b.to_type(ScalarType.Float64).norm().item<double>();
+        return double.IsFinite(d) ? (n == 0 ? d : d / n) : double.PositiveInfinity;
     }
 
     static uint BlockFor(long cols) => (uint)Math.Clamp((cols / 8 + 31) / 32 * 32, 32, 1024);
@@ -99,6 +151,15 @@ internal static unsafe class RMSNormKernel
             CudaDriver.Launch(f, (uint)grid, BlockFor(cols), IntPtr.Zero, args, name);   // stream 0: see Forward
         var dw = partial?.sum(0L).to_type(weight.dtype);
         return (dx, dw);
+    }
+
+    /// <summary>transformers' RMSNorm expression (what <see cref="Models.Llama.LlamaRMSNorm"/> computes on the libtorch path).</summary>
+    internal static Tensor ReferenceForward(Tensor x, Tensor weight, double eps)
+    {
+        using var scope = NewDisposeScope();
+        var h = x.to_type(ScalarType.Float32);                                       // (…, C)
+        h = h * rsqrt(h.pow(2).mean([-1], keepdim: true) + eps);
+        return (weight * h.to_type(x.dtype)).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -52,6 +52,7 @@ public class RMSNormKernelTests
 
         Assert.Equal(dtype, y.dtype);
         Assert.Equal(Bits(yr), Bits(y));                                            // bit for bit
+        Assert.Equal(Bits(yr), Bits(RMSNormKernel.ReferenceForward(x, norm.weight, 1e-5)));   // the GPU self-check's reference
         Assert.Equal(Bits(gr[0]), Bits(gx));
         Assert.Equal(Bits(gr[1]), Bits(gw));
     }

@@ -110,6 +110,7 @@ switch (verb)
             Console.WriteLine(JsonSerializer.Serialize(r));
         break;
     }
+    case "kernel-check": return KernelCheckBench.Run(device, args);   // CUDA kernels vs libtorch: values, gradients, timing (KernelCheckBench.cs)
     case "engine-check":   // engine-check: the ΔW engine and the bank's paths against the per-pair reference, on this device
     {
         int failed = 0;

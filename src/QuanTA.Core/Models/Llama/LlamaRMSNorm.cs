@@ -22,7 +22,13 @@ public sealed class LlamaRMSNorm : nn.Module<Tensor, Tensor>
     }
 
     /// <inheritdoc/>
+    /// <remarks>On a CUDA device the fused kernel runs when available (<see cref="Kernels.KernelAvailability"/>: same
+    /// semantics, one autograd node keeping only x and the per-row rstd); otherwise <see cref="LibTorchForward"/>.</remarks>
     public override Tensor forward(Tensor x)
+        => x.device_type == DeviceType.CUDA && Kernels.RMSNormKernel.TryForward(x, weight, _eps) is { } y ? y : LibTorchForward(x);
+
+    /// <summary>The libtorch expression (the path on CPU, and on GPUs without the kernel).</summary>
+    internal Tensor LibTorchForward(Tensor x)
     {
         using var scope = NewDisposeScope();
         var h = x.to_type(ScalarType.Float32);                     // (…, C) in fp32

@@ -1,0 +1,116 @@
+using QuanTA.Core.Kernels;
+using TorchSharp;
+
+namespace QuanTA.Core.Tests.Kernels;
+
+/// <summary>The kernel layer's decision point, embedded sources and library search, without a GPU.</summary>
+public class KernelLayerTests
+{
+    sealed class Probe
+    {
+        public int Binds;
+        public readonly List<string> Log = [];
+        public Dictionary<string, string?> Env = [];
+        public string? BindFailure;
+        public KernelGate Gate() => new(n => Env.GetValueOrDefault(n), () => { Binds++; return BindFailure; }, Log.Add);
+    }
+
+    [Fact]
+    public void CpuNeverBindsNorLogs()
+    {
+        var p = new Probe();
+        var gate = p.Gate();
+        for (int i = 0; i < 3; i++) Assert.False(gate.EnabledFor(DeviceType.CPU));
+        Assert.Equal(0, p.Binds);
+        Assert.Empty(p.Log);
+        Assert.Null(gate.Reason);
+    }
+
+    [Fact]
+    public void TheDecisionIsMadeAndLoggedOnce()
+    {
+        var p = new Probe();
+        var gate = p.Gate();
+        var answers = Enumerable.Range(0, 5).Select(_ => gate.EnabledFor(DeviceType.CUDA)).ToList();
+        Assert.All(answers, Assert.True);
+        Assert.Equal(1, p.Binds);
+        Assert.Single(p.Log);
+        Assert.Contains("kernels on", p.Log[0]);
+        Assert.Contains(KernelAvailability.EnvironmentVariable, p.Log[0]);                // says how to switch them off
+    }
+
+    [Fact]
+    public void ABindFailureFallsBackOnceWithItsReason()
+    {
+        var p = new Probe { BindFailure = "NVRTC (libnvrtc) was not found" };
+        var gate = p.Gate();
+        Assert.False(gate.EnabledFor(DeviceType.CUDA));
+        Assert.False(gate.EnabledFor(DeviceType.CUDA));
+        Assert.Equal(1, p.Binds);
+        Assert.Single(p.Log);
+        Assert.Contains("libnvrtc", p.Log[0]);
+        Assert.Contains("libtorch", p.Log[0]);
+    }
+
+    [Theory]
+    [InlineData("off")]
+    [InlineData("OFF")]
+    [InlineData("0")]
+    public void TheSwitchForcesLibTorchWithoutBinding(string value)
+    {
+        var p = new Probe { Env = { [KernelAvailability.EnvironmentVariable] = value } };
+        var gate = p.Gate();
+        Assert.False(gate.EnabledFor(DeviceType.CUDA));
+        Assert.Equal(0, p.Binds);
+        Assert.Contains($"{KernelAvailability.EnvironmentVariable}={value.ToLowerInvariant()}", Assert.Single(p.Log));
+    }
+
+    [Fact]
+    public void AKernelThatDoesNotCompileIsReportedOnceAndFallsBack()
+    {
+        var p = new Probe();
+        var gate = p.Gate();
+        int loads = 0;
+        LoadedModule Fail(string f, int d) { loads++; throw new InvalidOperationException("NVRTC could not compile rmsnorm.cu for sm_90: error: boom"); }
+        Assert.Null(gate.Module("rmsnorm.cu", 0, Fail));
+        Assert.Null(gate.Module("rmsnorm.cu", 0, Fail));
+        Assert.Equal(1, loads);
+        Assert.Contains("boom", Assert.Single(p.Log));
+
+        var ok = new LoadedModule("rmsnorm.cu", 1, "sm_90", IntPtr.Zero);
+        Assert.Same(ok, gate.Module("rmsnorm.cu", 1, (_, _) => ok));               // another device is decided separately
+        Assert.Same(ok, gate.Module("rmsnorm.cu", 1, (_, _) => throw new InvalidOperationException("loaded twice")));
+    }
+
+    [Fact]
+    public void TheRMSNormSourceIsEmbeddedWithEveryEntryPoint()
+    {
+        Assert.Contains(RMSNormKernel.SourceFile, KernelModules.SourceNames);
+        var source = KernelModules.Source(RMSNormKernel.SourceFile);
+        foreach (var t in new[] { "f32", "bf16", "f16" })
+            foreach (var w in new[] { "f32", "bf16", "f16" })
+                Assert.Contains($"QUANTA_RMSNORM({t}, {w},", source);                 // makes rmsnorm_fwd_{t}_{w} and rmsnorm_bwd_{t}_{w}
+        Assert.Contains("extern \"C\" __global__ void rmsnorm_fwd_##TN##_##WN", source);
+        Assert.DoesNotContain("#include", source);                                     // NVRTC gets no include paths
+        var e = Assert.Throws<FileNotFoundException>(() => KernelModules.Source("missing.cu"));
+        Assert.Contains("Kernels/Sources/missing.cu", e.Message);
+    }
+
+    [Fact]
+    public void NvrtcIsLookedForNextToLibTorchFirst()
+    {
+        var c = Nvrtc.Candidates("/opt/py/site-packages/torch/lib");
+        Assert.Equal("/opt/py/site-packages/nvidia/cu13/lib/libnvrtc.so.13", c[0]);
+        Assert.Contains("/opt/py/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12", c);
+        Assert.Equal(["libnvrtc.so.13", "libnvrtc.so.12"], c.TakeLast(2));
+        Assert.Equal(["libnvrtc.so.13", "libnvrtc.so.12"], Nvrtc.Candidates(null).TakeLast(2));
+    }
+
+    [Fact]
+    public void TheDiskCacheFolderFollowsTheEnvironment()
+    {
+        Assert.Null(KernelModules.CacheDirectory(n => n == KernelModules.CacheDirEnv ? "off" : null));
+        Assert.Equal("/tmp/k", KernelModules.CacheDirectory(n => n == KernelModules.CacheDirEnv ? "/tmp/k" : null));
+        Assert.Equal(Path.Combine("/x/cache", "quanta", "kernels"), KernelModules.CacheDirectory(n => n == "XDG_CACHE_HOME" ? "/x/cache" : null));
+    }
+}

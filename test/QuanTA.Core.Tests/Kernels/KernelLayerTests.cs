@@ -10,7 +10,7 @@ public class KernelLayerTests
     {
         public int Binds;
         public readonly List<string> Log = [];
-        public Dictionary<string, string?> Env = [];
+        public Dictionary<string, string?> Env = new() { [KernelAvailability.EnvironmentVariable] = "on" };
         public string? BindFailure;
         public KernelGate Gate() => new(n => Env.GetValueOrDefault(n), () => { Binds++; return BindFailure; }, Log.Add);
     }
@@ -37,6 +37,19 @@ public class KernelLayerTests
         Assert.Single(p.Log);
         Assert.Contains("kernels on", p.Log[0]);
         Assert.Contains(KernelAvailability.EnvironmentVariable, p.Log[0]);                // says how to switch them off
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("auto")]
+    public void KernelsStayOffUnlessAskedFor(string? value)
+    {
+        var p = new Probe { Env = { [KernelAvailability.EnvironmentVariable] = value } };
+        var gate = p.Gate();
+        Assert.False(gate.EnabledFor(DeviceType.CUDA));
+        Assert.Equal(0, p.Binds);
+        Assert.Contains("kernel-check", Assert.Single(p.Log));
     }
 
     [Fact]

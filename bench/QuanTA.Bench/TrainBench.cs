@@ -25,7 +25,7 @@ static class TrainBench
     internal static void Sync() { if (cuda.is_available()) cuda.synchronize(); }
 
     public static Dictionary<string, object> Run(string shape, string method, int? batchOverride, int seq, int steps, int warm,
-        BaseQuantization quantization = BaseQuantization.None, bool gradientCheckpointing = false)
+        BaseQuantization quantization = BaseQuantization.None, bool gradientCheckpointing = false, bool chunkedLoss = true)
     {
         var (config, layout, batch) = LlamaShapes.Get(shape);
         config = config with { Quantization = quantization };
@@ -64,7 +64,7 @@ static class TrainBench
             : model.parameters().Where(p => p.requires_grad).ToArray();
         using var opt = optim.AdamW(trainable, lr: 1e-4);
         var hostIds = randint(0, config.VocabSize, [batch, seq], dtype: ScalarType.Int64);
-        Losses.CountTargets(hostIds.data<long>().ToArray(), seq, config.VocabSize);   // labels checked on the host, once
+        long targets = Losses.CountTargets(hostIds.data<long>().ToArray(), seq, config.VocabSize);   // labels checked on the host, once
         using var ids = hostIds.to(dev);
         // One training step; mark(i) is called after phase i (materialize, forward, backward, optimizer). Reads the loss on
         // the host (a device sync) only when asked.
@@ -73,7 +73,8 @@ static class TrainBench
             using var scope = NewDisposeScope();
             bank?.Materialize(ScalarType.BFloat16); mark(0);
             Tensor loss;
-            using (var logits = model.forward(ids, null)) loss = Losses.CausalLMUnchecked(logits, ids);   // logits (B, T, V) fp32,
+            if (chunkedLoss) loss = ChunkedCausalLMLoss.ComputeUnchecked(model.model.Forward(ids), model.lm_head.weight, ids, targets);   // the library's loss
+            else using (var logits = model.forward(ids, null)) loss = Losses.CausalLMUnchecked(logits, ids);   // logits (B, T, V) fp32,
             mark(1);                                                                                     // not kept for the backward
             loss.backward(); mark(2);
             opt.step(); opt.zero_grad(); bank?.Clear(); mark(3);
@@ -103,7 +104,7 @@ static class TrainBench
         return new Dictionary<string, object>
         {
             ["shape"] = shape, ["method"] = method, ["training_path"] = path is null ? "" : QuanTATrainingPaths.Name(path.Path),
-            ["training_path_reason"] = path?.Reason ?? "", ["gradient_checkpointing"] = gradientCheckpointing, ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
+            ["training_path_reason"] = path?.Reason ?? "", ["gradient_checkpointing"] = gradientCheckpointing, ["loss"] = chunkedLoss ? "chunked" : "full-logits", ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
             ["quantized_base_gib"] = Math.Round(model.modules().OfType<AdaptableLinear>().Sum(l => l.QuantizedWeight?.StorageBytes ?? 0) / Math.Pow(2, 30), 3),
             ["gqa"] = config.NumKeyValueHeads == config.NumAttentionHeads ? "none" : LlamaAttention.CheckpointGroupedAttention ? "checkpoint" : "plain",
             ["tokens_per_s"] = Math.Round(batch * seq * steps / dt),

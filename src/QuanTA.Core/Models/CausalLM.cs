@@ -26,6 +26,21 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// </summary>
     public abstract Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null, KVCache? cache = null, bool lastTokenOnly = false);
 
+    /// <summary>
+    /// The training loss of a causal LM: the mean cross-entropy of each position against the next label, over the labels
+    /// that are not <see cref="Training.Losses.IgnoreIndex"/> (as transformers' <c>ForCausalLMLoss</c>). This base computes
+    /// the full logits (<see cref="Training.Losses.CausalLM"/>); a model may compute it without them
+    /// (<see cref="Training.ChunkedCausalLMLoss"/>), with the same value and gradients.
+    /// </summary>
+    /// <param name="inputIds">(B, T) int64.</param>
+    /// <param name="attentionMask">(B, T), 1 = token, 0 = padding, or null.</param>
+    /// <param name="labels">(B, T) int64 aligned with <paramref name="inputIds"/> (not shifted).</param>
+    public virtual Tensor LanguageModelLoss(Tensor inputIds, Tensor? attentionMask, Tensor labels)
+    {
+        using var logits = forward(inputIds, attentionMask);                                  // (B, T, V) fp32
+        return Training.Losses.CausalLM(logits, labels, out _);
+    }
+
     /// <summary>Logits (B, T, V) for unpadded input_ids (B, T).</summary>
     public override Tensor forward(Tensor inputIds) => forward(inputIds, null);
 

@@ -37,6 +37,9 @@ internal interface ILanguageModel : IDisposable
     /// Causal LM: logits [B, T, vocab]. <paramref name="inputIds"/> [B, T] int64, <paramref name="attentionMask"/> [B, T] int64 (1 = token).</summary>
     Tensor Forward(Tensor inputIds, Tensor attentionMask);
 
+    /// <summary>Causal LM: the mean next-token loss over the labels that are not -100 (throws for a classifier).</summary>
+    Tensor LanguageModelLoss(Tensor inputIds, Tensor attentionMask, Tensor labels);
+
     /// <summary>Outputs of the classification head, or null for a causal LM.</summary>
     int? NumLabels { get; }
 

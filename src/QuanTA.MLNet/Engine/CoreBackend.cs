@@ -137,6 +137,8 @@ internal static class CoreBackend
         public nn.Module Module => m;
         public int? NumLabels => m.NumLabels;
         public Tensor Forward(Tensor inputIds, Tensor attentionMask) => m.forward(inputIds, attentionMask);   // (B, L)
+        public Tensor LanguageModelLoss(Tensor inputIds, Tensor attentionMask, Tensor labels) =>
+            throw new InvalidOperationException("A sequence-classification model has no language-model loss.");
         public string[] Generate(IReadOnlyList<int[]> prompts, GenerationSettings settings, ITextTokenizer tokenizer) =>
             throw new InvalidOperationException("A sequence-classification model cannot generate text.");
         public TextGenerator CreateGenerator(ITextTokenizer tokenizer) =>
@@ -149,6 +151,7 @@ internal static class CoreBackend
         public nn.Module Module => m;
         public int? NumLabels => null;
         public Tensor Forward(Tensor inputIds, Tensor attentionMask) => m.forward(inputIds, attentionMask);   // (B, T, V)
+        public Tensor LanguageModelLoss(Tensor inputIds, Tensor attentionMask, Tensor labels) => m.LanguageModelLoss(inputIds, attentionMask, labels);
 
         public TextGenerator CreateGenerator(ITextTokenizer tokenizer) => new(m, tokenizer as ITextCodec);
 

@@ -225,8 +225,7 @@ internal sealed class FineTuneModel : IDisposable
     {
         var (ids, mask) = Collate(rows);
         var labels = Labels(rows, ids, mask);                                              // (B, T), -100 on prompt/pad
-        using var logits = _lm.Forward(ids, mask);                                        // (B, T, V) fp32, freed after the loss
-        return Losses.CausalLM(logits, labels, out _);                                    // mean over target tokens
+        return _lm.LanguageModelLoss(ids, mask, labels);                                  // mean over target tokens; no (B, T, V) logits
     }
 
     /// <summary>Training labels: the ids where loss applies (after the prompt, or under a chat row's loss mask), else -100.</summary>

@@ -69,6 +69,18 @@ public sealed class LlamaForCausalLM : CausalLM
     }
 
     /// <inheritdoc/>
+    /// <remarks>With a plain head (no adapter on lm_head, not quantized, no bias) the loss is computed from the hidden states a
+    /// chunk of rows at a time (<see cref="Training.ChunkedCausalLMLoss"/>): the fp32 (B, T, V) logits never exist.</remarks>
+    public override Tensor LanguageModelLoss(Tensor inputIds, Tensor? attentionMask, Tensor labels)
+    {
+        if (lm_head.Adapter is not null || lm_head.Quantization != Quantization.BaseQuantization.None || lm_head.bias is not null)
+            return base.LanguageModelLoss(inputIds, attentionMask, labels);
+        using var scope = NewDisposeScope();
+        var h = model.Forward(inputIds, attentionMask);                                // (B, T, C)
+        return Training.ChunkedCausalLMLoss.Compute(h, lm_head.weight, labels).MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
     public override Tensor forward(Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null, KVCache? cache = null, bool lastTokenOnly = false)
     {
         using var scope = NewDisposeScope();

@@ -140,6 +140,22 @@ public sealed class ActionableErrorTests(ToyClassifierFixture toy) : IClassFixtu
         Assert.False(File.Exists(Path.Combine(_dir.FullName, "model.zip")));
     }
 
+    [Theory]
+    [InlineData("evaluate", "cuda:x")]
+    [InlineData("evaluate", "gpu")]
+    [InlineData("generate", "cuda:1x")]
+    [InlineData("generate", "tpu")]
+    public void ABadDeviceNamesTheDeviceFlag(string verb, string device)
+    {
+        string[] args = verb == "evaluate"
+            ? ["evaluate", "--model", Path.Combine(_dir.FullName, "model.zip"), "--data", Path.Combine(_dir.FullName, "test.tsv"), "--device", device]
+            : ["generate", "--model", QuantaProcess.Dir("llama-tiny"), "--prompt", "hello", "--device", device];
+        var (code, stdout, err) = QuantaProcess.Run(args);
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        Assert.Equal($"error: --device '{device}' is not cpu, cuda or cuda:N.", err.TrimEnd());
+    }
+
     [Fact]
     public void TargetModulesRegexPrefixOfTheHelpIsAccepted()
     {

@@ -33,6 +33,18 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
         _model.Merge();   // zero inference overhead
     }
 
+    /// <summary>
+    /// The QuanTA step of a fitted or loaded model: <paramref name="model"/> itself, or the last QuanTA transformer of its chain
+    /// (searching nested chains, e.g. a pipeline appended to a pipeline); null when there is none (not a QuanTA model).
+    /// </summary>
+    /// <param name="model">A transformer or transformer chain, e.g. from <c>estimator.Fit</c> or <c>mlContext.Model.Load</c>.</param>
+    public static QuanTAFineTuneTransformer? FindIn(ITransformer model) => model switch
+    {
+        QuanTAFineTuneTransformer q => q,
+        IEnumerable<ITransformer> chain => chain.Select(FindIn).LastOrDefault(q => q is not null),
+        _ => null,
+    };
+
     /// <summary>The torch-side model, for <c>QuanTAChatClient</c> (use under <see cref="SyncRoot"/>).</summary>
     internal FineTuneModel Model { get { ThrowIfDisposed(); return _model; } }
 

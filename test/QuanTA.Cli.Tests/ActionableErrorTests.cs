@@ -114,6 +114,49 @@ public sealed class ActionableErrorTests(ToyClassifierFixture toy) : IClassFixtu
     }
 
     [Fact]
+    public void ValidationRowsWithUnseenLabelsAreCountedNamedAndLeftOutOfValidation()
+    {
+        var train = Write("good.tsv", ["Text\tLabel", .. GoodRows]);
+        var validation = Write("valid-mixed.tsv", "Text\tLabel", "a ripe apple\tfruit", "a red car\tvehicle", "a blue truck\tvehicle", "sea water\t");
+        var (code, _, err) = FineTune(train, "--validation", validation);
+        Assert.True(code == 0, err);
+        Assert.Contains($"warning: --validation '{validation}': 3 of 4 rows have labels never seen in the training data ((empty), 'vehicle'; " +
+            "--train has 'fruit', 'water')", err);
+        Assert.Matches(@"validation loss [0-9]", err);                                // the known row was validated
+        Assert.True(File.Exists(Path.Combine(_dir.FullName, "model.zip")));
+    }
+
+    [Fact]
+    public void AValidationSetWithoutAnyKnownLabelFailsBeforeTraining()
+    {
+        var train = Write("good.tsv", ["Text\tLabel", .. GoodRows]);
+        var validation = Write("valid-unseen.tsv", "Text\tLabel", "a red car\tvehicle", "a blue boat\tboat");
+        var (code, _, err) = FineTune(train, "--validation", validation);
+        Assert.Equal(1, code);
+        Assert.StartsWith($"error: --validation '{validation}': none of its 2 rows has a known label", err);
+        Assert.Contains("'boat', 'vehicle'", err);
+        Assert.Contains("--label-column", err);
+        Assert.DoesNotContain("epoch 1 step", err);                                   // nothing was trained
+        Assert.False(File.Exists(Path.Combine(_dir.FullName, "model.zip")));
+    }
+
+    [Theory]
+    [InlineData("evaluate", "cuda:x")]
+    [InlineData("evaluate", "gpu")]
+    [InlineData("generate", "cuda:1x")]
+    [InlineData("generate", "tpu")]
+    public void ABadDeviceNamesTheDeviceFlag(string verb, string device)
+    {
+        string[] args = verb == "evaluate"
+            ? ["evaluate", "--model", Path.Combine(_dir.FullName, "model.zip"), "--data", Path.Combine(_dir.FullName, "test.tsv"), "--device", device]
+            : ["generate", "--model", QuantaProcess.Dir("llama-tiny"), "--prompt", "hello", "--device", device];
+        var (code, stdout, err) = QuantaProcess.Run(args);
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        Assert.Equal($"error: --device '{device}' is not cpu, cuda or cuda:N.", err.TrimEnd());
+    }
+
+    [Fact]
     public void TargetModulesRegexPrefixOfTheHelpIsAccepted()
     {
         var (_, help, _) = QuantaProcess.Run("finetune", "--help");

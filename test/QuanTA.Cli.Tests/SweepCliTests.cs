@@ -145,4 +145,34 @@ public sealed class SweepCliTests : IDisposable
         Assert.Contains("--max-trainable", stderr);
         Assert.Empty(trials);
     }
+
+    /// <summary>Issue 17: sweep's option errors name the flag the user typed, through finetune's rewording (not the library's
+    /// property or parameter names), and fail before any trial.</summary>
+    [Theory]
+    [InlineData("--batch-size", "0", "error: --batch-size must be positive (got 0).")]
+    [InlineData("--max-seq-len", "1", "error: --max-seq-len must be at least 2 (got 1).")]
+    [InlineData("--trials", "0", "error: --trials: The trial budget must be at least 1.")]
+    [InlineData("--time-minutes", "0", "error: --time-minutes: The time budget must be positive.")]
+    [InlineData("--eta", "1", "error: --eta: η must be at least 2.")]
+    [InlineData("--max-trainable", "0", "error: --max-trainable: Expected a positive parameter count.")]
+    [InlineData("--max-trainable-percent", "150", "error: --max-trainable-percent 150 is not a percentage in (0, 100]")]
+    [InlineData("--lr-range", "fast,1", "error: --lr-range 'fast,1' is not min,max")]
+    [InlineData("--lr-range", "0,1e-3", "error: --lr-range '0,1e-3' is not min,max")]
+    public void OptionErrorsNameTheSweepFlag(string flag, string value, string expectedStart)
+    {
+        var output = Path.Combine(_dir.FullName, "bad-" + flag.TrimStart('-'));
+        var args = new List<string> { "sweep", "--base-model", QuantaProcess.Dir("llama-tiny-seqcls"), "--train", Data("train.csv", 24, 1),
+            "--validation", Data("valid.csv", 12, 2), "--text-column", "Sentence", "--label-column", "Category", "--epochs", "1-1",
+            "--trials", "3", "--batch-size", "8", "--max-seq-len", "16", "--target-modules", "q_proj,v_proj", "--output", output };
+        int i = args.IndexOf(flag);
+        if (i >= 0) args[i + 1] = value;
+        else args.AddRange([flag, value]);
+        var (code, stdout, stderr) = QuantaProcess.Run([.. args]);
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        Assert.StartsWith(expectedStart, stderr);
+        Assert.DoesNotContain("QuanTAFineTuneOptions", stderr);
+        Assert.DoesNotContain("(Parameter '", stderr);
+        Assert.Empty(SweepResultFiles.ReadTrials(output));                           // nothing ran
+    }
 }

@@ -114,4 +114,54 @@ public sealed class AtomicFileTests : IDisposable
         Assert.Empty(TempFiles());
         Assert.False(File.Exists(Path.Combine(_dir.FullName, "model.zip")));
     }
+
+    // ---- stale temporary files: a process killed during a write never renames nor deletes its temporary file ----
+
+    string TempOf(string target, int pid) => $"{target}.{pid}.{Guid.NewGuid():N}{AtomicFile.TempExtension}";
+
+    static System.Diagnostics.Process Start(string file, string args) =>
+        System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(file, args) { UseShellExecute = false })!;
+
+    /// <summary>The id of a process that has exited and been reaped (no process has it now).</summary>
+    static int DeadPid()
+    {
+        using var p = Start("/bin/true", "");
+        p.WaitForExit();
+        return p.Id;
+    }
+
+    [Fact]
+    public void TheTemporaryFileNameCarriesTheWritingProcessId()
+    {
+        var tmp = Path.GetFileName(AtomicFile.TempPathFor(Path.Combine(_dir.FullName, "model.zip")));
+        Assert.Matches($@"^model\.zip\.{Environment.ProcessId}\.[0-9a-f]{{32}}\{AtomicFile.TempExtension}$", tmp);
+    }
+
+    [Fact]
+    public void AWriteRemovesTheStaleTemporaryFilesOfItsTargetAndNoOthers()
+    {
+        var path = PreviousFile();
+        using var live = Start("sleep", "60");                                          // a live process that is not this one
+        try
+        {
+            var stale = TempOf(path, DeadPid());                                         // killed before its rename
+            var ours = TempOf(path, Environment.ProcessId);                              // another thread of this process is writing it
+            var liveOwner = TempOf(path, live.Id);                                       // another live process is writing it
+            var reusedPid = TempOf(path, live.Id);                                       // written long before that process started: its
+            var otherTarget = TempOf(Path.Combine(_dir.FullName, "model.zip.bak"), DeadPid());   // … owner is dead; another target's
+            var oldNaming = $"{path}.{Guid.NewGuid():N}{AtomicFile.TempExtension}";      // no process id: cannot tell, kept
+            foreach (var f in new[] { stale, ours, liveOwner, reusedPid, otherTarget, oldNaming }) File.WriteAllBytes(f, [1]);
+            File.SetLastWriteTimeUtc(reusedPid, DateTime.UtcNow.AddHours(-1));
+
+            AtomicFile.WriteAllBytes(path, [4, 5]);
+
+            Assert.Equal(new byte[] { 4, 5 }, File.ReadAllBytes(path));
+            Assert.False(File.Exists(stale));
+            Assert.False(File.Exists(reusedPid));
+            Assert.Equal(new[] { ours, liveOwner, otherTarget, oldNaming }.Order(StringComparer.Ordinal), TempFiles().Order(StringComparer.Ordinal));
+            Assert.Equal(1, AtomicFile.RemoveStaleTempFiles(Path.Combine(_dir.FullName, "model.zip.bak")));
+            Assert.False(File.Exists(otherTarget));
+        }
+        finally { live.Kill(); live.WaitForExit(); }
+    }
 }

@@ -56,6 +56,17 @@ public sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
 public class ClassificationPipelineTests(ClassificationFixture f) : IClassFixture<ClassificationFixture>
 {
     [Fact]
+    public void FindInReturnsTheQuanTAStepOfATransformerAChainOrANestedChain()
+    {
+        Assert.Same(f.QuanTA, QuanTAFineTuneTransformer.FindIn(f.QuanTA));
+        Assert.Same(f.QuanTA, QuanTAFineTuneTransformer.FindIn(f.Model));
+        var copy = f.Ml.Transforms.CopyColumns("TextCopy", "Text").Fit(f.Train);
+        Assert.Same(f.QuanTA, QuanTAFineTuneTransformer.FindIn(new TransformerChain<ITransformer>(copy, f.Model)));   // appended pipelines
+        Assert.Null(QuanTAFineTuneTransformer.FindIn(copy));
+        Assert.Null(QuanTAFineTuneTransformer.FindIn(new TransformerChain<ITransformer>(copy)));
+    }
+
+    [Fact]
     public void TrainingLossFallsAndProgressIsReported()
     {
         var losses = f.QuanTA.TrainingLosses;

@@ -1,9 +1,10 @@
-using System.Globalization;
 using Microsoft.ML;
+using QuanTA.Core.Runtime;
+using TorchSharp;
 
 namespace QuanTA.Cli.Commands;
 
-/// <summary>Error handling and MLContext setup shared by the ML.NET verbs.</summary>
+/// <summary>Error handling, device parsing and MLContext setup shared by the verbs.</summary>
 internal static class CliRun
 {
     /// <summary>Runs a verb body; a failure becomes one line on stderr and exit code 1. <paramref name="describe"/> may reword
@@ -19,16 +20,36 @@ internal static class CliRun
         }
     }
 
+    /// <summary>An MLContext whose models run on <paramref name="device"/> (<see cref="Device"/>: no CPU fallback).</summary>
     public static MLContext Context(string device, int seed)
     {
         var ml = new MLContext(seed);
-        var spec = device.Trim().ToLowerInvariant();
-        if (spec.StartsWith("cuda", StringComparison.Ordinal))
+        var parsed = Device(device);
+        if (parsed.type == DeviceType.CUDA)
         {
-            ml.GpuDeviceId = spec.Length > 5 ? int.Parse(spec[5..], CultureInfo.InvariantCulture) : 0;
+            ml.GpuDeviceId = parsed.index;
             ml.FallbackToCpu = false;
         }
-        else if (spec != "cpu") throw new ArgumentException($"--device '{device}' is not cpu, cuda or cuda:N.");
         return ml;
+    }
+
+    /// <summary>The <c>--device</c> flag through <see cref="TorchRuntime.ParseDevice"/> (the one parser of device strings), with its
+    /// errors naming the flag: an unknown string, a GPU id that is not visible, CUDA asked for where there is none.</summary>
+    public static torch.Device Device(string device)
+    {
+        try { return TorchRuntime.ParseDevice(device); }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new ArgumentException($"--device '{device}': {e.Message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal)} " +
+                "Choose another --device.", e);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"--device '{device}' is not cpu, cuda or cuda:N.", e);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new InvalidOperationException($"--device '{device}': {e.Message}", e);
+        }
     }
 }

@@ -80,18 +80,19 @@ internal sealed record LabelCensus(long Rows, long UnseenRows, IReadOnlyList<str
     /// <summary>How an empty label cell is shown in messages.</summary>
     public const string EmptyLabel = "(empty)";
 
-    /// <summary>Reads <paramref name="labelColumn"/> of <paramref name="data"/> and compares every value with <paramref name="trainedLabels"/>.</summary>
-    public static LabelCensus Take(IDataView data, string labelColumn, IReadOnlyList<string> trainedLabels, string dataPath)
+    /// <summary>Reads <paramref name="labelColumn"/> of <paramref name="data"/> and compares every value with <paramref name="trainedLabels"/>;
+    /// messages name the file as <paramref name="fileFlag"/> '<paramref name="dataPath"/>'.</summary>
+    public static LabelCensus Take(IDataView data, string labelColumn, IReadOnlyList<string> trainedLabels, string dataPath, string fileFlag = "--data")
     {
         var column = data.Schema.GetColumnOrNull(labelColumn) ?? throw new InvalidDataException(
-            $"--data '{dataPath}' has no label column '{labelColumn}' (its columns: {string.Join(", ", data.Schema.Select(c => c.Name))}); " +
+            $"{fileFlag} '{dataPath}' has no label column '{labelColumn}' (its columns: {string.Join(", ", data.Schema.Select(c => c.Name))}); " +
             "the model was trained with that label column: rename the column in the file.");
         var trained = new HashSet<string>(trainedLabels, StringComparer.Ordinal);
         var unseen = new SortedSet<string>(StringComparer.Ordinal);
         var present = new SortedSet<string>(StringComparer.Ordinal);
         long rows = 0, unseenRows = 0;
         using var cursor = data.GetRowCursor([column]);
-        var read = LabelGetter(cursor, column, dataPath);
+        var read = LabelGetter(cursor, column, dataPath, fileFlag);
         while (cursor.MoveNext())
         {
             rows++;
@@ -106,10 +107,10 @@ internal sealed record LabelCensus(long Rows, long UnseenRows, IReadOnlyList<str
         return new LabelCensus(rows, unseenRows, [.. unseen], [.. present]);
     }
 
-    static Func<string> LabelGetter(DataViewRowCursor cursor, DataViewSchema.Column column, string dataPath)
+    static Func<string> LabelGetter(DataViewRowCursor cursor, DataViewSchema.Column column, string dataPath, string fileFlag)
     {
         if (column.Type is not TextDataViewType)
-            throw new InvalidDataException($"--data '{dataPath}': label column '{column.Name}' is {column.Type}, expected text.");
+            throw new InvalidDataException($"{fileFlag} '{dataPath}': label column '{column.Name}' is {column.Type}, expected text.");
         var getter = cursor.GetGetter<ReadOnlyMemory<char>>(column);
         ReadOnlyMemory<char> value = default;
         return () => { getter(ref value); return value.ToString(); };

@@ -190,22 +190,29 @@ public static partial class FineTuneCommand
         [nameof(QuanTAFineTuneOptions.InferenceBatchSize)] = "--inference-batch-size",
     };
 
-    static readonly System.Text.RegularExpressions.Regex PropertyReference = new(
-        @"\b(?:QuanTAFineTuneOptions\.)?(" + string.Join('|', FlagOfProperty.Keys.OrderByDescending(k => k.Length)) + @")\b(: )?",
-        System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+    /// <summary>
+    /// Rewords an option error for <c>quanta finetune</c>: <see cref="DescribeWithFlags(Exception, IReadOnlyDictionary{string, string})"/>
+    /// with <see cref="FlagOfProperty"/>.
+    /// </summary>
+    internal static string? DescribeWithFlags(Exception e) => DescribeWithFlags(e, FlagOfProperty);
 
     /// <summary>
-    /// Rewords an option error for the command line: an <see cref="ArgumentException"/> whose ParamName is a field of
-    /// <see cref="FlagOfProperty"/> gets the flags in place of the field names ("QuanTAFineTuneOptions.Epochs: must be
-    /// positive" → "--epochs must be positive"); any other exception keeps its message (null).
+    /// Rewords an option error for the command line: an <see cref="ArgumentException"/> whose ParamName is a key of
+    /// <paramref name="flagOfParameter"/> (a <see cref="QuanTAFineTuneOptions"/> field, or a library method's parameter such as a
+    /// sweep's <c>maxTrials</c>) gets the flags in place of the names ("QuanTAFineTuneOptions.Epochs: must be positive" →
+    /// "--epochs must be positive"); a message that names no key gets its flag in front ("--trials: The trial budget must be at
+    /// least 1."). Any other exception keeps its message (null). Every verb that sets library options rewords through this one function.
     /// </summary>
-    internal static string? DescribeWithFlags(Exception e)
+    internal static string? DescribeWithFlags(Exception e, IReadOnlyDictionary<string, string> flagOfParameter)
     {
-        if (e is not ArgumentException { ParamName: { } param } a || !FlagOfProperty.ContainsKey(param)) return null;
-        var message = a.Message;
-        var suffix = $" (Parameter '{param}')";
-        if (message.EndsWith(suffix, StringComparison.Ordinal)) message = message[..^suffix.Length];
-        return PropertyReference.Replace(message, m => FlagOfProperty[m.Groups[1].Value] + (m.Groups[2].Success ? " " : ""));
+        if (e is not ArgumentException { ParamName: { } param } a || !flagOfParameter.TryGetValue(param, out var flag)) return null;
+        var message = a.Message.Replace($" (Parameter '{param}')", "", StringComparison.Ordinal);   // also inside "…\nActual value was 0."
+        var reference = new System.Text.RegularExpressions.Regex(
+            @"\b(?:QuanTAFineTuneOptions\.)?(" + string.Join('|', flagOfParameter.Keys.OrderByDescending(k => k.Length)
+                .Select(System.Text.RegularExpressions.Regex.Escape)) + @")\b(: )?",
+            System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+        var reworded = reference.Replace(message, m => flagOfParameter[m.Groups[1].Value] + (m.Groups[2].Success ? " " : ""));
+        return reworded.Contains(flag, StringComparison.Ordinal) ? reworded : $"{flag}: {reworded}";
     }
 
     /// <summary>The command-line spelling of a task (<see cref="ParseTask"/> reads it back).</summary>

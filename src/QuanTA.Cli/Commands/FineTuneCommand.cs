@@ -138,7 +138,12 @@ public static partial class FineTuneCommand
                         $"--train as {(o.MessagesColumnName is null ? "prompt + completion" : "conversations")}: give both files the same layout (or pass --as-chat).");
             }
             if (o.ValidationSet is not null && o.Task == QuanTATask.TextClassification)   // same key dictionary as the training data
-                o.ValidationSet = ml.Transforms.Conversion.MapValueToKey(o.LabelColumnName).Fit(data).Transform(o.ValidationSet);
+            {
+                var toKey = ml.Transforms.Conversion.MapValueToKey(o.LabelColumnName).Fit(data);
+                CheckValidationLabels(o.ValidationSet, r.GetValue(validation)!, o.LabelColumnName, KeyNames(toKey, data.Schema, o.LabelColumnName));
+                // rows whose label the training data never had map to the missing key: they leave the validation set (warned above)
+                o.ValidationSet = ml.Data.FilterRowsByMissingValues(toKey.Transform(o.ValidationSet), o.LabelColumnName);
+            }
             var estimator = Pipeline(ml, o);
             using var model = new DisposableChain(estimator.Fit(data));
             if (ProcessGroupOptions.FromEnvironment().Rank != 0) return 0;   // data parallel: rank 0 alone writes the model
@@ -196,6 +201,32 @@ public static partial class FineTuneCommand
             throw new InvalidDataException($"{fileFlag} '{path}' has {(labels.Count == 0 ? "no labels" : $"one class ('{labels.Min}')")} in its label column " +
                 $"'{o.LabelColumnName}' ({rows} row{(rows == 1 ? "" : "s")}): classification needs at least 2 classes. Add rows of another class, " +
                 $"or pass {FlagOfProperty[nameof(o.LabelColumnName)]} naming the column that holds the labels.");
+    }
+
+    /// <summary>
+    /// Validation rows whose label the training data does not have (MapValueToKey maps them to missing, so they cannot be scored):
+    /// a warning on stderr with the file, the count and the labels when some rows have one (those rows are left out of validation);
+    /// an error when no row has a known label, since validation loss and accuracy would then be measured on nothing.
+    /// </summary>
+    static void CheckValidationLabels(IDataView validation, string path, string labelColumn, IReadOnlyList<string> trainedLabels)
+    {
+        var census = LabelCensus.Take(validation, labelColumn, trainedLabels, path, "--validation");
+        if (census.UnseenRows == 0) return;
+        var labels = $"labels never seen in the training data ({LabelCensus.List(census.UnseenLabels)}; --train has {LabelCensus.List(trainedLabels)})";
+        if (census.UnseenRows == census.Rows)
+            throw new InvalidDataException($"--validation '{path}': none of its {census.Rows} row{(census.Rows == 1 ? "" : "s")} has a known label: all have " +
+                $"{labels}, so validation loss and accuracy would be measured on no rows. Give --validation rows of the training classes " +
+                $"(column '{labelColumn}', set by {FlagOfProperty[nameof(QuanTAFineTuneOptions.LabelColumnName)]}), or leave --validation out.");
+        Console.Error.WriteLine($"warning: --validation '{path}': {census.UnseenRows} of {census.Rows} rows have {labels}; they are left out of " +
+            "validation loss and accuracy. Add rows of those classes to --train, or remove them from --validation.");
+    }
+
+    /// <summary>The labels a fitted MapValueToKey knows for <paramref name="column"/>, in key order.</summary>
+    static IReadOnlyList<string> KeyNames(ITransformer toKey, DataViewSchema input, string column)
+    {
+        VBuffer<ReadOnlyMemory<char>> names = default;
+        toKey.GetOutputSchema(input)[column].GetKeyValues(ref names);
+        return names.DenseValues().Select(n => n.ToString()).ToList();
     }
 
     /// <summary>Re-runs this command as N local ranks (without --nproc-per-node), prefixing each rank's output.</summary>

@@ -60,8 +60,7 @@ internal static class ModelFolder
     {
         if (string.IsNullOrWhiteSpace(dir)) throw new ArgumentException("--model is required (a Hugging Face model folder).");
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"--model '{dir}' is not a directory.");
-        TorchRuntime.Initialize();
-        var dev = TorchRuntime.ParseDevice(device);
+        var dev = CliRun.Device(device);
         var codec = HfTokenizer.FromPretrained(dir);
         var model = CausalLM.FromPretrained(dir, ParseDType(dtype), dev);
         if (!string.IsNullOrWhiteSpace(adapter))

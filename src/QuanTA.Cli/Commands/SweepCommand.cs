@@ -55,7 +55,7 @@ public static class SweepCommand
             task, baseModel, train, validation, output, textCol, text2Col, labelCol, targetCol, metric, trials, minutes, maxPercent, maxParams,
             adapters, axisCounts, targets, epochs, lr, eta, batch, maxLen, seed, noResume, device, gpus, workers, quantize,
         };
-        cmd.SetAction(r => CliRun.Run(() =>
+        cmd.SetAction(r => CliRun.Run(describe: e => FineTuneCommand.DescribeWithFlags(e, FlagOfParameter), body: () =>
         {
             var parallel = Workers(r.GetValue(gpus), r.GetValue(workers));
             var o = new QuanTAFineTuneOptions
@@ -80,8 +80,9 @@ public static class SweepCommand
             var e = Ints(r.GetValue(epochs)!.Replace('-', ','), "--epochs");
             if (e.Length != 2 || e[0] < 1 || e[1] < e[0]) throw new ArgumentException($"--epochs '{r.GetValue(epochs)}' is not a range such as 1-9.");
             space.With("Epochs", new RangeOption(e[0], e[1], null, false, typeof(int)));
-            var l = r.GetValue(lr)!.Split(',').Select(s => double.Parse(s, NumberStyles.Float, CultureInfo.InvariantCulture)).ToArray();
-            if (l.Length != 2) throw new ArgumentException($"--lr-range '{r.GetValue(lr)}' is not min,max such as 1e-4,3e-2.");
+            var l = r.GetValue(lr)!.Split(',').Select(s => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v : double.NaN).ToArray();
+            if (l.Length != 2 || !(l[0] > 0 && l[1] >= l[0] && double.IsFinite(l[1])))
+                throw new ArgumentException($"--lr-range '{r.GetValue(lr)}' is not min,max with 0 < min ≤ max, such as 1e-4,3e-2.");
             space.With("LearningRate", new RangeOption(l[0], l[1], null, true, typeof(double)));
 
             var ml = CliRun.Context(r.GetValue(device)!, r.GetValue(seed));
@@ -95,7 +96,7 @@ public static class SweepCommand
                     var m => throw new ArgumentException($"--metric '{m}' is not validation-loss, macro-accuracy, micro-accuracy or log-loss."),
                 })
                 .SetBudget(r.GetValue(trials), TimeSpan.FromMinutes(r.GetValue(minutes)))
-                .SetConstraint(r.GetValue(maxPercent) / 100, r.GetValue(maxParams))
+                .SetConstraint(MaxTrainableFraction(r.GetValue(maxPercent)), r.GetValue(maxParams))
                 .SetReductionFactor(r.GetValue(eta))
                 .SetOutputFolder(r.GetValue(output)!, resume: !r.GetValue(noResume));
             if (parallel is not null) experiment.SetWorkers(parallel);
@@ -139,6 +140,34 @@ public static class SweepCommand
         cmd.SetAction(r => CliRun.Run(() => SweepTrialWorker.Run(r.GetValue(spec)!)));
         return cmd;
     }
+
+    /// <summary>
+    /// The parameters of the library calls the flags above feed (the sweep's base <see cref="QuanTAFineTuneOptions"/> fields, and
+    /// the experiment's and search space's method parameters) → the flag: option errors are reworded through
+    /// <see cref="FineTuneCommand.DescribeWithFlags(Exception, IReadOnlyDictionary{string, string})"/>, as finetune's are. The
+    /// shared fields take finetune's flag names from <see cref="FineTuneCommand.FlagOfProperty"/>.
+    /// </summary>
+    internal static readonly IReadOnlyDictionary<string, string> FlagOfParameter = new[]
+    {
+        nameof(QuanTAFineTuneOptions.Task), nameof(QuanTAFineTuneOptions.BaseModelPath), nameof(QuanTAFineTuneOptions.TextColumnName),
+        nameof(QuanTAFineTuneOptions.SecondTextColumnName), nameof(QuanTAFineTuneOptions.LabelColumnName), nameof(QuanTAFineTuneOptions.TargetTextColumnName),
+        nameof(QuanTAFineTuneOptions.BatchSize), nameof(QuanTAFineTuneOptions.MaxSequenceLength), nameof(QuanTAFineTuneOptions.Seed),
+        nameof(QuanTAFineTuneOptions.BaseQuantization),
+    }.Select(p => KeyValuePair.Create(p, FineTuneCommand.FlagOfProperty[p])).Concat(new Dictionary<string, string>
+    {
+        // searched fields: the flag that sets their range or choices
+        [nameof(QuanTAFineTuneOptions.Epochs)] = "--epochs", [nameof(QuanTAFineTuneOptions.LearningRate)] = "--lr-range",
+        [nameof(QuanTAFineTuneOptions.TargetModules)] = "--target-modules", [nameof(QuanTAFineTuneOptions.Adapter)] = "--adapters",
+        // QuanTASweepExperiment.SetBudget / SetConstraint / SetReductionFactor, SuccessiveHalvingTuner, QuanTASearchSpace
+        ["maxTrials"] = "--trials", ["maxTime"] = "--time-minutes", ["maxTrainableParameters"] = "--max-trainable",
+        ["eta"] = "--eta", ["minEpochs"] = "--epochs", ["maxEpochs"] = "--epochs", ["axisCount"] = "--axis-counts",
+    }).ToDictionary();
+
+    /// <summary>--max-trainable-percent as the fraction the library takes (checked here: the library's message speaks of fractions).</summary>
+    static double? MaxTrainableFraction(double? percent) => percent is not { } p ? null
+        : p is > 0 and <= 100 ? p / 100
+        : throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+            $"--max-trainable-percent {p} is not a percentage in (0, 100], e.g. 0.1 for at most 0.1 % of the parameters trainable."));
 
     /// <summary>--gpus 0,1 → one worker per GPU; --workers N → N workers on --device; neither → in-process trials (null).</summary>
     static SweepWorkerOptions? Workers(string? gpus, int? workers)

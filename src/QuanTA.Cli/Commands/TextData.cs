@@ -64,21 +64,13 @@ internal static class TextData
     /// is "not a QuanTA model", with the file's path and size.</summary>
     public static QuanTAFineTuneTransformer FindQuanTA(ITransformer model, string path)
     {
-        try { return FindQuanTA(model); }
-        catch (InvalidDataException e)
-        {
-            (model as IDisposable)?.Dispose();
-            throw new InvalidDataException($"The model file '{path}' ({new FileInfo(path).Length.ToString(CultureInfo.InvariantCulture)} bytes) " +
-                "is not a QuanTA model: it is an ML.NET model without a QuanTA fine-tuning step. Give a model .zip written by quanta finetune.", e);
-        }
+        if (QuanTAFineTuneTransformer.FindIn(model) is { } quanta) return quanta;
+        (model as IDisposable)?.Dispose();
+        throw new InvalidDataException($"The model file '{path}' ({new FileInfo(path).Length.ToString(CultureInfo.InvariantCulture)} bytes) " +
+            "is not a QuanTA model: it is an ML.NET model without a QuanTA fine-tuning step. Give a model .zip written by quanta finetune.");
     }
 
-    /// <summary>The QuanTA transformer inside a fitted or loaded model.</summary>
-    public static QuanTAFineTuneTransformer FindQuanTA(ITransformer model) => model switch
-    {
-        QuanTAFineTuneTransformer q => q,
-        IEnumerable<ITransformer> chain => chain.Select(t => t is QuanTAFineTuneTransformer q ? q : null).LastOrDefault(q => q is not null)
-            ?? throw new InvalidDataException("The model has no QuanTA fine-tuning step."),
-        _ => throw new InvalidDataException("The model has no QuanTA fine-tuning step."),
-    };
+    /// <summary>The QuanTA transformer inside a fitted or loaded model (<see cref="QuanTAFineTuneTransformer.FindIn"/>).</summary>
+    public static QuanTAFineTuneTransformer FindQuanTA(ITransformer model)
+        => QuanTAFineTuneTransformer.FindIn(model) ?? throw new InvalidDataException("The model has no QuanTA fine-tuning step.");
 }

@@ -1,13 +1,16 @@
+using System.Diagnostics;
+using System.Globalization;
 using System.Text;
 
 namespace QuanTA.Core.Runtime;
 
 /// <summary>
 /// Writes files so that a reader sees either the previous file or the complete new one, never a half-written file:
-/// the content goes to a temporary file in the same folder (<c>&lt;name&gt;.&lt;guid&gt;.quanta-tmp</c>), is flushed to
-/// disk, and is then renamed over the target (an atomic replace on the same file system). On any failure — the writer
-/// throws, the disk is full, the rename is refused — the temporary file is deleted and the previous file is left
-/// byte for byte as it was.
+/// the content goes to a temporary file in the same folder (<c>&lt;name&gt;.&lt;pid&gt;.&lt;guid&gt;.quanta-tmp</c>), is
+/// flushed to disk, and is then renamed over the target (an atomic replace on the same file system). On any failure — the
+/// writer throws, the disk is full, the rename is refused — the temporary file is deleted and the previous file is left
+/// byte for byte as it was. A process killed during a write cannot delete its temporary file: the next write of the same
+/// target removes it (<see cref="RemoveStaleTempFiles"/>), knowing from the process id in its name that no one owns it.
 /// </summary>
 public static class AtomicFile
 {
@@ -45,6 +48,7 @@ public static class AtomicFile
         if (Directory.Exists(target))
             throw new IOException($"Cannot write '{target}': a folder of that name exists. Give a file path instead.");
         Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+        RemoveStaleTempFiles(target);
         var tmp = TempPathFor(target);
         try
         {
@@ -115,7 +119,61 @@ public static class AtomicFile
         }
     }
 
-    /// <summary>A unique temporary path next to <paramref name="target"/>: <c>&lt;name&gt;.&lt;guid&gt;.quanta-tmp</c>.</summary>
+    /// <summary>A unique temporary path next to <paramref name="target"/>: <c>&lt;name&gt;.&lt;pid&gt;.&lt;guid&gt;.quanta-tmp</c>,
+    /// with the id of this process (so that a later write can tell a stale temporary file from one being written).</summary>
     public static string TempPathFor(string target)
-        => Path.GetFullPath(target) + "." + Guid.NewGuid().ToString("N") + TempExtension;
+        => $"{Path.GetFullPath(target)}.{Environment.ProcessId.ToString(CultureInfo.InvariantCulture)}.{Guid.NewGuid():N}{TempExtension}";
+
+    /// <summary>
+    /// Deletes the temporary files of <paramref name="target"/> (named by <see cref="TempPathFor"/>) whose writing process no
+    /// longer runs — left by a process killed during a write, before its rename. A file is kept when its process is alive (this
+    /// process included: another thread may be writing it) or its name carries no process id (older naming); a process id reused
+    /// by a process started after the file was last written does not count as its owner. Called by every write; best effort
+    /// (a file that cannot be deleted is left). Process ids are those of this machine and process namespace: do not share one
+    /// output folder between writers on different machines or containers at the same time.
+    /// </summary>
+    /// <param name="target">The file whose stale temporary files to remove.</param>
+    /// <returns>The number of files deleted.</returns>
+    public static int RemoveStaleTempFiles(string target)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(target);
+        var full = Path.GetFullPath(target);
+        var folder = Path.GetDirectoryName(full)!;
+        if (!Directory.Exists(folder)) return 0;
+        var prefix = Path.GetFileName(full) + ".";
+        int removed = 0;
+        foreach (var tmp in Directory.EnumerateFiles(folder, "*" + TempExtension))
+        {
+            var name = Path.GetFileName(tmp);
+            if (!name.StartsWith(prefix, StringComparison.Ordinal) || name.Length <= prefix.Length + TempExtension.Length) continue;
+            var parts = name[prefix.Length..^TempExtension.Length].Split('.');   // "<pid>.<guid>" (a longer target name has more parts)
+            if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var pid)
+                || !Guid.TryParseExact(parts[1], "N", out _) || OwnerIsAlive(pid, tmp)) continue;
+            try { File.Delete(tmp); removed++; }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        return removed;
+    }
+
+    static bool OwnerIsAlive(int pid, string tempFile)
+    {
+        if (pid == Environment.ProcessId) return true;
+        Process process;
+        try { process = Process.GetProcessById(pid); }
+        catch (ArgumentException) { return false; }                       // no process has this id
+        using (process)
+        {
+            try
+            {
+                if (process.HasExited) return false;
+                // the owner started before it wrote the file (1 s of slack for the start time's resolution)
+                return process.StartTime.ToUniversalTime() <= File.GetLastWriteTimeUtc(tempFile).AddSeconds(1);
+            }
+            catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or NotSupportedException)
+            {
+                return true;                                                  // cannot tell: keep the file
+            }
+        }
+    }
 }

@@ -55,7 +55,7 @@ public sealed class QuanTAChatClient : IChatClient
             ml.FallbackToCpu = false;
         }
         var loaded = ml.Model.LoadWithQuanTA(ml, modelZipPath, out _);
-        var transformer = Find(loaded) ?? throw new InvalidDataException(
+        var transformer = QuanTAFineTuneTransformer.FindIn(loaded) ?? throw new InvalidDataException(
             $"'{modelZipPath}' holds no QuanTA fine-tuned model (no QuanTAFineTuneTransformer in the saved pipeline).");
         var id = options.ModelId ?? Path.GetFileNameWithoutExtension(modelZipPath);
         try { return new QuanTAChatClient(ChatModelHost.FromTransformer(transformer, options, id, loaded as IDisposable ?? transformer), options); }
@@ -184,11 +184,4 @@ public sealed class QuanTAChatClient : IChatClient
         o.Validate();
         return o;
     }
-
-    static QuanTAFineTuneTransformer? Find(ITransformer t) => t switch
-    {
-        QuanTAFineTuneTransformer q => q,
-        IEnumerable<ITransformer> chain => chain.Select(Find).LastOrDefault(x => x is not null),
-        _ => null,
-    };
 }

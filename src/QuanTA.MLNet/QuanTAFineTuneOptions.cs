@@ -231,6 +231,16 @@ public sealed class QuanTAFineTuneOptions
     public bool GradientCheckpointing;
 
     /// <summary>
+    /// A PEFT adapter folder (adapter_config.json + adapter_model.safetensors: written by <c>quanta export --format peft</c>
+    /// or, for LoRA, by PEFT's <c>save_pretrained</c>) whose values the adapters start from instead of their fresh
+    /// initialization — to continue training an exported adapter, as PEFT's <c>PeftModel.from_pretrained(…, is_trainable=True)</c>.
+    /// The adapter options still decide the architecture: the folder must adapt the same layers (<see cref="TargetModules"/>)
+    /// with the same method and shapes (and LoRA alpha), else the fit stops before training naming what differs. A classifier
+    /// head saved beside it (modules_to_save) is copied too. Default null (fresh adapters).
+    /// </summary>
+    public string? InitialAdapterPath;
+
+    /// <summary>
     /// Data-parallel training: this process's communicator (ranks, all-reduce). Null (default): read the launcher's environment
     /// (<c>RANK</c>, <c>WORLD_SIZE</c>, <c>LOCAL_RANK</c>, <c>MASTER_ADDR</c>, <c>MASTER_PORT</c>, as torchrun / srun / mpirun set
     /// them); one process when <c>WORLD_SIZE</c> is unset or 1. With several ranks each reads its own shard of the rows

@@ -35,7 +35,7 @@ public sealed class ExportFixture : IDisposable
         }
     }
 
-    static QuanTAFineTuneOptions Options(AdapterMethod adapter, QuanTATask task, string baseModel) => new()
+    internal static QuanTAFineTuneOptions Options(AdapterMethod adapter, QuanTATask task, string baseModel) => new()
     {
         Task = task, BaseModelPath = ToyData.Fixture(baseModel), Adapter = adapter,
         AxisLayout = [8, 4, 4], LoRARank = 4, LoRAAlpha = 8, TargetModules = ["q_proj", "v_proj"],
@@ -102,6 +102,72 @@ public class ExportTests(ExportFixture f) : IClassFixture<ExportFixture>
         }
         else Assert.Equal(Bits(expected), Bits(got));
         Directory.Delete(Path.GetDirectoryName(output)!, true);
+    }
+
+    /// <summary>Fits <paramref name="name"/>'s configuration again, starting from <paramref name="folder"/>.</summary>
+    QuanTAFineTuneTransformer FitFrom(string name, string folder, Action<QuanTAFineTuneOptions>? change = null, double learningRate = 1e-12)
+    {
+        bool classifier = name.EndsWith("classification", StringComparison.Ordinal);
+        var adapter = name.StartsWith("LoRA", StringComparison.Ordinal) ? AdapterMethod.LoRA : AdapterMethod.QuanTA;
+        var o = ExportFixture.Options(adapter, classifier ? QuanTATask.TextClassification : QuanTATask.TextGeneration, classifier ? "llama-tiny-seqcls" : "llama-tiny");
+        o.InitialAdapterPath = folder;
+        o.LearningRate = learningRate;                                                      // one step that moves nothing measurable
+        change?.Invoke(o);
+        if (!classifier) return f.Ml.Transforms.QuanTAFineTune(o).Fit(ToyData.View(f.Ml, ToyData.Generation(8)));
+        var cls = f.Ml.Transforms.Conversion.MapValueToKey("Label").Append(f.Ml.MulticlassClassification.Trainers.QuanTAFineTune(o))
+            .Fit(ToyData.View(f.Ml, ToyData.Classification(24, seed: 1)));
+        return ((IEnumerable<ITransformer>)cls).OfType<QuanTAFineTuneTransformer>().Single();
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void AFitStartsFromAnExportedPeftFolder(string name)
+    {
+        var q = f.Models[name];
+        using var expected = Logits(q, q.Model.Module);
+        var output = TempDir();
+        q.Export(output, new ModelExportOptions { Format = ExportFormat.Peft });
+        try
+        {
+            using var resumed = FitFrom(name, output);
+            using var got = Logits(resumed, resumed.Model.Module);
+            double diff = (got - expected).abs().max().item<float>();
+            Assert.True(diff < 1e-4, $"{name}: the fit did not start from the folder's adapter (max |Δlogit| {diff})");
+            using var fresh = FitFrom(name, output, o => o.InitialAdapterPath = null);       // control: a fresh adapter differs
+            using var freshLogits = Logits(fresh, fresh.Model.Module);
+            Assert.True((freshLogits - expected).abs().max().item<float>() > 1e-3, "a fresh adapter gave the trained model's logits");
+        }
+        finally { Directory.Delete(Path.GetDirectoryName(output)!, true); }
+    }
+
+    [Theory]
+    [InlineData("LoRA-classification", "LoRARank", "--lora-rank")]
+    [InlineData("LoRA-classification", "LoRAAlpha", "--lora-alpha")]
+    [InlineData("QuanTA-classification", "AxisLayout", "--axis-layout")]
+    [InlineData("QuanTA-classification", "TargetModules", "--target-modules")]
+    [InlineData("QuanTA-classification", "Adapter", "--adapter")]
+    public void AFolderThatIsAnotherAdapterIsRefusedNamingTheFlag(string name, string option, string flag)
+    {
+        var output = TempDir();
+        f.Models[name].Export(output, new ModelExportOptions { Format = ExportFormat.Peft });
+        try
+        {
+            var e = Assert.Throws<InvalidDataException>(() => FitFrom(name, output, o =>
+            {
+                switch (option)
+                {
+                    case "LoRARank": o.LoRARank = 2; break;
+                    case "LoRAAlpha": o.LoRAAlpha = 16; break;
+                    case "AxisLayout": o.AxisLayout = [4, 8, 4]; break;
+                    case "TargetModules": o.TargetModules = ["q_proj"]; break;
+                    case "Adapter": o.Adapter = AdapterMethod.LoRA; break;
+                }
+            }, learningRate: 1e-3));
+            Assert.StartsWith("InitialAdapterPath (CLI --init-adapter):", e.Message);
+            Assert.Contains(flag, e.Message);
+            Assert.Contains(output, e.Message);
+        }
+        finally { Directory.Delete(Path.GetDirectoryName(output)!, true); }
     }
 
     [Theory]

@@ -44,6 +44,7 @@ public static partial class FineTuneCommand
             Rank = Get<int?>(nameof(QuanTAFineTuneOptions.Rank)),
             TrainingPath = Enum<QuanTA.Core.Adapters.QuanTATrainingPath>(nameof(QuanTAFineTuneOptions.TrainingPath)),
             GradientCheckpointing = Get<bool>(nameof(QuanTAFineTuneOptions.GradientCheckpointing)),
+            InitialAdapterPath = Get<string?>(nameof(QuanTAFineTuneOptions.InitialAdapterPath)),
             BaseQuantization = Enum<QuanTA.Core.Quantization.BaseQuantization>(nameof(QuanTAFineTuneOptions.BaseQuantization)),
             TargetModules = Get<string>(nameof(QuanTAFineTuneOptions.TargetModules))
                 .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
@@ -171,6 +172,7 @@ public static partial class FineTuneCommand
         [nameof(QuanTAFineTuneOptions.ValidationMetric)] = "--validation-metric",
         [nameof(QuanTAFineTuneOptions.TrainingPath)] = "--training-path",
         [nameof(QuanTAFineTuneOptions.GradientCheckpointing)] = "--gradient-checkpointing",
+        [nameof(QuanTAFineTuneOptions.InitialAdapterPath)] = "--init-adapter",
         [nameof(QuanTAFineTuneOptions.BaseQuantization)] = "--quantize",
         [nameof(QuanTAFineTuneOptions.ScoreColumnName)] = "--score-column",
         [nameof(QuanTAFineTuneOptions.PredictedLabelColumnName)] = "--predicted-label-column",

@@ -76,6 +76,7 @@ public static partial class FineTuneCommand
         var temperature = new Option<float>("--temperature") { Description = "Generation: sampling temperature (with --greedy false).", DefaultValueFactory = _ => d.Temperature };
         var topP = new Option<float>("--top-p") { Description = "Generation: nucleus sampling threshold (with --greedy false).", DefaultValueFactory = _ => d.TopP };
         var stopStrings = new Option<string[]>("--stop-strings") { Description = @"Generation: stop at this string (repeatable; \n, \t and \\ are read as escapes; default \n).", DefaultValueFactory = _ => d.StopStrings };
+        var initAdapter = new Option<string?>("--init-adapter") { Description = "Start the adapters from a PEFT adapter folder (quanta export --format peft, or PEFT's save_pretrained for LoRA) instead of a fresh initialization; the adapter flags must describe the same adapter (checked before training)." };
         var gradientCheckpointing = new Option<bool>("--gradient-checkpointing") { Description = "Activation checkpointing of the decoder layers while training (as transformers' gradient_checkpointing_enable()): each layer keeps only its input and runs again in the backward pass; less memory, one more forward per step, same results.", DefaultValueFactory = _ => d.GradientCheckpointing };
         var quantize = new Option<string>("--quantize") { Description = "Store the frozen base's decoder linear weights as none (compute dtype), int8 (per-row absmax) or nf4 (QLoRA's 4-bit NormalFloat, double-quantized; about a quarter of bf16). Embeddings, norms and the head stay unquantized; a bitsandbytes -bnb-4bit folder keeps its NF4 weights with nf4.", DefaultValueFactory = _ => EnumFlag.Format(d.BaseQuantization) };
         var inferenceBatch = new Option<int>("--inference-batch-size") { Description = "Rows per batch when the model is applied.", DefaultValueFactory = _ => d.InferenceBatchSize };
@@ -86,7 +87,7 @@ public static partial class FineTuneCommand
             scoreCol, predictedCol, generatedCol, mode, adapter, layout, axisCount, pairs, tensorCount, rank, targets, dropout,
             loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, truncation, seed, lossCurve, export, device,
             ckptDir, ckptEvery, keepCkpt, resume, patience, threshold, validateEvery, valMetric, restoreBest, trainingPath,
-            maxNew, greedy, temperature, topP, stopStrings, inferenceBatch, quantize, gradientCheckpointing, nproc,
+            maxNew, greedy, temperature, topP, stopStrings, inferenceBatch, quantize, gradientCheckpointing, initAdapter, nproc,
         };
         cmd.SetAction(r => CliRun.Run(describe: DescribeWithFlags, body: () =>
         {

@@ -25,6 +25,82 @@ public static class PeftAdapterFolder
     /// to the same layers) and reports what is adapted.</summary>
     public static InjectionReport Load(nn.Module model, string folder)
     {
+        using var parsed = Parse(model, folder);
+        foreach (var (layer, adapter, values) in parsed.Built)
+        {
+            adapter.to(layer.weight.device);
+            layer.Attach(adapter);
+            using var _ = no_grad();
+            foreach (var (k, t) in adapter.state_dict()) t.copy_(values[k]);
+        }
+        parsed.CopyHeads();
+        parsed.Built.Clear();                                                     // attached: the model owns them now
+        AdapterInjector.FreezeAllButAdapters(model);
+        return AdapterInjector.Report(model);
+    }
+
+    /// <summary>
+    /// Starts a fine-tune from <paramref name="folder"/>: the adapters already attached to <paramref name="model"/> (built from the
+    /// fit's options) take the folder's values, and a classifier head saved beside them (modules_to_save) is copied too. The
+    /// folder must adapt exactly the layers the model adapts, with the same method and shapes (and, for LoRA, the same alpha):
+    /// anything else throws naming the layer, what differs and the option to change; the model is left as it was.
+    /// </summary>
+    public static void InitializeFrom(nn.Module model, string folder)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        using var parsed = Parse(model, folder);
+        var attached = AdapterInjector.LinearLayers(model).Where(l => l.Layer.Adapter is not null).ToDictionary(l => l.Layer, l => l.Name);
+        var fromFolder = parsed.Built.ToDictionary(b => b.Layer, b => b);
+        var missing = attached.Where(kv => !fromFolder.ContainsKey(kv.Key)).Select(kv => kv.Value).ToList();
+        var extra = parsed.Built.Where(b => !attached.ContainsKey(b.Layer)).Select(b => parsed.NameOf(b.Layer)).ToList();
+        if (missing.Count > 0 || extra.Count > 0)
+            throw new InvalidDataException($"The adapter folder '{folder}' does not adapt the layers this fit targets: " +
+                (missing.Count > 0 ? $"no adapter for {string.Join(", ", missing.Take(4))}{(missing.Count > 4 ? $" and {missing.Count - 4} more" : "")}; " : "") +
+                (extra.Count > 0 ? $"adapters for {string.Join(", ", extra.Take(4))}{(extra.Count > 4 ? $" and {extra.Count - 4} more" : "")}, which this fit does not target; " : "") +
+                "set TargetModules (CLI --target-modules) to the folder's target_modules.");
+        foreach (var (layer, loaded, values) in parsed.Built)
+        {
+            var own = layer.Adapter!;
+            string name = attached[layer];
+            if (own.GetType() != loaded.GetType())
+                throw new InvalidDataException($"The adapter folder '{folder}' holds a {loaded.Method} adapter for '{name}' but this fit trains {own.Method}: " +
+                    "set Adapter (CLI --adapter) to the folder's method.");
+            var ownShapes = own.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
+            foreach (var (key, value) in values)
+                if (!ownShapes.TryGetValue(key, out var shape) || !shape.SequenceEqual(value.shape))
+                    throw new InvalidDataException($"The adapter folder '{folder}' gives '{name}' tensor '{key}' shape [{string.Join(", ", value.shape)}] but this fit's " +
+                        $"adapter has {(shape is null ? "no such tensor" : $"[{string.Join(", ", shape)}]")}: set the adapter options to the folder's " +
+                        $"({Describe(loaded)}; CLI --lora-rank / --rank / --axis-layout / --pairs / --tensor-count).");
+            if (own is LoRAAdapter a && loaded is LoRAAdapter b && a.Alpha != b.Alpha)
+                throw new InvalidDataException($"The adapter folder '{folder}' has lora_alpha {b.Alpha} for '{name}' but this fit uses {a.Alpha}: " +
+                    "set LoRAAlpha (CLI --lora-alpha) to the folder's.");
+        }
+        using (no_grad())
+            foreach (var (layer, _, values) in parsed.Built)
+                foreach (var (k, t) in layer.Adapter!.state_dict()) t.copy_(values[k]);
+        parsed.CopyHeads();
+    }
+
+    static string Describe(Adapter a) => string.Join(", ", a.Describe().Select(kv => $"{kv.Key} {System.Text.Json.JsonSerializer.Serialize(kv.Value)}"));
+
+    /// <summary>A folder read and checked against the model, nothing changed yet: the adapters built from it (not attached),
+    /// the heads to copy, and the file's tensors (all freed on dispose).</summary>
+    sealed class Parsed(Dictionary<string, Tensor> file, Dictionary<string, AdaptableLinear> layers) : IDisposable
+    {
+        public Dictionary<string, Tensor> File => file;
+        public List<(AdaptableLinear Layer, Adapter Adapter, Dictionary<string, Tensor> Values)> Built { get; } = [];
+        public List<(Tensor Target, Tensor Value, string Key)> Heads { get; } = [];
+        public string NameOf(AdaptableLinear layer) => layers.First(kv => ReferenceEquals(kv.Value, layer)).Key;
+        public void CopyHeads() { using (no_grad()) foreach (var (target, value, _) in Heads) target.copy_(value); }
+        public void Dispose()
+        {
+            foreach (var (_, a, _) in Built) a.Dispose();
+            foreach (var t in file.Values) t.Dispose();
+        }
+    }
+
+    static Parsed Parse(nn.Module model, string folder)
+    {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(folder);
         var cfgPath = Path.Combine(folder, PeftNames.ConfigFile);
@@ -39,19 +115,18 @@ public static class PeftAdapterFolder
 
         var layers = AdapterInjector.LinearLayers(model).ToDictionary(l => l.Name, l => l.Layer);
         var sd = model.state_dict();
-        var file = SafetensorsReader.Read(weightsPath);
-        var built = new List<(AdaptableLinear Layer, Adapter Adapter, Dictionary<string, Tensor> Values)>();
+        var parsed = new Parsed(SafetensorsReader.Read(weightsPath), layers);
+        var file = parsed.File;
         try
         {
             var used = new HashSet<string>();
             switch (peftType)
             {
-                case "LORA": BuildLoRA(cfg, cfgPath, file, layers, built, used); break;
-                case "QUANTA": BuildQuanTA(cfg, cfgPath, file, layers, built, used); break;
+                case "LORA": BuildLoRA(cfg, cfgPath, file, layers, parsed.Built, used); break;
+                case "QUANTA": BuildQuanTA(cfg, cfgPath, file, layers, parsed.Built, used); break;
                 default: throw new NotSupportedException($"{cfgPath}: peft_type '{peftType}' cannot be loaded; LORA and QUANTA can.");
             }
             // modules_to_save (a classifier's head) and anything left over
-            var heads = new List<(Tensor Target, Tensor Value, string Key)>();
             foreach (var (key, value) in file)
             {
                 if (used.Contains(key)) continue;
@@ -63,29 +138,15 @@ public static class PeftAdapterFolder
                 if (!target.shape.SequenceEqual(value.shape))
                     throw new InvalidDataException($"{weightsPath}: tensor '{key}' has shape [{string.Join(", ", value.shape)}] but the model's '{name}' is " +
                         $"[{string.Join(", ", target.shape)}] (a classifier head for another number of labels?).");
-                heads.Add((target, value, key));
+                parsed.Heads.Add((target, value, key));
             }
-            foreach (var (layer, adapter, values) in built)
-            {
-                adapter.to(layer.weight.device);
-                layer.Attach(adapter);
-                using var _ = no_grad();
-                foreach (var (k, t) in adapter.state_dict()) t.copy_(values[k]);
-            }
-            using (no_grad()) foreach (var (target, value, _) in heads) target.copy_(value);
-            built.Clear();
-            AdapterInjector.FreezeAllButAdapters(model);
-            return AdapterInjector.Report(model);
+            return parsed;
         }
-        finally
-        {
-            foreach (var (_, a, _) in built) a.Dispose();
-            foreach (var t in file.Values) t.Dispose();
-        }
+        catch { parsed.Dispose(); throw; }
     }
 
     static void BuildLoRA(JsonObject cfg, string cfgPath, Dictionary<string, Tensor> file, Dictionary<string, AdaptableLinear> layers,
-        List<(AdaptableLinear, Adapter, Dictionary<string, Tensor>)> built, HashSet<string> used)
+        List<(AdaptableLinear Layer, Adapter Adapter, Dictionary<string, Tensor> Values)> built, HashSet<string> used)
     {
         foreach (var (option, allowed) in new (string, JsonNode?)[] { ("use_dora", false), ("use_rslora", false), ("fan_in_fan_out", false), ("lora_bias", false), ("bias", "none") })
             if (cfg[option] is JsonNode v && v.ToJsonString() != allowed!.ToJsonString())
@@ -114,7 +175,7 @@ public static class PeftAdapterFolder
     }
 
     static void BuildQuanTA(JsonObject cfg, string cfgPath, Dictionary<string, Tensor> file, Dictionary<string, AdaptableLinear> layers,
-        List<(AdaptableLinear, Adapter, Dictionary<string, Tensor>)> built, HashSet<string> used)
+        List<(AdaptableLinear Layer, Adapter Adapter, Dictionary<string, Tensor> Values)> built, HashSet<string> used)
     {
         var layersJson = cfg["layers"] as JsonObject
             ?? throw new InvalidDataException($"{cfgPath} has no \"layers\" object (each adapted layer's per_dim_features and pairs); it was not written by this project's export.");

@@ -115,6 +115,15 @@ internal sealed class FineTuneModel : IDisposable
             var baseKeys = lm.Module.state_dict().Keys.ToHashSet();
             torch.manual_seed(seed);
             var injection = CoreBackend.Inject(lm.Module, options, seed);
+            if (options.InitialAdapterPath is { } init)
+            {
+                try { QuanTA.Core.Export.PeftAdapterFolder.InitializeFrom(lm.Module, init); }
+                catch (Exception e) when (e is InvalidDataException or FileNotFoundException or NotSupportedException)
+                {
+                    throw new InvalidDataException($"{nameof(QuanTAFineTuneOptions.InitialAdapterPath)} (CLI --init-adapter): {e.Message}", e);
+                }
+                log?.Invoke($"Adapters start from the PEFT folder '{init}'.");
+            }
             if (classification && !verbalizer)
             {
                 foreach (var (name, p) in lm.Module.named_parameters())

@@ -5,7 +5,8 @@
 #      until this passes), then engine-check;
 #   2. LLaMA-7B q,v batch 4 × 512: PEFT LoRA r8 (the peer) before and after ours; ours QuanTA on the default path with the
 #      library's chunked loss and with the full-logits loss, with gradient checkpointing, NF4 layerwise with and without
-#      gradient checkpointing (issue 20's ≤ 10 GiB target), and with the kernels on.
+#      gradient checkpointing (issue 20's ≤ 10 GiB target), and with the kernels on;
+#   3. 500 steps of the default path on TinyLlama with device memory sampled every 50 (MEMLOOP=0 skips it).
 # Usage: bash bench/run-next-session-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
 set -uo pipefail
 bundle=$1; out=$2; shape=${SHAPE:-llama7b}
@@ -31,4 +32,6 @@ run nf4-layerwise-ckpt $qb train --method quanta-layerwise --quantize nf4 --grad
 run lora               $qb train --method lora
 QUANTA_KERNELS=on run kernels-on $qb train --method quanta
 peer last
+# issue 19 item 5: 500 steps of the default path, device memory every 50 (flat after warm-up = no growth)
+[ "${MEMLOOP:-1}" = 1 ] && $qb memloop --shape tinyllama --steps 500 --every 50 --out "$out" 2>&1 | tail -2
 true

@@ -15,7 +15,7 @@ public class GradientCheckpointingTests(ITestOutputHelper output)
 {
     static GradientCheckpointingTests() => TestUtil.Init();
 
-    public enum Setup { QuanTAPerLayer, QuanTAStacked, QuanTALayerwise, QuanTALayerwiseUncached, LoRA, QuanTADropout, NF4Layerwise, QwenLoRA }
+    public enum Setup { QuanTAPerLayer, QuanTAStacked, QuanTALayerwise, QuanTALayerwiseUncached, LoRA, QuanTADropout, NF4Layerwise, QwenLoRA, LoRAUnpadded }
 
     /// <summary>Loss and the gradients of everything the optimizer would train, two micro-batches accumulated.</summary>
     static (double Loss, Tensor[] Grads) Run(Setup setup, bool checkpoint)
@@ -23,10 +23,11 @@ public class GradientCheckpointingTests(ITestOutputHelper output)
         string name = setup == Setup.QwenLoRA ? "qwen2-tiny" : "llama-tiny";
         var r = Fixture.Reference(name);
         using var model = CausalLM.FromPretrained(Fixture.Dir(name), quantization: setup == Setup.NF4Layerwise ? BaseQuantization.NF4 : BaseQuantization.None);
-        IAdapterConfig config = setup is Setup.LoRA or Setup.QwenLoRA
+        bool lora = setup is Setup.LoRA or Setup.QwenLoRA or Setup.LoRAUnpadded;
+        IAdapterConfig config = lora
             ? new LoRAConfig { Rank = 2, Seed = 1 }
             : new QuanTAConfig { Seed = 4, Dropout = setup == Setup.QuanTADropout ? 0.2 : 0 };
-        AdapterInjector.Inject(model, config, setup is Setup.LoRA or Setup.QwenLoRA ? TargetModules.All() : TargetModules.Names("q_proj", "v_proj"));
+        AdapterInjector.Inject(model, config, lora ? TargetModules.All() : TargetModules.Names("q_proj", "v_proj"));
         var gen = new Generator(1);                                 // off the identity / zero start, so every gradient is non-trivial
         using (no_grad()) foreach (var p in model.parameters().Where(p => p.requires_grad)) p.add_(randn(p.shape, generator: gen) * 0.05);
         foreach (var stack in model.modules().OfType<LlamaModel>()) stack.GradientCheckpointing = checkpoint;
@@ -46,7 +47,8 @@ public class GradientCheckpointingTests(ITestOutputHelper output)
             using var scope = NewDisposeScope();
             bank?.Materialize(ScalarType.Float32);
             var ids = micro == 0 ? r["input_ids"] : r["input_ids"].flip(1);
-            var logits = model.forward(ids, r["attention_mask"]);   // padded rows: the mask is one of the kept constants
+            // padded rows: the mask is one of the kept constants; unpadded: the checkpointed GQA attention runs inside the recompute
+            var logits = model.forward(ids, setup == Setup.LoRAUnpadded ? null : r["attention_mask"]);
             var loss = logits.log_softmax(-1).pow(2).mean();
             loss.backward();
             total += loss.item<float>();
@@ -65,6 +67,7 @@ public class GradientCheckpointingTests(ITestOutputHelper output)
     [InlineData(Setup.QuanTADropout)]    // the recompute replays the forward's dropout masks
     [InlineData(Setup.NF4Layerwise)]     // quantized base: its own custom backward runs inside the recompute
     [InlineData(Setup.QwenLoRA)]         // biases on q/k/v
+    [InlineData(Setup.LoRAUnpadded)]     // no mask: grouped-query attention's own checkpointed node nests in the layer's
     public void CheckpointedLayersGiveThePlainGraphsLossAndGradients(Setup setup)
     {
         var plain = Run(setup, checkpoint: false);

@@ -46,12 +46,15 @@ public sealed class QuanTAChatClient : IChatClient
         options = Checked(options);
         if (!File.Exists(modelZipPath)) throw new FileNotFoundException($"Saved model '{modelZipPath}' not found.", modelZipPath);
         var ml = new MLContext().RegisterQuanTA(baseModelPath);
-        var device = System.Text.RegularExpressions.Regex.Match(options.Device.Trim().ToLowerInvariant(), "^(cpu|cuda)(?::([0-9]+))?$");
-        if (!device.Success || (device.Groups[1].Value == "cpu" && device.Groups[2].Success))
-            throw new ArgumentException($"QuanTAChatClientOptions.Device '{options.Device}' is not cpu, cuda or cuda:N.");
-        if (device.Groups[1].Value == "cuda")                            // the saved model loads where the MLContext says
+        TorchSharp.torch.Device device;
+        try { device = Core.Runtime.TorchRuntime.ParseDevice(options.Device); }   // the one device parser (also checks CUDA is there)
+        catch (ArgumentException e)
         {
-            ml.GpuDeviceId = device.Groups[2].Success ? int.Parse(device.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
+            throw new ArgumentException($"QuanTAChatClientOptions.Device '{options.Device}' is not cpu, cuda or cuda:N.", nameof(options), e);
+        }
+        if (device.type == TorchSharp.DeviceType.CUDA)                     // the saved model loads where the MLContext says
+        {
+            ml.GpuDeviceId = device.index < 0 ? 0 : device.index;
             ml.FallbackToCpu = false;
         }
         var loaded = ml.Model.LoadWithQuanTA(ml, modelZipPath, out _);

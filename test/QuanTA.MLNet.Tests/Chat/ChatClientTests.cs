@@ -90,6 +90,16 @@ public class ChatClientTests(ChatFixture f) : IClassFixture<ChatFixture>
         Assert.Equal(sequential, parallel.Select(r => r.Text));
     }
 
+    [Theory]
+    [InlineData("tpu")]
+    [InlineData("cpu:1")]
+    [InlineData("cuda:x")]
+    public void ASavedModelWithABadDeviceIsRefusedNamingTheOption(string device)
+    {
+        var e = Assert.Throws<ArgumentException>(() => QuanTAChatClient.FromSavedModel(f.Zip, options: new QuanTAChatClientOptions { Device = device }));
+        Assert.Equal($"QuanTAChatClientOptions.Device '{device}' is not cpu, cuda or cuda:N. (Parameter 'options')", e.Message);
+    }
+
     [Fact]
     public async Task SavedModelAndModelFolderSourcesWork()
     {

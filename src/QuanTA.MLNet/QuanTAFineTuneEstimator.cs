@@ -85,13 +85,14 @@ public sealed class QuanTAFineTuneEstimator : IEstimator<QuanTAFineTuneTransform
         InputRowReader? validation = null;
         if (o.ValidationSet is not null)
         {
-            validation = new InputRowReader(o.ValidationSet, o, withSupervision: true);
+            validation = new InputRowReader(o.ValidationSet, o, withSupervision: true, role: $"validation ({nameof(QuanTAFineTuneOptions)}.{nameof(QuanTAFineTuneOptions.ValidationSet)})");
             if (labels is not null)
             {
                 var vCount = ((KeyDataViewType)o.ValidationSet.Schema[o.LabelColumnName].Type).Count;
                 if (vCount != (ulong)labels.Count)
                     throw new ArgumentException($"The validation set's label column '{o.LabelColumnName}' has {vCount} classes but the " +
                         $"training data has {labels.Count}; map both with the same MapValueToKey transformer.", nameof(o.ValidationSet));
+                foreach (var _ in validation.Read()) { }   // every row has a known label: fail now, not after the first epoch's training
             }
         }
         var reference = BaseModelReference.Of(o.BaseModelPath);

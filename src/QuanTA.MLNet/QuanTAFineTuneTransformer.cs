@@ -203,7 +203,7 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
     {
         ThrowIfDisposed();
         if (_options.Task != QuanTATask.TextGeneration) throw new InvalidOperationException("Perplexity needs a text-generation model.");
-        var reader = new InputRowReader(data, _options, withSupervision: true);
+        var reader = new InputRowReader(data, _options, withSupervision: true, role: "evaluated");
         double nll = 0; long tokens = 0;
         foreach (var batch in reader.Read().Chunk(_options.InferenceBatchSize))
         {

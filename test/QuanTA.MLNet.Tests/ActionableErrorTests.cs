@@ -51,6 +51,24 @@ public class ActionableErrorTests
     }
 
     [Fact]
+    public void AValidationRowWithAnUnseenLabelFailsBeforeTrainingNamingTheValidationSet()
+    {
+        var rows = ToyData.Classification(8, seed: 1);
+        var data = ToyData.View(Ml, rows);
+        var keys = Ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
+        var validationRows = ToyData.Classification(4, seed: 2);
+        validationRows[2].Label = "zebra";                                         // never seen in training: key 0
+        var o = Options();
+        o.ValidationSet = keys.Transform(ToyData.View(Ml, validationRows));
+        int steps = 0;
+        o.Progress = new Progress<QuanTAProgress>(_ => Interlocked.Increment(ref steps));
+        var ex = Assert.Throws<InvalidDataException>(() => Ml.Transforms.QuanTAFineTune(o).Fit(keys.Transform(data)));
+        Assert.Contains("Row 2: the label column 'Label' has no value", ex.Message);
+        Assert.Contains("Every validation (QuanTAFineTuneOptions.ValidationSet) row needs a known label", ex.Message);
+        Assert.Equal(0, steps);                                                    // refused before any training step
+    }
+
+    [Fact]
     public void DamagedOrForeignModelZipIsCalledCorruptWithPathAndSize()
     {
         var dir = Directory.CreateTempSubdirectory("quanta-corrupt");

@@ -85,11 +85,13 @@ internal sealed class InputRowReader
     readonly IDataView _data;
     readonly QuanTAFineTuneOptions _o;
     readonly bool _withSupervision;
+    readonly string _role;
 
-    /// <summary>Checks the columns; <paramref name="withSupervision"/> also reads the label / target column.</summary>
-    public InputRowReader(IDataView data, QuanTAFineTuneOptions options, bool withSupervision)
+    /// <summary>Checks the columns; <paramref name="withSupervision"/> also reads the label / target column. <paramref name="role"/>
+    /// names the rows in messages ("training", "validation (QuanTAFineTuneOptions.ValidationSet)", …).</summary>
+    public InputRowReader(IDataView data, QuanTAFineTuneOptions options, bool withSupervision, string role = "training")
     {
-        _data = data; _o = options; _withSupervision = withSupervision;
+        _data = data; _o = options; _withSupervision = withSupervision; _role = role;
         ColumnChecks.Text(data.Schema, options.InputColumnName, options.IsChat ? "conversation" : "text", ColumnChecks.InputProperty(options));
         if (options.SecondTextColumnName is not null)
             ColumnChecks.Text(data.Schema, options.SecondTextColumnName, "second text", nameof(QuanTAFineTuneOptions.SecondTextColumnName));
@@ -132,7 +134,7 @@ internal sealed class InputRowReader
                 label(ref key);
                 if (key == 0)
                     throw new InvalidDataException($"Row {row}: the label column '{_o.LabelColumnName}' has no value (key 0: a label missing " +
-                        "from the MapValueToKey dictionary, or an empty label). Every training row needs a known label.");
+                        $"from the MapValueToKey dictionary, or an empty label). Every {_role} row needs a known label.");
                 lab = (int)key - 1;
             }
             string? tgt = null;

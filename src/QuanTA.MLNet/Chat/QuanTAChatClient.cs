@@ -186,7 +186,8 @@ public sealed class QuanTAChatClient : IChatClient
         try { g.Validate(); }
         catch (ArgumentException e) when (e.Message.StartsWith(nameof(GenerationOptions.RepetitionPenalty), StringComparison.Ordinal))
         {
-            throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{RepetitionPenaltyKey}\"]: {e.Message}", e);
+            throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{RepetitionPenaltyKey}\"]" +
+                e.Message[nameof(GenerationOptions.RepetitionPenalty).Length..], e);
         }
         catch (ArgumentException e)
         {

@@ -39,6 +39,8 @@ internal sealed record ChatCompletionRequest(List<ChatMessage> Messages, ChatOpt
             options.TopP = Float(root, "top_p", 0, 1);
             options.FrequencyPenalty = Float(root, "frequency_penalty", -2, 2);
             options.PresencePenalty = Float(root, "presence_penalty", -2, 2);
+            if (Get(root, "repetition_penalty") is { } repetition)                    // vLLM's extension: transformers' CTRL penalty
+                (options.AdditionalProperties ??= [])["repetition_penalty"] = RepetitionPenalty(repetition);
             if (Get(root, "top_k") is { } topK)
                 options.TopK = Positive(topK, "top_k");
             if (Get(root, "seed") is { } seed)
@@ -166,6 +168,15 @@ internal sealed record ChatCompletionRequest(List<ChatMessage> Messages, ChatOpt
         if (e.ValueKind != JsonValueKind.Number) throw Fail($"'{field}' must be a number.", field);
         double v = e.GetDouble();
         return v >= min && v <= max ? (float)v : throw Fail($"'{field}' must be between {min} and {max}, got {v}.", field);
+    }
+
+    /// <summary><c>repetition_penalty</c>: a positive number (1 = off), as vLLM accepts it.</summary>
+    private static double RepetitionPenalty(JsonElement e)
+    {
+        if (e.ValueKind != JsonValueKind.Number) throw Fail("'repetition_penalty' must be a number.", "repetition_penalty");
+        double v = e.GetDouble();
+        return v > 0 && double.IsFinite(v) ? v
+            : throw Fail($"'repetition_penalty' must be greater than 0 (1 = off, > 1 discourages repetition), got {v}.", "repetition_penalty");
     }
 
     private static OpenAIRequestException Fail(string message, string? param = null, string? code = null) =>

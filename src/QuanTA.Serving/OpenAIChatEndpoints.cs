@@ -24,7 +24,8 @@ namespace QuanTA.Serving;
 /// <see cref="ChatMessage"/>s; <c>max_completion_tokens</c> (or the older <c>max_tokens</c>) becomes
 /// <see cref="ChatOptions.MaxOutputTokens"/> (default <see cref="OpenAIServerOptions.DefaultMaxTokens"/>), and
 /// <c>temperature</c>, <c>top_p</c>, <c>top_k</c> (an extension), <c>stop</c>, <c>seed</c>, <c>frequency_penalty</c> and
-/// <c>presence_penalty</c> map to the <see cref="ChatOptions"/> property of the same meaning. Only <c>n = 1</c> is
+/// <c>presence_penalty</c> map to the <see cref="ChatOptions"/> property of the same meaning; <c>repetition_penalty</c>
+/// (an extension vLLM accepts too; &gt; 0) goes to <c>AdditionalProperties["repetition_penalty"]</c>. Only <c>n = 1</c> is
 /// served; tools and non-text content are refused with 400; other unknown fields are ignored. The answer's
 /// <c>finish_reason</c> comes from <see cref="ChatResponse.FinishReason"/> (<c>stop</c> unless the client says
 /// otherwise); <c>usage</c> from the client's <see cref="UsageDetails"/> (0 for counts it does not report).

@@ -83,6 +83,39 @@ public class CliTests
         Assert.NotEqual("", a.Out);
     }
 
+    [Fact]
+    public void GeneratePenaltyFlagsReachTheDecoder()
+    {
+        const string prompt = "the cat sat on";
+        string[] args = ["generate", "--model", Dir("llama-tiny"), "--prompt", prompt, "--max-new-tokens", "24"];
+        var plain = Quanta(args);
+        var penalized = Quanta([.. args, "--repetition-penalty", "1.5", "--frequency-penalty", "0.5", "--presence-penalty", "0.25"]);
+        Assert.True(penalized.Code == 0, penalized.Err);
+        // The in-process decoder with the same settings is the reference; the flags must change the plain greedy text.
+        var (model, codec) = QuanTA.Cli.Commands.ModelFolder.Load(Dir("llama-tiny"), "cpu", null);
+        using (model)
+        {
+            var o = new QuanTA.Core.Generation.GenerationOptions { MaxNewTokens = 24 };
+            var generator = new QuanTA.Core.Generation.TextGenerator(model, codec);
+            Assert.Equal(generator.Generate(prompt, o), plain.Out);
+            Assert.Equal(generator.Generate(prompt, o with { RepetitionPenalty = 1.5, FrequencyPenalty = 0.5, PresencePenalty = 0.25 }), penalized.Out);
+        }
+        Assert.NotEqual(plain.Out, penalized.Out);
+    }
+
+    [Theory]
+    [InlineData("--frequency-penalty", "3")]
+    [InlineData("--presence-penalty", "-2.5")]
+    [InlineData("--repetition-penalty", "0")]
+    public void OutOfRangePenaltyFlagsAreNamed(string flag, string value)
+    {
+        var (code, stdout, stderr) = Quanta("generate", "--model", Dir("llama-tiny"), "--prompt", "x", flag, value);
+        Assert.NotEqual(0, code);
+        Assert.Equal("", stdout);
+        Assert.StartsWith("error:", stderr);
+        Assert.Contains(flag, stderr);
+    }
+
     [Theory]
     [InlineData("score", "--text", "x")]                                                  // missing --model
     [InlineData("generate", "--model", "/no/such/dir", "--prompt", "x")]

@@ -87,7 +87,7 @@ public sealed class ProtocolTests
                {"role":"developer","content":"Be brief."},
                {"role":"user","name":"ann","content":[{"type":"text","text":"ab "},{"type":"text","text":"cd"}]}],
              "max_tokens":7,"temperature":0,"top_p":1,"top_k":40,"stop":"xyz","seed":-5,"n":1,
-             "frequency_penalty":0.5,"presence_penalty":-0.5,"stream":false,"user":"ignored"}
+             "frequency_penalty":0.5,"presence_penalty":-0.5,"repetition_penalty":1.25,"stream":false,"user":"ignored"}
             """;
 
         var response = await server.PostChatAsync(body);
@@ -107,6 +107,7 @@ public sealed class ProtocolTests
         Assert.Equal(-5, o.Seed);
         Assert.Equal(0.5f, o.FrequencyPenalty);
         Assert.Equal(-0.5f, o.PresencePenalty);
+        Assert.Equal(1.25, o.AdditionalProperties!["repetition_penalty"]);
         Assert.Equal("test-model", o.ModelId);
     }
 

@@ -6,6 +6,14 @@ namespace QuanTA.Cli.Commands;
 /// <summary><c>quanta generate</c>: continue a prompt with a Hugging Face model folder; prints only the continuation.</summary>
 public static class GenerateCommand
 {
+    /// <summary>The penalties' <see cref="GenerationOptions"/> names and their flags, so a refused value names the flag.</summary>
+    static readonly (string Option, string Flag)[] PenaltyFlags =
+    [
+        (nameof(GenerationOptions.RepetitionPenalty), "--repetition-penalty"),
+        (nameof(GenerationOptions.FrequencyPenalty), "--frequency-penalty"),
+        (nameof(GenerationOptions.PresencePenalty), "--presence-penalty"),
+    ];
+
     /// <summary>Builds the verb.</summary>
     public static Command Create()
     {
@@ -18,6 +26,9 @@ public static class GenerateCommand
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling: keep the most likely tokens up to this total probability (0, 1]." };
         var topK = new Option<int?>("--top-k") { Description = "Sample among the k most likely tokens only." };
         var seed = new Option<long?>("--seed") { Description = "Seed for sampling (reproducible output)." };
+        var repetitionPenalty = new Option<double>("--repetition-penalty") { Description = "transformers' repetition_penalty: divide the positive logits (multiply the negative ones) of every token already in the prompt or the output; 1 = off, > 1 repeats less (1.1–1.3 is usual).", DefaultValueFactory = _ => g.RepetitionPenalty };
+        var frequencyPenalty = new Option<double>("--frequency-penalty") { Description = "OpenAI's frequency_penalty: subtract this from a token's logit for every time it was generated already; -2 to 2, 0 = off.", DefaultValueFactory = _ => g.FrequencyPenalty };
+        var presencePenalty = new Option<double>("--presence-penalty") { Description = "OpenAI's presence_penalty: subtract this from the logit of every token generated at least once; -2 to 2, 0 = off.", DefaultValueFactory = _ => g.PresencePenalty };
         var stop = new Option<string[]>("--stop") { Description = "Stop before this string (repeatable).", AllowMultipleArgumentsPerToken = false };
         var adapter = ModelFolder.AdapterOption();
         var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
@@ -27,7 +38,8 @@ public static class GenerateCommand
 
         var cmd = new Command("generate", "Continue a prompt with a Hugging Face LLaMA-family model (prints the continuation only).")
         {
-            model, adapter, prompt, maxNew, greedy, temperature, topP, topK, seed, stop, device, dtype, noCache, stats,
+            model, adapter, prompt, maxNew, greedy, temperature, topP, topK, seed, repetitionPenalty, frequencyPenalty, presencePenalty,
+            stop, device, dtype, noCache, stats,
         };
         cmd.SetAction(r => ModelFolder.Run(() =>
         {
@@ -44,8 +56,15 @@ public static class GenerateCommand
                 Seed = r.GetValue(seed),
                 StopStrings = r.GetValue(stop) ?? g.StopStrings,
                 UseCache = !r.GetValue(noCache),
+                RepetitionPenalty = r.GetValue(repetitionPenalty),
+                FrequencyPenalty = r.GetValue(frequencyPenalty),
+                PresencePenalty = r.GetValue(presencePenalty),
             };
-            options.Validate();
+            try { options.Validate(); }
+            catch (ArgumentException e) when (PenaltyFlags.FirstOrDefault(p => e.Message.StartsWith(p.Option + " ", StringComparison.Ordinal)) is { Flag: not null } p)
+            {
+                throw new ArgumentException(p.Flag + e.Message[p.Option.Length..], e);          // name the flag the user typed
+            }
             var stdout = Console.Out;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             int tokens; string where;

@@ -21,6 +21,29 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     /// <summary>Reuse past keys/values (default). False recomputes the whole sequence every step (slow; for checks).</summary>
     public bool UseCache { get; init; } = true;
+    /// <summary>
+    /// transformers' <c>repetition_penalty</c> (CTRL): the logit of every token that occurs in the prompt or in the text
+    /// generated so far is divided by this value when positive and multiplied by it when negative, once per token however
+    /// often it occurred. &gt; 1 discourages repetition (1.1–1.3 is usual), &lt; 1 encourages it; must be &gt; 0.
+    /// Default 1 = off. Padding of a batched prompt is not counted.
+    /// </summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
+    /// <summary>
+    /// OpenAI's <c>frequency_penalty</c>: subtracted from a token's logit once per time the token was generated in this
+    /// completion (the prompt does not count). In [−2, 2]; default 0 = off.
+    /// </summary>
+    public double FrequencyPenalty { get; init; }
+    /// <summary>
+    /// OpenAI's <c>presence_penalty</c>: subtracted from the logit of every token generated at least once in this
+    /// completion (the prompt does not count). In [−2, 2]; default 0 = off.
+    /// </summary>
+    public double PresencePenalty { get; init; }
+
+    /// <summary>Largest magnitude OpenAI allows for <see cref="FrequencyPenalty"/> and <see cref="PresencePenalty"/>.</summary>
+    public const double MaxAbsOpenAIPenalty = 2.0;
+
+    /// <summary>True when any of the repetition, frequency or presence penalties changes the logits.</summary>
+    public bool HasPenalties => RepetitionPenalty != 1.0 || FrequencyPenalty != 0 || PresencePenalty != 0;
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
     public void Validate()
@@ -33,6 +56,12 @@ public sealed record GenerationOptions
             if (!(TopP > 0 && TopP <= 1)) throw new ArgumentException($"TopP must be in (0, 1]; got {TopP}.");
         }
         if (StopStrings.Any(string.IsNullOrEmpty)) throw new ArgumentException("StopStrings must not contain empty strings.");
+        if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty))
+            throw new ArgumentException($"RepetitionPenalty must be a positive number (1 = off, > 1 discourages repetition); got {RepetitionPenalty}.");
+        if (!(Math.Abs(FrequencyPenalty) <= MaxAbsOpenAIPenalty))
+            throw new ArgumentException($"FrequencyPenalty must be between -2 and 2 (0 = off); got {FrequencyPenalty}.");
+        if (!(Math.Abs(PresencePenalty) <= MaxAbsOpenAIPenalty))
+            throw new ArgumentException($"PresencePenalty must be between -2 and 2 (0 = off); got {PresencePenalty}.");
     }
 }
 

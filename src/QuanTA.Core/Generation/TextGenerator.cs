@@ -6,7 +6,8 @@ using static TorchSharp.torch;
 namespace QuanTA.Core.Generation;
 
 /// <summary>
-/// Autoregressive decoding for a <see cref="CausalLM"/>: greedy or sampled, with a KV cache, eos and stop strings,
+/// Autoregressive decoding for a <see cref="CausalLM"/>: greedy or sampled (with repetition, frequency and presence
+/// penalties, see <see cref="TokenPenalties"/>), with a KV cache, eos and stop strings,
 /// batched prompts (left-padded; positions come from the attention mask, so padding does not change results), and
 /// token streaming. Kept apart from the model, like ML.NET GenAI's pipelines.
 /// </summary>
@@ -148,6 +149,7 @@ public sealed class TextGenerator
         var done = new bool[B];
         var device = _model.Device;
         using var cache = o.UseCache ? _model.CreateCache() : null;
+        using var penalties = o.HasPenalties ? new TokenPenalties(prompts, o) : null;    // counts what each row has seen
         using var rng = o.Greedy ? null : (o.Seed is long s ? new torch.Generator((ulong)s, device) : new torch.Generator((ulong)Random.Shared.NextInt64(), device));
 
         for (var step = 0; step < o.MaxNewTokens && !done.All(d => d); step++)
@@ -164,7 +166,9 @@ public sealed class TextGenerator
                 // the model a host-to-device copy and a check that waits for the device at every step.
                 var m = padded ? tensor(mask.SelectMany(r => r).ToArray(), dtype: ScalarType.Int64, device: device).view(B, S) : null;
                 var logits = _model.forward(ids, m, cache: cache, lastTokenOnly: true)[.., -1];   // (B, V)
-                next = LogitsSampler.Next(logits, o, rng).cpu().data<long>().ToArray();
+                var sampled = LogitsSampler.Next(logits, o, rng, penalties);                  // (B)
+                penalties?.Record(sampled);                                                 // rows already done only add to their own counts
+                next = sampled.cpu().data<long>().ToArray();
             }
             var emittedNow = new long?[B];
             for (var b = 0; b < B; b++)

@@ -11,6 +11,8 @@ namespace QuanTA.MLNet.Chat;
 /// model .zip saved with <c>mlContext.Model.Save</c>, or a Hugging Face model folder with an optional adapter file.
 /// Conversations are rendered with the model's chat template; the answer is decoded greedily unless the request asks for
 /// sampling (<c>Temperature</c> &gt; 0, <c>TopP</c> or <c>TopK</c>), and streamed as it is decoded (UTF-8 safe, cancellable).
+/// <c>FrequencyPenalty</c>, <c>PresencePenalty</c> and <c>AdditionalProperties["repetition_penalty"]</c> are honoured
+/// (see <see cref="GenerationOptions"/>).
 /// </summary>
 /// <remarks>One model serves one request at a time: concurrent requests are queued on the model's lock (the same lock the
 /// transformer's <c>Transform</c> takes) and each runs at full speed in turn. The client is safe to share (register it as a
@@ -100,7 +102,7 @@ public sealed class QuanTAChatClient : IChatClient
         ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var turns = ToTurns(messages, options);
-        var generation = ToGenerationOptions(options);
+        var generation = ToGenerationOptions(options, _options.DefaultMaxOutputTokens);
         string responseId = "chatcmpl-" + Guid.NewGuid().ToString("N"), messageId = "msg-" + Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow;
         ChatGenerationResult? result = null;
@@ -161,24 +163,60 @@ public sealed class QuanTAChatClient : IChatClient
         return turns;
     }
 
+    /// <summary>The <c>ChatOptions.AdditionalProperties</c> key read as transformers' / vLLM's repetition penalty.</summary>
+    public const string RepetitionPenaltyKey = "repetition_penalty";
+
     /// <summary>Greedy unless the request samples: Temperature &gt; 0, or TopP / TopK set without a temperature; an explicit
-    /// temperature of 0 is always greedy (as OpenAI clients send it).</summary>
-    GenerationOptions ToGenerationOptions(ChatOptions? o)
+    /// temperature of 0 is always greedy (as OpenAI clients send it). FrequencyPenalty, PresencePenalty and
+    /// <c>AdditionalProperties["repetition_penalty"]</c> apply to greedy and sampled decoding alike.</summary>
+    internal static GenerationOptions ToGenerationOptions(ChatOptions? o, int defaultMaxOutputTokens)
     {
         bool sample = o?.Temperature is float t0 ? t0 > 0 : o?.TopP is not null || o?.TopK is not null;
         var g = new GenerationOptions
         {
-            MaxNewTokens = o?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
+            MaxNewTokens = o?.MaxOutputTokens ?? defaultMaxOutputTokens,
             Greedy = !sample,
             Temperature = o?.Temperature > 0 ? o.Temperature.Value : 1.0,
             TopP = o?.TopP ?? 1.0,
             TopK = o?.TopK ?? 0,
             Seed = o?.Seed,
             StopStrings = o?.StopSequences?.Where(s => !string.IsNullOrEmpty(s)).ToArray() ?? [],
+            FrequencyPenalty = o?.FrequencyPenalty ?? 0,
+            PresencePenalty = o?.PresencePenalty ?? 0,
+            RepetitionPenalty = RepetitionPenalty(o) ?? 1.0,
         };
         if (g.MaxNewTokens <= 0) throw new ArgumentException($"ChatOptions.MaxOutputTokens must be positive; got {g.MaxNewTokens}.");
-        g.Validate();
+        try { g.Validate(); }
+        catch (ArgumentException e) when (e.Message.StartsWith(nameof(GenerationOptions.RepetitionPenalty), StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{RepetitionPenaltyKey}\"]" +
+                e.Message[nameof(GenerationOptions.RepetitionPenalty).Length..], e);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"ChatOptions.{e.Message}", e);      // names the ChatOptions property of the same name
+        }
         return g;
+    }
+
+    /// <summary><c>AdditionalProperties["repetition_penalty"]</c> as a number (any numeric type, a JSON number or a
+    /// numeric string); null when absent.</summary>
+    static double? RepetitionPenalty(ChatOptions? o)
+    {
+        if (o?.AdditionalProperties is null || !o.AdditionalProperties.TryGetValue(RepetitionPenaltyKey, out var value) || value is null)
+            return null;
+        var culture = System.Globalization.CultureInfo.InvariantCulture;
+        return value switch
+        {
+            double d => d,
+            float f => f,
+            decimal m => (double)m,
+            int or long or short or byte or uint or ulong or ushort or sbyte => Convert.ToDouble(value, culture),
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.Number } j => j.GetDouble(),
+            string s when double.TryParse(s, System.Globalization.NumberStyles.Float, culture, out var parsed) => parsed,
+            _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{RepetitionPenaltyKey}\"] must be a number " +
+                $"(1 = off, > 1 discourages repetition); got {value} ({value.GetType().Name})."),
+        };
     }
 
     static QuanTAChatClientOptions Checked(QuanTAChatClientOptions? o)

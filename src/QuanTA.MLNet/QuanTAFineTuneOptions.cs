@@ -320,6 +320,18 @@ public sealed class QuanTAFineTuneOptions
     /// <summary>Nucleus sampling threshold (when not greedy). Default 0.9.</summary>
     public float TopP = 0.9f;
 
+    /// <summary>transformers' <c>repetition_penalty</c> when a generation model is applied: a token already in the prompt or the
+    /// output has its logit divided by this (multiplied when negative). &gt; 1 discourages repetition; default 1 = off.</summary>
+    public float RepetitionPenalty = 1f;
+
+    /// <summary>OpenAI's <c>frequency_penalty</c> when a generation model is applied: subtracted once per time a token was
+    /// generated. In [−2, 2]; default 0 = off.</summary>
+    public float FrequencyPenalty;
+
+    /// <summary>OpenAI's <c>presence_penalty</c> when a generation model is applied: subtracted from every token generated at
+    /// least once. In [−2, 2]; default 0 = off.</summary>
+    public float PresencePenalty;
+
     /// <summary>Generation stops at the first of these strings (not included in the output). Default a newline (the paper's).</summary>
     public string[] StopStrings = ["\n"];
 
@@ -363,6 +375,9 @@ public sealed class QuanTAFineTuneOptions
             Check(MaxNewTokens > 0, nameof(MaxNewTokens), $"must be positive (got {MaxNewTokens}).");
             Check(Greedy || Temperature > 0, nameof(Temperature), $"must be positive when sampling (got {Temperature}).");
             Check(Greedy || TopP is > 0 and <= 1, nameof(TopP), $"must be in (0, 1] (got {TopP}).");
+            Check(RepetitionPenalty > 0 && float.IsFinite(RepetitionPenalty), nameof(RepetitionPenalty), $"must be positive (1 = off; got {RepetitionPenalty}).");
+            Check(FrequencyPenalty is >= -2 and <= 2, nameof(FrequencyPenalty), $"must be in [-2, 2] (0 = off; got {FrequencyPenalty}).");
+            Check(PresencePenalty is >= -2 and <= 2, nameof(PresencePenalty), $"must be in [-2, 2] (0 = off; got {PresencePenalty}).");
         }
         // The adapter rules live in the Core configs (one place); their errors come back under this class's field names.
         CheckAdapterConfig(new QuanTAConfig

@@ -112,13 +112,15 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
         AdapterMethod Adapter, int[]? AxisLayout, int AxisCount, int[][]? Pairs, int? TensorCount, int? Rank, string[] TargetModules, float Dropout, int LoRARank,
         float LoRAAlpha, int MaxSequenceLength, TruncationPolicy Truncation, int? Seed, int MaxNewTokens, bool Greedy,
         float Temperature, float TopP, string[] StopStrings, int InferenceBatchSize, ClassificationMode ClassificationMode,
-        string? MessagesColumnName = null, string? ChatTemplate = null, Core.Quantization.BaseQuantization BaseQuantization = Core.Quantization.BaseQuantization.None)
+        string? MessagesColumnName = null, string? ChatTemplate = null, Core.Quantization.BaseQuantization BaseQuantization = Core.Quantization.BaseQuantization.None,
+        float RepetitionPenalty = 1f, float FrequencyPenalty = 0f, float PresencePenalty = 0f)
     {
         public static SavedOptions From(QuanTAFineTuneOptions o) => new(o.Task, o.TextColumnName, o.SecondTextColumnName, o.LabelColumnName,
             o.TargetTextColumnName, o.ScoreColumnName, o.PredictedLabelColumnName, o.GeneratedTextColumnName, o.Adapter, o.AxisLayout,
             o.AxisCount, o.Pairs?.Select(p => new[] { p.Item1, p.Item2 }).ToArray(), o.TensorCount, o.Rank, o.TargetModules, o.Dropout, o.LoRARank, o.LoRAAlpha,
             o.MaxSequenceLength, o.Truncation, o.Seed, o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings,
-            o.InferenceBatchSize, o.ClassificationMode, o.MessagesColumnName, o.ChatTemplate, o.BaseQuantization);
+            o.InferenceBatchSize, o.ClassificationMode, o.MessagesColumnName, o.ChatTemplate, o.BaseQuantization,
+            o.RepetitionPenalty, o.FrequencyPenalty, o.PresencePenalty);
 
         public QuanTAFineTuneOptions ToOptions() => new()
         {
@@ -130,6 +132,7 @@ public sealed partial class QuanTAFineTuneTransformer : ICanSaveModel
             Greedy = Greedy, Temperature = Temperature, TopP = TopP, StopStrings = StopStrings, InferenceBatchSize = InferenceBatchSize,
             ClassificationMode = ClassificationMode, MessagesColumnName = MessagesColumnName, ChatTemplate = ChatTemplate,
             BaseQuantization = BaseQuantization,
+            RepetitionPenalty = RepetitionPenalty, FrequencyPenalty = FrequencyPenalty, PresencePenalty = PresencePenalty,
         };
     }
 }

@@ -174,7 +174,8 @@ public sealed partial class QuanTAFineTuneTransformer : ITransformer, IDisposabl
     }
 
     internal static GenerationSettings GenerationSettingsFor(QuanTAFineTuneOptions o) =>
-        new(o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings ?? [], o.Seed ?? QuanTA.Core.Training.TrainerOptions.DefaultSeed);
+        new(o.MaxNewTokens, o.Greedy, o.Temperature, o.TopP, o.StopStrings ?? [], o.Seed ?? QuanTA.Core.Training.TrainerOptions.DefaultSeed,
+            o.RepetitionPenalty, o.FrequencyPenalty, o.PresencePenalty);
 
     /// <summary>
     /// Streams the continuation of a plain <paramref name="prompt"/> (no chat template; the tokenizer adds bos as in training)

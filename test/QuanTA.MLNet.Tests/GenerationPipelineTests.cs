@@ -94,3 +94,53 @@ public class GenerationPipelineTests(GenerationFixture f) : IClassFixture<Genera
         Assert.All(texts, t => Assert.DoesNotContain("\n", t));
     }
 }
+
+/// <summary>The generation penalties as ML.NET options: applied by <c>Transform</c>, validated, and saved with the model.</summary>
+public class GenerationPenaltyOptionTests
+{
+    static (QuanTAFineTuneTransformer Model, List<string> Generated, MLContext Ml, IDataView Data) Fit(float repetitionPenalty)
+    {
+        var ml = new MLContext(seed: 3);
+        var data = ToyData.View(ml, ToyData.Generation(8));
+        var model = ml.Transforms.QuanTAFineTune(new QuanTAFineTuneOptions
+        {
+            Task = QuanTATask.TextGeneration, BaseModelPath = ToyData.Fixture("llama-tiny"), AxisLayout = [8, 4, 4],
+            Epochs = 1, BatchSize = 8, LearningRate = 1e-6, MaxSequenceLength = 32, MaxNewTokens = 16, StopStrings = [],   // the base model, which repeats itself
+            RepetitionPenalty = repetitionPenalty,
+        }).Fit(data);
+        return (model, model.Transform(data).GetColumn<string>("GeneratedText").ToList(), ml, data);
+    }
+
+    [Fact]
+    public void ARepetitionPenaltyChangesWhatTransformGeneratesAndIsSavedWithTheModel()
+    {
+        var plain = Fit(1f);
+        var penalized = Fit(3f);
+        using var d1 = plain.Model; using var d2 = penalized.Model;
+        Assert.Equal(plain.Model.TrainingLosses, penalized.Model.TrainingLosses);          // training is the same: only decoding differs
+        Assert.NotEqual(plain.Generated, penalized.Generated);                              // the tiny model repeats itself unpenalized
+        var zip = Path.Combine(Path.GetTempPath(), $"quanta-penalty-{Guid.NewGuid():N}.zip");
+        try
+        {
+            penalized.Ml.Model.Save(penalized.Model, penalized.Data.Schema, zip);
+            var fresh = new MLContext();
+            using var loaded = (QuanTAFineTuneTransformer)fresh.Model.LoadWithQuanTA(fresh, zip, out _);
+            Assert.Equal(3f, loaded.Options.RepetitionPenalty);
+            Assert.Equal(penalized.Generated, loaded.Transform(penalized.Data).GetColumn<string>("GeneratedText"));
+        }
+        finally { File.Delete(zip); }
+    }
+
+    [Theory]
+    [InlineData(nameof(QuanTAFineTuneOptions.RepetitionPenalty), 0f)]
+    [InlineData(nameof(QuanTAFineTuneOptions.FrequencyPenalty), 2.5f)]
+    [InlineData(nameof(QuanTAFineTuneOptions.PresencePenalty), -3f)]
+    public void AnOutOfRangePenaltyNamesTheOption(string field, float value)
+    {
+        var o = new QuanTAFineTuneOptions { Task = QuanTATask.TextGeneration, BaseModelPath = ToyData.Fixture("llama-tiny") };
+        typeof(QuanTAFineTuneOptions).GetField(field)!.SetValue(o, value);
+        var ml = new MLContext();
+        var e = Assert.ThrowsAny<ArgumentException>(() => ml.Transforms.QuanTAFineTune(o).Fit(ToyData.View(ml, ToyData.Generation(4))));
+        Assert.Equal(field, e.ParamName);
+    }
+}

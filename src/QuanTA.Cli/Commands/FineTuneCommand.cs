@@ -75,6 +75,9 @@ public static partial class FineTuneCommand
         var greedy = new Option<bool>("--greedy") { Description = "Generation: greedy decoding (true) or sampling with --temperature and --top-p (false).", DefaultValueFactory = _ => d.Greedy };
         var temperature = new Option<float>("--temperature") { Description = "Generation: sampling temperature (with --greedy false).", DefaultValueFactory = _ => d.Temperature };
         var topP = new Option<float>("--top-p") { Description = "Generation: nucleus sampling threshold (with --greedy false).", DefaultValueFactory = _ => d.TopP };
+        var repetitionPenalty = new Option<float>("--repetition-penalty") { Description = "Generation: transformers' repetition_penalty when the model is applied (> 1 discourages repeats; 1 = off).", DefaultValueFactory = _ => d.RepetitionPenalty };
+        var frequencyPenalty = new Option<float>("--frequency-penalty") { Description = "Generation: OpenAI's frequency_penalty when the model is applied, in [-2, 2] (0 = off).", DefaultValueFactory = _ => d.FrequencyPenalty };
+        var presencePenalty = new Option<float>("--presence-penalty") { Description = "Generation: OpenAI's presence_penalty when the model is applied, in [-2, 2] (0 = off).", DefaultValueFactory = _ => d.PresencePenalty };
         var stopStrings = new Option<string[]>("--stop-strings") { Description = @"Generation: stop at this string (repeatable; \n, \t and \\ are read as escapes; default \n).", DefaultValueFactory = _ => d.StopStrings };
         var initAdapter = new Option<string?>("--init-adapter") { Description = "Start the adapters from a PEFT adapter folder (quanta export --format peft, or PEFT's save_pretrained for LoRA) instead of a fresh initialization; the adapter flags must describe the same adapter (checked before training)." };
         var gradientCheckpointing = new Option<bool>("--gradient-checkpointing") { Description = "Activation checkpointing of the decoder layers while training (as transformers' gradient_checkpointing_enable()): each layer keeps only its input and runs again in the backward pass; less memory, one more forward per step, same results.", DefaultValueFactory = _ => d.GradientCheckpointing };
@@ -87,7 +90,7 @@ public static partial class FineTuneCommand
             scoreCol, predictedCol, generatedCol, mode, adapter, layout, axisCount, pairs, tensorCount, rank, targets, dropout,
             loraRank, loraAlpha, epochs, batch, accum, lr, schedule, warmup, decay, clip, maxLen, truncation, seed, lossCurve, export, device,
             ckptDir, ckptEvery, keepCkpt, resume, patience, threshold, validateEvery, valMetric, restoreBest, trainingPath,
-            maxNew, greedy, temperature, topP, stopStrings, inferenceBatch, quantize, gradientCheckpointing, initAdapter, nproc,
+            maxNew, greedy, temperature, topP, repetitionPenalty, frequencyPenalty, presencePenalty, stopStrings, inferenceBatch, quantize, gradientCheckpointing, initAdapter, nproc,
         };
         cmd.SetAction(r => CliRun.Run(describe: DescribeWithFlags, body: () =>
         {

@@ -21,7 +21,8 @@ internal interface ITextTokenizer
 }
 
 /// <summary>Sampling settings for generation.</summary>
-internal sealed record GenerationSettings(int MaxNewTokens, bool Greedy, float Temperature, float TopP, IReadOnlyList<string> StopStrings, int Seed)
+internal sealed record GenerationSettings(int MaxNewTokens, bool Greedy, float Temperature, float TopP, IReadOnlyList<string> StopStrings, int Seed,
+    double RepetitionPenalty = 1, double FrequencyPenalty = 0, double PresencePenalty = 0)
 {
     /// <summary>Ids that end a row; null = the tokenizer's eos.</summary>
     public IReadOnlyList<int>? EosTokenIds { get; init; }

@@ -161,6 +161,7 @@ internal static class CoreBackend
             var options = new GenerationOptions
             {
                 MaxNewTokens = s.MaxNewTokens, Greedy = s.Greedy, Temperature = s.Temperature, TopP = s.TopP, Seed = s.Seed,
+                RepetitionPenalty = s.RepetitionPenalty, FrequencyPenalty = s.FrequencyPenalty, PresencePenalty = s.PresencePenalty,
                 EosTokenIds = s.EosTokenIds ?? [tokenizer.EosId],
             };
             var ids = generator.GenerateIds(prompts.Select(p => (IReadOnlyList<long>)p.Select(i => (long)i).ToArray()).ToList(), options);

@@ -48,16 +48,23 @@ public sealed class ChatCliTests : IDisposable
     }
 
     [Fact]
-    public void FineTuneOnChatJsonlThenGenerateFromTheZip()
+    public async Task FineTuneOnChatJsonlThenGenerateFromTheZip()
     {
         var zip = TrainChatModel();
-        var (code, stdout, err) = QuantaProcess.Run("generate", "--model", zip, "--prompt", "Q: cat\nA:", "--max-new-tokens", "5", "--stats");
+        // --raw: the bare continuation, as the library gives it for the loaded .zip.
+        var (code, stdout, err) = QuantaProcess.Run("generate", "--model", zip, "--prompt", "Q: cat\nA:", "--max-new-tokens", "5", "--stats", "--raw");
         Assert.True(code == 0, err);
         Assert.Contains("tokens/s", err);
-        // The same continuation as the library gives for the loaded .zip.
         var ml = new Microsoft.ML.MLContext().RegisterQuanTA();
         using (var loaded = (QuanTA.MLNet.QuanTAFineTuneTransformer)ml.Model.Load(zip, out _))
             Assert.Equal(string.Concat(loaded.StreamGeneration("Q: cat\nA:", new QuanTA.Core.Generation.GenerationOptions { MaxNewTokens = 5 })), stdout);
+        // Without --raw a chat model answers the prompt as a user message through its template: what the chat client says.
+        (code, stdout, err) = QuantaProcess.Run("generate", "--model", zip, "--prompt", "rose", "--max-new-tokens", "6", "--stats");
+        Assert.True(code == 0, err);
+        Assert.Contains("chat template", err);
+        Assert.Matches(@"\b[1-6] tokens in ", err);                                  // the chat client's usage count
+        using (var direct = QuanTAChatClient.FromSavedModel(zip))
+            Assert.Equal((await direct.GetResponseAsync([new ChatMessage(ChatRole.User, "rose")], new ChatOptions { MaxOutputTokens = 6, Temperature = 0 })).Text, stdout);
         // A malformed line is named with file and line, and nothing is written.
         File.WriteAllLines(PathOf("bad.jsonl"), ["{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"x\"}]}", "{\"messages\": [{\"content\": \"no role\"}]}"]);
         (code, _, err) = QuantaProcess.Run("finetune", "--task", "generation", "--base-model", QuantaProcess.Dir("llama-tiny"),

@@ -3,7 +3,9 @@ using QuanTA.Core.Generation;
 
 namespace QuanTA.Cli.Commands;
 
-/// <summary><c>quanta generate</c>: continue a prompt with a Hugging Face model folder; prints only the continuation.</summary>
+/// <summary><c>quanta generate</c>: continue a prompt with a Hugging Face model folder or a model .zip; prints only the
+/// continuation. A .zip fine-tuned on conversations answers the prompt as one user message through its chat template
+/// (<see cref="QuanTA.MLNet.Chat.QuanTAChatClient"/>), unless <c>--raw</c>.</summary>
 public static class GenerateCommand
 {
     /// <summary>The penalties' <see cref="GenerationOptions"/> names and their flags, so a refused value names the flag.</summary>
@@ -35,11 +37,12 @@ public static class GenerateCommand
         var dtype = new Option<string?>("--dtype") { Description = "Weight precision: fp32, fp16 or bf16 (default: fp32 on CPU, bf16 on CUDA)." };
         var noCache = new Option<bool>("--no-cache") { Description = "Recompute the whole sequence at every step instead of using the KV cache (slow; for checks)." };
         var stats = new Option<bool>("--stats") { Description = "Print the number of generated tokens and tokens/s on stderr." };
+        var raw = new Option<bool>("--raw") { Description = "With a model .zip fine-tuned on conversations: continue the bare prompt text instead of answering it as a user message through the model's chat template." };
 
         var cmd = new Command("generate", "Continue a prompt with a Hugging Face LLaMA-family model (prints the continuation only).")
         {
             model, adapter, prompt, maxNew, greedy, temperature, topP, topK, seed, repetitionPenalty, frequencyPenalty, presencePenalty,
-            stop, device, dtype, noCache, stats,
+            stop, device, dtype, noCache, stats, raw,
         };
         cmd.SetAction(r => ModelFolder.Run(() =>
         {
@@ -73,7 +76,24 @@ public static class GenerateCommand
                 if (r.GetValue(adapter) is not null) throw new ArgumentException("--adapter applies to a model folder; a model .zip carries its own adapter.");
                 using var saved = ModelFolder.LoadSavedModel(r.GetValue(model)!, r.GetValue(device)!);
                 int count = 0;
-                foreach (var piece in saved.Transformer.StreamGeneration(r.GetValue(prompt)!, options, (n, _) => count = n))
+                IEnumerable<string> pieces;
+                bool chat = saved.Transformer.Options.MessagesColumnName is not null && !r.GetValue(raw);   // trained on conversations
+                using var client = chat ? new QuanTA.MLNet.Chat.QuanTAChatClient(saved.Transformer) : null;   // does not own the transformer
+                if (client is not null)
+                {
+                    if (r.GetValue(noCache)) throw new ArgumentException("--no-cache applies to a bare continuation: add --raw, or leave --no-cache out.");
+                    Console.Error.WriteLine("quanta: a chat model: the prompt is answered as one user message through its chat template " +
+                                            "(--raw continues the bare text; for conversations use quanta serve).");
+                    pieces = client.GetStreamingResponseAsync([new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, r.GetValue(prompt)!)],
+                            ToChatOptions(options)).ToBlockingEnumerable()
+                        .Select(u =>
+                        {
+                            if (u.Contents.OfType<Microsoft.Extensions.AI.UsageContent>().FirstOrDefault() is { } usage) count = (int)(usage.Details.OutputTokenCount ?? 0);
+                            return u.Text;
+                        });
+                }
+                else pieces = saved.Transformer.StreamGeneration(r.GetValue(prompt)!, options, (n, _) => count = n);
+                foreach (var piece in pieces)
                 {
                     stdout.Write(piece);
                     stdout.Flush();
@@ -101,4 +121,19 @@ public static class GenerateCommand
         }));
         return cmd;
     }
+
+    /// <summary>The same decoding for the chat client: greedy as temperature 0; the repetition penalty as the
+    /// <c>repetition_penalty</c> extension the client reads.</summary>
+    static Microsoft.Extensions.AI.ChatOptions ToChatOptions(GenerationOptions g) => new()
+    {
+        MaxOutputTokens = g.MaxNewTokens,
+        Temperature = g.Greedy ? 0f : (float)g.Temperature,
+        TopP = g.Greedy ? null : (float)g.TopP,
+        TopK = g.Greedy || g.TopK <= 0 ? null : g.TopK,
+        Seed = g.Seed,
+        StopSequences = [.. g.StopStrings],
+        FrequencyPenalty = (float)g.FrequencyPenalty,
+        PresencePenalty = (float)g.PresencePenalty,
+        AdditionalProperties = new() { ["repetition_penalty"] = g.RepetitionPenalty },
+    };
 }

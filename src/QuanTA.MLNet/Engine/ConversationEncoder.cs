@@ -6,8 +6,10 @@ namespace QuanTA.MLNet.Engine;
 /// Turns a conversation into token ids with the model's chat template, as TRL's <c>SFTTrainer</c> does with
 /// <c>apply_chat_template</c>: the rendering is tokenized whole without adding special tokens (the template writes bos
 /// itself), and for training every assistant turn — its content and the template's end-of-turn text — carries the loss.
-/// Over the token budget the oldest exchanges are dropped first (system prompt kept); only a single exchange that still
-/// does not fit is cut token-wise, and every such row is reported as truncated.
+/// Over the token budget the oldest exchanges are dropped first (system prompt kept): the fewest that make it fit, found by
+/// a binary search over the number dropped (O(log n) renderings of an n-exchange history, not n; dropping an exchange never
+/// lengthens a rendering). Only a single exchange that still does not fit is cut token-wise, and every such row is
+/// reported as truncated.
 /// </summary>
 internal sealed class ConversationEncoder
 {
@@ -27,21 +29,12 @@ internal sealed class ConversationEncoder
     {
         if (!conversation.Any(t => t.IsAssistant))
             throw new InvalidDataException("The conversation has no assistant turn to learn from.");
-        var turns = conversation.ToList();
-        bool dropped = false;
-        while (true)
-        {
-            var rendered = Template.RenderForTraining(turns);
-            var ids = _tokenizer.Encode(rendered.Text, addSpecialTokens: false);
-            if (ids.Length <= _maxLength || !TryDropOldestExchange(turns, keepLastAssistant: true))
-            {
-                var mask = LossMask(rendered, ids);
-                if (ids.Length <= _maxLength) return new EncodedRow(ids, 0, dropped, mask);
-                // One exchange over budget: keep the end (the answer), as the prompt/target path does.
-                return new EncodedRow(ids[^_maxLength..], 0, true, mask[^_maxLength..]);
-            }
-            dropped = true;
-        }
+        var (turns, ids, k) = FewestDrops(conversation.ToList(), keepLastAssistant: true, _maxLength, t => _tokenizer.Encode(Template.RenderForTraining(t).Text, addSpecialTokens: false));
+        var rendered = Template.RenderForTraining(turns);
+        var mask = LossMask(rendered, ids);
+        if (ids.Length <= _maxLength) return new EncodedRow(ids, 0, k > 0, mask);
+        // One exchange over budget: keep the end (the answer), as the prompt/target path does.
+        return new EncodedRow(ids[^_maxLength..], 0, true, mask[^_maxLength..]);
     }
 
     /// <summary>An inference prompt: the conversation (for evaluation rows, up to its trailing assistant turn) rendered with
@@ -57,14 +50,35 @@ internal sealed class ConversationEncoder
         while (dropTrailingAssistant && turns.Count > 0 && turns[^1].IsAssistant) turns.RemoveAt(turns.Count - 1);
         if (turns.Count == 0) throw new InvalidDataException("The conversation has no message before its assistant turn to answer.");
         int room = Math.Max(1, maxPromptTokens ?? _maxLength - 1);
-        bool dropped = false;
-        while (true)
+        var (_, ids, k) = FewestDrops(turns, keepLastAssistant: false, room, t => _tokenizer.Encode(Template.Render(t, addGenerationPrompt: true), addSpecialTokens: false));
+        return ids.Length <= room ? new EncodedRow(ids, ids.Length, k > 0) : new EncodedRow(ids[^room..], room, true);
+    }
+
+    /// <summary>
+    /// The conversation with the fewest oldest exchanges dropped whose encoding fits <paramref name="budget"/> tokens (or
+    /// with every droppable exchange dropped when none fits), its ids and the number dropped. Binary search over that
+    /// number: each probe drops the exchanges from a copy and encodes it once.
+    /// </summary>
+    static (List<ChatTurn> Turns, int[] Ids, int Dropped) FewestDrops(List<ChatTurn> turns, bool keepLastAssistant, int budget, Func<List<ChatTurn>, int[]> encode)
+    {
+        var ids = encode(turns);
+        if (ids.Length <= budget) return (turns, ids, 0);
+        int most = 0;
+        for (var probe = new List<ChatTurn>(turns); TryDropOldestExchange(probe, keepLastAssistant);) most++;
+        if (most == 0) return (turns, ids, 0);
+        List<ChatTurn> Dropping(int k) { var t = new List<ChatTurn>(turns); for (int i = 0; i < k; i++) TryDropOldestExchange(t, keepLastAssistant); return t; }
+        var best = Dropping(most);
+        var bestIds = encode(best);
+        if (bestIds.Length > budget) return (best, bestIds, most);               // nothing fits: the caller cuts tokens
+        int lo = 0, hi = most;                                                   // fits(hi), !fits(lo)
+        while (hi - lo > 1)
         {
-            var ids = _tokenizer.Encode(Template.Render(turns, addGenerationPrompt: true), addSpecialTokens: false);
-            if (ids.Length <= room) return new EncodedRow(ids, ids.Length, dropped);
-            if (!TryDropOldestExchange(turns, keepLastAssistant: false)) return new EncodedRow(ids[^room..], room, true);
-            dropped = true;
+            int mid = (lo + hi) / 2;
+            var t = Dropping(mid);
+            var e = encode(t);
+            if (e.Length <= budget) { hi = mid; best = t; bestIds = e; } else lo = mid;
         }
+        return (best, bestIds, hi);
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using QuanTA.Core.Adapters;
 using TorchSharp;
 using static TorchSharp.torch;
+using QuanTA.Core.Training;
 
 namespace QuanTA.Bench;
 

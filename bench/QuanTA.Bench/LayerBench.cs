@@ -2,6 +2,7 @@ using System.Diagnostics;
 using QuanTA.Core.Adapters;
 using TorchSharp;
 using static TorchSharp.torch;
+using QuanTA.Core.Training;
 
 namespace QuanTA.Bench;
 

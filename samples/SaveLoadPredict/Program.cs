@@ -24,7 +24,7 @@ var data = ml.Data.LoadFromEnumerable(rows.Select(r => new Gloss { Text = r.Text
 var pipeline = ml.Transforms.Conversion.MapValueToKey("Label")
     .Append(ml.MulticlassClassification.Trainers.QuanTAFineTune(new QuanTAFineTuneOptions
     {
-        BaseModelPath = baseModel, TargetModules = ["all-linear"], TrainingPath = QuanTA.Core.Adapters.QuanTATrainingPath.Stacked,
+        BaseModelPath = baseModel, TargetModules = ["all-linear"], TrainingPath = QuanTA.Core.Training.QuanTATrainingPath.Stacked,
         Epochs = 3, BatchSize = 16, LearningRate = 5e-3, MaxSequenceLength = 48, Seed = 1,
         Progress = new ConsoleProgress("fit"),
     }))

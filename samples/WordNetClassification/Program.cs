@@ -69,7 +69,7 @@ QuanTAFineTuneOptions Common(string name) => new()
 var runs = new (string Name, string What, QuanTAFineTuneOptions Options)[]
 {
     ("head-only", "untuned baseline: frozen base, head trained", Tweak(Common("head-only"), o => { o.Adapter = AdapterMethod.LoRA; o.TargetModules = ["score"]; o.LoRARank = 1; })),
-    ("quanta", $"QuanTA {string.Join(",", targets)}, 4 axes", Tweak(Common("quanta"), o => { o.Adapter = AdapterMethod.QuanTA; o.AxisCount = 4; o.TrainingPath = QuanTA.Core.Adapters.QuanTATrainingPath.Stacked; })),
+    ("quanta", $"QuanTA {string.Join(",", targets)}, 4 axes", Tweak(Common("quanta"), o => { o.Adapter = AdapterMethod.QuanTA; o.AxisCount = 4; o.TrainingPath = QuanTA.Core.Training.QuanTATrainingPath.Stacked; })),
     ("lora", $"LoRA {string.Join(",", targets)}, r={loraRank}", Tweak(Common("lora"), o => { o.Adapter = AdapterMethod.LoRA; o.LoRARank = loraRank; o.LoRAAlpha = 2 * loraRank; })),
 };
 

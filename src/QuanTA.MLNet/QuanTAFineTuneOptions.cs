@@ -208,15 +208,15 @@ public sealed class QuanTAFineTuneOptions
     public double MaxGradNorm = LoopDefaults.MaxGradNorm;
 
     /// <summary>
-    /// How each training step computes the QuanTA layers (<see cref="QuanTA.Core.Adapters.QuanTATrainingPath"/>); every path
+    /// How each training step computes the QuanTA layers (<see cref="QuanTA.Core.Training.QuanTATrainingPath"/>); every path
     /// gives the same loss and gradients, they trade speed for memory:
-    /// <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.PerLayer"/> (each adapter on its own, the reference),
-    /// <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.Stacked"/> (one batched chain for all layers, one GEMM with W0 + ΔW per
+    /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.PerLayer"/> (each adapter on its own, the reference),
+    /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.Stacked"/> (one batched chain for all layers, one GEMM with W0 + ΔW per
     /// layer; fastest on a GPU, keeps W0 + ΔW per layer for the backward),
-    /// <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.Layerwise"/> (W0 + ΔW built inside each layer's forward and again in
+    /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.Layerwise"/> (W0 + ΔW built inside each layer's forward and again in
     /// its backward; nothing weight-sized kept) and
-    /// <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.LayerwiseUncached"/> (also the frozen chain rebuilt; smallest peak).
-    /// Default <see cref="QuanTA.Core.Adapters.QuanTATrainingPath.Auto"/>: PerLayer on the CPU; on a GPU Stacked, or Layerwise
+    /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.LayerwiseUncached"/> (also the frozen chain rebuilt; smallest peak).
+    /// Default <see cref="QuanTA.Core.Training.QuanTATrainingPath.Auto"/>: PerLayer on the CPU; on a GPU Stacked, or Layerwise
     /// when Stacked's estimated extra memory exceeds half of the GPU memory free after the model is loaded. The path and its
     /// reason are logged once per fit. Adapters with dropout or a per-tensor <see cref="Rank"/> always run per layer.
     /// </summary>

@@ -306,12 +306,12 @@ public sealed class OptionDefaultsTests
         Assert.Equal(new[] { (0, 1), (2, 3) }, o.Pairs!);
         Assert.Equal(5, o.TensorCount);
         Assert.Equal(ClassificationMode.Verbalizer, o.ClassificationMode);
-        Assert.Equal(QuanTA.Core.Adapters.QuanTATrainingPath.LayerwiseUncached, o.TrainingPath);
+        Assert.Equal(QuanTA.Core.Training.QuanTATrainingPath.LayerwiseUncached, o.TrainingPath);
         Assert.Equal(TruncationPolicy.Error, o.Truncation);
         Assert.False(o.Greedy);
         Assert.True(o.RestoreBestAtEnd);
-        Assert.Equal(QuanTA.Core.Adapters.QuanTATrainingPath.Auto, CliOptions().TrainingPath);   // left out: decided per fit
-        Assert.Equal(QuanTA.Core.Adapters.QuanTATrainingPath.PerLayer, CliOptions("--training-path", "per-layer").TrainingPath);
+        Assert.Equal(QuanTA.Core.Training.QuanTATrainingPath.Auto, CliOptions().TrainingPath);   // left out: decided per fit
+        Assert.Equal(QuanTA.Core.Training.QuanTATrainingPath.PerLayer, CliOptions("--training-path", "per-layer").TrainingPath);
     }
 
     [Theory]

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using QuanTA.Core.Adapters;
+using QuanTA.Core.Training;
 
 namespace QuanTA.MLNet.Tests;
 

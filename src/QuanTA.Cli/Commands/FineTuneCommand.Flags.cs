@@ -42,7 +42,7 @@ public static partial class FineTuneCommand
             Pairs = Get<string?>(nameof(QuanTAFineTuneOptions.Pairs)) is { } p ? ParsePairs(p) : null,
             TensorCount = Get<int?>(nameof(QuanTAFineTuneOptions.TensorCount)),
             Rank = Get<int?>(nameof(QuanTAFineTuneOptions.Rank)),
-            TrainingPath = Enum<QuanTA.Core.Adapters.QuanTATrainingPath>(nameof(QuanTAFineTuneOptions.TrainingPath)),
+            TrainingPath = Enum<QuanTA.Core.Training.QuanTATrainingPath>(nameof(QuanTAFineTuneOptions.TrainingPath)),
             GradientCheckpointing = Get<bool>(nameof(QuanTAFineTuneOptions.GradientCheckpointing)),
             InitialAdapterPath = Get<string?>(nameof(QuanTAFineTuneOptions.InitialAdapterPath)),
             BaseQuantization = Enum<QuanTA.Core.Quantization.BaseQuantization>(nameof(QuanTAFineTuneOptions.BaseQuantization)),

@@ -2,6 +2,7 @@ using QuanTA.Core.Runtime;
 using QuanTA.Core.Adapters;
 using TorchSharp;
 using static TorchSharp.torch;
+using QuanTA.Core.Training;
 
 namespace QuanTA.Core.Tests.Adapters;
 

@@ -3,6 +3,7 @@ using QuanTA.Core.Runtime;
 using TorchSharp;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using QuanTA.Core.Training;
 
 namespace QuanTA.Core.Tests.Adapters;
 

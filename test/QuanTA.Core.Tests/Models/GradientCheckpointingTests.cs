@@ -6,6 +6,7 @@ using QuanTA.Core.Tests.Adapters;
 using TorchSharp;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using QuanTA.Core.Training;
 
 namespace QuanTA.Core.Tests.Models;
 

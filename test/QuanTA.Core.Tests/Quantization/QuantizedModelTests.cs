@@ -7,6 +7,7 @@ using QuanTA.Core.Tests.Models;
 using TorchSharp;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using QuanTA.Core.Training;
 
 namespace QuanTA.Core.Tests.Quantization;
 

@@ -46,7 +46,7 @@ public class ResumeTests
         {
             RobustFit.FitCancelledAfter(RobustFit.Options(fused: true, dir), 4);
             var o = RobustFit.Options(fused: true, dir);
-            o.TrainingPath = QuanTA.Core.Adapters.QuanTATrainingPath.Layerwise;
+            o.TrainingPath = QuanTA.Core.Training.QuanTATrainingPath.Layerwise;
             o.ResumeFromCheckpoint = "latest";
             using var resumed = RobustFit.Fit(o);
             var reference = RobustFit.Reference(fused: true).Losses;

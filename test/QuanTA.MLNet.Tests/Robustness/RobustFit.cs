@@ -15,7 +15,7 @@ internal static class RobustFit
     {
         BaseModelPath = ToyData.Fixture("llama-tiny-seqcls"), AxisLayout = [8, 4, 4],
         Epochs = Epochs, BatchSize = 4, LearningRate = 3e-3, MaxSequenceLength = 32, Seed = 5,
-        TrainingPath = fused ? QuanTA.Core.Adapters.QuanTATrainingPath.Stacked : QuanTA.Core.Adapters.QuanTATrainingPath.PerLayer,
+        TrainingPath = fused ? QuanTA.Core.Training.QuanTATrainingPath.Stacked : QuanTA.Core.Training.QuanTATrainingPath.PerLayer,
         CheckpointDirectory = checkpointDir, KeepLastCheckpoints = 0,
     };
 

@@ -1,6 +1,7 @@
 using QuanTA.Core.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
+using QuanTA.Core.Training;
 
 namespace QuanTA.Core.Adapters;
 

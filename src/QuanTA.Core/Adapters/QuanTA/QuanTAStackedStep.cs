@@ -1,4 +1,5 @@
 using static TorchSharp.torch;
+using QuanTA.Core.Training;
 
 namespace QuanTA.Core.Adapters;
 

@@ -1,6 +1,8 @@
 using System.Globalization;
 
-namespace QuanTA.Core.Adapters;
+using QuanTA.Core.Adapters;
+
+namespace QuanTA.Core.Training;
 
 /// <summary>
 /// How a training step computes the QuanTA layers: the one decision about which code runs, made once per fit by

@@ -5,8 +5,8 @@ namespace QuanTA.Core.Export.Gguf;
 
 /// <summary>
 /// Reads single tensors of a Hugging Face model folder's safetensors files as fp32, one range of values at a time (the
-/// converter never holds the whole model, nor a whole tensor). Headers are read and checked by <see cref="SafetensorsReader.ReadHeader"/>; tensor data is read
-/// here, one tensor at a time. Supports F32, F16 and BF16 tensors.
+/// converter never holds the whole model, nor a whole tensor). Headers are read and checked by
+/// <see cref="SafetensorsReader.ReadHeader"/>; tensor data is read here. Supports F32, F16 and BF16 tensors.
 /// </summary>
 internal sealed class SafetensorsTensorReader
 {

@@ -42,25 +42,66 @@ public static class GgmlTensorEncoding
     public static byte[] Encode(ReadOnlySpan<float> values, GgmlType type)
     {
         var bytes = new byte[ByteCount(type, values.Length)];
+        Encode(values, type, bytes);
+        return bytes;
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="values"/> as <paramref name="type"/> into the start of <paramref name="destination"/> and returns
+    /// the number of bytes written (<see cref="ByteCount"/>). For Q8_0 the values must start at a block boundary.
+    /// </summary>
+    public static int Encode(ReadOnlySpan<float> values, GgmlType type, Span<byte> destination)
+    {
+        var byteCount = checked((int)ByteCount(type, values.Length));
+        var bytes = destination[..byteCount];
         switch (type)
         {
             case GgmlType.F32:
-                for (var i = 0; i < values.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(4 * i), values[i]);
+                for (var i = 0; i < values.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(bytes[(4 * i)..], values[i]);
                 break;
             case GgmlType.F16:
-                for (var i = 0; i < values.Length; i++) BinaryPrimitives.WriteHalfLittleEndian(bytes.AsSpan(2 * i), (Half)values[i]);
+                for (var i = 0; i < values.Length; i++) BinaryPrimitives.WriteHalfLittleEndian(bytes[(2 * i)..], (Half)values[i]);
                 break;
             case GgmlType.BF16:
-                for (var i = 0; i < values.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(2 * i), ToBFloat16(values[i]));
+                for (var i = 0; i < values.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(bytes[(2 * i)..], ToBFloat16(values[i]));
                 break;
             case GgmlType.Q8_0:
                 for (var b = 0; b < values.Length / Q8_0BlockSize; b++)
-                    QuantizeBlockQ8_0(values.Slice(b * Q8_0BlockSize, Q8_0BlockSize), bytes.AsSpan(b * Q8_0BlockBytes, Q8_0BlockBytes));
+                    QuantizeBlockQ8_0(values.Slice(b * Q8_0BlockSize, Q8_0BlockSize), bytes.Slice(b * Q8_0BlockBytes, Q8_0BlockBytes));
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(type), type, "unsupported ggml type");
         }
-        return bytes;
+        return byteCount;
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="elementCount"/> values as <paramref name="type"/> onto <paramref name="output"/> without holding
+    /// them all: <paramref name="readValues"/>(first element, destination) fills up to <paramref name="chunkValues"/> values at a
+    /// time, which are encoded and written before the next chunk is read. The bytes equal <see cref="Encode(ReadOnlySpan{float}, GgmlType)"/>
+    /// of all values at once; managed memory stays about 8 bytes per chunk value, whatever the tensor's size (no 2 GiB array limit).
+    /// </summary>
+    /// <param name="output">Where the encoded bytes go, in order.</param>
+    /// <param name="elementCount">Number of values of the tensor.</param>
+    /// <param name="type">Storage type.</param>
+    /// <param name="chunkValues">Values per chunk; a positive multiple of <see cref="Q8_0BlockSize"/> so a chunk never splits a Q8_0 block.</param>
+    /// <param name="readValues">Fills the span with the values that start at the given element index (row-major order).</param>
+    public static void EncodeChunked(Stream output, long elementCount, GgmlType type, int chunkValues, Action<long, Span<float>> readValues)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(readValues);
+        if (chunkValues <= 0 || chunkValues % Q8_0BlockSize != 0)
+            throw new ArgumentOutOfRangeException(nameof(chunkValues), chunkValues, $"the chunk must be a positive multiple of {Q8_0BlockSize} values (the Q8_0 block size).");
+        ByteCount(type, elementCount);                                                      // refuses a Q8_0 count that splits a block
+        var capacity = (int)Math.Min(chunkValues, elementCount);
+        var values = new float[capacity];
+        var bytes = new byte[ByteCount(type, capacity)];                                   // capacity: the chunk or the whole (block-aligned) tensor
+        for (long first = 0; first < elementCount; first += capacity)
+        {
+            var chunk = values.AsSpan(0, (int)Math.Min(capacity, elementCount - first));
+            readValues(first, chunk);
+            output.Write(bytes, 0, Encode(chunk, type, bytes));
+        }
     }
 
     /// <summary>fp32 → bf16 bits, round to nearest even; NaN → quiet NaN (ggml_compute_fp32_to_bf16).</summary>

@@ -24,6 +24,11 @@ public sealed record GgufConversionOptions
     public GgufFileType FileType { get; init; } = GgufFileType.F16;
     /// <summary><c>general.name</c>; default: the model folder's name.</summary>
     public string? Name { get; init; }
+    /// <summary>
+    /// Values read, encoded and written per piece of a tensor (a multiple of 32, the Q8_0 block): bounds the converter's memory
+    /// whatever a tensor's size. 4 Mi values (16 MiB as fp32) by default; tests make it tiny.
+    /// </summary>
+    internal int ChunkValues { get; init; } = GgufConverter.DefaultChunkValues;
 }
 
 /// <summary>What <see cref="GgufConverter.Convert"/> wrote: one entry per tensor, in file order.</summary>
@@ -40,17 +45,28 @@ public sealed record GgufConversionResult(string Path, string Architecture, IRea
 /// <c>blk.N.attn_q</c>, …, <c>output_norm</c>, <c>output</c>) with LLaMA's q/k rows permuted from Hugging Face's rotate-half
 /// order to ggml's interleaved RoPE order (Qwen2 uses NeoX RoPE in llama.cpp and is not permuted). Tied embeddings write no
 /// <c>output</c> tensor (llama.cpp then reuses <c>token_embd</c>). 1-D tensors and norms stay fp32.
-/// Tensors are read, encoded and written one at a time; the file appears only when complete.
+/// Tensors are streamed one at a time, in chunks of <see cref="DefaultChunkValues"/> values (read, permuted, encoded, written),
+/// so no tensor has to fit in one array; the file appears only when complete.
 /// </summary>
 public static class GgufConverter
 {
+    /// <summary>Values per chunk when a tensor is streamed into the file: 4 Mi (16 MiB as fp32), a multiple of the Q8_0 block.</summary>
+    public const int DefaultChunkValues = 4 << 20;
+
     /// <summary>Converts <paramref name="modelDir"/> into the GGUF file <paramref name="outputPath"/>.</summary>
     /// <exception cref="FileNotFoundException">config.json, the weights or the tokenizer are missing.</exception>
     /// <exception cref="NotSupportedException">a model type, dtype, tokenizer or rope scaling GGUF export does not handle; the message names it.</exception>
     /// <exception cref="InvalidDataException">a checkpoint tensor that has no GGUF name or the wrong shape; the message names it.</exception>
     public static GgufConversionResult Convert(string modelDir, string outputPath, GgufConversionOptions? options = null)
     {
-        options ??= new GgufConversionOptions();
+        var (arch, kv, tensors) = Plan(modelDir, options ?? new GgufConversionOptions());
+        GgufWriter.Write(outputPath, kv, tensors);
+        return new GgufConversionResult(Path.GetFullPath(outputPath), arch, tensors.Select(t => (t.Name, t.Shape.ToArray(), t.Type)).ToList());
+    }
+
+    /// <summary>What <see cref="Convert"/> writes: the architecture, the metadata and the tensors (each streams itself when written).</summary>
+    internal static (string Architecture, List<KeyValuePair<string, GgufValue>> Metadata, List<GgufTensor> Tensors) Plan(string modelDir, GgufConversionOptions options)
+    {
         var cfg = HfModelConfig.Load(modelDir);
         var rawConfig = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(modelDir, "config.json")))!;
         var arch = cfg.ModelType == "qwen2" ? "qwen2" : "llama";
@@ -103,15 +119,34 @@ public static class GgufConverter
                 : Regex.IsMatch(hfName, @"\.q_proj\.(weight|bias)$") ? cfg.NumAttentionHeads
                 : Regex.IsMatch(hfName, @"\.k_proj\.(weight|bias)$") ? cfg.NumKeyValueHeads : 0;
             var name = hfName;
-            tensors.Add(new GgufTensor(ggufName, shape, type, () =>
+            tensors.Add(new GgufTensor(ggufName, shape, type, output =>
             {
-                var values = weights.ReadFloat32(name);
-                if (permuteHeads > 0) values = PermuteRowsForGgmlRope(values, shape, permuteHeads);
-                return GgmlTensorEncoding.Encode(values, type);
+                using var source = weights.OpenValues(name);
+                var rows = shape.Length == 0 ? 1 : shape[0];
+                var rowLength = rows == 0 ? 0 : source.Count / rows;
+                GgmlTensorEncoding.EncodeChunked(output, source.Count, type, options.ChunkValues,
+                    (first, values) => ReadRows(source, first, values, rows, rowLength, permuteHeads));
             }));
         }
-        GgufWriter.Write(outputPath, kv, tensors);
-        return new GgufConversionResult(Path.GetFullPath(outputPath), arch, tensors.Select(t => (t.Name, t.Shape.ToArray(), t.Type)).ToList());
+        return (arch, kv, tensors);
+    }
+
+    /// <summary>
+    /// Fills <paramref name="values"/> with the output tensor's values from element <paramref name="first"/> on: each output row
+    /// (or the part of it inside this chunk) is read from its source row, which the q/k permutation picks
+    /// (<see cref="SourceRowForGgmlRope"/>; the identity when <paramref name="permuteHeads"/> is 0).
+    /// </summary>
+    static void ReadRows(SafetensorsTensorReader.TensorValues source, long first, Span<float> values, long rows, long rowLength, int permuteHeads)
+    {
+        if (permuteHeads == 0) { source.Read(first, values); return; }
+        for (var done = 0; done < values.Length;)
+        {
+            var row = (first + done) / rowLength;
+            var column = (first + done) % rowLength;
+            var n = (int)Math.Min(rowLength - column, values.Length - done);
+            source.Read(SourceRowForGgmlRope(row, rows, permuteHeads) * rowLength + column, values.Slice(done, n));
+            done += n;
+        }
     }
 
     /// <summary>
@@ -123,16 +158,25 @@ public static class GgufConverter
     {
         var rows = (int)shape[0];
         var rowLength = values.Length / rows;
-        var perHead = rows / heads;
-        var half = perHead / 2;
-        if (rows % heads != 0 || perHead % 2 != 0)
-            throw new InvalidDataException($"Cannot permute {rows} rows for {heads} heads (need an even number of rows per head).");
         var result = new float[values.Length];
-        for (var h = 0; h < heads; h++)
-            for (var i = 0; i < half; i++)
-                for (var j = 0; j < 2; j++)
-                    Array.Copy(values, (h * perHead + j * half + i) * rowLength, result, (h * perHead + i * 2 + j) * rowLength, rowLength);
+        for (var row = 0; row < rows; row++)
+            Array.Copy(values, SourceRowForGgmlRope(row, rows, heads) * rowLength, result, (long)row * rowLength, rowLength);
         return result;
+    }
+
+    /// <summary>
+    /// The row of the Hugging Face tensor that lands at <paramref name="outputRow"/> under <see cref="PermuteRowsForGgmlRope"/>:
+    /// output row h·d + 2i + j (head h, d rows per head) comes from source row h·d + j·d/2 + i.
+    /// </summary>
+    /// <exception cref="InvalidDataException">the rows do not split into <paramref name="heads"/> heads of an even number of rows.</exception>
+    public static long SourceRowForGgmlRope(long outputRow, long rows, int heads)
+    {
+        if (heads <= 0 || rows % heads != 0 || rows / heads % 2 != 0)
+            throw new InvalidDataException($"Cannot permute {rows} rows for {heads} heads (need an even number of rows per head).");
+        var perHead = rows / heads;
+        var (head, inHead) = Math.DivRem(outputRow, perHead);
+        var (i, j) = Math.DivRem(inHead, 2);
+        return head * perHead + j * (perHead / 2) + i;
     }
 
     /// <summary>The ggml name of a Hugging Face causal-LM tensor, or null when it has none.</summary>

@@ -5,15 +5,27 @@ namespace QuanTA.Core.Export.Gguf;
 
 /// <summary>
 /// One tensor to write: its GGUF name, its shape in PyTorch order (outermost dimension first; the file stores the reverse,
-/// ggml's <c>ne[0]</c> = innermost), its type, and a function that returns its encoded bytes (called once, while the
-/// data section is written, so only one tensor is in memory at a time).
+/// ggml's <c>ne[0]</c> = innermost), its type, and an action that writes its encoded bytes to the file (called once, while
+/// the data section is written, so only one tensor is being produced at a time; it may write in pieces, so no tensor
+/// needs to fit in one array).
 /// </summary>
 /// <param name="Name">Tensor name, e.g. <c>blk.0.attn_q.weight</c> (at most 64 bytes of UTF-8, per the specification).</param>
 /// <param name="Shape">Dimensions, outermost first (a weight [out, in] has rows of <c>in</c> elements).</param>
 /// <param name="Type">Storage type.</param>
-/// <param name="EncodedData">Returns exactly <see cref="GgmlTensorEncoding.ByteCount"/> bytes for the shape and type.</param>
-public sealed record GgufTensor(string Name, IReadOnlyList<long> Shape, GgmlType Type, Func<byte[]> EncodedData)
+/// <param name="WriteData">Writes exactly <see cref="GgmlTensorEncoding.ByteCount"/> bytes for the shape and type to the stream
+/// it is given (e.g. with <see cref="GgmlTensorEncoding.EncodeChunked"/>), at the stream's position.</param>
+public sealed record GgufTensor(string Name, IReadOnlyList<long> Shape, GgmlType Type, Action<Stream> WriteData)
 {
+    /// <summary>A tensor whose encoded bytes come as one array (small tensors; an array holds at most about 2 GiB).</summary>
+    /// <param name="name">Tensor name.</param>
+    /// <param name="shape">Dimensions, outermost first.</param>
+    /// <param name="type">Storage type.</param>
+    /// <param name="encodedData">Returns exactly <see cref="GgmlTensorEncoding.ByteCount"/> bytes for the shape and type.</param>
+    public GgufTensor(string name, IReadOnlyList<long> shape, GgmlType type, Func<byte[]> encodedData)
+        : this(name, shape, type, output => output.Write(encodedData()))
+    {
+    }
+
     /// <summary>Number of elements.</summary>
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
     /// <summary>Size of the encoded data in bytes.</summary>
@@ -84,10 +96,12 @@ public static class GgufWriter
             Pad(w);
             foreach (var t in tensors)
             {
-                var data = t.EncodedData();
-                if (data.LongLength != t.ByteCount)
-                    throw new ArgumentException($"GGUF tensor '{t.Name}': {data.LongLength} bytes of data for shape [{string.Join(", ", t.Shape)}] {t.Type}, expected {t.ByteCount}.");
-                w.Write(data);
+                w.Flush();
+                var start = stream.Position;
+                t.WriteData(stream);
+                var written = stream.Position - start;
+                if (written != t.ByteCount)
+                    throw new ArgumentException($"GGUF tensor '{t.Name}': {written} bytes of data for shape [{string.Join(", ", t.Shape)}] {t.Type}, expected {t.ByteCount}.");
                 Pad(w);
             }
         });

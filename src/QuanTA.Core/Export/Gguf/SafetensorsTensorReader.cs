@@ -4,9 +4,9 @@ using QuanTA.Core.Models;
 namespace QuanTA.Core.Export.Gguf;
 
 /// <summary>
-/// Reads single tensors of a Hugging Face model folder's safetensors files as fp32, one at a time (the converter never
-/// holds the whole model). Headers are read and checked by <see cref="SafetensorsReader.ReadHeader"/>; tensor data is read
-/// here, one tensor at a time. Supports F32, F16 and BF16 tensors.
+/// Reads single tensors of a Hugging Face model folder's safetensors files as fp32, one range of values at a time (the
+/// converter never holds the whole model, nor a whole tensor). Headers are read and checked by
+/// <see cref="SafetensorsReader.ReadHeader"/>; tensor data is read here. Supports F32, F16 and BF16 tensors.
 /// </summary>
 internal sealed class SafetensorsTensorReader
 {
@@ -39,8 +39,11 @@ internal sealed class SafetensorsTensorReader
     /// <summary>The shape of <paramref name="name"/>, outermost first.</summary>
     public long[] Shape(string name) => Get(name).Shape;
 
-    /// <summary>The tensor <paramref name="name"/> as fp32 values in row-major order.</summary>
-    public float[] ReadFloat32(string name)
+    /// <summary>
+    /// Opens the tensor <paramref name="name"/> for reading ranges of its values as fp32 (row-major order), so a tensor of any
+    /// size is read piece by piece; the dtype and the byte size are checked here.
+    /// </summary>
+    public TensorValues OpenValues(string name)
     {
         var e = Get(name);
         var count = e.Shape.Aggregate(1L, (a, b) => a * b);
@@ -52,21 +55,57 @@ internal sealed class SafetensorsTensorReader
         };
         if (e.End - e.Begin != count * width)
             throw new InvalidDataException($"Tensor '{name}' in '{e.File}' has {e.End - e.Begin} bytes for shape [{string.Join(", ", e.Shape)}] {e.DType}. Copy or download the model again.");
-        var bytes = new byte[e.End - e.Begin];
-        using (var s = File.OpenRead(e.File))
+        return new TensorValues(name, e, count, width);
+    }
+
+    /// <summary>One open tensor: reads any range of its values as fp32 with positional reads of its file.</summary>
+    internal sealed class TensorValues : IDisposable
+    {
+        readonly string _name;
+        readonly Entry _entry;
+        readonly int _width;
+        readonly Microsoft.Win32.SafeHandles.SafeFileHandle _file;
+        byte[] _raw = [];
+
+        internal TensorValues(string name, Entry entry, long count, int width)
         {
-            s.Position = e.Begin;
-            s.ReadExactly(bytes);
+            (_name, _entry, Count, _width) = (name, entry, count, width);
+            _file = File.OpenHandle(entry.File);
         }
-        var values = new float[count];
-        for (var i = 0; i < values.Length; i++)
-            values[i] = e.DType switch
+
+        /// <summary>Number of values of the tensor.</summary>
+        public long Count { get; }
+
+        /// <summary>Fills <paramref name="destination"/> with the values that start at element <paramref name="first"/>.</summary>
+        public void Read(long first, Span<float> destination)
+        {
+            if (first < 0 || first + destination.Length > Count)
+                throw new ArgumentOutOfRangeException(nameof(first), $"values [{first}, {first + destination.Length}) of tensor '{_name}', which has {Count}.");
+            var byteCount = checked(destination.Length * _width);
+            if (_raw.Length < byteCount) _raw = new byte[byteCount];                   // grows to the largest range asked for (a chunk)
+            var raw = _raw.AsSpan(0, byteCount);
+            for (var done = 0; done < byteCount;)
             {
-                "F32" => BinaryPrimitives.ReadSingleLittleEndian(bytes.AsSpan(4 * i)),
-                "F16" => (float)BinaryPrimitives.ReadHalfLittleEndian(bytes.AsSpan(2 * i)),
-                _ => BitConverter.UInt32BitsToSingle((uint)BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(2 * i)) << 16),
-            };
-        return values;
+                var n = RandomAccess.Read(_file, raw[done..], _entry.Begin + first * _width + done);
+                if (n == 0) throw new EndOfStreamException($"'{_entry.File}' ends inside tensor '{_name}'. Copy or download the model again.");
+                done += n;
+            }
+            switch (_entry.DType)
+            {
+                case "F32":
+                    for (var i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadSingleLittleEndian(raw[(4 * i)..]);
+                    break;
+                case "F16":
+                    for (var i = 0; i < destination.Length; i++) destination[i] = (float)BinaryPrimitives.ReadHalfLittleEndian(raw[(2 * i)..]);
+                    break;
+                default:                                                                  // BF16: the top 16 bits of an fp32
+                    for (var i = 0; i < destination.Length; i++) destination[i] = BitConverter.UInt32BitsToSingle((uint)BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]) << 16);
+                    break;
+            }
+        }
+
+        /// <summary>Closes the file.</summary>
+        public void Dispose() => _file.Dispose();
     }
 
     Entry Get(string name) => _entries.TryGetValue(name, out var e) ? e

@@ -15,6 +15,10 @@ public enum GgmlType : uint
     BF16 = 30,
 }
 
+/// <summary>Fills <paramref name="destination"/> with a tensor's values starting at element <paramref name="first"/>
+/// (row-major order); <see cref="GgmlTensorEncoding.EncodeChunked"/> calls it once per chunk.</summary>
+public delegate void ValueReader(long first, Span<float> destination);
+
 /// <summary>
 /// Encodes fp32 values as ggml tensor data, exactly as ggml's reference code does: fp16 and bf16 round to nearest even
 /// (bf16 NaNs stay quiet NaNs, like <c>ggml_compute_fp32_to_bf16</c>); Q8_0 follows <c>quantize_row_q8_0_ref</c>
@@ -86,7 +90,7 @@ public static class GgmlTensorEncoding
     /// <param name="type">Storage type.</param>
     /// <param name="chunkValues">Values per chunk; a positive multiple of <see cref="Q8_0BlockSize"/> so a chunk never splits a Q8_0 block.</param>
     /// <param name="readValues">Fills the span with the values that start at the given element index (row-major order).</param>
-    public static void EncodeChunked(Stream output, long elementCount, GgmlType type, int chunkValues, Action<long, Span<float>> readValues)
+    public static void EncodeChunked(Stream output, long elementCount, GgmlType type, int chunkValues, ValueReader readValues)
     {
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(readValues);

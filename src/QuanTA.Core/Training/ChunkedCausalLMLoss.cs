@@ -39,17 +39,8 @@ public static class ChunkedCausalLMLoss
         if (labels.dim() != 2 || labels.shape[0] != hidden.shape[0] || labels.shape[1] != hidden.shape[1] || labels.dtype != ScalarType.Int64)
             throw new ArgumentException($"Labels must be int64 [batch, time] = [{hidden.shape[0]}, {hidden.shape[1]}]; got {labels.dtype} [{string.Join(", ", labels.shape)}].", nameof(labels));
         using var scope = NewDisposeScope();
-        long vocab = weight.shape[0];
-        var shifted = Shift(labels.to(hidden.device));                                              // (B·T)
-        var valid = shifted.ne(Losses.IgnoreIndex);
-        long targets = valid.sum().item<long>();
-        if (targets == 0)
-            throw new ArgumentException("The batch has no target token: every label after the first position is -100 " +
-                                        "(is the prompt longer than the maximum sequence length, truncating the whole answer?).", nameof(labels));
-        var used = shifted.masked_select(valid);
-        long min = used.min().item<long>(), max = used.max().item<long>();
-        if (min < 0 || max >= vocab)
-            throw new ArgumentException($"Label values must lie in 0..{vocab - 1} (the vocabulary size); found {(min < 0 ? min : max)}.", nameof(labels));
+        var shifted = Losses.ShiftedLabels(labels.to(hidden.device));                               // (B·T)
+        long targets = Losses.CheckedTargets(shifted, weight.shape[0]);
         return Run(hidden, weight, shifted, targets, chunkRows).MoveToOuterDisposeScope();
     }
 
@@ -61,7 +52,7 @@ public static class ChunkedCausalLMLoss
     {
         if (targetTokens <= 0) throw new ArgumentOutOfRangeException(nameof(targetTokens), targetTokens, "The batch needs at least one target token.");
         using var scope = NewDisposeScope();
-        return Run(hidden, weight, Shift(labels.to(hidden.device)), targetTokens, chunkRows).MoveToOuterDisposeScope();
+        return Run(hidden, weight, Losses.ShiftedLabels(labels.to(hidden.device)), targetTokens, chunkRows).MoveToOuterDisposeScope();
     }
 
     static Tensor Run(Tensor hidden, Tensor weight, Tensor shifted, long targets, int? chunkRows)
@@ -71,9 +62,6 @@ public static class ChunkedCausalLMLoss
         var h = hidden.reshape(-1, hidden.shape[2]);                                                // (B·T, C)
         return CustomFunctionOutput.Apply(() => ChunkedLossFunction.apply(h, weight, shifted, (double)targets, rows));
     }
-
-    /// <summary>labels[:, 1:] followed by an ignored last position, flattened: position t is scored against labels[t + 1].</summary>
-    static Tensor Shift(Tensor labels) => cat([labels[.., 1..], full(labels.shape[0], 1, Losses.IgnoreIndex, dtype: labels.dtype, device: labels.device)], 1).reshape(-1);
 }
 
 /// <summary>The chunked loss as one autograd node. Arguments: h (M, C), W (V, C), shifted labels (M), the target count, rows per chunk.</summary>

@@ -29,13 +29,7 @@ public static class Losses
         if (labels.dtype != ScalarType.Int64) throw new ArgumentException($"Labels must be int64 token ids; got {labels.dtype}.", nameof(labels));
         using var scope = NewDisposeScope();
         var onDevice = labels.to(logits.device);
-        var shiftLabels = onDevice[.., 1..].reshape(-1);                                          // (B·(T-1))
-        var mask = shiftLabels.ne(IgnoreIndex);
-        targetTokens = mask.sum().item<long>();
-        if (targetTokens == 0)
-            throw new ArgumentException("The batch has no target token: every label after the first position is -100 " +
-                                        "(is the prompt longer than the maximum sequence length, truncating the whole answer?).", nameof(labels));
-        CheckRange(shiftLabels.masked_select(mask), logits.shape[2], "vocabulary size");
+        targetTokens = CheckedTargets(ShiftedLabels(onDevice), logits.shape[2]);
         return CausalLMUnchecked(logits, onDevice).MoveToOuterDisposeScope();
     }
 
@@ -50,10 +44,26 @@ public static class Losses
         // labels[t + 1] and the last position against nothing, so the (B, T, V) logits are never copied into a slice.
         long vocab = logits.shape[2];
         var flatLogits = logits.to_type(ScalarType.Float32).reshape(-1, vocab);                  // (B·T, V), a view when fp32
-        var shiftLabels = cat([labels[.., 1..], full(labels.shape[0], 1, IgnoreIndex, dtype: labels.dtype, device: labels.device)], 1)
-            .reshape(-1);                                                                          // (B·T), last position ignored
-        return nn.functional.cross_entropy(flatLogits, shiftLabels, ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean)
+        return nn.functional.cross_entropy(flatLogits, ShiftedLabels(labels), ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean)
             .MoveToOuterDisposeScope();
+    }
+
+    /// <summary>labels[:, 1:] followed by an ignored last position, flattened (B·T): position t is scored against labels[t + 1].</summary>
+    internal static Tensor ShiftedLabels(Tensor labels) =>
+        cat([labels[.., 1..], full(labels.shape[0], 1, IgnoreIndex, dtype: labels.dtype, device: labels.device)], 1).reshape(-1);
+
+    /// <summary>The number of target tokens in <paramref name="shifted"/> (<see cref="ShiftedLabels"/>), after checking there is
+    /// at least one and every one lies in 0..vocab−1 (a device sync).</summary>
+    internal static long CheckedTargets(Tensor shifted, long vocab)
+    {
+        using var scope = NewDisposeScope();
+        var mask = shifted.ne(IgnoreIndex);
+        long targets = mask.sum().item<long>();
+        if (targets == 0)
+            throw new ArgumentException("The batch has no target token: every label after the first position is -100 " +
+                                        "(is the prompt longer than the maximum sequence length, truncating the whole answer?).", "labels");
+        CheckRange(shifted.masked_select(mask), vocab, "vocabulary size");
+        return targets;
     }
 
     /// <summary>Host-side check of causal-LM labels [B, T] (row-major): counts the target tokens (those after the first

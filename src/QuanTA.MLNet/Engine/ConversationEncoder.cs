@@ -29,8 +29,11 @@ internal sealed class ConversationEncoder
     {
         if (!conversation.Any(t => t.IsAssistant))
             throw new InvalidDataException("The conversation has no assistant turn to learn from.");
-        var (turns, ids, k) = FewestDrops(conversation.ToList(), keepLastAssistant: true, _maxLength, t => _tokenizer.Encode(Template.RenderForTraining(t).Text, addSpecialTokens: false));
-        var rendered = Template.RenderForTraining(turns);
+        var (ids, rendered, k) = FewestDrops(conversation.ToList(), keepLastAssistant: true, _maxLength, t =>
+        {
+            var r = Template.RenderForTraining(t);
+            return (_tokenizer.Encode(r.Text, addSpecialTokens: false), r);        // the rendering is kept for the loss mask
+        });
         var mask = LossMask(rendered, ids);
         if (ids.Length <= _maxLength) return new EncodedRow(ids, 0, k > 0, mask);
         // One exchange over budget: keep the end (the answer), as the prompt/target path does.
@@ -50,35 +53,33 @@ internal sealed class ConversationEncoder
         while (dropTrailingAssistant && turns.Count > 0 && turns[^1].IsAssistant) turns.RemoveAt(turns.Count - 1);
         if (turns.Count == 0) throw new InvalidDataException("The conversation has no message before its assistant turn to answer.");
         int room = Math.Max(1, maxPromptTokens ?? _maxLength - 1);
-        var (_, ids, k) = FewestDrops(turns, keepLastAssistant: false, room, t => _tokenizer.Encode(Template.Render(t, addGenerationPrompt: true), addSpecialTokens: false));
+        var (ids, _, k) = FewestDrops(turns, keepLastAssistant: false, room, t => (_tokenizer.Encode(Template.Render(t, addGenerationPrompt: true), addSpecialTokens: false), 0));
         return ids.Length <= room ? new EncodedRow(ids, ids.Length, k > 0) : new EncodedRow(ids[^room..], room, true);
     }
 
     /// <summary>
-    /// The conversation with the fewest oldest exchanges dropped whose encoding fits <paramref name="budget"/> tokens (or
-    /// with every droppable exchange dropped when none fits), its ids and the number dropped. Binary search over that
-    /// number: each probe drops the exchanges from a copy and encodes it once.
+    /// The encoding of the conversation with the fewest oldest exchanges dropped that fits <paramref name="budget"/> tokens
+    /// (or with every droppable exchange dropped when none fits), what <paramref name="encode"/> made beside the ids, and the
+    /// number dropped. Binary search over that number: each probe drops the exchanges from a copy and encodes it once.
     /// </summary>
-    static (List<ChatTurn> Turns, int[] Ids, int Dropped) FewestDrops(List<ChatTurn> turns, bool keepLastAssistant, int budget, Func<List<ChatTurn>, int[]> encode)
+    static (int[] Ids, T State, int Dropped) FewestDrops<T>(List<ChatTurn> turns, bool keepLastAssistant, int budget, Func<List<ChatTurn>, (int[] Ids, T State)> encode)
     {
-        var ids = encode(turns);
-        if (ids.Length <= budget) return (turns, ids, 0);
+        var best = encode(turns);
+        if (best.Ids.Length <= budget) return (best.Ids, best.State, 0);
         int most = 0;
         for (var probe = new List<ChatTurn>(turns); TryDropOldestExchange(probe, keepLastAssistant);) most++;
-        if (most == 0) return (turns, ids, 0);
+        if (most == 0) return (best.Ids, best.State, 0);
         List<ChatTurn> Dropping(int k) { var t = new List<ChatTurn>(turns); for (int i = 0; i < k; i++) TryDropOldestExchange(t, keepLastAssistant); return t; }
-        var best = Dropping(most);
-        var bestIds = encode(best);
-        if (bestIds.Length > budget) return (best, bestIds, most);               // nothing fits: the caller cuts tokens
+        best = encode(Dropping(most));
+        if (best.Ids.Length > budget) return (best.Ids, best.State, most);       // nothing fits: the caller cuts tokens
         int lo = 0, hi = most;                                                   // fits(hi), !fits(lo)
         while (hi - lo > 1)
         {
             int mid = (lo + hi) / 2;
-            var t = Dropping(mid);
-            var e = encode(t);
-            if (e.Length <= budget) { hi = mid; best = t; bestIds = e; } else lo = mid;
+            var e = encode(Dropping(mid));
+            if (e.Ids.Length <= budget) { hi = mid; best = e; } else lo = mid;
         }
-        return (best, bestIds, hi);
+        return (best.Ids, best.State, hi);
     }
 
     /// <summary>

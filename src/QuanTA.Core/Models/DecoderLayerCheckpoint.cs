@@ -15,9 +15,9 @@ namespace QuanTA.Core.Models;
 /// it: the layer's trainable parameters (per-layer adapters, LoRA, a trainable norm) and, on a fused QuanTA path, the tensors
 /// of this micro-batch's steps (<see cref="IStepLinear.Inputs"/>: the stacked ΔW slice or the layerwise block operators),
 /// which the recompute reads as fresh leaves (<see cref="IStepLinear.Rebind"/>) so their gradients flow on into the bank.
-/// Random ops (adapter dropout) see the same random numbers in the recompute: on the CPU the generator's state is saved and
-/// put back around it; on CUDA (whose generator state TorchSharp cannot read) the layer runs under a seed drawn from the CPU
-/// generator, both times.
+/// Random ops (adapter dropout, the only ones a decoder layer has) see the same random numbers in the recompute: on the CPU
+/// the generator's state is saved and put back around it; on CUDA (whose generator state TorchSharp cannot read) the layer
+/// runs under a seed drawn from the CPU generator, both times. A layer without active dropout touches no generator.
 /// </para>
 /// </summary>
 internal static class DecoderLayerCheckpoint
@@ -27,6 +27,10 @@ internal static class DecoderLayerCheckpoint
     internal sealed record Layer(nn.Module Module, Func<Tensor, Tensor?[], Tensor> Run, ReturnedGradients Returned)
     {
         public AdaptableLinear[] Linears { get; } = Module.modules().OfType<AdaptableLinear>().ToArray();
+
+        /// <summary>True when a forward now would draw random numbers: an attached adapter has dropout and the layer trains.</summary>
+        public bool DrawsRandomNumbers => Module.training &&
+            Linears.Any(l => l.Adapter?.modules().OfType<TorchSharp.Modules.Dropout>().Any() == true);
     }
 
     /// <summary><c>layer.Run(x, constants)</c> as one checkpointed node; a plain call when nothing needs a gradient.</summary>
@@ -40,7 +44,7 @@ internal static class DecoderLayerCheckpoint
         var stepInputs = steps.SelectMany(s => s?.Inputs ?? []).ToArray();
         if (!is_grad_enabled() || (!x.requires_grad && parameters.Length == 0 && stepInputs.Length == 0))
             return layer.Run(x, constants);
-        var node = new Node(layer, steps, constants.Select(c => c is not null).ToArray(), parameters, x.requires_grad, RandomReplay.Capture(x.device));
+        var node = new Node(layer, steps, constants.Select(c => c is not null).ToArray(), parameters, x.requires_grad, layer.DrawsRandomNumbers ? RandomReplay.Capture(x.device) : RandomReplay.None);
         object[] args = [x, node, .. constants.Select(c => (object?)c ?? Missing), .. parameters, .. stepInputs];
         return CustomFunctionOutput.Apply(() => CheckpointedLayerFunction.apply(args));
     }
@@ -62,6 +66,9 @@ internal static class DecoderLayerCheckpoint
 
         RandomReplay(Tensor? cpuState, long? cudaSeed) { _cpuState = cpuState; _cudaSeed = cudaSeed; }
 
+        /// <summary>For a layer that draws no random numbers: the recompute runs as it is.</summary>
+        public static readonly RandomReplay None = new(null, null);
+
         public static RandomReplay Capture(Device device)
         {
             if (device.type != DeviceType.CUDA) return new(torch.random.get_rng_state().DetachFromDisposeScope(), null);   // kept until the backward
@@ -76,6 +83,7 @@ internal static class DecoderLayerCheckpoint
         public T Replay<T>(Func<T> f)
         {
             if (_cudaSeed is long seed) { cuda.manual_seed_all(seed); return f(); }
+            if (_cpuState is null) return f();                                   // None
             using var now = torch.random.get_rng_state();
             torch.random.set_rng_state(_cpuState!);
             try { return f(); }

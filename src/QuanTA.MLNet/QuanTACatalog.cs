@@ -35,10 +35,7 @@ public static class QuanTACatalog
         var o = new QuanTAFineTuneOptions { BaseModelPath = baseModelPath, ValidationSet = validationSet };
         o.Task = task ?? o.Task;
         o.TextColumnName = textColumnName ?? o.TextColumnName;
-        o.Adapter = adapter ?? o.Adapter;
-        o.Epochs = epochs ?? o.Epochs;
-        o.BatchSize = batchSize ?? o.BatchSize;
-        o.LearningRate = learningRate ?? o.LearningRate;
+        SetTraining(o, adapter, epochs, batchSize, learningRate);
         if (labelColumnName is not null)
         {
             if (o.Task == QuanTATask.TextClassification) o.LabelColumnName = labelColumnName;
@@ -73,11 +70,17 @@ public static class QuanTACatalog
         o.TextColumnName = textColumnName ?? o.TextColumnName;
         o.ScoreColumnName = scoreColumnName ?? o.ScoreColumnName;
         o.PredictedLabelColumnName = predictedLabelColumnName ?? o.PredictedLabelColumnName;
+        SetTraining(o, adapter, epochs, batchSize, learningRate);
+        return catalog.QuanTAFineTune(o);
+    }
+
+    /// <summary>The training settings both simple overloads take; a null keeps the options' default.</summary>
+    static void SetTraining(QuanTAFineTuneOptions o, AdapterMethod? adapter, int? epochs, int? batchSize, double? learningRate)
+    {
         o.Adapter = adapter ?? o.Adapter;
         o.Epochs = epochs ?? o.Epochs;
         o.BatchSize = batchSize ?? o.BatchSize;
         o.LearningRate = learningRate ?? o.LearningRate;
-        return catalog.QuanTAFineTune(o);
     }
 
     /// <summary>

@@ -137,6 +137,13 @@ public static class KernelCheckBench
         }
     }
 
+    /// <summary>Every kernel's checks and timings, in the order they run.</summary>
+    static readonly (Func<Device, IEnumerable<object>> Check, Func<Device, IEnumerable<object>> Time)[] Kernels =
+    [
+        (Check, d => Time(d)),
+        (DequantizeKernelCheck.Check, d => DequantizeKernelCheck.Time(d)),
+    ];
+
     /// <summary>The <c>kernel-check</c> verb: first use, the checks, the timings, one JSON line each (also to --out FILE);
     /// exit code 1 when a check failed or the kernel was not used.</summary>
     public static int Run(Device device, string[] args)
@@ -151,12 +158,15 @@ public static class KernelCheckBench
         if (!(bool)first.GetType().GetProperty("used")!.GetValue(first)!) failed++;
         else
         {
-            foreach (var r in Check(device))
+            foreach (var (check, time) in Kernels)
             {
-                Emit(r);
-                if (r.GetType().GetProperty("ok")?.GetValue(r) is not true) failed++;
+                foreach (var r in check(device))
+                {
+                    Emit(r);
+                    if (r.GetType().GetProperty("ok")?.GetValue(r) is not true) failed++;
+                }
+                foreach (var r in time(device)) Emit(r);
             }
-            foreach (var r in Time(device)) Emit(r);
         }
         Emit(new { verb = "kernel-check", gpu = Array.IndexOf(args, "--gpu-name") is var gi && gi >= 0 && gi + 1 < args.Length ? args[gi + 1] : "", failed });
         if (i >= 0 && i + 1 < args.Length) QuanTA.Core.Runtime.AtomicFile.WriteAllText(args[i + 1], string.Join("\n", lines) + "\n");

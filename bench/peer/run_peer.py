@@ -6,6 +6,9 @@ SKIP=name1,name2 leaves configurations out (in memory only; the file is not chan
 import os, sys, runpy, json, torch
 src_path = os.path.join(os.path.dirname(__file__), "peer_bench.py")
 src = open(src_path).read()
+# shapes the copied script does not list (it stays verbatim): LLaMA-3-8B's, as bench/QuanTA.Bench/LlamaShapes.cs has it
+src = src.replace("SHAPES = {", 'SHAPES = {"llama3-8b": (dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, '
+                  'num_attention_heads=32, num_key_value_heads=8, vocab_size=128256), [16, 8, 8, 4]), ', 1)
 for name in filter(None, os.environ.get("SKIP", "").split(",")):
     src = "\n".join(l for l in src.splitlines() if not l.startswith(f'run("{name}"'))
 allocated, used = [], []

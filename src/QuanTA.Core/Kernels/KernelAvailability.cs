@@ -5,16 +5,16 @@ namespace QuanTA.Core.Kernels;
 
 /// <summary>
 /// The one place that decides whether QuanTA's own CUDA kernels run or the libtorch expressions do. A kernel is used when the
-/// tensor is on a CUDA device, <see cref="EnvironmentVariable"/> is <c>on</c>, the CUDA driver and NVRTC bind, and the
-/// kernel's source compiles for that GPU; otherwise the caller runs its libtorch path. Off unless asked for: the kernels
-/// have not yet passed <c>quanta-bench kernel-check</c> on a GPU (docs/kernels.md); they become the default once they have. The process-wide decision and its
+/// tensor is on a CUDA device, <see cref="EnvironmentVariable"/> is not <c>off</c>, the CUDA driver and NVRTC bind, the
+/// kernel's source compiles for that GPU and its self-check there agrees with libtorch; otherwise the caller runs its libtorch
+/// path. On by default since the kernels passed <c>quanta-bench kernel-check</c> on an H200 (docs/kernels.md). The process-wide decision and its
 /// reason are written once to standard error; a kernel that fails to compile on a device is reported once too. CPU
 /// tensors never trigger a bind (or a log line).
 /// </summary>
 public static class KernelAvailability
 {
-    /// <summary>Environment variable: <c>on</c> (or <c>1</c>, <c>true</c>) lets the kernels run; anything else, or unset, keeps
-    /// the libtorch path everywhere (the kernels are not yet verified on a GPU).</summary>
+    /// <summary>Environment variable: <c>off</c> (or <c>0</c>, <c>false</c>) keeps the libtorch path everywhere, e.g. to measure
+    /// the kernels' effect; unset, <c>auto</c> or <c>on</c> (<c>1</c>, <c>true</c>) lets the kernels run where they bind.</summary>
     public const string EnvironmentVariable = "QUANTA_KERNELS";
 
     internal static KernelGate Gate { get; } = new(Environment.GetEnvironmentVariable, BindNative, m => Console.Error.WriteLine(m));
@@ -70,8 +70,8 @@ internal sealed class KernelGate(Func<string, string?> getEnv, Func<string?> bin
             var env = getEnv(KernelAvailability.EnvironmentVariable)?.Trim().ToLowerInvariant();
             string? failure;
             if (env is "off" or "0" or "false") failure = $"{KernelAvailability.EnvironmentVariable}={env}";
-            else if (env is not ("on" or "1" or "true"))
-                failure = $"{KernelAvailability.EnvironmentVariable} is not set to on (the kernels have not passed quanta-bench kernel-check on a GPU yet)";
+            else if (env is not (null or "" or "auto" or "on" or "1" or "true"))
+                failure = $"{KernelAvailability.EnvironmentVariable}={env} is not one of on, off, auto";
             else
             {
                 try { failure = bind(); }
@@ -79,7 +79,7 @@ internal sealed class KernelGate(Func<string, string?> getEnv, Func<string?> bin
             }
             Reason = failure == null ? SafeDescribe() : failure;
             log(failure == null
-                ? $"quanta: CUDA kernels on ({Reason}); unset {KernelAvailability.EnvironmentVariable} for the libtorch path."
+                ? $"quanta: CUDA kernels on ({Reason}); set {KernelAvailability.EnvironmentVariable}=off for the libtorch path."
                 : $"quanta: CUDA kernels off, using libtorch's path: {Reason}.");
             _state = failure == null ? 1 : 2;
             return failure == null;

@@ -5,7 +5,7 @@ namespace QuanTA.Core.Quantization;
 
 /// <summary>
 /// A frozen (out, in) weight matrix kept in a quantized form (<see cref="NF4Weight"/>, <see cref="Int8Weight"/>). The dense
-/// matrix is rebuilt on demand (<see cref="Dequantize()"/>) with libtorch ops on the weight's device; nothing dense is cached.
+/// matrix is rebuilt on demand (<see cref="Dequantize()"/>) on the weight's device; nothing dense is cached.
 /// The tensors are owned by this object (not registered as module buffers, so a module's <c>.to(dtype)</c> never casts the
 /// codes): <see cref="MoveTo"/> moves them and <see cref="Dispose"/> frees them.
 /// </summary>
@@ -35,9 +35,11 @@ public abstract class QuantizedWeight : IDisposable
     /// <summary>The dense weight (out, in) in fp32, a fresh tensor on <see cref="Device"/>.</summary>
     public abstract Tensor DequantizeFloat32();
 
-    /// <summary>The dense weight (out, in) in <see cref="ComputeDType"/>, a fresh tensor on <see cref="Device"/>.</summary>
+    /// <summary>The dense weight (out, in) in <see cref="ComputeDType"/>, a fresh tensor on <see cref="Device"/>: on a GPU with
+    /// QuanTA's kernels in one pass (<see cref="Kernels.DequantizeKernel"/>, bit-identical), else <see cref="DequantizeFloat32"/> and a cast.</summary>
     public Tensor Dequantize()
     {
+        if (Kernels.DequantizeKernel.TryDequantize(this) is { } dense) return dense;
         using var scope = NewDisposeScope();
         var w = DequantizeFloat32();
         return (w.dtype == ComputeDType ? w : w.to_type(ComputeDType)).MoveToOuterDisposeScope();

@@ -43,13 +43,26 @@ public class KernelLayerTests
     [InlineData(null)]
     [InlineData("")]
     [InlineData("auto")]
-    public void KernelsStayOffUnlessAskedFor(string? value)
+    [InlineData("ON")]
+    public void KernelsAreOnByDefaultOnCuda(string? value)
     {
         var p = new Probe { Env = { [KernelAvailability.EnvironmentVariable] = value } };
         var gate = p.Gate();
+        Assert.True(gate.EnabledFor(DeviceType.CUDA));
+        Assert.Equal(1, p.Binds);
+        Assert.Contains($"{KernelAvailability.EnvironmentVariable}=off", Assert.Single(p.Log));   // says how to switch them off
+    }
+
+    [Fact]
+    public void AnUnknownSwitchValueKeepsLibTorchAndNamesTheValues()
+    {
+        var p = new Probe { Env = { [KernelAvailability.EnvironmentVariable] = "maybe" } };
+        var gate = p.Gate();
         Assert.False(gate.EnabledFor(DeviceType.CUDA));
         Assert.Equal(0, p.Binds);
-        Assert.Contains("kernel-check", Assert.Single(p.Log));
+        var line = Assert.Single(p.Log);
+        Assert.Contains("QUANTA_KERNELS=maybe", line);
+        Assert.Contains("on, off, auto", line);
     }
 
     [Fact]
@@ -107,6 +120,18 @@ public class KernelLayerTests
         Assert.DoesNotContain("#include", source);                                     // NVRTC gets no include paths
         var e = Assert.Throws<FileNotFoundException>(() => KernelModules.Source("missing.cu"));
         Assert.Contains("Kernels/Sources/missing.cu", e.Message);
+    }
+
+    [Fact]
+    public void TheDequantizeSourceIsEmbeddedWithEveryEntryPoint()
+    {
+        Assert.Contains(DequantizeKernel.SourceFile, KernelModules.SourceNames);
+        var source = KernelModules.Source(DequantizeKernel.SourceFile);
+        foreach (var (type, name) in new[] { ("F32", "f32"), ("BF16", "bf16"), ("F16", "f16") })
+            Assert.Contains($"DEQUANTIZE_ENTRY_POINTS({type}, {name})", source);       // nf4_dequantize_{name}, int8_dequantize_{name}
+        Assert.Contains("extern \"C\" __global__ void nf4_dequantize_##ON", source);
+        Assert.Contains("extern \"C\" __global__ void int8_dequantize_##ON", source);
+        Assert.DoesNotContain("#include", source);
     }
 
     [Fact]

@@ -346,7 +346,7 @@ public static class DistributedBench
         var trainable = work.Trainable;
         using var sync = new DistributedGradientSync(trainable, comm, o.BucketElements);
         sync.BroadcastParameters();
-        using var opt = optim.AdamW(trainable, lr: o.Lr, weight_decay: 0.0);
+        using var opt = new QuanTA.Core.Training.MultiTensorAdamW(trainable, lr: o.Lr, weight_decay: 0.0);   // the library's optimizer (Trainer)
 
         // Test hook for the failure path on GPUs: QUANTA_TEST_DIE_AT_STEP=N makes rank QUANTA_TEST_DIE_RANK (default 1) exit at
         // step N, so the others must end with a clear error within the timeout instead of hanging.

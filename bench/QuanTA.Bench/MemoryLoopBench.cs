@@ -24,7 +24,7 @@ static class MemoryLoopBench
         if (!path.UsesBank) throw new ArgumentException($"memloop measures a fused path; {pathName} resolved to {QuanTATrainingPaths.Name(path.Path)} here.");
         using var bank = QuanTABank.Create(model, path.Path);
         var trainable = bank.OptimizerParameters(model).Select(p => p.Parameter).ToArray();
-        using var opt = optim.AdamW(trainable, lr: 1e-4);
+        using var opt = new MultiTensorAdamW(trainable, lr: 1e-4);                 // the library's optimizer (Trainer)
         using var ids = randint(0, config.VocabSize, [batch, seq], dtype: ScalarType.Int64, device: dev);
         model.train();
         var samples = new List<object>();

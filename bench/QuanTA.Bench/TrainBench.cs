@@ -1,6 +1,7 @@
 using QuanTA.Core.Runtime;
 using System.Diagnostics;
 using QuanTA.Core.Adapters;
+using QuanTA.Core.Kernels;
 using QuanTA.Core.Models.Llama;
 using QuanTA.Core.Quantization;
 using QuanTA.Core.Training;
@@ -62,7 +63,7 @@ static class TrainBench
         var trainable = bank is not null
             ? bank.OptimizerParameters(model).Select(p => p.Parameter).ToArray()
             : model.parameters().Where(p => p.requires_grad).ToArray();
-        using var opt = optim.AdamW(trainable, lr: 1e-4);
+        using var opt = new MultiTensorAdamW(trainable, lr: 1e-4);                 // the library's optimizer (Trainer)
         var hostIds = randint(0, config.VocabSize, [batch, seq], dtype: ScalarType.Int64);
         long targets = Losses.CountTargets(hostIds.data<long>().ToArray(), seq, config.VocabSize);   // labels checked on the host, once
         using var ids = hostIds.to(dev);
@@ -83,10 +84,15 @@ static class TrainBench
         long peak = 0;
         var sw = new Stopwatch();
         double lastLoss = double.NaN;
+        // Where the device memory comes from: in use (allocator cache included) after loading, and after each phase of the
+        // first (warm-up) step; the allocator never gives memory back, so the first phase that raises it holds the peak.
+        double Gib() { Sync(); return Math.Round(((DeviceMemory.UsedBytes() ?? 0) - baseline) / Math.Pow(2, 30), 2); }
+        var trace = new Dictionary<string, double> { ["loaded"] = Gib() };
+        string[] phaseNames = ["materialize", "forward", "backward", "optimizer"];
         for (int s = 0; s < warm + steps; s++)
         {
             if (s == warm) { Sync(); sw.Start(); }
-            lastLoss = Step(_ => { }, readLoss: s == warm + steps - 1);
+            lastLoss = Step(s == 0 ? i => trace[phaseNames[i]] = Gib() : _ => { }, readLoss: s == warm + steps - 1);
             if (s == 0 || s == warm + steps - 1) { Sync(); peak = Math.Max(peak, DeviceMemory.UsedBytes() ?? 0); }
         }
         Sync();
@@ -113,6 +119,8 @@ static class TrainBench
             ["trainable"] = trainable.Sum(p => p.numel()),
             ["final_loss"] = Math.Round(lastLoss, 4),
             ["adapted_layers"] = report?.Layers.Count ?? 0,
+            ["memory_trace_gib"] = trace,
+            ["kernels"] = KernelAvailability.Reason is null ? "not asked" : KernelAvailability.EnabledFor(DeviceType.CUDA) ? "on" : "off",
             ["phase_ms"] = new Dictionary<string, double>
             {
                 ["materialize"] = Math.Round(phase[0] / phaseSteps, 2), ["forward"] = Math.Round(phase[1] / phaseSteps, 2),

@@ -19,12 +19,12 @@ bool quick = args.Contains("--quick"), gpu = args.Contains("--gpu");
 int outAt = Array.IndexOf(args, "--out");
 string outDir = Path.GetFullPath(outAt >= 0 && outAt + 1 < args.Length ? args[outAt + 1] : "out/wordnet-classification");
 string? Value(string name) { int at = Array.IndexOf(args, name); return at >= 0 && at + 1 < args.Length ? args[at + 1] : null; }
-string[] valued = ["--out", "--lr", "--epochs", "--targets", "--runs", "--lora-rank", "--quantize"];
+string[] valued = ["--out", "--lr", "--epochs", "--targets", "--runs", "--lora-rank", "--quantize", "--seed"];
 var unknown = args.Where((a, i) => a is not ("--quick" or "--gpu") && !valued.Contains(a) && !(i > 0 && valued.Contains(args[i - 1]))).ToList();
 if (unknown.Count > 0)
 {
     Console.Error.WriteLine($"Unknown argument(s): {string.Join(' ', unknown)}. Expected --quick, --gpu, --out DIR, --lr X, --epochs N, " +
-                            "--targets q_proj,v_proj|all-linear, --lora-rank R, --runs head-only,quanta,lora, --quantize none|int8|nf4.");
+                            "--targets q_proj,v_proj|all-linear, --lora-rank R, --runs head-only,quanta,lora, --quantize none|int8|nf4, --seed N.");
     return 2;
 }
 double lr = double.Parse(Value("--lr") ?? "5e-3", System.Globalization.CultureInfo.InvariantCulture);
@@ -37,6 +37,9 @@ string[] only = (Value("--runs") ?? "head-only,quanta,lora").Split(',');
 // --quantize: store the frozen base's decoder projections in Int8 or NF4 (QuanTAFineTuneOptions.BaseQuantization).
 var quantize = Enum.TryParse<QuanTA.Core.Quantization.BaseQuantization>(Value("--quantize") ?? "none", true, out var q) && Enum.IsDefined(q)
     ? q : throw new ArgumentException($"--quantize '{Value("--quantize")}' is not none, int8 or nf4.");
+
+// --seed: the training seed (adapter initialization, shuffling); the data subset and the score head stay fixed.
+int seed = int.Parse(Value("--seed") ?? "1");
 
 int trainPerClass = quick ? 16 : 100, testPerClass = quick ? 20 : 50;
 var total = Stopwatch.StartNew();
@@ -63,7 +66,7 @@ QuanTAFineTuneOptions Common(string name) => new()
 {
     BaseModelPath = baseModel,
     MaxSequenceLength = 48, Epochs = epochs, BatchSize = 16, LearningRate = lr, TargetModules = targets,
-    Schedule = QuanTA.Core.Training.LearningRateSchedule.Linear, WarmupRatio = 0.06, Seed = 1, BaseQuantization = quantize,
+    Schedule = QuanTA.Core.Training.LearningRateSchedule.Linear, WarmupRatio = 0.06, Seed = seed, BaseQuantization = quantize,
     LossCurvePngPath = Path.Combine(outDir, $"loss-{name}.png"),
 };
 var runs = new (string Name, string What, QuanTAFineTuneOptions Options)[]

@@ -62,8 +62,9 @@ public sealed class Trainer<TBatch> : IDisposable
         var dup = _saved.GroupBy(p => p.name).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null) throw new ArgumentException($"Tensor name '{dup.Key}' appears twice among the trainable and state tensors.", nameof(trainableParameters));
         _model = model;
-        _optimizer = torch.optim.AdamW(_params.Select(p => p.parameter), lr: Options.LearningRate, beta1: Options.AdamBeta1,
-                                       beta2: Options.AdamBeta2, eps: Options.AdamEpsilon, weight_decay: Options.WeightDecay);
+        // AdamW with one update for all parameters at once (bit-identical to TorchSharp's per-parameter AdamW, see MultiTensorAdamW)
+        _optimizer = new MultiTensorAdamW(_params.Select(p => p.parameter), lr: Options.LearningRate, beta1: Options.AdamBeta1,
+                                          beta2: Options.AdamBeta2, eps: Options.AdamEpsilon, weight_decay: Options.WeightDecay);
     }
 
     /// <summary>

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# On the GPU host: issue 19's measurements with the CUDA kernels on by default, each configuration in its own process, the peer
+# (HF + PEFT, bench/peer/run_peer.py) measured in the same session. Two parts, so each fits one device call:
+#   PART=a: quanta-bench kernel-check (every kernel vs libtorch, values and gradients, then timings) and LLaMA-7B (B = 4 × 512):
+#           the peer, ours (QuanTA default path with kernels on and off, layerwise, LoRA r8, frozen base; NF4 layerwise with
+#           gradient checkpointing, and two rows with PyTorch's expandable-segments allocator), the peer again, a second round.
+#   PART=b: TinyLlama (B = 8 × 512) and the LLaMA-3-8B shape (B = 2 × 1024), peer and ours; then 500 steps of the default path
+#           with device memory sampled every 50 (issue 19 item 5).
+# Usage: PART=a bash bench/run-kernels-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
+set -uo pipefail
+bundle=$1; out=$2; part=${PART:-a}
+rm -rf /tmp/qb && mkdir -p /tmp/qb "$out" && tar -xJf "$bundle" -C /tmp/qb
+export QUANTA_LIBTORCH_DIR=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')
+export PYTHONUNBUFFERED=1
+qb=/tmp/qb/bench/quanta-bench
+peer() { # shape, label (B, T and SKIP from the environment)
+  SHAPE=$1 OUT="$out" python3 bench/peer/run_peer.py 2>&1 | grep -v Warning | tail -1 | cut -c1-300
+  mv "$out/peer_torch_$1.json" "$out/peer_torch_$1_$2.json"
+}
+run() { # shape, label, then quanta-bench train arguments
+  local shape=$1 label=$2; shift 2
+  "$@" --shape "$shape" --steps "${STEPS:-20}" | grep '^{' | sed "s/^{/{\"config\":\"$label\",/" | tee -a "$out/train_$shape.jsonl" | cut -c1-160
+}
+export SKIP=quanta_official_style_qv,quanta_materialized_qv
+if [ "$part" = a ]; then
+  $qb kernel-check --out "$out/kernel-check.json" 2>&1 | grep -v '^{"check"' | tail -12 | cut -c1-400
+  export B=4
+  peer llama7b first
+  for round in 1 2; do
+    run llama7b quanta-r$round $qb train --method quanta
+    run llama7b quanta-layerwise-r$round $qb train --method quanta-layerwise
+    run llama7b lora-r$round $qb train --method lora
+    [ $round = 2 ] && continue
+    QUANTA_KERNELS=off run llama7b quanta-kernels-off $qb train --method quanta
+    run llama7b frozen $qb train --method frozen
+    run llama7b nf4-layerwise-ckpt $qb train --method quanta-layerwise --quantize nf4 --gradient-checkpointing 1
+    run llama7b nf4-quanta $qb train --method quanta --quantize nf4
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True run llama7b nf4-layerwise-ckpt-expandable $qb train --method quanta-layerwise --quantize nf4 --gradient-checkpointing 1
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True run llama7b quanta-layerwise-expandable $qb train --method quanta-layerwise
+    peer llama7b mid
+  done
+else
+  B=8 peer tinyllama first
+  run tinyllama quanta $qb train --method quanta
+  run tinyllama quanta-layerwise $qb train --method quanta-layerwise
+  run tinyllama lora $qb train --method lora
+  run tinyllama frozen $qb train --method frozen
+  B=2 T=1024 SKIP=$SKIP,frozen_base_floor peer llama3-8b first
+  run llama3-8b quanta $qb train --method quanta --seq 1024
+  run llama3-8b quanta-layerwise $qb train --method quanta-layerwise --seq 1024
+  run llama3-8b lora $qb train --method lora --seq 1024
+  [ "${MEMLOOP:-1}" = 1 ] && $qb memloop --shape tinyllama --steps 500 --every 50 --out "$out" 2>&1 | tail -1 | cut -c1-300
+fi
+true

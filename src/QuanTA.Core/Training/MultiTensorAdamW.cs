@@ -1,0 +1,151 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace QuanTA.Core.Training;
+
+/// <summary>
+/// TorchSharp's AdamW with its update applied to all parameters of a group at once, as PyTorch's <c>foreach</c> AdamW does.
+/// TorchSharp's <see cref="AdamW.step"/> runs about eight small ops per parameter; an adapter has many small parameters
+/// (LoRA r8 on q and v of LLaMA-7B: 128 tensors), so the update cost is kernel launches, not arithmetic. Here each group of
+/// parameters with one dtype and device keeps its moments in two flat buffers, and a step is
+/// <code>
+///   G = cat(grad_p)                      P = cat(p)                              (one copy each)
+///   P ← P · (1 − lr·λ)                   M ← β1·M + (1 − β1)·G                   V ← β2·V + (1 − β2)·G²
+///   P ← P − lr/(1 − β1ᵗ) · M / (√V / √(1 − β2ᵗ) + ε)                            p ← P[slice of p]  (one copy each)
+/// </code>
+/// — the same ops in the same order as <see cref="AdamW.step"/>, elementwise, so every value is bit-identical to it. The
+/// per-parameter state tensors (<see cref="AdamW.State"/>: step, exp_avg, exp_avg_sq) are views of the flat buffers, so
+/// <c>save_state_dict</c> / <c>load_state_dict</c> (which read into them in place) keep the format of <see cref="AdamW"/>.
+/// A step where some parameter has no gradient, or options this path does not cover (amsgrad, maximize), or per-parameter
+/// step counts that differ, runs <see cref="AdamW.step"/> itself.
+/// </summary>
+public sealed class MultiTensorAdamW : AdamW
+{
+    sealed record Flat(Parameter[] Parameters, State[] States, Tensor[] AvgViews, Tensor[] AvgSqViews, long[] Offsets, Tensor Avg, Tensor AvgSq);
+
+    readonly Dictionary<TorchSharp.Modules.ParamGroup, List<Flat>> _flat = [];
+
+    /// <summary>Creates the optimizer over <paramref name="parameters"/> (one group), with <see cref="AdamW"/>'s arguments.</summary>
+    public MultiTensorAdamW(IEnumerable<Parameter> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999,
+        double eps = 1e-8, double weight_decay = 0)
+        : base(parameters, lr, beta1, beta2, eps, weight_decay)
+    {
+        foreach (var group in _parameter_groups) _flat[group] = Flatten(group);
+    }
+
+    List<Flat> Flatten(TorchSharp.Modules.ParamGroup group)
+    {
+        var result = new List<Flat>();
+        foreach (var same in group.Parameters.GroupBy(p => (p.dtype, p.device_type, p.device_index)))
+        {
+            var ps = same.ToArray();
+            var states = ps.Select(p => (State)_state[p.Handle]).ToArray();
+            var offsets = new long[ps.Length + 1];
+            for (int i = 0; i < ps.Length; i++) offsets[i + 1] = offsets[i] + ps[i].numel();
+            var avg = zeros(offsets[^1], dtype: ps[0].dtype, device: ps[0].device);
+            var avgSq = zeros(offsets[^1], dtype: ps[0].dtype, device: ps[0].device);
+            var avgViews = new Tensor[ps.Length];
+            var avgSqViews = new Tensor[ps.Length];
+            for (int i = 0; i < ps.Length; i++)
+            {
+                avgViews[i] = avg.narrow(0, offsets[i], ps[i].numel()).view(ps[i].shape);
+                avgSqViews[i] = avgSq.narrow(0, offsets[i], ps[i].numel()).view(ps[i].shape);
+                states[i].exp_avg.Dispose(); states[i].exp_avg = avgViews[i];
+                states[i].exp_avg_sq.Dispose(); states[i].exp_avg_sq = avgSqViews[i];
+            }
+            result.Add(new Flat(ps, states, avgViews, avgSqViews, offsets, avg, avgSq));
+        }
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public override Tensor step(Func<Tensor>? closure = null)
+    {
+        Tensor? loss = null;
+        if (closure is not null) using (enable_grad()) loss = closure();
+        foreach (var group in _parameter_groups)
+        {
+            var o = (Options)group.Options;
+            if (o.amsgrad == true || o.maximize == true || !_flat.TryGetValue(group, out var flats)) { StepOne(group); continue; }
+            foreach (var f in flats)
+                if (!TryFusedStep(f, o)) StepOne(group, f.Parameters);
+        }
+        return loss!;
+    }
+
+    bool TryFusedStep(Flat f, Options o)
+    {
+        long step = f.States[0].step;
+        using var scope = NewDisposeScope();                                            // the grad wrappers below
+        for (int i = 0; i < f.Parameters.Length; i++)
+        {
+            if (f.Parameters[i].grad is null || f.States[i].step != step) return false;
+            // a state replaced from outside (load_state_dict from another optimizer object): take its values back in
+            if (!ReferenceEquals(f.States[i].exp_avg, f.AvgViews[i])) Readopt(ref f.States[i].exp_avg, f.AvgViews[i]);
+            if (!ReferenceEquals(f.States[i].exp_avg_sq, f.AvgSqViews[i])) Readopt(ref f.States[i].exp_avg_sq, f.AvgSqViews[i]);
+        }
+        step += 1;
+        double lr = o.LearningRate!.Value, beta1 = o.beta1!.Value, beta2 = o.beta2!.Value, eps = o.eps!.Value, wd = o.weight_decay!.Value;
+        double bias1 = 1 - Math.Pow(beta1, step), bias2 = 1 - Math.Pow(beta2, step);
+        using (no_grad())
+        {
+            var g = cat(f.Parameters.Select(p => p.grad!.reshape(-1)).ToArray());                    // (N)
+            var p = cat(f.Parameters.Select(q => q.detach().reshape(-1)).ToArray());                 // (N)
+            p.mul_(1 - lr * wd);
+            f.Avg.mul_(beta1).add_(g, alpha: 1 - beta1);
+            f.AvgSq.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
+            var denom = (f.AvgSq.sqrt() / Math.Sqrt(bias2)).add_(eps);
+            p.addcdiv_(f.Avg, denom, value: -(lr / bias1));
+            for (int i = 0; i < f.Parameters.Length; i++)
+                f.Parameters[i].copy_(p.narrow(0, f.Offsets[i], f.Offsets[i + 1] - f.Offsets[i]).view(f.Parameters[i].shape));
+        }
+        foreach (var s in f.States) s.step = step;
+        return true;
+    }
+
+    static void Readopt(ref Tensor current, Tensor view)
+    {
+        using (no_grad()) view.copy_(current);
+        current.Dispose();
+        current = view;
+    }
+
+    // AdamW.step's per-parameter update for the given parameters of one group (all of them when null).
+    void StepOne(TorchSharp.Modules.ParamGroup group, Parameter[]? only = null)
+    {
+        var o = (Options)group.Options;
+        double lr = o.LearningRate!.Value, beta1 = o.beta1!.Value, beta2 = o.beta2!.Value, eps = o.eps!.Value, wd = o.weight_decay!.Value;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        foreach (var param in only ?? group.Parameters.ToArray())
+        {
+            var state = (State)_state[param.Handle];
+            var grad = o.maximize == true ? -param.grad! : param.grad;
+            if (grad is null) continue;
+            state.step += 1;
+            param.mul_(1 - lr * wd);
+            double bias1 = 1 - Math.Pow(beta1, state.step), bias2 = 1 - Math.Pow(beta2, state.step);
+            state.exp_avg.mul_(beta1).add_(grad, alpha: 1 - beta1);
+            state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
+            Tensor denom;
+            if (o.amsgrad == true)
+            {
+                var t0 = state.max_exp_avg_sq;
+                state.max_exp_avg_sq = maximum(t0, state.exp_avg_sq).DetachFromDisposeScope();
+                t0.Dispose();
+                denom = (state.max_exp_avg_sq.sqrt() / Math.Sqrt(bias2)).add_(eps);
+            }
+            else denom = (state.exp_avg_sq.sqrt() / Math.Sqrt(bias2)).add_(eps);
+            param.addcdiv_(state.exp_avg, denom, value: -(lr / bias1));
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        base.Dispose(disposing);                           // disposes the state views
+        if (disposing)
+            foreach (var f in _flat.Values.SelectMany(l => l)) { f.Avg.Dispose(); f.AvgSq.Dispose(); }
+    }
+}

@@ -105,7 +105,7 @@ public class SwiGLUKernelTests
 
     [Theory]
     [InlineData(64, 257)]
-    [InlineData(7, 33)]                                 // shorter than one vector: libtorch's scalar loop
+    [InlineData(7, 33)]                                 // 231 elements: libtorch's scalar loop takes a tail
     [InlineData(513, 1031)]
     public void HandDerivedBackwardEqualsAutogradInBf16BitForBit(int rows, int cols)
     {

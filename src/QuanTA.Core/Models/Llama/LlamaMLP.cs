@@ -26,10 +26,15 @@ public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
     }
 
     /// <inheritdoc/>
+    /// <remarks>On a CUDA device the fused SwiGLU kernel runs when available (<see cref="Kernels.KernelAvailability"/>: the
+    /// same roundings, one autograd node keeping only the two projections); otherwise libtorch's <c>silu(g) · u</c>.</remarks>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = nn.functional.silu(gate_proj.forward(x)) * up_proj.forward(x);   // (B, T, I)
+        var g = gate_proj.forward(x);                                               // (B, T, I)
+        var u = up_proj.forward(x);                                                 // (B, T, I)
+        var h = (g.device_type == DeviceType.CUDA ? Kernels.SwiGLUKernel.TryForward(g, u) : null)
+            ?? nn.functional.silu(g) * u;                                           // (B, T, I)
         return down_proj.forward(h).MoveToOuterDisposeScope();                      // (B, T, C)
     }
 }

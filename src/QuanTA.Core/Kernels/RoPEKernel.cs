@@ -31,7 +31,24 @@ internal static unsafe class RoPEKernel
 
     /// <summary>Element strides of one tensor for the three row dimensions, outermost first (rope.cu's <c>RowStrides</c>).</summary>
     [StructLayout(LayoutKind.Sequential)]
-    struct RowStrides { public long S0, S1, S2; }
+    internal record struct RowStrides(long S0, long S1, long S2);
+
+    /// <summary>rope.cu's scalar and stride arguments for one launch: rows n0·n1·n2 in memory order (n0 implied by the
+    /// total), <c>Total</c> = rows·half threads' worth of pairs, and the grid (256 threads a block, grid-stride beyond).</summary>
+    internal readonly record struct LaunchPlan(uint N1, uint N2, uint Half, uint Total, RowStrides In, RowStrides Cos, RowStrides Sin, RowStrides Out, uint Grid);
+
+    /// <summary>The launch arguments for input/output (B, H, T, hd) and cos/sin (B or 1, T, hd), rows in <paramref name="order"/>.</summary>
+    internal static LaunchPlan Plan(Tensor input, Tensor cos, Tensor sin, Tensor output, int[] order)
+    {
+        var shape = input.shape;
+        var (b, h, t) = (shape[0], shape[1], shape[2]);
+        using var cos4 = cos.unsqueeze(1).expand(b, h, t, shape[3]);                     // (B, H, T, hd), zero strides where broadcast
+        using var sin4 = sin.unsqueeze(1).expand(b, h, t, shape[3]);
+        uint total = checked((uint)(input.numel() / 2));
+        return new LaunchPlan((uint)shape[order[1]], (uint)shape[order[2]], (uint)(shape[3] / 2), total,
+            StridesOf(input, order), StridesOf(cos4, order), StridesOf(sin4, order), StridesOf(output, order),
+            (uint)Math.Min((total + Block - 1) / Block, 1u << 20));                      // grid-stride beyond 2²⁸ threads
+    }
 
     static string? DTypeName(ScalarType t) => t switch
     {
@@ -136,7 +153,7 @@ internal static unsafe class RoPEKernel
     }
 
     /// <summary>A fresh tensor of <paramref name="shape"/> (B, H, T, hd), dense in the memory order <paramref name="order"/>.</summary>
-    static Tensor EmptyInOrder(long[] shape, int[] order, ScalarType dtype, Device device)
+    internal static Tensor EmptyInOrder(long[] shape, int[] order, ScalarType dtype, Device device)
     {
         var dense = empty([shape[order[0]], shape[order[1]], shape[order[2]], shape[3]], dtype: dtype, device: device);
         var inverse = new long[4];
@@ -148,7 +165,7 @@ internal static unsafe class RoPEKernel
     static RowStrides StridesOf(Tensor t4, int[] order)
     {
         var s = t4.stride();
-        return new RowStrides { S0 = s[order[0]], S1 = s[order[1]], S2 = s[order[2]] };
+        return new RowStrides(s[order[0]], s[order[1]], s[order[2]]);
     }
 
     static IntPtr Ptr(Tensor t) => TensorPointers.DataPointer(t);
@@ -181,22 +198,17 @@ internal static unsafe class RoPEKernel
     // One thread per (row, j < half) pair; rows are the three leading dimensions in `order`.
     static void Launch(LoadedModule module, string name, Tensor input, Tensor cos, Tensor sin, Tensor output, int[] order)
     {
-        var shape = input.shape;
-        var (b, h, t) = (shape[0], shape[1], shape[2]);
-        var cos4 = cos.unsqueeze(1).expand(b, h, t, shape[3]);                           // (B, H, T, hd), zero strides where broadcast
-        var sin4 = sin.unsqueeze(1).expand(b, h, t, shape[3]);
-        uint n1 = (uint)shape[order[1]], n2 = (uint)shape[order[2]], half = (uint)(shape[3] / 2);
-        uint total = checked((uint)(input.numel() / 2));
-        RowStrides si = StridesOf(input, order), sc = StridesOf(cos4, order), ss = StridesOf(sin4, order), so = StridesOf(output, order);
+        var p = Plan(input, cos, sin, output, order);
+        uint n1 = p.N1, n2 = p.N2, half = p.Half, total = p.Total;
+        RowStrides si = p.In, sc = p.Cos, ss = p.Sin, so = p.Out;
         IntPtr pi = Ptr(input), pc = Ptr(cos), ps = Ptr(sin), po = Ptr(output);
         void** args = stackalloc void*[12];
         args[0] = &pi; args[1] = &pc; args[2] = &ps; args[3] = &po; args[4] = &n1; args[5] = &n2; args[6] = &half; args[7] = &total;
         args[8] = &si; args[9] = &sc; args[10] = &ss; args[11] = &so;
-        uint grid = (uint)Math.Min((total + Block - 1) / Block, 1u << 20);              // grid-stride beyond 2²⁸ threads
         var f = module.Function(name);
         using (CudaDriver.Enter(module.Device))
             // Stream 0, the legacy default stream: libtorch's current stream in this project (see RMSNormKernel.Forward).
-            CudaDriver.Launch(f, grid, Block, IntPtr.Zero, args, name);
+            CudaDriver.Launch(f, p.Grid, Block, IntPtr.Zero, args, name);
     }
 
     /// <summary>The libtorch expression the kernel replaces: x·cos + rotate_half(x)·sin, cos/sin broadcast over heads.</summary>

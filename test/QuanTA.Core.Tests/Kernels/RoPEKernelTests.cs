@@ -171,6 +171,34 @@ public class RoPEKernelTests
         Assert.Equal(new[] { 0, 2, 1 }, RoPEKernel.MemoryOrder(LlamaRotaryEmbedding.LibTorchApply(x, cos, sin)));
     }
 
+    [Theory]
+    [InlineData(2L)]
+    [InlineData(1L)]
+    public void TheLaunchWalksTheTransposedViewInMemoryOrderWithCosBroadcastOverHeads(long cosRows)
+    {
+        using var scope = NewDisposeScope();
+        var (_, x) = TransposedInput(ScalarType.BFloat16, 8);                        // (B, H, T, hd) over (B, T, H, hd) memory
+        var (cos, sin) = CosSin(ScalarType.BFloat16, rows: cosRows);
+        var order = RoPEKernel.MemoryOrder(x);
+        var y = RoPEKernel.EmptyInOrder(x.shape, order, x.dtype, x.device);
+        Assert.Equal(x.shape, y.shape);
+        Assert.Equal(x.stride(), y.stride());                                        // dense input: y has its exact strides
+
+        var p = RoPEKernel.Plan(x, cos, sin, y, order);
+        // rows (b, t, h), h fastest: consecutive threads read consecutive memory of the projection output
+        Assert.Equal((uint)T, p.N1);
+        Assert.Equal((uint)H, p.N2);
+        Assert.Equal((uint)(HeadDim / 2), p.Half);
+        Assert.Equal((uint)(x.numel() / 2), p.Total);
+        Assert.Equal(new RoPEKernel.RowStrides(T * H * HeadDim, H * HeadDim, HeadDim), p.In);
+        Assert.Equal(p.In, p.Out);
+        // cos/sin (rows, T, hd): per batch row, or stride 0 when one row is broadcast; always stride 0 over heads
+        Assert.Equal(new RoPEKernel.RowStrides(cosRows == 1 ? 0 : T * HeadDim, HeadDim, 0), p.Cos);
+        Assert.Equal(p.Cos, p.Sin);
+        Assert.Equal(1u, p.Grid);
+        Assert.Equal(3 * sizeof(long), System.Runtime.InteropServices.Marshal.SizeOf<RoPEKernel.RowStrides>());   // rope.cu's struct
+    }
+
     [Fact]
     public void TheSourceIsEmbeddedWithTheEntryPointsTheLauncherCalls()
     {

@@ -33,9 +33,10 @@ internal static unsafe class RoPEKernel
     [StructLayout(LayoutKind.Sequential)]
     internal record struct RowStrides(long S0, long S1, long S2);
 
-    /// <summary>rope.cu's scalar and stride arguments for one launch: rows n0·n1·n2 in memory order (n0 implied by the
-    /// total), <c>Total</c> = rows·half threads' worth of pairs, and the grid (256 threads a block, grid-stride beyond).</summary>
-    internal readonly record struct LaunchPlan(uint N1, uint N2, uint Half, uint Total, RowStrides In, RowStrides Cos, RowStrides Sin, RowStrides Out, uint Grid);
+    /// <summary>rope.cu's scalar and stride arguments for one launch: <c>Rows</c> = n0·n1·n2 rows in memory order (n0
+    /// implied), <c>Half</c> = hd/2 pairs a row, rows of 2^<c>LaneBits</c> lanes (the power of two ≥ half, at most the
+    /// 256-thread block) so a block takes 256 / 2^LaneBits rows at a time, and the grid (grid-stride beyond 2²⁰ blocks).</summary>
+    internal readonly record struct LaunchPlan(uint N1, uint N2, uint Half, uint Rows, uint LaneBits, RowStrides In, RowStrides Cos, RowStrides Sin, RowStrides Out, uint Grid);
 
     /// <summary>The launch arguments for input/output (B, H, T, hd) and cos/sin (B or 1, T, hd), rows in <paramref name="order"/>.</summary>
     internal static LaunchPlan Plan(Tensor input, Tensor cos, Tensor sin, Tensor output, int[] order)
@@ -44,10 +45,13 @@ internal static unsafe class RoPEKernel
         var (b, h, t) = (shape[0], shape[1], shape[2]);
         using var cos4 = cos.unsqueeze(1).expand(b, h, t, shape[3]);                     // (B, H, T, hd), zero strides where broadcast
         using var sin4 = sin.unsqueeze(1).expand(b, h, t, shape[3]);
-        uint total = checked((uint)(input.numel() / 2));
-        return new LaunchPlan((uint)shape[order[1]], (uint)shape[order[2]], (uint)(shape[3] / 2), total,
+        uint half = (uint)(shape[3] / 2), rows = checked((uint)(input.numel() / shape[3]));
+        uint laneBits = 0;
+        while ((1u << (int)laneBits) < half && (1u << (int)laneBits) < Block) laneBits++;
+        uint rowsPerBlock = Block >> (int)laneBits;
+        return new LaunchPlan((uint)shape[order[1]], (uint)shape[order[2]], half, rows, laneBits,
             StridesOf(input, order), StridesOf(cos4, order), StridesOf(sin4, order), StridesOf(output, order),
-            (uint)Math.Min((total + Block - 1) / Block, 1u << 20));                      // grid-stride beyond 2²⁸ threads
+            (uint)Math.Min((rows + rowsPerBlock - 1) / rowsPerBlock, 1u << 20));
     }
 
     static string? DTypeName(ScalarType t) => t switch
@@ -195,16 +199,16 @@ internal static unsafe class RoPEKernel
         return dx;
     }
 
-    // One thread per (row, j < half) pair; rows are the three leading dimensions in `order`.
+    // Rows (the three leading dimensions in `order`) of 2^LaneBits threads, one (row, j < half) pair a step.
     static void Launch(LoadedModule module, string name, Tensor input, Tensor cos, Tensor sin, Tensor output, int[] order)
     {
         var p = Plan(input, cos, sin, output, order);
-        uint n1 = p.N1, n2 = p.N2, half = p.Half, total = p.Total;
+        uint n1 = p.N1, n2 = p.N2, half = p.Half, rows = p.Rows, laneBits = p.LaneBits;
         RowStrides si = p.In, sc = p.Cos, ss = p.Sin, so = p.Out;
         IntPtr pi = Ptr(input), pc = Ptr(cos), ps = Ptr(sin), po = Ptr(output);
-        void** args = stackalloc void*[12];
-        args[0] = &pi; args[1] = &pc; args[2] = &ps; args[3] = &po; args[4] = &n1; args[5] = &n2; args[6] = &half; args[7] = &total;
-        args[8] = &si; args[9] = &sc; args[10] = &ss; args[11] = &so;
+        void** args = stackalloc void*[13];
+        args[0] = &pi; args[1] = &pc; args[2] = &ps; args[3] = &po; args[4] = &n1; args[5] = &n2; args[6] = &half; args[7] = &rows;
+        args[8] = &laneBits; args[9] = &si; args[10] = &sc; args[11] = &ss; args[12] = &so;
         var f = module.Function(name);
         using (CudaDriver.Enter(module.Device))
             // Stream 0, the legacy default stream: libtorch's current stream in this project (see RMSNormKernel.Forward).

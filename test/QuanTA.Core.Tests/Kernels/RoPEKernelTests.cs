@@ -189,7 +189,8 @@ public class RoPEKernelTests
         Assert.Equal((uint)T, p.N1);
         Assert.Equal((uint)H, p.N2);
         Assert.Equal((uint)(HeadDim / 2), p.Half);
-        Assert.Equal((uint)(x.numel() / 2), p.Total);
+        Assert.Equal((uint)(B * T * H), p.Rows);
+        Assert.Equal(3u, p.LaneBits);                                                // 8 lanes ≥ 6 pairs: 32 rows a block
         Assert.Equal(new RoPEKernel.RowStrides(T * H * HeadDim, H * HeadDim, HeadDim), p.In);
         Assert.Equal(p.In, p.Out);
         // cos/sin (rows, T, hd): per batch row, or stride 0 when one row is broadcast; always stride 0 over heads

@@ -8,8 +8,8 @@
 //   backward  (rotate_half is linear with adjoint [r1, r2] -> [r2, -r1]; derivation in docs/kernels-rope.md)
 //             m = round_T(dy * cos),  r = round_T(dy * sin)
 //             dx1 = round_T( m1 + r2 )                                  dx2 = round_T( m2 - r1 )
-// One thread per (row, j < half) pair: it reads x[j], x[j + half] (resp. dy) and writes both outputs. The rows are the
-// three leading dimensions, passed by the C# side (RoPEKernel.cs) in the order of the input's memory (outermost first),
+// Each (row, j < half) pair is one thread's step: it reads x[j], x[j + half] (resp. dy) and writes both outputs, with the
+// lanes of a row of threads on consecutive j (coalesced). The rows are the three leading dimensions, passed by the C# side (RoPEKernel.cs) in the order of the input's memory (outermost first),
 // each tensor with its own element strides for them (cos/sin broadcast over heads by a zero stride); the last dimension
 // has stride 1 in every tensor. Compiled by NVRTC at first use: no headers, the 16-bit conversions are written out.
 
@@ -57,37 +57,44 @@ struct RowStrides
     { return (long long)i0 * s0 + (long long)i1 * s1 + (long long)i2 * s2; }
 };
 
-// in: x (forward) or dy (backward); out: y (forward) or dx (backward). n0 * n1 * n2 * half < 2^31 (checked by the caller).
+// in: x (forward) or dy (backward); out: y (forward) or dx (backward). The block (a multiple of 2^lane_bits threads) is
+// split into rows of 2^lane_bits lanes: each row of threads takes one (i0, i1, i2) row at a time (grid-stride) and its
+// lanes step through j < half, so the row index is decomposed once per row, not per element. rows = n0 * n1 * n2 < 2^31.
 template <class T, bool BACKWARD>
 __device__ void rope_apply(const typename T::storage* __restrict__ in, const typename T::storage* __restrict__ cos,
                            const typename T::storage* __restrict__ sin, typename T::storage* __restrict__ out,
-                           unsigned int n1, unsigned int n2, unsigned int half, unsigned int total,
+                           unsigned int n1, unsigned int n2, unsigned int half, unsigned int rows, unsigned int lane_bits,
                            RowStrides si, RowStrides sc, RowStrides ss, RowStrides so)
 {
-    for (unsigned int p = blockIdx.x * blockDim.x + threadIdx.x; p < total; p += gridDim.x * blockDim.x)
+    unsigned int lanes = 1u << lane_bits, lane = threadIdx.x & (lanes - 1u);
+    unsigned int rows_per_block = blockDim.x >> lane_bits;
+    for (unsigned int row = blockIdx.x * rows_per_block + (threadIdx.x >> lane_bits); row < rows; row += gridDim.x * rows_per_block)
     {
-        unsigned int j = p % half, row = p / half;
-        unsigned int i2 = row % n2; row /= n2;
-        unsigned int i1 = row % n1, i0 = row / n1;
-        long long pi = si.at(i0, i1, i2) + j, pc = sc.at(i0, i1, i2) + j, ps = ss.at(i0, i1, i2) + j, po = so.at(i0, i1, i2) + j;
-        float u1 = T::load(in, pi), u2 = T::load(in, pi + half);
-        float c1 = T::load(cos, pc), c2 = T::load(cos, pc + half);
-        float s1 = T::load(sin, ps), s2 = T::load(sin, ps + half);
-        float o1, o2;
-        if (!BACKWARD)
+        unsigned int i2 = row % n2, r = row / n2;
+        unsigned int i1 = r % n1, i0 = r / n1;
+        long long bi = si.at(i0, i1, i2), bc = sc.at(i0, i1, i2), bs = ss.at(i0, i1, i2), bo = so.at(i0, i1, i2);
+        for (unsigned int j = lane; j < half; j += lanes)
         {
-            // y = x * cos + [-x2, x1] * sin, each product rounded to T, then the sum
-            o1 = __fadd_rn(T::round(__fmul_rn(u1, c1)), T::round(__fmul_rn(-u2, s1)));
-            o2 = __fadd_rn(T::round(__fmul_rn(u2, c2)), T::round(__fmul_rn(u1, s2)));
+            long long pi = bi + j, pc = bc + j, ps = bs + j, po = bo + j;
+            float u1 = T::load(in, pi), u2 = T::load(in, pi + half);
+            float c1 = T::load(cos, pc), c2 = T::load(cos, pc + half);
+            float s1 = T::load(sin, ps), s2 = T::load(sin, ps + half);
+            float o1, o2;
+            if (!BACKWARD)
+            {
+                // y = x * cos + [-x2, x1] * sin, each product rounded to T, then the sum
+                o1 = __fadd_rn(T::round(__fmul_rn(u1, c1)), T::round(__fmul_rn(-u2, s1)));
+                o2 = __fadd_rn(T::round(__fmul_rn(u2, c2)), T::round(__fmul_rn(u1, s2)));
+            }
+            else
+            {
+                // dx = round_T(dy * cos) + rotate_half^T(round_T(dy * sin)),  rotate_half^T([r1, r2]) = [r2, -r1]
+                o1 = __fadd_rn(T::round(__fmul_rn(u1, c1)), T::round(__fmul_rn(u2, s2)));
+                o2 = __fadd_rn(T::round(__fmul_rn(u2, c2)), -T::round(__fmul_rn(u1, s1)));
+            }
+            T::store(out, po, o1);                                    // store rounds the fp32 sum to T
+            T::store(out, po + half, o2);
         }
-        else
-        {
-            // dx = round_T(dy * cos) + rotate_half^T(round_T(dy * sin)),  rotate_half^T([r1, r2]) = [r2, -r1]
-            o1 = __fadd_rn(T::round(__fmul_rn(u1, c1)), T::round(__fmul_rn(u2, s2)));
-            o2 = __fadd_rn(T::round(__fmul_rn(u2, c2)), -T::round(__fmul_rn(u1, s1)));
-        }
-        T::store(out, po, o1);                                        // store rounds the fp32 sum to T
-        T::store(out, po + half, o2);
     }
 }
 
@@ -95,14 +102,14 @@ __device__ void rope_apply(const typename T::storage* __restrict__ in, const typ
 #define QUANTA_ROPE(TN, T)                                                                                              \
     extern "C" __global__ void rope_fwd_##TN(const T::storage* x, const T::storage* cos, const T::storage* sin,         \
                                              T::storage* y, unsigned int n1, unsigned int n2, unsigned int half,        \
-                                             unsigned int total, RowStrides sx, RowStrides sc, RowStrides ss,           \
-                                             RowStrides sy)                                                             \
-    { rope_apply<T, false>(x, cos, sin, y, n1, n2, half, total, sx, sc, ss, sy); }                                      \
+                                             unsigned int rows, unsigned int lane_bits, RowStrides sx, RowStrides sc,   \
+                                             RowStrides ss, RowStrides sy)                                              \
+    { rope_apply<T, false>(x, cos, sin, y, n1, n2, half, rows, lane_bits, sx, sc, ss, sy); }                            \
     extern "C" __global__ void rope_bwd_##TN(const T::storage* dy, const T::storage* cos, const T::storage* sin,        \
                                              T::storage* dx, unsigned int n1, unsigned int n2, unsigned int half,       \
-                                             unsigned int total, RowStrides sdy, RowStrides sc, RowStrides ss,          \
-                                             RowStrides sdx)                                                            \
-    { rope_apply<T, true>(dy, cos, sin, dx, n1, n2, half, total, sdy, sc, ss, sdx); }
+                                             unsigned int rows, unsigned int lane_bits, RowStrides sdy, RowStrides sc,  \
+                                             RowStrides ss, RowStrides sdx)                                             \
+    { rope_apply<T, true>(dy, cos, sin, dx, n1, n2, half, rows, lane_bits, sdy, sc, ss, sdx); }
 
 QUANTA_ROPE(f32, F32)
 QUANTA_ROPE(bf16, BF16)

@@ -14,7 +14,8 @@ namespace QuanTA.Core.Kernels;
 ///   forward:   y  = round_T( round_T(x · cos) + round_T(rot(x) · sin) )        rot(x)  = [−x2, x1]
 ///   backward:  dx = round_T( round_T(dy · cos) + rotᵀ(round_T(dy · sin)) )     rotᵀ(r) = [r2, −r1]
 /// </code>
-/// The node saves only cos and sin (alive anyway: every layer uses them). y and dx are fresh tensors laid out in x's
+/// The node saves only cos and sin (alive anyway: every layer uses them) and runs one launch each way, where libtorch runs
+/// five forward and about eight backward with x-sized temporaries. y and dx are fresh tensors laid out in x's
 /// memory order: for the attention's (B, T, H, hd) projection viewed as (B, H, T, hd) that is what libtorch's elementwise
 /// ops produce today (SDPA sees the same strides), and dx in that order makes the projection's transpose + view backward
 /// free. The derivation is in docs/kernels-rope.md; <see cref="ReferenceBackward"/> is the same formula in TorchSharp ops.
@@ -240,8 +241,8 @@ internal static unsafe class RoPEKernel
 }
 
 /// <summary>
-/// The kernel's autograd node: saves only cos and sin (no copy of x, no rotated copy, no products) and x's memory order;
-/// the backward is one kernel. Arguments: x, cos, sin, the <see cref="LoadedModule"/>. cos and sin get no gradient
+/// The kernel's autograd node: saves only cos and sin (as libtorch's graph does) and x's memory order; the forward and
+/// the backward are one kernel each, with no temporaries. Arguments: x, cos, sin, the <see cref="LoadedModule"/>. cos and sin get no gradient
 /// (<see cref="RoPEKernel.Covers"/> refuses them when they need one).
 /// </summary>
 internal sealed class RoPEFunction : autograd.SingleTensorFunction<RoPEFunction>

@@ -61,8 +61,8 @@ struct RowStrides
 // split into rows of 2^lane_bits lanes: each row of threads takes one (i0, i1, i2) row at a time (grid-stride) and its
 // lanes step through j < half, so the row index is decomposed once per row, not per element. rows = n0 * n1 * n2 < 2^31.
 template <class T, bool BACKWARD>
-__device__ void rope_apply(const typename T::storage* __restrict__ in, const typename T::storage* __restrict__ cos,
-                           const typename T::storage* __restrict__ sin, typename T::storage* __restrict__ out,
+__device__ void rope_apply(const typename T::storage* __restrict__ in, const typename T::storage* __restrict__ cos_t,
+                           const typename T::storage* __restrict__ sin_t, typename T::storage* __restrict__ out,
                            unsigned int n1, unsigned int n2, unsigned int half, unsigned int rows, unsigned int lane_bits,
                            RowStrides si, RowStrides sc, RowStrides ss, RowStrides so)
 {
@@ -77,8 +77,8 @@ __device__ void rope_apply(const typename T::storage* __restrict__ in, const typ
         {
             long long pi = bi + j, pc = bc + j, ps = bs + j, po = bo + j;
             float u1 = T::load(in, pi), u2 = T::load(in, pi + half);
-            float c1 = T::load(cos, pc), c2 = T::load(cos, pc + half);
-            float s1 = T::load(sin, ps), s2 = T::load(sin, ps + half);
+            float c1 = T::load(cos_t, pc), c2 = T::load(cos_t, pc + half);
+            float s1 = T::load(sin_t, ps), s2 = T::load(sin_t, ps + half);
             float o1, o2;
             if (!BACKWARD)
             {
@@ -100,16 +100,16 @@ __device__ void rope_apply(const typename T::storage* __restrict__ in, const typ
 
 // extern "C" entry points, one per type and direction: rope_fwd_<t> (in = x, out = y), rope_bwd_<t> (in = dy, out = dx).
 #define QUANTA_ROPE(TN, T)                                                                                              \
-    extern "C" __global__ void rope_fwd_##TN(const T::storage* x, const T::storage* cos, const T::storage* sin,         \
+    extern "C" __global__ void rope_fwd_##TN(const T::storage* x, const T::storage* cos_t, const T::storage* sin_t,     \
                                              T::storage* y, unsigned int n1, unsigned int n2, unsigned int half,        \
                                              unsigned int rows, unsigned int lane_bits, RowStrides sx, RowStrides sc,   \
                                              RowStrides ss, RowStrides sy)                                              \
-    { rope_apply<T, false>(x, cos, sin, y, n1, n2, half, rows, lane_bits, sx, sc, ss, sy); }                            \
-    extern "C" __global__ void rope_bwd_##TN(const T::storage* dy, const T::storage* cos, const T::storage* sin,        \
+    { rope_apply<T, false>(x, cos_t, sin_t, y, n1, n2, half, rows, lane_bits, sx, sc, ss, sy); }                        \
+    extern "C" __global__ void rope_bwd_##TN(const T::storage* dy, const T::storage* cos_t, const T::storage* sin_t,    \
                                              T::storage* dx, unsigned int n1, unsigned int n2, unsigned int half,       \
                                              unsigned int rows, unsigned int lane_bits, RowStrides sdy, RowStrides sc,  \
                                              RowStrides ss, RowStrides sdx)                                             \
-    { rope_apply<T, true>(dy, cos, sin, dx, n1, n2, half, rows, lane_bits, sdy, sc, ss, sdx); }
+    { rope_apply<T, true>(dy, cos_t, sin_t, dx, n1, n2, half, rows, lane_bits, sdy, sc, ss, sdx); }
 
 QUANTA_ROPE(f32, F32)
 QUANTA_ROPE(bf16, BF16)

@@ -70,7 +70,13 @@ public sealed class LlamaRotaryEmbedding
     }
 
     /// <summary>x·cos + rotate_half(x)·sin for x (B, H, T, hd) and cos/sin (B, T, hd).</summary>
+    /// <remarks>On a CUDA device the fused kernel runs when available (<see cref="Kernels.KernelAvailability"/>: the same
+    /// roundings, one autograd node keeping only cos and sin); otherwise <see cref="LibTorchApply"/>.</remarks>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+        => x.device_type == DeviceType.CUDA && Kernels.RoPEKernel.TryApply(x, cos, sin) is { } y ? y : LibTorchApply(x, cos, sin);
+
+    /// <summary>The libtorch expression (the path on CPU, and on GPUs without the kernel): transformers' apply_rotary_pos_emb.</summary>
+    public static Tensor LibTorchApply(Tensor x, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
         var half = x.shape[^1] / 2;

@@ -143,6 +143,7 @@ public static class KernelCheckBench
         (Check, d => Time(d)),
         (DequantizeKernelCheck.Check, d => DequantizeKernelCheck.Time(d)),
         (SwiGLUKernelCheck.Check, d => SwiGLUKernelCheck.Time(d)),
+        (RoPEKernelCheck.Check, d => RoPEKernelCheck.Time(d)),
     ];
 
     /// <summary>The <c>kernel-check</c> verb: first use, the checks, the timings, one JSON line each (also to --out FILE);

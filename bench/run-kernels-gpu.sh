@@ -6,6 +6,7 @@
 #           gradient checkpointing, and two rows with PyTorch's expandable-segments allocator), the peer again, a second round.
 #   PART=b: TinyLlama (B = 8 × 512) and the LLaMA-3-8B shape (B = 2 × 1024), peer and ours; then 500 steps of the default path
 #           with device memory sampled every 50 (issue 19 item 5).
+#   PART=c: the memory-bound rows (NF4 + checkpointing, layerwise) again after a change.
 # Usage: PART=a bash bench/run-kernels-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
 set -uo pipefail
 bundle=$1; out=$2; part=${PART:-a}
@@ -39,6 +40,13 @@ if [ "$part" = a ]; then
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True run llama7b quanta-layerwise-expandable $qb train --method quanta-layerwise
     peer llama7b mid
   done
+elif [ "$part" = c ]; then   # after the frozen chain's cache was built in batches of layers: the memory-bound rows again
+  export B=4
+  run llama7b nf4-layerwise-ckpt $qb train --method quanta-layerwise --quantize nf4 --gradient-checkpointing 1
+  run llama7b nf4-layerwise-uncached-ckpt $qb train --method quanta-layerwise-uncached --quantize nf4 --gradient-checkpointing 1
+  run llama7b quanta-layerwise $qb train --method quanta-layerwise
+  run llama7b quanta $qb train --method quanta
+  run llama3-8b quanta-layerwise $qb train --method quanta-layerwise --seq 1024
 else
   B=8 peer tinyllama first
   run tinyllama quanta $qb train --method quanta

@@ -51,6 +51,27 @@ public class QuanTABankTests
     }
 
     [Fact]
+    public void TheFrozenChainOfManyLayersIsBuiltInBatchesWithoutChangingAnyDelta()
+    {
+        // 19 layers of one shape: one group whose cached S chain is built in batches of 8, 8 and 3 layers
+        int n = 2 * QuanTABank.FrozenChainLayersPerBatch + 3;
+        using var m = new Stack(Enumerable.Repeat((32, 32), n).ToArray());
+        using (no_grad()) { using var g = new Generator(4); foreach (var l in m.Layers) l.weight.copy_(randn(l.weight.shape, generator: g)); }
+        AdapterInjector.Inject(m, new QuanTAConfig { Layout = [2, 4, 4], Seed = 6 }, TargetModules.All());
+        TestUtil.Randomize(m, 0.3, 12);
+        using var bank = QuanTABank.Create(m);
+        Assert.Equal(1, bank.GroupCount);
+        using var scope = NewDisposeScope();
+        bank.Materialize(ScalarType.Float32);
+        foreach (var (l, i) in m.Layers.Select((l, i) => (l, i)))
+        {
+            var a = (QuanTAAdapter)l.Adapter!;
+            Assert.True(TestUtil.RelErr(a.StepDelta!, a.DeltaWeight()) < 1e-6, $"layer {i}");
+        }
+        bank.Clear();
+    }
+
+    [Fact]
     public void FusedForwardAndGradientsMatchThePerLayerPath()
     {
         using var m = Build();

@@ -211,18 +211,37 @@ public sealed class QuanTABank : IDisposable
         g.Plan, Enumerable.Range(0, g.Layout.TensorCount).Select(i => stack(g.Adapters.Select(a => a.TensorS(i)).ToArray()).to_type(dtype)).ToArray(),
         dtype, g.Stacked[0].device);
 
-    /// <summary>−(the S chain on the basis vectors), (L, basis, D), uncropped, without gradient; cached unless disabled.</summary>
+    /// <summary>Layers per batch when the cached frozen chain is built: the chain's intermediates are each as large as the
+    /// result, so building all L layers at once would make a transient peak of several times the cache (on a quantized or
+    /// checkpointed run that transient, not the activations, sets the step's peak).</summary>
+    internal const int FrozenChainLayersPerBatch = 8;
+
+    /// <summary>−(the S chain on the basis vectors), (L, basis, D), uncropped, without gradient; cached unless disabled. The
+    /// cached form is built <see cref="FrozenChainLayersPerBatch"/> layers at a time into one preallocated tensor.</summary>
     Tensor MinusFrozenRaw(int gi, ScalarType dtype)
     {
         if (_minusFrozenRaw.TryGetValue((gi, dtype), out var cached)) return cached;
         var g = _groups[gi];
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        var m = QuanTAChainBlocks.NegatedRaw(g.Plan, FrozenBlockOperators(g, dtype));   // (L, basis, D) contiguous
-        if (!CachesFrozenOperator) return m.MoveToOuterDisposeScope();
-        m = m.DetachFromDisposeScope();
-        _minusFrozenRaw[(gi, dtype)] = m;
-        return m;
+        var ops = FrozenBlockOperators(g, dtype);                                          // (L, K, K) each, small
+        long layers = ops[0].shape[0];
+        if (!CachesFrozenOperator || layers <= FrozenChainLayersPerBatch)
+        {
+            var m = QuanTAChainBlocks.NegatedRaw(g.Plan, ops);                             // (L, basis, D) contiguous
+            if (!CachesFrozenOperator) return m.MoveToOuterDisposeScope();
+            return _minusFrozenRaw[(gi, dtype)] = m.DetachFromDisposeScope();
+        }
+        Tensor? all = null;
+        for (long first = 0; first < layers; first += FrozenChainLayersPerBatch)
+        {
+            using var batch = NewDisposeScope();
+            long n = Math.Min(FrozenChainLayersPerBatch, layers - first);
+            var part = QuanTAChainBlocks.NegatedRaw(g.Plan, ops.Select(o => o.narrow(0, first, n)).ToArray());   // (n, basis, D)
+            all ??= empty([layers, .. part.shape[1..]], dtype: part.dtype, device: part.device).DetachFromDisposeScope();
+            all.narrow(0, first, n).copy_(part);
+        }
+        return _minusFrozenRaw[(gi, dtype)] = all!;
     }
 
     /// <summary>Frees the cached frozen operators, the plans' cached index tensors and the stacked parameters' references (the

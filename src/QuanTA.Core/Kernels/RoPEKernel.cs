@@ -18,7 +18,7 @@ namespace QuanTA.Core.Kernels;
 /// five forward and about eight backward with x-sized temporaries. y and dx are fresh tensors laid out in x's
 /// memory order: for the attention's (B, T, H, hd) projection viewed as (B, H, T, hd) that is what libtorch's elementwise
 /// ops produce today (SDPA sees the same strides), and dx in that order makes the projection's transpose + view backward
-/// free. The derivation is in docs/kernels-rope.md; <see cref="ReferenceBackward"/> is the same formula in TorchSharp ops.
+/// free. The derivation is in docs/kernels.md (RoPE); <see cref="ReferenceBackward"/> is the same formula in TorchSharp ops.
 /// </summary>
 internal static unsafe class RoPEKernel
 {

@@ -5,7 +5,7 @@
 // the same places, with __fmul_rn / __fadd_rn so that no multiply-add is contracted into an FMA (that would skip a
 // rounding libtorch does, and matters in fp32 where round_T is the identity):
 //   forward   y1 = round_T( round_T(x1 * c1) + round_T(-x2 * s1) )      y2 = round_T( round_T(x2 * c2) + round_T(x1 * s2) )
-//   backward  (rotate_half is linear with adjoint [r1, r2] -> [r2, -r1]; derivation in docs/kernels-rope.md)
+//   backward  (rotate_half is linear with adjoint [r1, r2] -> [r2, -r1]; derivation in docs/kernels.md (RoPE))
 //             m = round_T(dy * cos),  r = round_T(dy * sin)
 //             dx1 = round_T( m1 + r2 )                                  dx2 = round_T( m2 - r1 )
 // Each (row, j < half) pair is one thread's step: it reads x[j], x[j + half] (resp. dy) and writes both outputs, with the

@@ -92,7 +92,7 @@ static class TrainBench
         for (int s = 0; s < warm + steps; s++)
         {
             if (s == warm) { Sync(); sw.Start(); }
-            lastLoss = Step(s == 0 ? i => trace[phaseNames[i]] = Gib() : _ => { }, readLoss: s == warm + steps - 1);
+            lastLoss = Step(s == 0 && warm > 0 ? i => trace[phaseNames[i]] = Gib() : _ => { }, readLoss: s == warm + steps - 1);   // not in a timed step
             if (s == 0 || s == warm + steps - 1) { Sync(); peak = Math.Max(peak, DeviceMemory.UsedBytes() ?? 0); }
         }
         Sync();

@@ -18,13 +18,21 @@ namespace QuanTA.Core.Training;
 /// per-parameter state tensors (<see cref="AdamW.State"/>: step, exp_avg, exp_avg_sq) are views of the flat buffers, so
 /// <c>save_state_dict</c> / <c>load_state_dict</c> (which read into them in place) keep the format of <see cref="AdamW"/>.
 /// A step where some parameter has no gradient, or options this path does not cover (amsgrad, maximize), or per-parameter
-/// step counts that differ, runs <see cref="AdamW.step"/> itself.
+/// step counts that differ, runs <see cref="AdamW.step"/>'s per-parameter update instead (the same result); a group whose
+/// step counts have diverged that way stays on it, which <see cref="Log"/> reports once.
 /// </summary>
 public sealed class MultiTensorAdamW : AdamW
 {
-    sealed record Flat(Parameter[] Parameters, State[] States, Tensor[] AvgViews, Tensor[] AvgSqViews, long[] Offsets, Tensor Avg, Tensor AvgSq);
+    sealed record Flat(Parameter[] Parameters, State[] States, Tensor[] AvgViews, Tensor[] AvgSqViews, long[] Offsets, Tensor Avg, Tensor AvgSq)
+    {
+        public bool Reported { get; set; }
+    }
 
     readonly Dictionary<TorchSharp.Modules.ParamGroup, List<Flat>> _flat = [];
+
+    /// <summary>Where the one-time notice goes when a group leaves the one-update path (null: silent). The
+    /// <see cref="Trainer{TBatch}"/> routes it to its own log.</summary>
+    public Action<string>? Log { get; set; }
 
     /// <summary>Creates the optimizer over <paramref name="parameters"/> (one group), with <see cref="AdamW"/>'s arguments.</summary>
     public MultiTensorAdamW(IEnumerable<Parameter> parameters, double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999,
@@ -43,16 +51,15 @@ public sealed class MultiTensorAdamW : AdamW
             var states = ps.Select(p => (State)_state[p.Handle]).ToArray();
             var offsets = new long[ps.Length + 1];
             for (int i = 0; i < ps.Length; i++) offsets[i + 1] = offsets[i] + ps[i].numel();
-            var avg = zeros(offsets[^1], dtype: ps[0].dtype, device: ps[0].device);
-            var avgSq = zeros(offsets[^1], dtype: ps[0].dtype, device: ps[0].device);
+            // owned by the optimizer, not by a dispose scope the caller may have open
+            var avg = zeros(offsets[^1], dtype: ps[0].dtype, device: ps[0].device).DetachFromDisposeScope();
+            var avgSq = zeros(offsets[^1], dtype: ps[0].dtype, device: ps[0].device).DetachFromDisposeScope();
             var avgViews = new Tensor[ps.Length];
             var avgSqViews = new Tensor[ps.Length];
             for (int i = 0; i < ps.Length; i++)
             {
-                avgViews[i] = avg.narrow(0, offsets[i], ps[i].numel()).view(ps[i].shape);
-                avgSqViews[i] = avgSq.narrow(0, offsets[i], ps[i].numel()).view(ps[i].shape);
-                states[i].exp_avg.Dispose(); states[i].exp_avg = avgViews[i];
-                states[i].exp_avg_sq.Dispose(); states[i].exp_avg_sq = avgSqViews[i];
+                states[i].exp_avg.Dispose(); states[i].exp_avg = avgViews[i] = View(avg, offsets, i, ps[i].shape);
+                states[i].exp_avg_sq.Dispose(); states[i].exp_avg_sq = avgSqViews[i] = View(avgSq, offsets, i, ps[i].shape);
             }
             result.Add(new Flat(ps, states, avgViews, avgSqViews, offsets, avg, avgSq));
         }
@@ -69,7 +76,18 @@ public sealed class MultiTensorAdamW : AdamW
             var o = (Options)group.Options;
             if (o.amsgrad == true || o.maximize == true || !_flat.TryGetValue(group, out var flats)) { StepOne(group); continue; }
             foreach (var f in flats)
-                if (!TryFusedStep(f, o)) StepOne(group, f.Parameters);
+                if (!TryFusedStep(f, o))
+                {
+                    StepOne(group, f.Parameters);
+                    if (!f.Reported && f.States.Select(st => st.step).Distinct().Count() > 1)
+                    {
+                        f.Reported = true;
+                        Log?.Invoke($"MultiTensorAdamW: {f.States.Count(st => st.step != f.States.Max(x => x.step))} of {f.Parameters.Length} " +
+                            "parameters of a group got no gradient at some step, so their step counts differ; the group now updates " +
+                            "parameter by parameter (the same result as AdamW, more kernel launches). A trainable parameter that never " +
+                            "gets a gradient is usually a sign that it is not used by the loss.");
+                    }
+                }
         }
         return loss!;
     }
@@ -81,9 +99,12 @@ public sealed class MultiTensorAdamW : AdamW
         for (int i = 0; i < f.Parameters.Length; i++)
         {
             if (f.Parameters[i].grad is null || f.States[i].step != step) return false;
-            // a state replaced from outside (load_state_dict from another optimizer object): take its values back in
-            if (!ReferenceEquals(f.States[i].exp_avg, f.AvgViews[i])) Readopt(ref f.States[i].exp_avg, f.AvgViews[i]);
-            if (!ReferenceEquals(f.States[i].exp_avg_sq, f.AvgSqViews[i])) Readopt(ref f.States[i].exp_avg_sq, f.AvgSqViews[i]);
+            // load_state_dict(another optimizer) makes a state take over that optimizer's tensors (and disposes our views):
+            // copy their values into fresh views of the flat buffers and leave the other optimizer's tensors alone
+            if (!ReferenceEquals(f.States[i].exp_avg, f.AvgViews[i]))
+                f.States[i].exp_avg = f.AvgViews[i] = Readopt(f.States[i].exp_avg, View(f.Avg, f.Offsets, i, f.Parameters[i].shape));
+            if (!ReferenceEquals(f.States[i].exp_avg_sq, f.AvgSqViews[i]))
+                f.States[i].exp_avg_sq = f.AvgSqViews[i] = Readopt(f.States[i].exp_avg_sq, View(f.AvgSq, f.Offsets, i, f.Parameters[i].shape));
         }
         step += 1;
         double lr = o.LearningRate!.Value, beta1 = o.beta1!.Value, beta2 = o.beta2!.Value, eps = o.eps!.Value, wd = o.weight_decay!.Value;
@@ -104,11 +125,37 @@ public sealed class MultiTensorAdamW : AdamW
         return true;
     }
 
-    static void Readopt(ref Tensor current, Tensor view)
+    static Tensor View(Tensor flat, long[] offsets, int i, long[] shape)
+    {
+        using var slice = flat.narrow(0, offsets[i], offsets[i + 1] - offsets[i]);
+        return slice.view(shape).DetachFromDisposeScope();                               // owned by the state, as AdamW's are
+    }
+
+    static Tensor Readopt(Tensor current, Tensor view)
     {
         using (no_grad()) view.copy_(current);
-        current.Dispose();
-        current = view;
+        return view;
+    }
+
+    /// <summary>Loads another optimizer's state (from <c>state_dict()</c>) by copying its values into this optimizer's
+    /// tensors; TorchSharp's version would make the states share the other optimizer's tensors.</summary>
+    public override void load_state_dict(StateDictionary source)
+    {
+        var sd = state_dict();
+        if (source.Options.Count != sd.Options.Count) throw new ArgumentException("Invalid optimizer state -- different number of parameter groups.");
+        if (source.State.Count != sd.State.Count) throw new ArgumentException("Invalid optimizer state -- different number of states.");
+        for (int i = 0; i < source.Options.Count; i++)
+            if (!ReferenceEquals(sd.Options[i], source.Options[i])) sd.Options[i].LoadStateDict(source.Options[i]);
+        using var _ = no_grad();
+        for (int i = 0; i < source.State.Count; i++)
+        {
+            if (ReferenceEquals(sd.State[i], source.State[i])) continue;
+            if (sd.State[i] is not State to || source.State[i] is not State from)
+                throw new ArgumentException($"Invalid optimizer state -- entry {i} is not an AdamW state.");
+            to.step = from.step;
+            to.exp_avg.copy_(from.exp_avg);
+            to.exp_avg_sq.copy_(from.exp_avg_sq);
+        }
     }
 
     // AdamW.step's per-parameter update for the given parameters of one group (all of them when null).

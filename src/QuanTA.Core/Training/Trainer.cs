@@ -64,7 +64,8 @@ public sealed class Trainer<TBatch> : IDisposable
         _model = model;
         // AdamW with one update for all parameters at once (bit-identical to TorchSharp's per-parameter AdamW, see MultiTensorAdamW)
         _optimizer = new MultiTensorAdamW(_params.Select(p => p.parameter), lr: Options.LearningRate, beta1: Options.AdamBeta1,
-                                          beta2: Options.AdamBeta2, eps: Options.AdamEpsilon, weight_decay: Options.WeightDecay);
+                                          beta2: Options.AdamBeta2, eps: Options.AdamEpsilon, weight_decay: Options.WeightDecay)
+        { Log = m => this.Log?.Invoke(m) };                  // e.g. a group that left the one-update path
     }
 
     /// <summary>

@@ -70,7 +70,8 @@ public class MultiTensorAdamWTests
         var reference = MakeParameters(false);
         var fused = MakeParameters(false);
         using var oa = new AdamW(reference, lr: 1e-2, weight_decay: 0.01);
-        using var ob = new MultiTensorAdamW(fused, lr: 1e-2, weight_decay: 0.01);
+        var log = new List<string>();
+        using var ob = new MultiTensorAdamW(fused, lr: 1e-2, weight_decay: 0.01) { Log = log.Add };
         for (int step = 0; step < 5; step++)
         {
             int skip = step == 1 ? 2 : -1;                                                  // parameter 2 then lags one step
@@ -79,6 +80,40 @@ public class MultiTensorAdamWTests
         }
         AssertSame(reference, fused, oa, ob);
         Assert.Equal(4, ((AdamW.State)ob.state_dict().State[2]).step);
+        Assert.Contains("no gradient", Assert.Single(log));                                 // said once, not every step
+    }
+
+    [Fact]
+    public void AnOptimizerMadeInsideADisposeScopeOutlivesIt()
+    {
+        var reference = MakeParameters(false);
+        var fused = MakeParameters(false);
+        using var oa = new AdamW(reference, lr: 1e-2);
+        MultiTensorAdamW ob;
+        using (NewDisposeScope()) ob = new MultiTensorAdamW(fused, lr: 1e-2);            // e.g. a trainer built in a step scope
+        using (ob)
+        {
+            for (int step = 0; step < 3; step++) { SetGradients(reference, step); SetGradients(fused, step); oa.step(); ob.step(); }
+            AssertSame(reference, fused, oa, ob);
+        }
+    }
+
+    [Fact]
+    public void LoadingAnotherOptimizersStateCopiesItAndLeavesTheOtherIntact()
+    {
+        var reference = MakeParameters(false);
+        var first = MakeParameters(false);
+        using var oa = new AdamW(reference, lr: 5e-3, weight_decay: 0.05);
+        using var o1 = new MultiTensorAdamW(first, lr: 5e-3, weight_decay: 0.05);
+        for (int step = 0; step < 3; step++) { SetGradients(reference, step); SetGradients(first, step); oa.step(); o1.step(); }
+        var second = MakeParameters(false);
+        using (no_grad()) for (int i = 0; i < second.Length; i++) second[i].copy_(first[i]);
+        using var o2 = new MultiTensorAdamW(second, lr: 5e-3, weight_decay: 0.05);
+        o2.load_state_dict(o1.state_dict());                                                // the object form, not a file
+        for (int step = 3; step < 6; step++) { SetGradients(reference, step); SetGradients(second, step); oa.step(); o2.step(); }
+        AssertSame(reference, second, oa, o2);
+        SetGradients(first, 3); o1.step();                                                  // the source still works
+        Assert.Equal(4, ((AdamW.State)o1.state_dict().State[0]).step);
     }
 
     [Fact]

@@ -23,10 +23,7 @@ internal static unsafe class DequantizeKernel
 
     const uint Block = 256;
 
-    static string? DTypeName(ScalarType t) => t switch
-    {
-        ScalarType.Float32 => "f32", ScalarType.BFloat16 => "bf16", ScalarType.Float16 => "f16", _ => null,
-    };
+    static string? DTypeName(ScalarType t) => KernelSelfCheck.TypeSuffix(t);
 
     /// <summary>The dense (out, in) weight in its compute type through the kernel, or null when the caller must run the libtorch
     /// path (CPU, kernels off or unavailable, an unsupported type, or the self-check failed on this device).</summary>
@@ -91,57 +88,40 @@ internal static unsafe class DequantizeKernel
         return output;
     }
 
-    static readonly Dictionary<LoadedModule, bool> Checked = [];
-
     /// <summary>
     /// Once per loaded module: NF4 (with and without double quantization, an odd element count so the last byte is half
     /// used, more than 256 blocks so the nested constants change) and Int8 weights dequantized by the kernel and by the libtorch
     /// path, in fp32, bf16 and fp16 — they must be bit-identical. A kernel that differs is reported once and that device keeps
     /// libtorch's path.
     /// </summary>
-    static bool SelfChecked(LoadedModule module)
+    static bool SelfChecked(LoadedModule module) => KernelSelfCheck.Passed(module, () =>
     {
-        lock (Checked)
+        string? failure = null;
+        var dev = device(DeviceType.CUDA, module.Device);
+        using var gen = new Generator(20261203);
+        var dense = (randn(129, 257, generator: gen) * 0.05).to(dev);                // 33,153 values: odd, 519 blocks
+        var weights = new QuantizedWeight[]
         {
-            if (Checked.TryGetValue(module, out var ok)) return ok;
-            string? failure = null;
-            try
-            {
-                using var scope = NewDisposeScope();
-                using var _ = no_grad();
-                var dev = device(DeviceType.CUDA, module.Device);
-                using var gen = new Generator(20261203);
-                var dense = (randn(129, 257, generator: gen) * 0.05).to(dev);                // 33,153 values: odd, 519 blocks
-                var weights = new QuantizedWeight[]
+            NF4Weight.Quantize(dense, ScalarType.Float32, doubleQuant: true),
+            NF4Weight.Quantize(dense, ScalarType.Float32, doubleQuant: false),
+            Int8Weight.Quantize(dense, ScalarType.Float32),
+        };
+        try
+        {
+            foreach (var w in weights)
+                foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16 })
                 {
-                    NF4Weight.Quantize(dense, ScalarType.Float32, doubleQuant: true),
-                    NF4Weight.Quantize(dense, ScalarType.Float32, doubleQuant: false),
-                    Int8Weight.Quantize(dense, ScalarType.Float32),
-                };
-                try
-                {
-                    foreach (var w in weights)
-                        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16 })
-                        {
-                            w.ComputeDType = dtype;
-                            var expected = w.DequantizeFloat32().to_type(dtype);
-                            var actual = Run(module, w)!;
-                            if (actual.to_type(ScalarType.Float32).ne(expected.to_type(ScalarType.Float32)).any().item<bool>())   // exact in fp32
-                            {
-                                failure = $"{w.Kind} → {dtype} differs from libtorch's dequantization";
-                                break;
-                            }
-                        }
+                    w.ComputeDType = dtype;
+                    var expected = w.DequantizeFloat32().to_type(dtype);
+                    var actual = Run(module, w)!;
+                    if (actual.to_type(ScalarType.Float32).ne(expected.to_type(ScalarType.Float32)).any().item<bool>())   // exact in fp32
+                    {
+                        failure = $"{w.Kind} → {dtype} differs from libtorch's dequantization";
+                        break;
+                    }
                 }
-                finally { foreach (var w in weights) w.Dispose(); }
-            }
-            catch (Exception e) when (e is InvalidOperationException or ExternalException)
-            {
-                failure = e.Message;
-            }
-            if (failure != null)
-                Console.Error.WriteLine($"quanta: CUDA kernel {SourceFile} disagrees with libtorch on cuda:{module.Device} ({failure}); using libtorch's path there.");
-            return Checked[module] = failure == null;
         }
-    }
+        finally { foreach (var w in weights) w.Dispose(); }
+        return failure;
+    });
 }

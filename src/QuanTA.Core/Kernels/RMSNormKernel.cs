@@ -26,10 +26,7 @@ internal static unsafe class RMSNormKernel
     /// <summary>Gradients handed back to libtorch by the kernel nodes (each backward frees its thread's previous ones).</summary>
     internal static readonly ReturnedGradients Returned = new();
 
-    static string? DTypeName(ScalarType t) => t switch
-    {
-        ScalarType.Float32 => "f32", ScalarType.BFloat16 => "bf16", ScalarType.Float16 => "f16", _ => null,
-    };
+    static string? DTypeName(ScalarType t) => KernelSelfCheck.TypeSuffix(t);
 
     /// <summary>The output type: the input's when the weight has the same type, else fp32 (libtorch's promotion of these three).</summary>
     public static ScalarType OutputType(ScalarType x, ScalarType w) => x == w ? x : ScalarType.Float32;
@@ -56,56 +53,31 @@ internal static unsafe class RMSNormKernel
         return y.MoveToOuterDisposeScope();
     }
 
-    static readonly Dictionary<LoadedModule, bool> Checked = [];
-
     /// <summary>
     /// Once per loaded module: the kernel's forward and backward on small fp32 and bf16 inputs (7 rows of 33, trainable weight) against
     /// the libtorch expression and <see cref="ReferenceBackward"/> on the same device. A kernel that disagrees (relative
     /// error ≥ 1e-4 in fp32, 1e-2 in bf16) is reported once and that device keeps libtorch's path — a guard against a miscompiled or mislaunched
     /// kernel on a GPU it was never checked on.
     /// </summary>
-    static bool SelfChecked(LoadedModule module)
+    static bool SelfChecked(LoadedModule module) => KernelSelfCheck.Passed(module, () =>
     {
-        lock (Checked)
+        string? failure = null;
+        var dev = device(DeviceType.CUDA, module.Device);
+        using var gen = new Generator(20261203);
+        foreach (var (dtype, bound) in new[] { (ScalarType.Float32, 1e-4), (ScalarType.BFloat16, 1e-2) })
         {
-            if (Checked.TryGetValue(module, out var ok)) return ok;
-            string? failure;
-            try
-            {
-                using var scope = NewDisposeScope();
-                using var _ = no_grad();
-                var dev = device(DeviceType.CUDA, module.Device);
-                using var gen = new Generator(20261203);
-                failure = null;
-                foreach (var (dtype, bound) in new[] { (ScalarType.Float32, 1e-4), (ScalarType.BFloat16, 1e-2) })
-                {
-                    var x = randn(7, 33, generator: gen).to_type(dtype).to(dev);
-                    var w = (1 + 0.1 * randn(33, generator: gen)).to_type(dtype).to(dev);
-                    var dy = randn(7, 33, generator: gen).to_type(dtype).to(dev);
-                    const double eps = 1e-6;
-                    var (y, rstd) = Forward(module, x, w, eps);
-                    var (dx, dw) = Backward(module, dy, x, w, rstd, needX: true, needW: true);
-                    var (rdx, rdw) = ReferenceBackward(x, w, dy, eps);
-                    double err = new[] { RelErr(y, ReferenceForward(x, w, eps)), RelErr(dx!, rdx), RelErr(dw!, rdw) }.Max();
-                    if (!(err < bound)) { failure = $"{dtype} self-check relative error {err:E2} (bound {bound:E0})"; break; }
-                }
-            }
-            catch (Exception e) when (e is InvalidOperationException or ExternalException)
-            {
-                failure = e.Message;
-            }
-            if (failure != null)
-                Console.Error.WriteLine($"quanta: CUDA kernel {SourceFile} disagrees with libtorch on cuda:{module.Device} ({failure}); using libtorch's path there.");
-            return Checked[module] = failure == null;
+            var x = randn(7, 33, generator: gen).to_type(dtype).to(dev);
+            var w = (1 + 0.1 * randn(33, generator: gen)).to_type(dtype).to(dev);
+            var dy = randn(7, 33, generator: gen).to_type(dtype).to(dev);
+            const double eps = 1e-6;
+            var (y, rstd) = Forward(module, x, w, eps);
+            var (dx, dw) = Backward(module, dy, x, w, rstd, needX: true, needW: true);
+            var (rdx, rdw) = ReferenceBackward(x, w, dy, eps);
+            double err = new[] { KernelSelfCheck.RelErr(y, ReferenceForward(x, w, eps)), KernelSelfCheck.RelErr(dx!, rdx), KernelSelfCheck.RelErr(dw!, rdw) }.Max();
+            if (!(err < bound)) { failure = $"{dtype} self-check relative error {err:E2} (bound {bound:E0})"; break; }
         }
-    }
-
-    static double RelErr(Tensor a, Tensor b)
-    {
-        var d = (a.to_type(ScalarType.Float64) - b.to_type(ScalarType.Float64)).norm().item<double>();
-        var n = b.to_type(ScalarType.Float64).norm().item<double>();
-        return double.IsFinite(d) ? (n == 0 ? d : d / n) : double.PositiveInfinity;
-    }
+        return failure;
+    });
 
     static uint BlockFor(long cols) => (uint)Math.Clamp((cols / 8 + 31) / 32 * 32, 32, 1024);
 

@@ -55,10 +55,7 @@ internal static unsafe class RoPEKernel
             (uint)Math.Min((rows + rowsPerBlock - 1) / rowsPerBlock, 1u << 20));
     }
 
-    static string? DTypeName(ScalarType t) => t switch
-    {
-        ScalarType.Float32 => "f32", ScalarType.BFloat16 => "bf16", ScalarType.Float16 => "f16", _ => null,
-    };
+    static string? DTypeName(ScalarType t) => KernelSelfCheck.TypeSuffix(t);
 
     /// <summary>
     /// True when the kernel covers these tensors: x 4-D (B, H, T, hd) with hd even, cos and sin 3-D (B or 1, T, hd) of
@@ -93,8 +90,6 @@ internal static unsafe class RoPEKernel
         return Forward(module, x, c, s).MoveToOuterDisposeScope();
     }
 
-    static readonly Dictionary<LoadedModule, bool> Checked = [];
-
     /// <summary>
     /// Once per loaded module: the kernel's forward and backward on small fp32 and bf16 inputs — a transposed view
     /// (B 2, H 3, T 5, hd 12) of a (B, T, H, hd) tensor as the attention passes it, cos/sin per batch row in fp32 and
@@ -102,47 +97,24 @@ internal static unsafe class RoPEKernel
     /// device. A kernel that disagrees (relative error ≥ 1e-5 in fp32, 1e-2 in bf16; the two paths round identically, so
     /// anything but a tiny difference is a fault) is reported once and that device keeps libtorch's path.
     /// </summary>
-    static bool SelfChecked(LoadedModule module)
+    static bool SelfChecked(LoadedModule module) => KernelSelfCheck.Passed(module, () =>
     {
-        lock (Checked)
+        string? failure = null;
+        var dev = device(DeviceType.CUDA, module.Device);
+        using var gen = new Generator(20261204);
+        foreach (var (dtype, bound, cosRows) in new[] { (ScalarType.Float32, 1e-5, 2L), (ScalarType.BFloat16, 1e-2, 1L) })
         {
-            if (Checked.TryGetValue(module, out var ok)) return ok;
-            string? failure;
-            try
-            {
-                using var scope = NewDisposeScope();
-                using var _ = no_grad();
-                var dev = device(DeviceType.CUDA, module.Device);
-                using var gen = new Generator(20261204);
-                failure = null;
-                foreach (var (dtype, bound, cosRows) in new[] { (ScalarType.Float32, 1e-5, 2L), (ScalarType.BFloat16, 1e-2, 1L) })
-                {
-                    var x = randn(2, 5, 3, 12, generator: gen).to_type(dtype).to(dev).transpose(1, 2);    // (B, H, T, hd) view
-                    var angle = randn(cosRows, 5, 12, generator: gen) * 3;
-                    var (cos, sin) = (angle.cos().to_type(dtype).to(dev), angle.sin().to_type(dtype).to(dev));
-                    var dy = randn(2, 3, 5, 12, generator: gen).to_type(dtype).to(dev);
-                    var y = Forward(module, x, cos, sin);
-                    var dx = Backward(module, dy, cos, sin, MemoryOrder(x));
-                    double err = Math.Max(RelErr(y, ReferenceForward(x, cos, sin)), RelErr(dx, ReferenceBackward(dy, cos, sin)));
-                    if (!(err < bound)) { failure = $"{dtype} self-check relative error {err:E2} (bound {bound:E0})"; break; }
-                }
-            }
-            catch (Exception e) when (e is InvalidOperationException or ExternalException)
-            {
-                failure = e.Message;
-            }
-            if (failure != null)
-                Console.Error.WriteLine($"quanta: CUDA kernel {SourceFile} disagrees with libtorch on cuda:{module.Device} ({failure}); using libtorch's path there.");
-            return Checked[module] = failure == null;
+            var x = randn(2, 5, 3, 12, generator: gen).to_type(dtype).to(dev).transpose(1, 2);    // (B, H, T, hd) view
+            var angle = randn(cosRows, 5, 12, generator: gen) * 3;
+            var (cos, sin) = (angle.cos().to_type(dtype).to(dev), angle.sin().to_type(dtype).to(dev));
+            var dy = randn(2, 3, 5, 12, generator: gen).to_type(dtype).to(dev);
+            var y = Forward(module, x, cos, sin);
+            var dx = Backward(module, dy, cos, sin, MemoryOrder(x));
+            double err = Math.Max(KernelSelfCheck.RelErr(y, ReferenceForward(x, cos, sin)), KernelSelfCheck.RelErr(dx, ReferenceBackward(dy, cos, sin)));
+            if (!(err < bound)) { failure = $"{dtype} self-check relative error {err:E2} (bound {bound:E0})"; break; }
         }
-    }
-
-    static double RelErr(Tensor a, Tensor b)
-    {
-        var d = (a.to_type(ScalarType.Float64) - b.to_type(ScalarType.Float64)).norm().item<double>();
-        var n = b.to_type(ScalarType.Float64).norm().item<double>();
-        return double.IsFinite(d) ? (n == 0 ? d : d / n) : double.PositiveInfinity;
-    }
+        return failure;
+    });
 
     /// <summary>New handles on cos and sin with a unit stride in the last dimension (a copy only when they are strided there;
     /// otherwise detached aliases of the same storage, which the node may save and free without touching the caller's).</summary>

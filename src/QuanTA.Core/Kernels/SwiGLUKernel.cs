@@ -26,10 +26,7 @@ internal static unsafe class SwiGLUKernel
     internal static readonly ReturnedGradients Returned = new();
 
     /// <summary>The type suffix of the entry points (<c>swiglu_fwd_bf16</c>, …), or null for a type the kernel does not cover.</summary>
-    internal static string? DTypeName(ScalarType t) => t switch
-    {
-        ScalarType.Float32 => "f32", ScalarType.BFloat16 => "bf16", ScalarType.Float16 => "f16", _ => null,
-    };
+    internal static string? DTypeName(ScalarType t) => KernelSelfCheck.TypeSuffix(t);
 
     /// <summary>The extern "C" kernel names the C# side launches, for every covered type.</summary>
     internal static IEnumerable<string> EntryPoints =>
@@ -55,8 +52,6 @@ internal static unsafe class SwiGLUKernel
         return Forward(module, g.contiguous(), u.contiguous()).MoveToOuterDisposeScope();
     }
 
-    static readonly Dictionary<LoadedModule, bool> Checked = [];
-
     /// <summary>
     /// Once per loaded module: the kernel's forward and backward on small inputs of every covered type (7 × 33 elements, so
     /// the vector loop and its scalar tail both run, and a copy starting one element in, so the unaligned loop runs) against
@@ -64,50 +59,28 @@ internal static unsafe class SwiGLUKernel
     /// error ≥ 1e-4 in fp32, 1e-2 in 16 bits) is reported once and that device keeps libtorch's path — a guard against a
     /// miscompiled or mislaunched kernel on a GPU it was never checked on.
     /// </summary>
-    static bool SelfChecked(LoadedModule module)
+    static bool SelfChecked(LoadedModule module) => KernelSelfCheck.Passed(module, () =>
     {
-        lock (Checked)
+        string? failure = null;
+        var dev = device(DeviceType.CUDA, module.Device);
+        using var gen = new Generator(20261203);
+        foreach (var (dtype, bound) in new[] { (ScalarType.Float32, 1e-4), (ScalarType.BFloat16, 1e-2), (ScalarType.Float16, 1e-2) })
         {
-            if (Checked.TryGetValue(module, out var ok)) return ok;
-            string? failure = null;
-            try
+            foreach (int offset in new[] { 0, 1 })
             {
-                using var scope = NewDisposeScope();
-                using var _ = no_grad();
-                var dev = device(DeviceType.CUDA, module.Device);
-                using var gen = new Generator(20261203);
-                foreach (var (dtype, bound) in new[] { (ScalarType.Float32, 1e-4), (ScalarType.BFloat16, 1e-2), (ScalarType.Float16, 1e-2) })
-                {
-                    foreach (int offset in new[] { 0, 1 })
-                    {
-                        // offset 1: views one element into a larger buffer, contiguous but not 16-byte aligned
-                        Tensor Draw() => (2 * randn(7 * 33 + offset, generator: gen)).to_type(dtype).to(dev)[offset..].view(7, 33);
-                        var (g, u, dh) = (Draw(), Draw(), Draw());
-                        var h = Forward(module, g, u);
-                        var (dg, du) = Backward(module, dh, g, u, needG: true, needU: true);
-                        var (rdg, rdu) = ReferenceBackward(g, u, dh);
-                        double err = new[] { RelErr(h, ReferenceForward(g, u)), RelErr(dg!, rdg), RelErr(du!, rdu) }.Max();
-                        if (!(err < bound)) { failure = $"{dtype} self-check (offset {offset}) relative error {err:E2} (bound {bound:E0})"; break; }
-                    }
-                    if (failure != null) break;
-                }
+                // offset 1: views one element into a larger buffer, contiguous but not 16-byte aligned
+                Tensor Draw() => (2 * randn(7 * 33 + offset, generator: gen)).to_type(dtype).to(dev)[offset..].view(7, 33);
+                var (g, u, dh) = (Draw(), Draw(), Draw());
+                var h = Forward(module, g, u);
+                var (dg, du) = Backward(module, dh, g, u, needG: true, needU: true);
+                var (rdg, rdu) = ReferenceBackward(g, u, dh);
+                double err = new[] { KernelSelfCheck.RelErr(h, ReferenceForward(g, u)), KernelSelfCheck.RelErr(dg!, rdg), KernelSelfCheck.RelErr(du!, rdu) }.Max();
+                if (!(err < bound)) { failure = $"{dtype} self-check (offset {offset}) relative error {err:E2} (bound {bound:E0})"; break; }
             }
-            catch (Exception e) when (e is InvalidOperationException or ExternalException)
-            {
-                failure = e.Message;
-            }
-            if (failure != null)
-                Console.Error.WriteLine($"quanta: CUDA kernel {SourceFile} disagrees with libtorch on cuda:{module.Device} ({failure}); using libtorch's path there.");
-            return Checked[module] = failure == null;
+            if (failure != null) break;
         }
-    }
-
-    static double RelErr(Tensor a, Tensor b)
-    {
-        var d = (a.to_type(ScalarType.Float64) - b.to_type(ScalarType.Float64)).norm().item<double>();
-        var n = b.to_type(ScalarType.Float64).norm().item<double>();
-        return double.IsFinite(d) ? (n == 0 ? d : d / n) : double.PositiveInfinity;
-    }
+        return failure;
+    });
 
     const uint Block = 256;
 

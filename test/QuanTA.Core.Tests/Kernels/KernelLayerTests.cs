@@ -1,5 +1,6 @@
 using QuanTA.Core.Kernels;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace QuanTA.Core.Tests.Kernels;
 
@@ -120,6 +121,49 @@ public class KernelLayerTests
         Assert.DoesNotContain("#include", source);                                     // NVRTC gets no include paths
         var e = Assert.Throws<FileNotFoundException>(() => KernelModules.Source("missing.cu"));
         Assert.Contains("Kernels/Sources/missing.cu", e.Message);
+    }
+
+    [Fact]
+    public void ASelfCheckRunsOncePerModuleAndADisagreementIsReportedOnce()
+    {
+        var log = new List<string>();
+        int runs = 0;
+        var good = new LoadedModule("good.cu", 0, "sm_90", IntPtr.Zero);
+        var bad = new LoadedModule("bad.cu", 0, "sm_90", IntPtr.Zero);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(KernelSelfCheck.Passed(good, () => { runs++; return null; }, log.Add));
+            Assert.False(KernelSelfCheck.Passed(bad, () => { runs++; return "bf16 self-check relative error 3.1E-01"; }, log.Add));
+        }
+        Assert.Equal(2, runs);                                                              // each module checked once
+        var line = Assert.Single(log);
+        Assert.Contains("bad.cu", line);
+        Assert.Contains("3.1E-01", line);
+        Assert.Contains("libtorch's path", line);
+    }
+
+    [Fact]
+    public void AKernelErrorFailsTheCheckButRunningOutOfMemoryIsNotRemembered()
+    {
+        var log = new List<string>();
+        var broken = new LoadedModule("broken.cu", 1, "sm_90", IntPtr.Zero);
+        Assert.False(KernelSelfCheck.Passed(broken, () => throw new InvalidOperationException("cuLaunchKernel(x) failed: invalid argument"), log.Add));
+        Assert.False(KernelSelfCheck.Passed(broken, () => null, log.Add));                 // remembered: not run again
+        Assert.Contains("invalid argument", Assert.Single(log));
+
+        var busy = new LoadedModule("busy.cu", 1, "sm_90", IntPtr.Zero);
+        Assert.False(KernelSelfCheck.Passed(busy, () => throw new InvalidOperationException("CUDA out of memory. Tried to allocate 2.00 MiB"), log.Add));
+        Assert.True(KernelSelfCheck.Passed(busy, () => null, log.Add));                    // checked again, and passes
+        Assert.Single(log);                                                                 // an OOM is not a disagreement
+    }
+
+    [Fact]
+    public void TheKernelsShareOneTypeSuffix()
+    {
+        Assert.Equal("f32", KernelSelfCheck.TypeSuffix(ScalarType.Float32));
+        Assert.Equal("bf16", KernelSelfCheck.TypeSuffix(ScalarType.BFloat16));
+        Assert.Equal("f16", KernelSelfCheck.TypeSuffix(ScalarType.Float16));
+        Assert.Null(KernelSelfCheck.TypeSuffix(ScalarType.Float64));
     }
 
     [Fact]

@@ -23,15 +23,12 @@ internal static unsafe class DequantizeKernel
 
     const uint Block = 256;
 
-    static string? DTypeName(ScalarType t) => KernelSelfCheck.TypeSuffix(t);
-
     /// <summary>The dense (out, in) weight in its compute type through the kernel, or null when the caller must run the libtorch
     /// path (CPU, kernels off or unavailable, an unsupported type, or the self-check failed on this device).</summary>
     public static Tensor? TryDequantize(QuantizedWeight weight)
     {
-        if (weight.Device.type != DeviceType.CUDA || DTypeName(weight.ComputeDType) == null || weight.ElementCount == 0) return null;
-        using var probe = empty(0, device: weight.Device);
-        var module = KernelAvailability.ModuleFor(probe, SourceFile);
+        if (weight.Device.type != DeviceType.CUDA || KernelSelfCheck.TypeSuffix(weight.ComputeDType) == null || weight.ElementCount == 0) return null;
+        var module = KernelAvailability.ModuleFor(weight.Device, SourceFile);
         if (module == null || !SelfChecked(module)) return null;
         return Run(module, weight);
     }
@@ -62,7 +59,7 @@ internal static unsafe class DequantizeKernel
         IntPtr pNested = nestedAbsmax is null ? IntPtr.Zero : Ptr(nestedAbsmax);
         IntPtr pNestedMap = nestedMap is null ? IntPtr.Zero : Ptr(nestedMap);
         float offset = w.NestedOffset;
-        var name = $"nf4_dequantize_{DTypeName(w.ComputeDType)}";
+        var name = $"nf4_dequantize_{KernelSelfCheck.TypeSuffix(w.ComputeDType)}";
         var f = module.Function(name);
         void** args = stackalloc void*[9];
         args[0] = &pPacked; args[1] = &pAbsmax; args[2] = &pQAbsmax; args[3] = &pNested; args[4] = &pNestedMap; args[5] = &pMap;
@@ -79,7 +76,7 @@ internal static unsafe class DequantizeKernel
         using var codes = w.Codes.contiguous();
         using var scale = w.RowAbsmax / 127;                                             // (out) fp32, as the libtorch path divides
         IntPtr pq = Ptr(codes), ps = Ptr(scale), pOut = Ptr(output);
-        var name = $"int8_dequantize_{DTypeName(w.ComputeDType)}";
+        var name = $"int8_dequantize_{KernelSelfCheck.TypeSuffix(w.ComputeDType)}";
         var f = module.Function(name);
         void** args = stackalloc void*[5];
         args[0] = &pq; args[1] = &ps; args[2] = &pOut; args[3] = &rows; args[4] = &cols;

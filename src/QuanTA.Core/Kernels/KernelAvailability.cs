@@ -27,10 +27,13 @@ public static class KernelAvailability
 
     /// <summary>The loaded module of kernel source <paramref name="file"/> for <paramref name="t"/>'s device, or null when the
     /// libtorch path must run (CPU, switched off, no NVRTC or driver, or the source did not compile for this GPU).</summary>
-    internal static LoadedModule? ModuleFor(Tensor t, string file)
+    internal static LoadedModule? ModuleFor(Tensor t, string file) => ModuleFor(t.device, file);
+
+    /// <summary>The same for a device (e.g. a quantized weight's, which is not one tensor).</summary>
+    internal static LoadedModule? ModuleFor(Device device, string file)
     {
-        if (!Gate.EnabledFor(t.device_type)) return null;
-        return Gate.Module(file, t.device_index < 0 ? 0 : t.device_index, KernelModules.Load);
+        if (!Gate.EnabledFor(device.type)) return null;
+        return Gate.Module(file, device.index < 0 ? 0 : device.index, KernelModules.Load);
     }
 
     static string? BindNative()

@@ -26,14 +26,12 @@ internal static unsafe class RMSNormKernel
     /// <summary>Gradients handed back to libtorch by the kernel nodes (each backward frees its thread's previous ones).</summary>
     internal static readonly ReturnedGradients Returned = new();
 
-    static string? DTypeName(ScalarType t) => KernelSelfCheck.TypeSuffix(t);
-
     /// <summary>The output type: the input's when the weight has the same type, else fp32 (libtorch's promotion of these three).</summary>
     public static ScalarType OutputType(ScalarType x, ScalarType w) => x == w ? x : ScalarType.Float32;
 
     /// <summary>True when the kernel covers these tensors: supported types, a 1-D weight matching the last dimension, one device.</summary>
     public static bool Covers(Tensor x, Tensor weight) =>
-        DTypeName(x.dtype) != null && DTypeName(weight.dtype) != null && weight.dim() == 1 && x.dim() >= 1 &&
+        KernelSelfCheck.TypeSuffix(x.dtype) != null && KernelSelfCheck.TypeSuffix(weight.dtype) != null && weight.dim() == 1 && x.dim() >= 1 &&
         x.shape[^1] == weight.shape[0] && x.numel() > 0 && x.shape[^1] <= int.MaxValue && x.numel() / x.shape[^1] <= int.MaxValue &&
         weight.device_type == x.device_type && weight.device_index == x.device_index;
 
@@ -90,7 +88,7 @@ internal static unsafe class RMSNormKernel
         int rows = (int)(x.numel() / cols);
         var y = empty(x.shape, dtype: OutputType(x.dtype, weight.dtype), device: x.device);
         var rstd = empty(rows, dtype: ScalarType.Float32, device: x.device);
-        var name = $"rmsnorm_fwd_{DTypeName(x.dtype)}_{DTypeName(weight.dtype)}";
+        var name = $"rmsnorm_fwd_{KernelSelfCheck.TypeSuffix(x.dtype)}_{KernelSelfCheck.TypeSuffix(weight.dtype)}";
         var f = module.Function(name);
         IntPtr px = Ptr(x), pw = Ptr(weight), py = Ptr(y), pr = Ptr(rstd);
         float e = (float)eps;
@@ -113,7 +111,7 @@ internal static unsafe class RMSNormKernel
         var dx = needX ? empty(x.shape, dtype: x.dtype, device: x.device) : null;
         int grid = needW ? Math.Min(rows, 512) : rows;
         var partial = needW ? zeros(grid, cols, dtype: ScalarType.Float32, device: x.device) : null;
-        var name = $"rmsnorm_bwd_{DTypeName(x.dtype)}_{DTypeName(weight.dtype)}";
+        var name = $"rmsnorm_bwd_{KernelSelfCheck.TypeSuffix(x.dtype)}_{KernelSelfCheck.TypeSuffix(weight.dtype)}";
         var f = module.Function(name);
         IntPtr pg = Ptr(g), px = Ptr(x), pw = Ptr(weight), pr = Ptr(rstd);
         IntPtr pdx = dx is null ? IntPtr.Zero : Ptr(dx), pdw = partial is null ? IntPtr.Zero : Ptr(partial);

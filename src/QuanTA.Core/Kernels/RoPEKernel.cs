@@ -55,15 +55,13 @@ internal static unsafe class RoPEKernel
             (uint)Math.Min((rows + rowsPerBlock - 1) / rowsPerBlock, 1u << 20));
     }
 
-    static string? DTypeName(ScalarType t) => KernelSelfCheck.TypeSuffix(t);
-
     /// <summary>
     /// True when the kernel covers these tensors: x 4-D (B, H, T, hd) with hd even, cos and sin 3-D (B or 1, T, hd) of
     /// x's type (bf16, fp16 or fp32) on x's device, neither needing a gradient, and B·H·T·hd/2 below 2³¹.
     /// </summary>
     public static bool Covers(Tensor x, Tensor cos, Tensor sin)
     {
-        if (x.dim() != 4 || cos.dim() != 3 || DTypeName(x.dtype) == null || cos.dtype != x.dtype || sin.dtype != x.dtype) return false;
+        if (x.dim() != 4 || cos.dim() != 3 || KernelSelfCheck.TypeSuffix(x.dtype) == null || cos.dtype != x.dtype || sin.dtype != x.dtype) return false;
         long b = x.shape[0], t = x.shape[2], hd = x.shape[3];
         if (hd % 2 != 0 || x.numel() == 0 || x.numel() / 2 > int.MaxValue) return false;
         if ((cos.shape[0] != b && cos.shape[0] != 1) || cos.shape[1] != t || cos.shape[2] != hd) return false;
@@ -149,7 +147,7 @@ internal static unsafe class RoPEKernel
 
     /// <summary>The rope.cu kernel for a type and direction: <c>rope_fwd_bf16</c>, <c>rope_bwd_f32</c>, ….</summary>
     internal static string EntryPoint(ScalarType dtype, bool backward)
-        => $"rope_{(backward ? "bwd" : "fwd")}_{DTypeName(dtype) ?? throw new NotSupportedException($"RoPE kernel: no {dtype} variant (bf16, fp16, fp32).")}";
+        => $"rope_{(backward ? "bwd" : "fwd")}_{KernelSelfCheck.TypeSuffix(dtype) ?? throw new NotSupportedException($"RoPE kernel: no {dtype} variant (bf16, fp16, fp32).")}";
 
     /// <summary>y = x·cos + rotate_half(x)·sin (x's shape, type and memory order); cos/sin with unit last stride.</summary>
     internal static Tensor Forward(LoadedModule module, Tensor x, Tensor cos, Tensor sin)

@@ -25,16 +25,13 @@ internal static unsafe class SwiGLUKernel
     /// <summary>Gradients handed back to libtorch by the kernel nodes (each backward frees its thread's previous ones).</summary>
     internal static readonly ReturnedGradients Returned = new();
 
-    /// <summary>The type suffix of the entry points (<c>swiglu_fwd_bf16</c>, …), or null for a type the kernel does not cover.</summary>
-    internal static string? DTypeName(ScalarType t) => KernelSelfCheck.TypeSuffix(t);
-
     /// <summary>The extern "C" kernel names the C# side launches, for every covered type.</summary>
     internal static IEnumerable<string> EntryPoints =>
         new[] { "f32", "bf16", "f16" }.SelectMany(t => new[] { $"swiglu_fwd_{t}", $"swiglu_bwd_{t}" });
 
     /// <summary>True when the kernel covers these tensors: one supported type, the same shape, one device, not empty.</summary>
     public static bool Covers(Tensor g, Tensor u) =>
-        DTypeName(g.dtype) != null && g.dtype == u.dtype && g.numel() > 0 && g.shape.SequenceEqual(u.shape) &&
+        KernelSelfCheck.TypeSuffix(g.dtype) != null && g.dtype == u.dtype && g.numel() > 0 && g.shape.SequenceEqual(u.shape) &&
         g.device_type == u.device_type && g.device_index == u.device_index;
 
     /// <summary>
@@ -99,7 +96,7 @@ internal static unsafe class SwiGLUKernel
     {
         var h = empty(g.shape, dtype: g.dtype, device: g.device);
         long n = g.numel();
-        var name = $"swiglu_fwd_{DTypeName(g.dtype)}";
+        var name = $"swiglu_fwd_{KernelSelfCheck.TypeSuffix(g.dtype)}";
         var f = module.Function(name);
         IntPtr pg = Ptr(g), pu = Ptr(u), ph = Ptr(h);
         void** args = stackalloc void*[4];
@@ -119,7 +116,7 @@ internal static unsafe class SwiGLUKernel
         var du = needU ? empty(g.shape, dtype: g.dtype, device: g.device) : null;
         if (dg is null && du is null) return (null, null);
         long n = g.numel();
-        var name = $"swiglu_bwd_{DTypeName(g.dtype)}";
+        var name = $"swiglu_bwd_{KernelSelfCheck.TypeSuffix(g.dtype)}";
         var f = module.Function(name);
         IntPtr pd = Ptr(d), pg = Ptr(g), pu = Ptr(u);
         IntPtr pdg = dg is null ? IntPtr.Zero : Ptr(dg), pdu = du is null ? IntPtr.Zero : Ptr(du);

@@ -158,8 +158,8 @@ public class SwiGLUKernelTests
         Assert.Equal(6, names.Count);
         foreach (var t in new[] { ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16 })
         {
-            Assert.Contains($"swiglu_fwd_{SwiGLUKernel.DTypeName(t)}", names);
-            Assert.Contains($"swiglu_bwd_{SwiGLUKernel.DTypeName(t)}", names);
+            Assert.Contains($"swiglu_fwd_{KernelSelfCheck.TypeSuffix(t)}", names);
+            Assert.Contains($"swiglu_bwd_{KernelSelfCheck.TypeSuffix(t)}", names);
         }
         foreach (var name in names) Assert.Contains($"extern \"C\" __global__ void {name}(", source);
         Assert.DoesNotContain("#include", source);                                     // NVRTC gets no include paths

@@ -18,19 +18,16 @@ namespace QuanTA.Core.Training;
 /// per-parameter state tensors (<see cref="AdamW.State"/>: step, exp_avg, exp_avg_sq) are views of the flat buffers, so
 /// <c>save_state_dict</c> / <c>load_state_dict</c> (which read into them in place) keep the format of <see cref="AdamW"/>.
 /// A step where some parameter has no gradient, or options this path does not cover (amsgrad, maximize), or per-parameter
-/// step counts that differ, runs <see cref="AdamW.step"/>'s per-parameter update instead (the same result); a group whose
-/// step counts have diverged that way stays on it, which <see cref="Log"/> reports once.
+/// step counts that differ, runs <see cref="AdamW.step"/> itself on the same state tensors (the same result); once step
+/// counts have diverged that way every later step does, which <see cref="Log"/> reports once.
 /// </summary>
 public sealed class MultiTensorAdamW : AdamW
 {
-    sealed record Flat(Parameter[] Parameters, State[] States, Tensor[] AvgViews, Tensor[] AvgSqViews, long[] Offsets, Tensor Avg, Tensor AvgSq)
-    {
-        public bool Reported { get; set; }
-    }
+    sealed record Flat(Parameter[] Parameters, State[] States, long[] Offsets, Tensor Avg, Tensor AvgSq);
 
     readonly Dictionary<TorchSharp.Modules.ParamGroup, List<Flat>> _flat = [];
 
-    /// <summary>Where the one-time notice goes when a group leaves the one-update path (null: silent). The
+    /// <summary>Where the one-time notice goes when the optimizer leaves the one-update path (null: silent). The
     /// <see cref="Trainer{TBatch}"/> routes it to its own log.</summary>
     public Action<string>? Log { get; set; }
 
@@ -54,14 +51,12 @@ public sealed class MultiTensorAdamW : AdamW
             // owned by the optimizer, not by a dispose scope the caller may have open
             var avg = zeros(offsets[^1], dtype: ps[0].dtype, device: ps[0].device).DetachFromDisposeScope();
             var avgSq = zeros(offsets[^1], dtype: ps[0].dtype, device: ps[0].device).DetachFromDisposeScope();
-            var avgViews = new Tensor[ps.Length];
-            var avgSqViews = new Tensor[ps.Length];
             for (int i = 0; i < ps.Length; i++)
             {
-                states[i].exp_avg.Dispose(); states[i].exp_avg = avgViews[i] = View(avg, offsets, i, ps[i].shape);
-                states[i].exp_avg_sq.Dispose(); states[i].exp_avg_sq = avgSqViews[i] = View(avgSq, offsets, i, ps[i].shape);
+                states[i].exp_avg.Dispose(); states[i].exp_avg = View(avg, offsets, i, ps[i].shape);
+                states[i].exp_avg_sq.Dispose(); states[i].exp_avg_sq = View(avgSq, offsets, i, ps[i].shape);
             }
-            result.Add(new Flat(ps, states, avgViews, avgSqViews, offsets, avg, avgSq));
+            result.Add(new Flat(ps, states, offsets, avg, avgSq));
         }
         return result;
     }
@@ -69,76 +64,61 @@ public sealed class MultiTensorAdamW : AdamW
     /// <inheritdoc/>
     public override Tensor step(Func<Tensor>? closure = null)
     {
+        bool fused = _parameter_groups.All(g => (Options)g.Options is { amsgrad: not true, maximize: not true } && _flat[g].All(Ready));
+        if (!fused)
+        {
+            ReportDivergedStepsOnce();
+            return base.step(closure);                                             // per parameter, on the same state tensors
+        }
         Tensor? loss = null;
         if (closure is not null) using (enable_grad()) loss = closure();
         foreach (var group in _parameter_groups)
-        {
-            var o = (Options)group.Options;
-            if (o.amsgrad == true || o.maximize == true || !_flat.TryGetValue(group, out var flats)) { StepOne(group); continue; }
-            foreach (var f in flats)
-                if (!TryFusedStep(f, o))
-                {
-                    StepOne(group, f.Parameters);
-                    if (!f.Reported && f.States.Select(st => st.step).Distinct().Count() > 1)
-                    {
-                        f.Reported = true;
-                        Log?.Invoke($"MultiTensorAdamW: {f.States.Count(st => st.step != f.States.Max(x => x.step))} of {f.Parameters.Length} " +
-                            "parameters of a group got no gradient at some step, so their step counts differ; the group now updates " +
-                            "parameter by parameter (the same result as AdamW, more kernel launches). A trainable parameter that never " +
-                            "gets a gradient is usually a sign that it is not used by the loss.");
-                    }
-                }
-        }
+            foreach (var f in _flat[group]) FusedStep(f, (Options)group.Options);
         return loss!;
     }
 
-    bool TryFusedStep(Flat f, Options o)
+    // Every parameter has a gradient and all share one step count.
+    static bool Ready(Flat f)
     {
-        long step = f.States[0].step;
-        using var scope = NewDisposeScope();                                            // the grad wrappers below
-        for (int i = 0; i < f.Parameters.Length; i++)
-        {
-            if (f.Parameters[i].grad is null || f.States[i].step != step) return false;
-            // load_state_dict(another optimizer) makes a state take over that optimizer's tensors (and disposes our views):
-            // copy their values into fresh views of the flat buffers and leave the other optimizer's tensors alone
-            if (!ReferenceEquals(f.States[i].exp_avg, f.AvgViews[i]))
-                f.States[i].exp_avg = f.AvgViews[i] = Readopt(f.States[i].exp_avg, View(f.Avg, f.Offsets, i, f.Parameters[i].shape));
-            if (!ReferenceEquals(f.States[i].exp_avg_sq, f.AvgSqViews[i]))
-                f.States[i].exp_avg_sq = f.AvgSqViews[i] = Readopt(f.States[i].exp_avg_sq, View(f.AvgSq, f.Offsets, i, f.Parameters[i].shape));
-        }
-        step += 1;
+        using var scope = NewDisposeScope();                                            // the grad wrappers
+        return f.Parameters.All(p => p.grad is not null) && f.States.All(st => st.step == f.States[0].step);
+    }
+
+    void FusedStep(Flat f, Options o)
+    {
+        long step = f.States[0].step + 1;
         double lr = o.LearningRate!.Value, beta1 = o.beta1!.Value, beta2 = o.beta2!.Value, eps = o.eps!.Value, wd = o.weight_decay!.Value;
         double bias1 = 1 - Math.Pow(beta1, step), bias2 = 1 - Math.Pow(beta2, step);
-        using (no_grad())
-        {
-            var g = cat(f.Parameters.Select(p => p.grad!.reshape(-1)).ToArray());                    // (N)
-            var p = cat(f.Parameters.Select(q => q.detach().reshape(-1)).ToArray());                 // (N)
-            p.mul_(1 - lr * wd);
-            f.Avg.mul_(beta1).add_(g, alpha: 1 - beta1);
-            f.AvgSq.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
-            var denom = (f.AvgSq.sqrt() / Math.Sqrt(bias2)).add_(eps);
-            p.addcdiv_(f.Avg, denom, value: -(lr / bias1));
-            for (int i = 0; i < f.Parameters.Length; i++)
-                f.Parameters[i].copy_(p.narrow(0, f.Offsets[i], f.Offsets[i + 1] - f.Offsets[i]).view(f.Parameters[i].shape));
-        }
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var g = cat(f.Parameters.Select(p => p.grad!.reshape(-1)).ToArray());                    // (N)
+        var p = cat(f.Parameters.Select(q => q.detach().reshape(-1)).ToArray());                 // (N)
+        p.mul_(1 - lr * wd);
+        f.Avg.mul_(beta1).add_(g, alpha: 1 - beta1);
+        f.AvgSq.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
+        var denom = (f.AvgSq.sqrt() / Math.Sqrt(bias2)).add_(eps);
+        p.addcdiv_(f.Avg, denom, value: -(lr / bias1));
+        for (int i = 0; i < f.Parameters.Length; i++)
+            f.Parameters[i].copy_(p.narrow(0, f.Offsets[i], f.Offsets[i + 1] - f.Offsets[i]).view(f.Parameters[i].shape));
         foreach (var s in f.States) s.step = step;
-        return true;
     }
 
-    static Tensor View(Tensor flat, long[] offsets, int i, long[] shape)
-    {
-        using var slice = flat.narrow(0, offsets[i], offsets[i + 1] - offsets[i]);
-        return slice.view(shape).DetachFromDisposeScope();                               // owned by the state, as AdamW's are
-    }
+    bool _reported;
 
-    static Tensor Readopt(Tensor current, Tensor view)
+    void ReportDivergedStepsOnce()
     {
-        using (no_grad()) view.copy_(current);
-        return view;
+        if (_reported) return;
+        var diverged = _flat.Values.SelectMany(l => l).FirstOrDefault(f => f.States.Select(st => st.step).Distinct().Count() > 1);
+        if (diverged is null) return;                                                   // a missing gradient this step only
+        _reported = true;
+        Log?.Invoke($"MultiTensorAdamW: {diverged.States.Count(st => st.step != diverged.States.Max(x => x.step))} of {diverged.Parameters.Length} " +
+            "parameters of a group got no gradient at some step, so their step counts differ; the optimizer now updates " +
+            "parameter by parameter (the same result as AdamW, more kernel launches). A trainable parameter that never " +
+            "gets a gradient is usually a sign that it is not used by the loss.");
     }
 
     /// <summary>Loads another optimizer's state (from <c>state_dict()</c>) by copying its values into this optimizer's
-    /// tensors; TorchSharp's version would make the states share the other optimizer's tensors.</summary>
+    /// tensors: TorchSharp's version makes the states share the other optimizer's tensors (and disposes the flat views).</summary>
     public override void load_state_dict(StateDictionary source)
     {
         var sd = state_dict();
@@ -158,34 +138,10 @@ public sealed class MultiTensorAdamW : AdamW
         }
     }
 
-    // AdamW.step's per-parameter update for the given parameters of one group (all of them when null).
-    void StepOne(TorchSharp.Modules.ParamGroup group, Parameter[]? only = null)
+    static Tensor View(Tensor flat, long[] offsets, int i, long[] shape)
     {
-        var o = (Options)group.Options;
-        double lr = o.LearningRate!.Value, beta1 = o.beta1!.Value, beta2 = o.beta2!.Value, eps = o.eps!.Value, wd = o.weight_decay!.Value;
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        foreach (var param in only ?? group.Parameters.ToArray())
-        {
-            var state = (State)_state[param.Handle];
-            var grad = o.maximize == true ? -param.grad! : param.grad;
-            if (grad is null) continue;
-            state.step += 1;
-            param.mul_(1 - lr * wd);
-            double bias1 = 1 - Math.Pow(beta1, state.step), bias2 = 1 - Math.Pow(beta2, state.step);
-            state.exp_avg.mul_(beta1).add_(grad, alpha: 1 - beta1);
-            state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
-            Tensor denom;
-            if (o.amsgrad == true)
-            {
-                var t0 = state.max_exp_avg_sq;
-                state.max_exp_avg_sq = maximum(t0, state.exp_avg_sq).DetachFromDisposeScope();
-                t0.Dispose();
-                denom = (state.max_exp_avg_sq.sqrt() / Math.Sqrt(bias2)).add_(eps);
-            }
-            else denom = (state.exp_avg_sq.sqrt() / Math.Sqrt(bias2)).add_(eps);
-            param.addcdiv_(state.exp_avg, denom, value: -(lr / bias1));
-        }
+        using var slice = flat.narrow(0, offsets[i], offsets[i + 1] - offsets[i]);
+        return slice.view(shape).DetachFromDisposeScope();                               // owned by the state, as AdamW's are
     }
 
     /// <inheritdoc/>

@@ -18,14 +18,6 @@ public static class EngineCheckBench
         ("6,6,6,6", 768, 768), ("16,8,4,4", 2048, 2048), ("16,8,4,4", 2048, 256), ("16,8,8,4", 4096, 4096), ("3,5,2", 17, 30), ("2,3,2", 10, 9),
     ];
 
-    static double RelErr(Tensor a, Tensor b)
-    {
-        using var _ = NewDisposeScope();
-        var d = (a.to_type(ScalarType.Float64) - b.to_type(ScalarType.Float64)).norm().item<double>();
-        var n = b.to_type(ScalarType.Float64).norm().item<double>();
-        return n == 0 ? d : d / n;
-    }
-
     static void Randomize(nn.Module m, double scale, long seed)
     {
         using var _ = no_grad();
@@ -63,8 +55,8 @@ public static class EngineCheckBench
                 var w = randn(engine.shape, generator: new Generator(5)).to(device);
                 var ge = autograd.grad([(engine * w).sum()], ps);
                 var gr = autograd.grad([(reference * w).sum()], ps);
-                double ve = RelErr(engine, reference), worst = 0;
-                for (int i = 0; i < ps.Length; i++) worst = Math.Max(worst, RelErr(ge[i], gr[i]));
+                double ve = CheckErrors.RelErr(engine, reference), worst = 0;
+                for (int i = 0; i < ps.Length; i++) worst = Math.Max(worst, CheckErrors.RelErr(ge[i], gr[i]));
                 bool big = layout.D >= 2048;
                 yield return new { check = "delta-weight", layout = spec, @in = inF, @out = outF, rank = rank?.ToString() ?? "full", device = device.ToString(),
                                    value_rel_err = ve, grad_rel_err = worst, ok = ve < (big ? 1e-5 : 1e-6) && worst < (big ? 1e-4 : 1e-5), ms = sw.Elapsed.TotalMilliseconds };
@@ -87,9 +79,9 @@ public static class EngineCheckBench
                 if (layerwise)
                 {
                     var x = randn(8, l.InFeatures, generator: new Generator(8)).to(device);
-                    worst = Math.Max(worst, RelErr(l.forward(x), nn.functional.linear(x, l.weight + reference)));
+                    worst = Math.Max(worst, CheckErrors.RelErr(l.forward(x), nn.functional.linear(x, l.weight + reference)));
                 }
-                else worst = Math.Max(worst, RelErr(a.StepDelta!, reference));
+                else worst = Math.Max(worst, CheckErrors.RelErr(a.StepDelta!, reference));
             }
             bank.Clear();
             yield return new { check = layerwise ? "bank-layerwise" : "bank-stacked", layout = "16,8,4,4", device = device.ToString(), value_rel_err = worst, ok = worst < 1e-5 };

@@ -21,16 +21,6 @@ public static class KernelCheckBench
     const double Eps = 1e-5;
     static readonly System.Text.Json.JsonSerializerOptions Json = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
-    static double RelErr(Tensor a, Tensor b)
-    {
-        using var _ = NewDisposeScope();
-        var d = (a.to_type(ScalarType.Float64) - b.to_type(ScalarType.Float64)).norm().item<double>();
-        var n = b.to_type(ScalarType.Float64).norm().item<double>();
-        return n == 0 ? d : d / n;
-    }
-
-    static double Bound(ScalarType t) => t switch { ScalarType.Float32 => 1e-5, ScalarType.Float16 => 1e-3, _ => 8e-3 };
-
     static Tensor Draw(long[] shape, ScalarType dtype, Device device, ulong seed, double scale = 1, double shift = 0)
     {
         using var g = new Generator(seed);                                           // drawn on the CPU: the same on every device
@@ -86,15 +76,15 @@ public static class KernelCheckBench
             var gr = autograd.grad([yr], wrt, [dy]);
             var (yt, dxt, dwt) = Fp64(x, norm.weight, dy);
 
-            double bound = Math.Max(Bound(c.X), Bound(c.W));                      // the least precise type rounds last
-            double ve = RelErr(yk, yr), dxe = RelErr(gk[0], gr[0]), dwe = c.TrainWeight ? RelErr(gk[1], gr[1]) : 0;
+            double bound = Math.Max(CheckErrors.KernelBound(c.X), CheckErrors.KernelBound(c.W));                      // the least precise type rounds last
+            double ve = CheckErrors.RelErr(yk, yr), dxe = CheckErrors.RelErr(gk[0], gr[0]), dwe = c.TrainWeight ? CheckErrors.RelErr(gk[1], gr[1]) : 0;
             yield return new
             {
                 check = "rmsnorm", rows = c.Rows, hidden = c.Hidden, x_dtype = c.X.ToString(), w_dtype = c.W.ToString(), strided = c.Strided,
                 weight_grad = c.TrainWeight, bound,
                 value_rel_err = ve, dx_rel_err = dxe, dw_rel_err = c.TrainWeight ? dwe : (double?)null,
-                kernel_vs_fp64 = new { y = RelErr(yk, yt), dx = RelErr(gk[0], dxt), dw = c.TrainWeight ? RelErr(gk[1], dwt) : (double?)null },
-                libtorch_vs_fp64 = new { y = RelErr(yr, yt), dx = RelErr(gr[0], dxt), dw = c.TrainWeight ? RelErr(gr[1], dwt) : (double?)null },
+                kernel_vs_fp64 = new { y = CheckErrors.RelErr(yk, yt), dx = CheckErrors.RelErr(gk[0], dxt), dw = c.TrainWeight ? CheckErrors.RelErr(gk[1], dwt) : (double?)null },
+                libtorch_vs_fp64 = new { y = CheckErrors.RelErr(yr, yt), dx = CheckErrors.RelErr(gr[0], dxt), dw = c.TrainWeight ? CheckErrors.RelErr(gr[1], dwt) : (double?)null },
                 same_dtypes = yk.dtype == yr.dtype && gk[0].dtype == gr[0].dtype,
                 ok = yk.dtype == yr.dtype && ve < bound && dxe < bound && dwe < bound,
             };

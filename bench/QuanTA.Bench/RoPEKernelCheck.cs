@@ -21,21 +21,11 @@ namespace QuanTA.Bench;
 /// </summary>
 public static class RoPEKernelCheck
 {
-    static double RelErr(Tensor a, Tensor b)
-    {
-        using var _ = NewDisposeScope();
-        var d = (a.to_type(ScalarType.Float64) - b.to_type(ScalarType.Float64)).norm().item<double>();
-        var n = b.to_type(ScalarType.Float64).norm().item<double>();
-        return n == 0 ? d : d / n;
-    }
-
     static bool Identical(Tensor a, Tensor b)
     {
         using var _ = NewDisposeScope();
         return a.shape.SequenceEqual(b.shape) && a.dtype == b.dtype && a.eq(b).all().item<bool>();
     }
-
-    static double Bound(ScalarType t) => t switch { ScalarType.Float32 => 1e-5, ScalarType.Float16 => 1e-3, _ => 8e-3 };
 
     static Tensor Draw(long[] shape, ScalarType dtype, Device device, ulong seed)
     {
@@ -114,15 +104,15 @@ public static class RoPEKernelCheck
             var gr = autograd.grad([yr], [leaf], [dy])[0];
             var (yt, dxt) = Fp64(leaf, toX, cos, sin, dy);
 
-            double bound = Bound(c.D);
-            double ve = RelErr(yk, yr), dxe = RelErr(gk, gr);
+            double bound = CheckErrors.KernelBound(c.D);
+            double ve = CheckErrors.RelErr(yk, yr), dxe = CheckErrors.RelErr(gk, gr);
             yield return new
             {
                 check = "rope", layout = c.Layout, batch = c.B, heads = c.H, seq = c.T, head_dim = c.Hd, dtype = c.D.ToString(), cos_rows = c.CosRows,
                 bound, value_rel_err = ve, dx_rel_err = dxe,
                 values_identical = Identical(yk, yr), grads_identical = Identical(gk, gr),
-                kernel_vs_fp64 = new { y = RelErr(yk, yt), dx = RelErr(gk, dxt) },
-                libtorch_vs_fp64 = new { y = RelErr(yr, yt), dx = RelErr(gr, dxt) },
+                kernel_vs_fp64 = new { y = CheckErrors.RelErr(yk, yt), dx = CheckErrors.RelErr(gk, dxt) },
+                libtorch_vs_fp64 = new { y = CheckErrors.RelErr(yr, yt), dx = CheckErrors.RelErr(gr, dxt) },
                 same_strides = yk.stride().SequenceEqual(yr.stride()),
                 ok = yk.dtype == yr.dtype && gk.dtype == gr.dtype && ve < bound && dxe < bound,
             };

@@ -20,22 +20,12 @@ namespace QuanTA.Bench;
 /// </summary>
 public static class SwiGLUKernelCheck
 {
-    static double RelErr(Tensor a, Tensor b)
-    {
-        using var _ = NewDisposeScope();
-        var d = (a.to_type(ScalarType.Float64) - b.to_type(ScalarType.Float64)).norm().item<double>();
-        var n = b.to_type(ScalarType.Float64).norm().item<double>();
-        return n == 0 ? d : d / n;
-    }
-
     // fraction of elements with the same value (all these values are finite)
     static double SameFraction(Tensor a, Tensor b)
     {
         using var _ = NewDisposeScope();
         return a.eq(b).to_type(ScalarType.Float64).mean().item<double>();
     }
-
-    static double Bound(ScalarType t) => t switch { ScalarType.Float32 => 1e-5, ScalarType.Float16 => 1e-3, _ => 8e-3 };
 
     // drawn on the CPU (the same on every device); offset > 0: a view that starts that many elements into its buffer
     static Tensor Draw(long[] shape, ScalarType dtype, Device device, ulong seed, double scale = 1, int offset = 0)
@@ -99,9 +89,9 @@ public static class SwiGLUKernelCheck
             var (dgk, duk) = (c.GradG ? gk[0] : null, c.GradU ? gk[uAt] : null);
             var (dgr, dur) = (c.GradG ? gr[0] : null, c.GradU ? gr[uAt] : null);
 
-            double bound = Bound(c.Type);
-            double ve = RelErr(hk, hr);
-            double? dge = dgk is null ? null : RelErr(dgk, dgr!), due = duk is null ? null : RelErr(duk, dur!);
+            double bound = CheckErrors.KernelBound(c.Type);
+            double ve = CheckErrors.RelErr(hk, hr);
+            double? dge = dgk is null ? null : CheckErrors.RelErr(dgk, dgr!), due = duk is null ? null : CheckErrors.RelErr(duk, dur!);
             bool sameTypes = hk.dtype == hr.dtype && (dgk is null || dgk.dtype == dgr!.dtype) && (duk is null || duk.dtype == dur!.dtype);
             yield return new
             {
@@ -114,8 +104,8 @@ public static class SwiGLUKernelCheck
                     dg = dgk is null ? (double?)null : SameFraction(dgk, dgr!),
                     du = duk is null ? (double?)null : SameFraction(duk, dur!),
                 },
-                kernel_vs_fp64 = new { h = RelErr(hk, ht), dg = dgk is null ? (double?)null : RelErr(dgk, dgt), du = duk is null ? (double?)null : RelErr(duk, dut) },
-                libtorch_vs_fp64 = new { h = RelErr(hr, ht), dg = dgr is null ? (double?)null : RelErr(dgr, dgt), du = dur is null ? (double?)null : RelErr(dur, dut) },
+                kernel_vs_fp64 = new { h = CheckErrors.RelErr(hk, ht), dg = dgk is null ? (double?)null : CheckErrors.RelErr(dgk, dgt), du = duk is null ? (double?)null : CheckErrors.RelErr(duk, dut) },
+                libtorch_vs_fp64 = new { h = CheckErrors.RelErr(hr, ht), dg = dgr is null ? (double?)null : CheckErrors.RelErr(dgr, dgt), du = dur is null ? (double?)null : CheckErrors.RelErr(dur, dut) },
                 same_dtypes = sameTypes,
                 ok = sameTypes && ve < bound && (dge ?? 0) < bound && (due ?? 0) < bound,
             };

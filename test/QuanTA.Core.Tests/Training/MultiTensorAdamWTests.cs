@@ -84,6 +84,23 @@ public class MultiTensorAdamWTests
     }
 
     [Fact]
+    public void StepsLeakNoTensors()
+    {
+        var ps = MakeParameters(true);                                                      // two flat groups
+        using var opt = new MultiTensorAdamW(ps, lr: 1e-3, weight_decay: 0.01);
+        void Step(int i)
+        {
+            using var scope = NewDisposeScope();
+            SetGradients(ps, i);
+            opt.step();
+        }
+        for (int i = 0; i < 3; i++) Step(i);
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        for (int i = 3; i < 53; i++) Step(i);
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
     public void AnOptimizerMadeInsideADisposeScopeOutlivesIt()
     {
         var reference = MakeParameters(false);

@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 // DIR/quanta_dotnet_<shape>.json. Verbs:
 //   probe                                     libtorch/CUDA check + bf16 GEMM TFLOP/s
 //   (train and suite take --quantize none|int8|nf4: the decoder projections stored quantized, QLoRA-style)
-//   train  --shape S --method M [--batch B] [--gqa plain] [--gradient-checkpointing 1] [--loss chunked|full]   training tokens/s, step ms, peak memory (M: quanta = the path the library picks | quanta-per-layer | quanta-stacked | quanta-layerwise | quanta-layerwise-uncached | lora | frozen)
+//   train  --shape S --method M [--batch B] [--gqa plain] [--gradient-checkpointing 1] [--loss chunked|full]   training tokens/s, step ms, peak memory (M: quanta = the path the library picks | quanta-per-layer | quanta-stacked | quanta-stacked-recompute [--recompute-chunk N] | quanta-layerwise | quanta-layerwise-uncached | lora | frozen)
 //   attn   --shape S [--batch B]              grouped-query attention, checkpointed node vs plain graph, forward + backward
 //   layer  --shape S [--tokens N] [--reps R]  one adapted q/v projection, each fused-QuanTA mode: materialize/forward/backward ms
 //   tokengrad --shape S [--tokens N] [--reps R]  ∂L/∂(block operators) of one q/v layer: token route vs ΔW route, and the choice
@@ -56,7 +56,7 @@ switch (verb)
             gradientCheckpointing: Arg("--gradient-checkpointing", "0") == "1", chunkedLoss: Arg("--loss", "chunked") switch
             {
                 "chunked" => true, "full" => false, var l => throw new ArgumentException($"--loss '{l}' is not chunked or full."),
-            });
+            }, recomputeChunk: int.Parse(Arg("--recompute-chunk", QuanTA.Core.Adapters.QuanTABank.DefaultRecomputeChunk.ToString())));
         Console.WriteLine(JsonSerializer.Serialize(r));
         break;
     }

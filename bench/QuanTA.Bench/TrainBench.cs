@@ -26,7 +26,8 @@ static class TrainBench
     internal static void Sync() { if (cuda.is_available()) cuda.synchronize(); }
 
     public static Dictionary<string, object> Run(string shape, string method, int? batchOverride, int seq, int steps, int warm,
-        BaseQuantization quantization = BaseQuantization.None, bool gradientCheckpointing = false, bool chunkedLoss = true)
+        BaseQuantization quantization = BaseQuantization.None, bool gradientCheckpointing = false, bool chunkedLoss = true,
+        int recomputeChunk = QuanTABank.DefaultRecomputeChunk)
     {
         var (config, layout, batch) = LlamaShapes.Get(shape);
         config = config with { Quantization = quantization };
@@ -42,10 +43,10 @@ static class TrainBench
         InjectionReport? report = null;
         switch (method)
         {
-            case "quanta" or "quanta-per-layer" or "quanta-stacked" or "quanta-layerwise" or "quanta-layerwise-uncached":
+            case "quanta" or "quanta-per-layer" or "quanta-stacked" or "quanta-stacked-recompute" or "quanta-layerwise" or "quanta-layerwise-uncached":
                 report = AdapterInjector.Inject(model, new QuanTAConfig { Layout = layout, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
                 path = ResolvePath(method == "quanta" ? "auto" : method["quanta-".Length..], model, ScalarType.BFloat16);
-                if (path.UsesBank) bank = QuanTABank.Create(model, path.Path);
+                if (path.UsesBank) bank = QuanTABank.Create(model, path.Path, recomputeChunk: recomputeChunk);
                 break;
             case "lora":
                 report = AdapterInjector.Inject(model, new LoRAConfig { Rank = 8, Alpha = 16, Seed = 0 }, TargetModules.Names("q_proj", "v_proj"));
@@ -110,7 +111,7 @@ static class TrainBench
         return new Dictionary<string, object>
         {
             ["shape"] = shape, ["method"] = method, ["training_path"] = path is null ? "" : QuanTATrainingPaths.Name(path.Path),
-            ["training_path_reason"] = path?.Reason ?? "", ["gradient_checkpointing"] = gradientCheckpointing, ["loss"] = chunkedLoss ? "chunked" : "full-logits", ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
+            ["training_path_reason"] = path?.Reason ?? "", ["recompute_chunk"] = path?.Path == QuanTATrainingPath.StackedRecompute ? recomputeChunk : 0, ["gradient_checkpointing"] = gradientCheckpointing, ["loss"] = chunkedLoss ? "chunked" : "full-logits", ["batch"] = batch, ["seq"] = seq, ["quantization"] = quantization.ToString(),
             ["quantized_base_gib"] = Math.Round(model.modules().OfType<AdaptableLinear>().Sum(l => l.QuantizedWeight?.StorageBytes ?? 0) / Math.Pow(2, 30), 3),
             ["gqa"] = config.NumKeyValueHeads == config.NumAttentionHeads ? "none" : LlamaAttention.CheckpointGroupedAttention ? "checkpoint" : "plain",
             ["tokens_per_s"] = Math.Round(batch * seq * steps / dt),
@@ -129,14 +130,15 @@ static class TrainBench
         };
     }
 
-    /// <summary>The QuanTA training path named on the command line (auto, per-layer, stacked, layerwise, layerwise-uncached),
+    /// <summary>The QuanTA training path named on the command line (auto or <see cref="QuanTATrainingPaths.Name"/>),
     /// resolved as the library resolves it (<see cref="QuanTATrainingPaths.Resolve"/>: free memory read after the model is loaded).</summary>
     internal static QuanTATrainingPathChoice ResolvePath(string name, nn.Module model, ScalarType computeDType)
     {
         var requested = Enum.GetValues<QuanTATrainingPath>().FirstOrDefault(p => p == QuanTATrainingPath.Auto ? name == "auto" : QuanTATrainingPaths.Name(p) == name,
             (QuanTATrainingPath)(-1));
         if (!Enum.IsDefined(requested))
-            throw new ArgumentException($"Unknown training path '{name}': auto, per-layer, stacked, layerwise or layerwise-uncached.");
+            throw new ArgumentException($"Unknown training path '{name}': auto, " +
+                string.Join(", ", Enum.GetValues<QuanTATrainingPath>().Where(p => p != QuanTATrainingPath.Auto).Select(QuanTATrainingPaths.Name)) + ".");
         Sync();
         return QuanTATrainingPaths.Resolve(requested, Dev.type == DeviceType.CUDA, () => QuanTABank.EstimatedStackedExtraBytes(model, computeDType),
             () => DeviceMemory.Query(0)?.Free);

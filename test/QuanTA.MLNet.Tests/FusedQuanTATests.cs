@@ -29,6 +29,7 @@ public class FusedQuanTATests
 
     [Theory]
     [InlineData(QuanTATrainingPath.Stacked)]             // one batched chain, W0 + ΔW kept per layer
+    [InlineData(QuanTATrainingPath.StackedRecompute)]    // batched chain without a graph, re-run per chunk in the backward
     [InlineData(QuanTATrainingPath.Layerwise)]           // W0 + ΔW rebuilt in each layer's backward
     [InlineData(QuanTATrainingPath.LayerwiseUncached)]   // layerwise, the frozen chain rebuilt too
     public void FusedAndPerLayerTrainingAgree(QuanTATrainingPath path)

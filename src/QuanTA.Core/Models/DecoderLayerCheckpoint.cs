@@ -141,7 +141,7 @@ internal sealed class CheckpointedLayerFunction : autograd.SingleTensorFunction<
             using (enable_grad()) y = node.Random.Replay(() => node.Layer.Run(x, constants));
             Tensor[] wrt = [.. node.InputNeedsGrad ? [x] : Array.Empty<Tensor>(), .. node.Parameters, .. stepLeaves];
             var grads = wrt.Length > 0 ? autograd.grad([y], wrt, [g], allow_unused: true) : [];
-            static Tensor? Defined(Tensor? t) => t is null || t.Handle == IntPtr.Zero ? null : t;
+            static Tensor? Defined(Tensor? t) => t is null || t.IsInvalid ? null : t;              // allow_unused: an undefined gradient
             int q = 0;
             result.Add(node.InputNeedsGrad ? Defined(grads[q++])! : null!);                   // x
             result.Add(null!);                                                                // the node

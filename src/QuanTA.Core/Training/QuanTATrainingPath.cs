@@ -12,6 +12,7 @@ namespace QuanTA.Core.Training;
 ///   path                 ΔW built                              kept from forward to backward      chain runs / step
 ///   PerLayer             per adapter, on x (QuanTAAdapter)      the chain's activations on x      per layer
 ///   Stacked              all layers at once (QuanTABank)        W0 + ΔW and the chain's input     once
+///   StackedRecompute     all layers at once, without a graph    W0 + ΔW                           twice (+ S), batched
 ///   Layerwise            inside each layer's forward            x and the small block operators    twice
 ///   LayerwiseUncached    as Layerwise, S chain rebuilt too      as Layerwise                       twice (+ S)
 /// </code>
@@ -27,6 +28,11 @@ public enum QuanTATrainingPath
     /// <summary>One batched chain builds ΔW for every adapted layer of a shape (<see cref="QuanTABank"/>); each layer runs one
     /// GEMM with W0 + ΔW, kept for its backward. Fastest, most memory.</summary>
     Stacked,
+    /// <summary>As <see cref="Stacked"/>, but the batched chain runs without a graph and W0 + ΔW is the only weight-sized tensor
+    /// kept per layer; the backward collects ∂L/∂ΔW = gᵀx and re-runs the chain with a graph a few layers at a time
+    /// (<see cref="QuanTARecomputeChunk"/>). Nothing of the chain's graph and no frozen chain is kept: about the layerwise paths'
+    /// memory with batched chains.</summary>
+    StackedRecompute,
     /// <summary>The bank builds only each layer's small block operators; each layer builds W0 + ΔW inside its forward and again
     /// in its backward (<see cref="QuanTALayerwiseStep"/>): nothing weight-sized is kept between forward and backward.</summary>
     Layerwise,
@@ -40,7 +46,7 @@ public enum QuanTATrainingPath
 /// <param name="Reason">One sentence for the log.</param>
 public sealed record QuanTATrainingPathChoice(QuanTATrainingPath Path, string Reason)
 {
-    /// <summary>True for the paths served by a <see cref="QuanTABank"/> (Stacked, Layerwise, LayerwiseUncached).</summary>
+    /// <summary>True for the paths served by a <see cref="QuanTABank"/> (all but PerLayer).</summary>
     public bool UsesBank => Path is not QuanTATrainingPath.PerLayer;
 
     /// <inheritdoc/>
@@ -50,11 +56,13 @@ public sealed record QuanTATrainingPathChoice(QuanTATrainingPath Path, string Re
 /// <summary>Resolves <see cref="QuanTATrainingPath"/>; the only place that decides which QuanTA path runs.</summary>
 public static class QuanTATrainingPaths
 {
-    /// <summary>The path's name as the CLI, logs, bench and docs write it: per-layer, stacked, layerwise, layerwise-uncached.</summary>
+    /// <summary>The path's name as the CLI, logs, bench and docs write it: per-layer, stacked, stacked-recompute, layerwise,
+    /// layerwise-uncached.</summary>
     public static string Name(QuanTATrainingPath path) => path switch
     {
         QuanTATrainingPath.PerLayer => "per-layer",
         QuanTATrainingPath.LayerwiseUncached => "layerwise-uncached",
+        QuanTATrainingPath.StackedRecompute => "stacked-recompute",
         _ => path.ToString().ToLowerInvariant(),
     };
 

@@ -141,14 +141,46 @@ public class QuanTABankTests
         m.Layers[0].forward(x).sum().backward();                                              // after Clear: the layer's own path
     }
 
+    [Fact]
+    public void StackedRecomputeRefusesASecondForwardAndReportsABackwardThatMissedALayerOfAChunk()
+    {
+        using var m = Build();                                                   // group 0: layers 0 and 3, one chunk of two
+        using var bank = QuanTABank.Create(m, QuanTATrainingPath.StackedRecompute, recomputeChunk: 2);
+        using var scope = NewDisposeScope();
+        using var gen = new Generator(8);
+        var x = randn(3, 32, generator: gen);
+        bank.Materialize(ScalarType.Float32);
+        Tensor expected;
+        using (no_grad()) expected = m.Layers[0].forward(x);                     // evaluation without a graph: the merged weight
+        var y0 = m.Layers[0].forward(x);
+        Assert.True(TestUtil.RelErr(y0, expected) < 1e-6);
+        Assert.Contains("Materialize", Assert.Throws<InvalidOperationException>(() => m.Layers[0].forward(x)).Message);
+        var y3 = m.Layers[3].forward(x);
+        y0.sum().backward();                                                     // layer 3's output never reaches a loss
+        bank.Clear();
+        var e = Assert.Throws<InvalidOperationException>(() => bank.Materialize(ScalarType.Float32));
+        Assert.Contains("1 of the 2 layers", e.Message);
+        Assert.Contains("--training-path stacked", e.Message);
+        bank.Materialize(ScalarType.Float32);                                    // reported once; the next micro-batch runs
+        (m.Layers[0].forward(x).sum() + m.Layers[3].forward(x).sum()).backward();
+        Assert.All(bank.Parameters.Take(3), p => Assert.True(p.grad is not null));            // group 0 (layers 0 and 3) has 3 tensors
+        Assert.False(((QuanTARecomputeStep)m.Layers[0].Adapter!.StepLinear!).IsLive);   // the chunk is released after its backward
+        bank.Clear();
+        bank.Materialize(ScalarType.Float32);                                    // a complete backward leaves nothing to report
+        bank.Clear();
+    }
+
     [Theory]
+    [InlineData(QuanTATrainingPath.StackedRecompute, 1024, 5, 1)]   // one layer per chunk
+    [InlineData(QuanTATrainingPath.StackedRecompute, 1024, 5, 2)]   // group 0's two layers in one chunk (the first finishes its backward last)
+    [InlineData(QuanTATrainingPath.StackedRecompute, 8, 200, 4)]    // several blocks; a chunk larger than any group
     [InlineData(QuanTATrainingPath.Layerwise, 1024, 5)]
     [InlineData(QuanTATrainingPath.LayerwiseUncached, 1024, 5)]
     [InlineData(QuanTATrainingPath.Layerwise, 8, 5)]      // one pair per block: several blocks, so the token gradients run through a chain
     [InlineData(QuanTATrainingPath.LayerwiseUncached, 16, 5)]
     [InlineData(QuanTATrainingPath.Layerwise, 8, 200)]    // many tokens: the layers take the ΔW route (gᵀx, then the chain's backward)
     [InlineData(QuanTATrainingPath.LayerwiseUncached, 8, 200)]
-    public void LayerwisePathsGiveTheSameLossAndGradientsAsTheStackedGraph(QuanTATrainingPath layerwisePath, int blockCap, int rows)
+    public void FusedPathsGiveTheSameLossAndGradientsAsTheStackedGraph(QuanTATrainingPath layerwisePath, int blockCap, int rows, int chunk = 4)
     {
         // Two micro-batches; layer 1 takes layer 0's output (its input needs a gradient), the others take plain inputs.
         using var g = new Generator(21);
@@ -157,19 +189,19 @@ public class QuanTABankTests
         {
             bool layerwise = path != QuanTATrainingPath.Stacked;
             using var m = Build();
-            using var bank = QuanTABank.Create(m, path, blockCap: blockCap);
+            using var bank = QuanTABank.Create(m, path, blockCap: blockCap, recomputeChunk: chunk);
             var plan = QuanTAChainBlocks.MakePlan(new AxisLayout([2, 4, 4]), blockCap, 32, 32);
             // which route the square layers take: from the tokens with several blocks and few tokens, else through ΔW
             Assert.Equal(blockCap < 32 && rows < 20, QuanTAChainBlocks.TokenGradientsCheaper(plan, rows));
             Assert.Equal(path, bank.Path);
-            Assert.Equal(path != QuanTATrainingPath.LayerwiseUncached, bank.CachesFrozenOperator);
+            Assert.Equal(path is QuanTATrainingPath.Stacked or QuanTATrainingPath.Layerwise, bank.CachesFrozenOperator);
             double total = 0;
             var input0 = xs[0][0].clone().requires_grad_(true);
             foreach (var micro in xs)
             {
                 using var scope = NewDisposeScope();
                 bank.Materialize(ScalarType.Float32);
-                Assert.All(m.Layers, l => Assert.Equal(layerwise, l.Adapter!.StepDelta is null));   // no stacked ΔW on a layerwise path
+                Assert.All(m.Layers, l => Assert.Equal(layerwise, l.Adapter!.StepDelta is null));   // no stacked ΔW slice on the other paths
                 var x0 = micro == xs[0] ? input0 : micro[0];
                 var h = m.Layers[0].forward(x0);                                  // 32 → 32
                 var loss = m.Layers[1].forward(h.tanh()).pow(2).sum()             // 32 → 8 (transposed chain), input needs a gradient
@@ -195,13 +227,14 @@ public class QuanTABankTests
     }
 
     [Theory]
-    [InlineData(3)]
-    [InlineData(200)]  // many tokens: the ΔW route
-    public void LayerwiseStepsLeaveNoTensorsBehind(int rows)
+    [InlineData(3, QuanTATrainingPath.Layerwise)]
+    [InlineData(200, QuanTATrainingPath.Layerwise)]  // many tokens: the ΔW route
+    [InlineData(3, QuanTATrainingPath.StackedRecompute)]
+    public void CustomBackwardStepsLeaveNoTensorsBehind(int rows, QuanTATrainingPath path)
     {
         // The custom backward hands gradients to libtorch; their wrappers are freed by the bank, not left to the GC.
         using var m = Build();
-        using var bank = QuanTABank.Create(m, QuanTATrainingPath.Layerwise, blockCap: 8);
+        using var bank = QuanTABank.Create(m, path, blockCap: 8, recomputeChunk: 1);
         Assert.Equal(rows < 20, QuanTAChainBlocks.TokenGradientsCheaper(
             QuanTAChainBlocks.MakePlan(new AxisLayout([2, 4, 4]), 8, 32, 32), rows));
         using var opt = optim.AdamW(bank.OptimizerParameters(m).Select(p => p.Parameter), lr: 1e-3);

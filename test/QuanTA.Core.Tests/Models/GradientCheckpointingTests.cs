@@ -12,18 +12,19 @@ namespace QuanTA.Core.Tests.Models;
 
 /// <summary>Activation checkpointing of the decoder layers (<see cref="LlamaModel.GradientCheckpointing"/>) gives the loss and
 /// gradients of the plain graph on every adapter and training path, with padding, dropout and a quantized base.</summary>
+[Collection(QuanTA.Core.Tests.Training.TrainingCollection.Name)]   // dropout masks from the global generator (manual_seed): not while other tests draw
 public class GradientCheckpointingTests(ITestOutputHelper output)
 {
     static GradientCheckpointingTests() => TestUtil.Init();
 
-    public enum Setup { QuanTAPerLayer, QuanTAStacked, QuanTALayerwise, QuanTALayerwiseUncached, LoRA, QuanTADropout, NF4Layerwise, QwenLoRA, LoRAUnpadded }
+    public enum Setup { QuanTAPerLayer, QuanTAStacked, QuanTAStackedRecompute, NF4StackedRecompute, QuanTALayerwise, QuanTALayerwiseUncached, LoRA, QuanTADropout, NF4Layerwise, QwenLoRA, LoRAUnpadded }
 
     /// <summary>Loss and the gradients of everything the optimizer would train, two micro-batches accumulated.</summary>
     static (double Loss, Tensor[] Grads) Run(Setup setup, bool checkpoint)
     {
         string name = setup == Setup.QwenLoRA ? "qwen2-tiny" : "llama-tiny";
         var r = Fixture.Reference(name);
-        using var model = CausalLM.FromPretrained(Fixture.Dir(name), quantization: setup == Setup.NF4Layerwise ? BaseQuantization.NF4 : BaseQuantization.None);
+        using var model = CausalLM.FromPretrained(Fixture.Dir(name), quantization: setup is Setup.NF4Layerwise or Setup.NF4StackedRecompute ? BaseQuantization.NF4 : BaseQuantization.None);
         bool lora = setup is Setup.LoRA or Setup.QwenLoRA or Setup.LoRAUnpadded;
         IAdapterConfig config = lora
             ? new LoRAConfig { Rank = 2, Seed = 1 }
@@ -35,11 +36,12 @@ public class GradientCheckpointingTests(ITestOutputHelper output)
         var path = setup switch
         {
             Setup.QuanTAStacked => QuanTATrainingPath.Stacked,
+            Setup.QuanTAStackedRecompute or Setup.NF4StackedRecompute => QuanTATrainingPath.StackedRecompute,
             Setup.QuanTALayerwise or Setup.NF4Layerwise => QuanTATrainingPath.Layerwise,
             Setup.QuanTALayerwiseUncached => QuanTATrainingPath.LayerwiseUncached,
             _ => QuanTATrainingPath.PerLayer,
         };
-        using var bank = path == QuanTATrainingPath.PerLayer ? null : QuanTABank.Create(model, path);
+        using var bank = path == QuanTATrainingPath.PerLayer ? null : QuanTABank.Create(model, path, recomputeChunk: 3);   // stacked-recompute: chunks across decoder layers, one short
         model.train();
         manual_seed(7);                                             // dropout masks: the same stream in both runs
         double total = 0;
@@ -62,6 +64,8 @@ public class GradientCheckpointingTests(ITestOutputHelper output)
     [Theory]
     [InlineData(Setup.QuanTAPerLayer)]
     [InlineData(Setup.QuanTAStacked)]
+    [InlineData(Setup.QuanTAStackedRecompute)]   // a chunk's tensor gradients come back from the recompute of its last layer
+    [InlineData(Setup.NF4StackedRecompute)]
     [InlineData(Setup.QuanTALayerwise)]
     [InlineData(Setup.QuanTALayerwiseUncached)]
     [InlineData(Setup.LoRA)]

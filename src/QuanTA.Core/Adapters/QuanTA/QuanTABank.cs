@@ -38,15 +38,26 @@ public sealed class QuanTABank : IDisposable
 
     readonly Group[] _groups;
     readonly Dictionary<(int Group, ScalarType DType), Tensor> _minusFrozenRaw = [];   // −(S chain on the basis vectors), uncropped
+    readonly Dictionary<(int Group, ScalarType DType), Tensor[]> _frozenOps = [];      // S block operators (L, K, K), StackedRecompute
+    readonly List<QuanTARecomputeChunk> _chunks = [];        // this micro-batch's StackedRecompute chunks
     readonly ReturnedGradients _returned = new();            // gradient wrappers handed to libtorch
+    readonly int _recomputeChunk;
+    string? _incompleteBackward;                             // a StackedRecompute chunk whose backward did not reach every layer
 
-    QuanTABank(Group[] groups, QuanTATrainingPath path) { _groups = groups; Path = path; }
+    QuanTABank(Group[] groups, QuanTATrainingPath path, int recomputeChunk) { _groups = groups; Path = path; _recomputeChunk = recomputeChunk; }
 
-    /// <summary>Stacked, Layerwise or LayerwiseUncached.</summary>
+    /// <summary>Stacked, StackedRecompute, Layerwise or LayerwiseUncached.</summary>
     public QuanTATrainingPath Path { get; }
 
-    /// <summary>Whether the frozen chain M_S is cached per compute dtype (all paths but LayerwiseUncached).</summary>
-    public bool CachesFrozenOperator => Path != QuanTATrainingPath.LayerwiseUncached;
+    /// <summary>Whether the frozen chain M_S (weight-sized per layer) is cached per compute dtype: Stacked and Layerwise.
+    /// StackedRecompute caches only the frozen block operators (K×K per layer) and builds M_S with ΔW, without a graph.</summary>
+    public bool CachesFrozenOperator => Path is QuanTATrainingPath.Stacked or QuanTATrainingPath.Layerwise;
+
+    /// <summary>Default number of layers per chunk on the StackedRecompute path (<see cref="Create"/>): the chain's graph
+    /// is re-run for one chunk at a time in the backward, while most activations are still alive, so its transient (a few
+    /// weight-sized tensors per layer of the chunk) adds to the step's peak; fewer layers per chunk mean more, smaller
+    /// launches. Measured choices: docs/training-paths.md.</summary>
+    public const int DefaultRecomputeChunk = 4;
 
     /// <summary>The stacked trainable tensors (one per group and chain position); give these to the optimizer.</summary>
     public IEnumerable<Parameter> Parameters => _groups.SelectMany(g => g.Stacked);
@@ -78,17 +89,21 @@ public sealed class QuanTABank : IDisposable
     /// <param name="path">Stacked, Layerwise or LayerwiseUncached.</param>
     /// <param name="blockCap">Largest subspace (product of local dims) a block of consecutive pairs may span; 1 = one pair per
     /// block (<see cref="QuanTAChainBlocks"/>).</param>
-    public static QuanTABank Create(nn.Module model, QuanTATrainingPath path = QuanTATrainingPath.Stacked, int blockCap = QuanTAChainBlocks.DefaultBlockCap)
+    /// <param name="recomputeChunk">StackedRecompute only: layers whose chain is re-run together in the backward
+    /// (<see cref="DefaultRecomputeChunk"/>).</param>
+    public static QuanTABank Create(nn.Module model, QuanTATrainingPath path = QuanTATrainingPath.Stacked, int blockCap = QuanTAChainBlocks.DefaultBlockCap,
+        int recomputeChunk = DefaultRecomputeChunk)
     {
         if (path is QuanTATrainingPath.Auto or QuanTATrainingPath.PerLayer)
             throw new ArgumentException($"A bank serves the fused paths (Stacked, Layerwise, LayerwiseUncached), not {path}" +
                 (path == QuanTATrainingPath.Auto ? ": resolve Auto first (QuanTATrainingPaths.Resolve)." : "."), nameof(path));
         if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
+        if (recomputeChunk < 1) throw new ArgumentOutOfRangeException(nameof(recomputeChunk), recomputeChunk, "recomputeChunk must be at least 1.");
         var groups = EligibleAdapters(model)
             .GroupBy(a => (Key: $"{string.Join(",", a.Layout.Dims)}|{string.Join(" ", a.Layout.Pairs)}", a.InFeatures, a.OutFeatures))
             .Select(g => Stack(g.First().Layout, g.Key.InFeatures, g.Key.OutFeatures, g.ToArray(), blockCap))
             .ToArray();
-        return new QuanTABank(groups, path);
+        return new QuanTABank(groups, path, recomputeChunk);
     }
 
     /// <summary>How many QuanTA adapters of <paramref name="model"/> a bank would serve, and how many stay on the per-layer
@@ -152,9 +167,12 @@ public sealed class QuanTABank : IDisposable
     public void Materialize(ScalarType computeDType)
     {
         _returned.ReleaseAll();
+        ReleaseChunks();
+        if (_incompleteBackward is { } problem) { _incompleteBackward = null; throw new InvalidOperationException(problem); }
         for (int gi = 0; gi < _groups.Length; gi++)
         {
             var g = _groups[gi];
+            if (Path == QuanTATrainingPath.StackedRecompute) { MaterializeRecompute(gi, computeDType); continue; }
             if (Path != QuanTATrainingPath.Stacked) { MaterializeLayerwise(gi, computeDType); continue; }
             var delta = GroupDelta(gi, computeDType);                          // (L, out, in)
             // unbind, not delta[l]: one autograd node whose backward stacks the L slice gradients once. Indexing would give
@@ -183,12 +201,64 @@ public sealed class QuanTABank : IDisposable
                 frozenOps?.Select(o => o[l]).ToArray(), _returned);
     }
 
+    /// <summary>StackedRecompute: each chunk of <c>recomputeChunk</c> layers gets its W0 + ΔW slices, built here without a
+    /// graph (T chain minus S chain, <see cref="QuanTAChainBlocks.Delta"/>), and its block operators with their graph to the
+    /// stacked T, which the chunk's last backward differentiates (<see cref="QuanTARecomputeChunk"/>).</summary>
+    void MaterializeRecompute(int gi, ScalarType dtype)
+    {
+        var g = _groups[gi];
+        var ops = TensorBlockOperators(g, dtype);                                                          // (L, K, K) each, graph to T
+        var frozen = FrozenOperators(gi, dtype);                                                           // (L, K, K) each, cached
+        var chunks = ops.Select(o => o.split(_recomputeChunk)).ToArray();                                 // [block][chunk]: one split node each
+        for (int c = 0, first = 0; first < g.Adapters.Length; c++, first += _recomputeChunk)
+        {
+            int n = Math.Min(_recomputeChunk, g.Adapters.Length - first);
+            var chunkOps = chunks.Select(b => b[c]).ToArray();                                             // (n, K, K), differentiable
+            QuanTARecomputeChunk chunk;
+            using (no_grad())
+            {
+                using var scope = NewDisposeScope();
+                var values = chunkOps.Select(o => o.detach()).ToArray();
+                var frozenChunk = frozen.Select(o => o.narrow(0, first, n)).ToArray();
+                var delta = QuanTAChainBlocks.Delta(g.Plan, values, () => QuanTAChainBlocks.NegatedRaw(g.Plan, frozenChunk));   // (n, out, in)
+                chunk = new QuanTARecomputeChunk(g.Plan, values, delta, _returned);
+            }
+            _chunks.Add(chunk);
+            for (int l = 0; l < n; l++)
+                g.Adapters[first + l].StepLinear = new QuanTARecomputeStep(chunk, l, chunkOps);
+        }
+    }
+
+    /// <summary>The group's frozen S block operators (L, K, K) each, cached per compute dtype (StackedRecompute).</summary>
+    Tensor[] FrozenOperators(int gi, ScalarType dtype)
+    {
+        if (_frozenOps.TryGetValue((gi, dtype), out var cached)) return cached;
+        using var _ = no_grad();
+        return _frozenOps[(gi, dtype)] = FrozenBlockOperators(_groups[gi], dtype).Select(o => o.DetachFromDisposeScope()).ToArray();
+    }
+
+    /// <summary>Frees this micro-batch's StackedRecompute chunks, noting one whose backward reached some but not all of its
+    /// layers (the next <see cref="Materialize"/> reports it: those layers' tensor gradients were never computed).</summary>
+    void ReleaseChunks()
+    {
+        foreach (var c in _chunks)
+        {
+            if (c.IsLive && c.Received > 0)
+                _incompleteBackward ??= $"The backward pass reached only {c.Received} of the {c.Count} layers of a stacked-recompute chunk, " +
+                    "so the QuanTA tensors of those layers got no gradient: on this path every adapted layer's output must reach the " +
+                    "loss. Use the stacked path (TrainingPath = Stacked, CLI --training-path stacked) for such a model.";
+            c.Dispose();
+        }
+        _chunks.Clear();
+    }
+
     /// <summary>Forgets the step's tensors (the layers go back to their own path).</summary>
     public void Clear()
     {
         foreach (var g in _groups)
             foreach (var a in g.Adapters) a.StepLinear = null;
         _returned.ReleaseAll();
+        ReleaseChunks();
     }
 
     /// <summary>ΔW of every layer of a group, (L, out, in): the engine (<see cref="QuanTAChainBlocks.Delta"/>) on the stacked
@@ -253,6 +323,8 @@ public sealed class QuanTABank : IDisposable
         Clear();
         foreach (var t in _minusFrozenRaw.Values) t.Dispose();
         _minusFrozenRaw.Clear();
+        foreach (var t in _frozenOps.Values.SelectMany(o => o)) t.Dispose();
+        _frozenOps.Clear();
         foreach (var g in _groups) g.Plan.ReleaseCachedIndices();
     }
 }

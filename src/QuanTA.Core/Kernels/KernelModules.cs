@@ -6,27 +6,47 @@ using QuanTA.Core.Runtime;
 namespace QuanTA.Core.Kernels;
 
 /// <summary>
-/// The CUDA C sources of the kernels (embedded resources from <c>Kernels/Sources/*.cu</c>), compiled by NVRTC at first use
-/// and cached per GPU architecture: in memory for the process, and on disk under the user's cache folder
-/// (<c>$XDG_CACHE_HOME/quanta/kernels</c> or <c>~/.cache/quanta/kernels</c>; <see cref="CacheDirEnv"/> overrides it,
-/// <c>off</c> disables it), written atomically and keyed by a hash of the source, the compile target and the NVRTC version.
-/// Each device's primary context loads a module once.
+/// The CUDA C sources of the kernels (embedded resources from <c>Kernels/Sources/*.cu</c>), each compiled by NVRTC at
+/// first use with the shared prelude (<c>Kernels/Sources/prelude.cuh</c>: the 16-bit type and the F32/BF16/F16
+/// conversions) prepended (<see cref="CompiledSource"/>), and cached per GPU architecture: in memory for the process,
+/// and on disk under the user's cache folder (<c>$XDG_CACHE_HOME/quanta/kernels</c> or <c>~/.cache/quanta/kernels</c>;
+/// <see cref="CacheDirEnv"/> overrides it, <c>off</c> disables it), written atomically and keyed by a hash of the
+/// compiled text (prelude included), the compile target and the NVRTC version. Each device's primary context loads a
+/// module once.
 /// </summary>
 internal static class KernelModules
 {
     /// <summary>Environment variable naming the on-disk kernel cache folder, or <c>off</c> for none.</summary>
     public const string CacheDirEnv = "QUANTA_KERNEL_CACHE";
     const string ResourcePrefix = "QuanTA.Core.Kernels.Sources.";
+    /// <summary>The embedded prelude prepended to every kernel source (not a kernel source itself).</summary>
+    public const string PreludeFile = "prelude.cuh";
 
     static readonly object Gate = new();
     static readonly Dictionary<(string File, int Arch), (byte[] Image, string Target)> Images = [];
     static readonly Dictionary<(string File, int Device), LoadedModule> Modules = [];
 
-    /// <summary>The names of the embedded kernel sources (e.g. <c>rmsnorm.cu</c>).</summary>
+    /// <summary>The names of the embedded kernel sources (e.g. <c>rmsnorm.cu</c>): the <c>.cu</c> files, not the prelude.</summary>
     public static IEnumerable<string> SourceNames => typeof(KernelModules).Assembly.GetManifestResourceNames()
-        .Where(n => n.StartsWith(ResourcePrefix, StringComparison.Ordinal)).Select(n => n[ResourcePrefix.Length..]);
+        .Where(n => n.StartsWith(ResourcePrefix, StringComparison.Ordinal)).Select(n => n[ResourcePrefix.Length..])
+        .Where(n => n.EndsWith(".cu", StringComparison.Ordinal));
 
-    /// <summary>The CUDA C text of the embedded source <paramref name="file"/>.</summary>
+    /// <summary>
+    /// The text NVRTC compiles for the kernel source <paramref name="file"/>: the prelude (<see cref="PreludeFile"/>), then
+    /// a <c>#line 1 "file"</c> directive (so that NVRTC's messages give the file's own line numbers), then the file.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">the file or the prelude is not embedded.</exception>
+    public static string CompiledSource(string file)
+    {
+        var prelude = Source(PreludeFile);
+        var sb = new StringBuilder(prelude);
+        if (prelude.Length > 0 && prelude[^1] != '\n') sb.Append('\n');
+        sb.Append("#line 1 \"").Append(file).Append("\"\n");
+        sb.Append(Source(file));
+        return sb.ToString();
+    }
+
+    /// <summary>The CUDA C text of the embedded file <paramref name="file"/> as it is in the repo (without the prelude).</summary>
     /// <exception cref="FileNotFoundException">no such embedded source (the build did not embed Kernels/Sources/<paramref name="file"/>).</exception>
     public static string Source(string file)
     {
@@ -61,7 +81,7 @@ internal static class KernelModules
     static (byte[] Image, string Target, bool FromDisk) Image(string file, int arch, bool skipDisk = false)
     {
         if (Images.TryGetValue((file, arch), out var hit)) return (hit.Image, hit.Target, false);
-        var source = Source(file);
+        var source = CompiledSource(file);                              // the full text compiled, so the hash covers the prelude
         var dir = CacheDirectory();
         string key = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(
             $"{source}\n{arch}\n{Nvrtc.Version.Major}.{Nvrtc.Version.Minor}\n{Nvrtc.LoadedFrom}"))).ToLowerInvariant()[..16];

@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using QuanTA.Core.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -176,6 +177,49 @@ public class KernelLayerTests
         Assert.Contains("extern \"C\" __global__ void nf4_dequantize_##ON", source);
         Assert.Contains("extern \"C\" __global__ void int8_dequantize_##ON", source);
         Assert.DoesNotContain("#include", source);
+    }
+
+    // The names a CUDA C text defines at file scope: structs (struct NAME, as a definition) and top-level typedefs.
+    static List<string> FileScopeNames(string cuda)
+    {
+        var code = Regex.Replace(cuda, "//[^\n]*", "");                                 // comments may mention the names
+        var structs = Regex.Matches(code, @"\bstruct\s+(?:alignas\([^)]*\)\s+)?(\w+)\s*\{").Select(m => m.Groups[1].Value);
+        var typedefs = Regex.Matches(code, @"^typedef\b[^;]*?(\w+)\s*;", RegexOptions.Multiline).Select(m => m.Groups[1].Value);
+        return [.. structs, .. typedefs];
+    }
+
+    static int Definitions(string cuda, string name)
+    {
+        var code = Regex.Replace(cuda, "//[^\n]*", "");
+        return Regex.Matches(code, $@"\bstruct\s+(?:alignas\([^)]*\)\s+)?{name}\s*\{{").Count
+            + Regex.Matches(code, $@"^typedef\b[^;]*?\b{name}\s*;", RegexOptions.Multiline).Count;
+    }
+
+    [Fact]
+    public void EveryKernelSourceIsCompiledAfterTheOnePreludeAndDefinesNoneOfItsNames()
+    {
+        var prelude = KernelModules.Source(KernelModules.PreludeFile);
+        Assert.DoesNotContain("#include", prelude);                                     // NVRTC gets no include paths
+        var names = FileScopeNames(prelude);
+        foreach (var moved in new[] { "u16", "F32", "BF16", "F16" }) Assert.Contains(moved, names);
+        Assert.DoesNotContain(KernelModules.PreludeFile, KernelModules.SourceNames);  // not a kernel source of its own
+        var files = KernelModules.SourceNames.Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(new[] { "dequantize.cu", "rmsnorm.cu", "rope.cu", "swiglu.cu" }, files);
+        foreach (var file in files)
+        {
+            var source = KernelModules.Source(file);
+            var compiled = KernelModules.CompiledSource(file);
+            Assert.StartsWith(prelude, compiled);
+            Assert.EndsWith(source, compiled);
+            Assert.Contains($"\n#line 1 \"{file}\"\n", compiled);                   // NVRTC's messages keep the file's line numbers
+            foreach (var name in names)
+            {
+                Assert.Equal(0, Definitions(source, name));                           // the file no longer carries its copy
+                Assert.Equal(1, Definitions(compiled, name));                         // defined once in what NVRTC compiles
+            }
+            Assert.DoesNotMatch(@"\bstruct\s+(F32|BF16|F16)\b", source);
+        }
+        Assert.Throws<FileNotFoundException>(() => KernelModules.CompiledSource("missing.cu"));
     }
 
     [Fact]

@@ -5,41 +5,10 @@
 //          a_b = (nested_map[qabsmax[b]] * nested_absmax[b / 256]) + offset     (each op rounded to fp32)
 //          W[i] = round_O( quant_map[code_i] * a_{i / 64} )      code_2j = packed[j] >> 4, code_2j+1 = packed[j] & 15
 //   Int8:  W[r, c] = round_O( float(q[r, c]) * scale[r] )        scale = absmax / 127, computed by libtorch beforehand
-// O = fp32, bf16 (round to nearest even, as c10::BFloat16) or fp16. Grid-stride loops, 64-bit indices.
+// O = fp32, bf16 (round to nearest even, as c10::BFloat16) or fp16. Grid-stride loops, 64-bit indices. u16 and the
+// F32/BF16/F16 stores come from prelude.cuh, which KernelModules prepends (compiled by NVRTC at first use, no headers).
 
-typedef unsigned short u16;
 typedef unsigned char u8;
-
-struct F32
-{
-    typedef float storage;
-    static __device__ __forceinline__ void store(float* p, long long i, float v) { p[i] = v; }
-    static __device__ __forceinline__ void store2(float* p, long long i, float a, float b) { *(float2*)(p + i) = make_float2(a, b); }
-};
-
-struct BF16
-{
-    typedef u16 storage;
-    static __device__ __forceinline__ u16 narrow(float v)             // round to nearest even, as c10::BFloat16 does
-    {
-        unsigned int u = __float_as_uint(v);
-        if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)0x7fc0;       // NaN
-        u += 0x7fffu + ((u >> 16) & 1u);
-        return (u16)(u >> 16);
-    }
-    static __device__ __forceinline__ void store(u16* p, long long i, float v) { p[i] = narrow(v); }
-    static __device__ __forceinline__ void store2(u16* p, long long i, float a, float b)
-    { *(unsigned int*)(p + i) = (unsigned int)narrow(a) | ((unsigned int)narrow(b) << 16); }
-};
-
-struct F16
-{
-    typedef u16 storage;
-    static __device__ __forceinline__ u16 narrow(float v) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); return h; }
-    static __device__ __forceinline__ void store(u16* p, long long i, float v) { p[i] = narrow(v); }
-    static __device__ __forceinline__ void store2(u16* p, long long i, float a, float b)
-    { *(unsigned int*)(p + i) = (unsigned int)narrow(a) | ((unsigned int)narrow(b) << 16); }
-};
 
 // One thread per packed byte (two values). absmax (fp32, blocks) when qabsmax is null; else the double-quantized form.
 // out must be 4-byte aligned (a fresh libtorch allocation is), so the pair at the even index 2j is stored at once.

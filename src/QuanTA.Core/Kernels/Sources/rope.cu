@@ -11,43 +11,8 @@
 // Each (row, j < half) pair is one thread's step: it reads x[j], x[j + half] (resp. dy) and writes both outputs, with the
 // lanes of a row of threads on consecutive j (coalesced). The rows are the three leading dimensions, passed by the C# side (RoPEKernel.cs) in the order of the input's memory (outermost first),
 // each tensor with its own element strides for them (cos/sin broadcast over heads by a zero stride); the last dimension
-// has stride 1 in every tensor. Compiled by NVRTC at first use: no headers, the 16-bit conversions are written out.
-
-typedef unsigned short u16;
-
-struct F32
-{
-    typedef float storage;
-    static __device__ __forceinline__ float load(const float* p, long long i) { return p[i]; }
-    static __device__ __forceinline__ float round(float v) { return v; }
-    static __device__ __forceinline__ void store(float* p, long long i, float v) { p[i] = v; }
-};
-
-struct BF16
-{
-    typedef u16 storage;
-    static __device__ __forceinline__ float widen(u16 b) { return __uint_as_float(((unsigned int)b) << 16); }
-    static __device__ __forceinline__ u16 narrow(float v)             // round to nearest even, as c10::BFloat16 does
-    {
-        unsigned int u = __float_as_uint(v);
-        if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)0x7fc0;       // NaN
-        u += 0x7fffu + ((u >> 16) & 1u);
-        return (u16)(u >> 16);
-    }
-    static __device__ __forceinline__ float load(const u16* p, long long i) { return widen(p[i]); }
-    static __device__ __forceinline__ float round(float v) { return widen(narrow(v)); }
-    static __device__ __forceinline__ void store(u16* p, long long i, float v) { p[i] = narrow(v); }
-};
-
-struct F16
-{
-    typedef u16 storage;
-    static __device__ __forceinline__ float widen(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
-    static __device__ __forceinline__ u16 narrow(float v) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); return h; }
-    static __device__ __forceinline__ float load(const u16* p, long long i) { return widen(p[i]); }
-    static __device__ __forceinline__ float round(float v) { return widen(narrow(v)); }
-    static __device__ __forceinline__ void store(u16* p, long long i, float v) { p[i] = narrow(v); }
-};
+// has stride 1 in every tensor. Compiled by NVRTC at first use: no headers, u16 and the F32/BF16/F16 conversions come
+// from prelude.cuh, which KernelModules prepends.
 
 // Element strides of one tensor for the three row dimensions (outermost first); the last dimension has stride 1.
 struct RowStrides

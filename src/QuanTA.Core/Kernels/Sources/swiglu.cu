@@ -8,42 +8,11 @@
 //              dg  = round_T(ds * sig * (1 + g * (1 - sig)))                       (PyTorch's silu_backward formula)
 // Only g and u are kept for the backward: s and sig are recomputed from g. 1 + g * (1 - sig) is written as one fmaf, the
 // way nvcc contracts it in PyTorch's build (--fmad=true); the products stay separate (nothing to contract them with).
-// Compiled by NVRTC at first use, without fast math and without headers (the 16-bit conversions are written out below).
+// Compiled by NVRTC at first use, without fast math and without headers (u16 and the F32/BF16/F16 conversions come from
+// prelude.cuh, which KernelModules prepends).
 // Elementwise and memory-bound: each thread moves 16 bytes per operand per step (8 bf16/fp16 or 4 fp32 elements) when
 // every pointer is 16-byte aligned, then a scalar loop takes the tail (or everything, when a pointer is not aligned).
 // Grid-stride loops, 64-bit indices; the C# side (SwiGLUKernel.cs) passes contiguous buffers of n elements each.
-
-typedef unsigned short u16;
-
-struct F32
-{
-    typedef float storage;
-    static __device__ __forceinline__ float widen(float v) { return v; }
-    static __device__ __forceinline__ float narrow(float v) { return v; }
-    static __device__ __forceinline__ float round(float v) { return v; }
-};
-
-struct BF16
-{
-    typedef u16 storage;
-    static __device__ __forceinline__ float widen(u16 b) { return __uint_as_float(((unsigned int)b) << 16); }
-    static __device__ __forceinline__ u16 narrow(float v)             // round to nearest even, as c10::BFloat16 does
-    {
-        unsigned int u = __float_as_uint(v);
-        if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)0x7fc0;       // NaN
-        u += 0x7fffu + ((u >> 16) & 1u);
-        return (u16)(u >> 16);
-    }
-    static __device__ __forceinline__ float round(float v) { return widen(narrow(v)); }
-};
-
-struct F16
-{
-    typedef u16 storage;
-    static __device__ __forceinline__ float widen(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
-    static __device__ __forceinline__ u16 narrow(float v) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); return h; }
-    static __device__ __forceinline__ float round(float v) { return widen(narrow(v)); }
-};
 
 // 16 bytes of elements, loaded and stored as one vector access.
 template <class S>

@@ -7,6 +7,9 @@
 #   PART=b: TinyLlama (B = 8 × 512) and the LLaMA-3-8B shape (B = 2 × 1024), peer and ours; then 500 steps of the default path
 #           with device memory sampled every 50 (issue 19 item 5).
 #   PART=c: the memory-bound rows (NF4 + checkpointing, layerwise) again after a change.
+#   PART=r1: the stacked-recompute path on LLaMA-7B: kernel-check, the peer, stacked-recompute with chunks of 2, 4 and 8 layers,
+#           stacked and layerwise in the same round, NF4 on stacked-recompute with and without checkpointing, the peer again.
+#   PART=r2: a second LLaMA-7B round (stacked-recompute, stacked), TinyLlama and the LLaMA-3-8B shape with their peers.
 # Usage: PART=a bash bench/run-kernels-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
 set -uo pipefail
 bundle=$1; out=$2; part=${PART:-a}
@@ -40,6 +43,29 @@ if [ "$part" = a ]; then
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True run llama7b quanta-layerwise-expandable $qb train --method quanta-layerwise
     peer llama7b mid
   done
+elif [ "$part" = r1 ]; then
+  $qb kernel-check --out "$out/kernel-check.json" 2>&1 | grep -v '^{"check"' | tail -6 | cut -c1-400
+  export B=4
+  peer llama7b first
+  run llama7b recompute-c4-r1 $qb train --method quanta-stacked-recompute --recompute-chunk 4
+  run llama7b stacked-r1 $qb train --method quanta-stacked
+  run llama7b recompute-c2 $qb train --method quanta-stacked-recompute --recompute-chunk 2
+  run llama7b recompute-c8 $qb train --method quanta-stacked-recompute --recompute-chunk 8
+  run llama7b layerwise-r1 $qb train --method quanta-layerwise
+  run llama7b nf4-recompute-ckpt $qb train --method quanta-stacked-recompute --quantize nf4 --gradient-checkpointing 1
+  run llama7b nf4-recompute $qb train --method quanta-stacked-recompute --quantize nf4
+  peer llama7b mid
+elif [ "$part" = r2 ]; then
+  export B=4
+  run llama7b recompute-c4-r2 $qb train --method quanta-stacked-recompute ${CHUNK:+--recompute-chunk $CHUNK}
+  run llama7b stacked-r2 $qb train --method quanta-stacked
+  peer llama7b last
+  B=8 peer tinyllama first
+  run tinyllama recompute $qb train --method quanta-stacked-recompute ${CHUNK:+--recompute-chunk $CHUNK}
+  run tinyllama stacked $qb train --method quanta-stacked
+  B=2 T=1024 SKIP=$SKIP,frozen_base_floor peer llama3-8b first
+  run llama3-8b recompute $qb train --method quanta-stacked-recompute --seq 1024 ${CHUNK:+--recompute-chunk $CHUNK}
+  run llama3-8b layerwise $qb train --method quanta-layerwise --seq 1024
 elif [ "$part" = c ]; then   # after the frozen chain's cache was built in batches of layers: the memory-bound rows again
   export B=4
   run llama7b nf4-layerwise-ckpt $qb train --method quanta-layerwise --quantize nf4 --gradient-checkpointing 1

@@ -9,7 +9,8 @@
 #   PART=c: the memory-bound rows (NF4 + checkpointing, layerwise) again after a change.
 #   PART=r1: the stacked-recompute path on LLaMA-7B: kernel-check, the peer, stacked-recompute with chunks of 2, 4 and 8 layers,
 #           stacked and layerwise in the same round, NF4 on stacked-recompute with and without checkpointing, the peer again.
-#   PART=r2: a second LLaMA-7B round (stacked-recompute, stacked), TinyLlama and the LLaMA-3-8B shape with their peers.
+#   PART=r2: a second LLaMA-7B round (stacked-recompute, stacked, NF4 stacked-recompute with checkpointing), TinyLlama and the
+#           LLaMA-3-8B shape with their peers.
 # Usage: PART=a bash bench/run-kernels-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
 set -uo pipefail
 bundle=$1; out=$2; part=${PART:-a}
@@ -59,6 +60,7 @@ elif [ "$part" = r2 ]; then
   export B=4
   run llama7b recompute-c4-r2 $qb train --method quanta-stacked-recompute ${CHUNK:+--recompute-chunk $CHUNK}
   run llama7b stacked-r2 $qb train --method quanta-stacked
+  run llama7b nf4-recompute-ckpt-r2 $qb train --method quanta-stacked-recompute --quantize nf4 --gradient-checkpointing 1
   peer llama7b last
   B=8 peer tinyllama first
   run tinyllama recompute $qb train --method quanta-stacked-recompute ${CHUNK:+--recompute-chunk $CHUNK}

@@ -318,6 +318,31 @@ public class QuanTAChainBlockTests
     }
 
     [Theory]
+    [InlineData(1)]
+    [InlineData(8)]
+    [InlineData(16)]
+    [InlineData(1024)]  // one block: the start is the whole chain (M_T − M_S by one subtraction)
+    public void DeltaWithoutGraphEqualsTheAdaptersDeltaWeightInBothOrientations(int cap)
+    {
+        var lay = new AxisLayout([2, 2, 2, 4]);
+        foreach (var (inF, outF) in new[] { (32, 32), (32, 12), (20, 32) })
+            foreach (var columns in new[] { true, false })
+            {
+                using var layer = new AdaptableLinear(inF, outF, false);
+                AdapterInjector.Inject(layer, new QuanTAConfig { Layout = [2, 2, 2, 4], Seed = 3 }, TargetModules.All());
+                TestUtil.Randomize(layer, 0.3, 7);                                                 // T ≠ S
+                var a = (QuanTAAdapter)layer.Adapter!;
+                using var scope = NewDisposeScope();
+                var plan = QuanTAChainBlocks.MakePlan(lay, cap, inF, outF, columns);
+                Tensor[] Ops(Func<int, Tensor> tensor) => QuanTAChainBlocks.BlockOperators(plan,
+                    Enumerable.Range(0, lay.TensorCount).Select(i => tensor(i).unsqueeze(0)).ToArray(), ScalarType.Float32, CPU);
+                using var _ = no_grad();
+                var delta = QuanTAChainBlocks.DeltaWithoutGraph(plan, Ops(a.TensorT), Ops(a.TensorS))[0];
+                Assert.True(TestUtil.RelErr(delta, a.DeltaWeight()) < 1e-6, $"cap {cap}, {inF}->{outF}, columns {columns}");
+            }
+    }
+
+    [Theory]
     [InlineData(1, true)]
     [InlineData(1, false)]
     [InlineData(16, true)]      // blocks K = 8, 8, 16: the Kronecker start skips the first block applied

@@ -202,7 +202,7 @@ public sealed class QuanTABank : IDisposable
     }
 
     /// <summary>StackedRecompute: each chunk of <c>recomputeChunk</c> layers gets its W0 + ΔW slices, built here without a
-    /// graph (T chain minus S chain, <see cref="QuanTAChainBlocks.Delta"/>), and its block operators with their graph to the
+    /// graph (T chain minus S chain, <see cref="QuanTAChainBlocks.DeltaWithoutGraph"/>), and its block operators with their graph to the
     /// stacked T, which the chunk's last backward differentiates (<see cref="QuanTARecomputeChunk"/>).</summary>
     void MaterializeRecompute(int gi, ScalarType dtype)
     {
@@ -220,7 +220,7 @@ public sealed class QuanTABank : IDisposable
                 using var scope = NewDisposeScope();
                 var values = chunkOps.Select(o => o.detach()).ToArray();
                 var frozenChunk = frozen.Select(o => o.narrow(0, first, n)).ToArray();
-                var delta = QuanTAChainBlocks.Delta(g.Plan, values, () => QuanTAChainBlocks.NegatedRaw(g.Plan, frozenChunk));   // (n, out, in)
+                var delta = QuanTAChainBlocks.DeltaWithoutGraph(g.Plan, values, frozenChunk);                    // (n, out, in)
                 chunk = new QuanTARecomputeChunk(g.Plan, values, delta, _returned);
             }
             _chunks.Add(chunk);

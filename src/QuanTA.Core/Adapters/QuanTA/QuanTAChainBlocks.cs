@@ -173,21 +173,58 @@ static class QuanTAChainBlocks
     /// (L, basis dims…, d0..dN-1) with the basis flattened in layout order, in whatever memory order the last GEMM left it.
     /// Reading it once in an elementwise op that writes a contiguous result (e.g. <c>minusFrozen.add(raw)</c>) saves the copy
     /// a reshape would make.</summary>
-    internal static Tensor ApplyRaw(ChainPlan plan, Tensor[] ops)
+    internal static Tensor ApplyRaw(ChainPlan plan, Tensor[] ops) => ApplyRaw(plan, ops, plan.Order.Length);
+
+    /// <summary><see cref="ApplyRaw(ChainPlan, Tensor[])"/> stopped after the first <paramref name="blocks"/> blocks (at least
+    /// <see cref="StartBlocks"/>).</summary>
+    static Tensor ApplyRaw(ChainPlan plan, Tensor[] ops, int blocks)
     {
         var lay = plan.Layout;
-        long L = ops[0].shape[0];
-        int basis = plan.Basis;
         Tensor x;
-        int first = 0;
-        var (a1, a2) = (plan.Blocks[plan.Order[0]].Axes, plan.Order.Length > 1 ? plan.Blocks[plan.Order[1]].Axes : []);
-        if (plan.Kronecker && a2.Length > 0 && a1.Union(a2).Count() == lay.AxisCount && EinsumLetters(lay, a1, a2) is not null)
-        { x = KroneckerThenBlock(lay, a1, ops[0], a2, ops[1]); first = 2; }                  // (L, j0..jN-1, d0..dN-1)
-        else if (plan.Kronecker) { x = KroneckerStart(lay, a1, ops[0]); first = 1; }          // (L, D, d0..dN-1)
-        else { x = SlicedKroneckerStart(plan, ops[0]); first = 1; }                      // (L, basis, d0..dN-1)
-        for (int s = first; s < plan.Order.Length; s++)
+        int first = StartBlocks(plan);
+        if (first == 2) x = KroneckerThenBlock(lay, plan.Blocks[plan.Order[0]].Axes, ops[0], plan.Blocks[plan.Order[1]].Axes, ops[1]);   // (L, j0..jN-1, d0..dN-1)
+        else if (plan.Kronecker) x = KroneckerStart(lay, plan.Blocks[plan.Order[0]].Axes, ops[0]);  // (L, D, d0..dN-1)
+        else x = SlicedKroneckerStart(plan, ops[0]);                                         // (L, basis, d0..dN-1)
+        for (int s = first; s < blocks; s++)
             x = ApplyBlock(x, plan.Blocks[plan.Order[s]].Axes, ops[s], lay);
         return x;                                               // columns: x[l, j] = (M e_j)ᵀ;  rows: x[l, i] = row i of M
+    }
+
+    /// <summary>How many blocks the start of the materialization consumes without a GEMM: 2 when the Kronecker start and the
+    /// next block cover the layout (<see cref="KroneckerThenBlock"/>), else 1.</summary>
+    static int StartBlocks(ChainPlan plan)
+    {
+        var (a1, a2) = (plan.Blocks[plan.Order[0]].Axes, plan.Order.Length > 1 ? plan.Blocks[plan.Order[1]].Axes : []);
+        return plan.Kronecker && a2.Length > 0 && a1.Union(a2).Count() == plan.Layout.AxisCount && EinsumLetters(plan.Layout, a1, a2) is not null ? 2 : 1;
+    }
+
+    /// <summary>
+    /// ΔW = crop(M_T − M_S) (L, out, in) without a graph (the stacked-recompute path's forward), in fewer passes over the
+    /// weight-sized stack than <see cref="Delta"/>: both chains run up to their last block, and the last block of S is
+    /// subtracted inside T's GEMM,
+    /// <code>
+    ///   Y = X_T R_T − X_S R_S   (one bmm, then one baddbmm that reads X_T R_T: no M_S tensor, no negation, no extra pass)
+    /// </code>
+    /// When the start already consumed the whole chain, M_T − M_S is one in-place subtraction. The result is a view.
+    /// </summary>
+    internal static Tensor DeltaWithoutGraph(ChainPlan plan, Tensor[] t, Tensor[] s)
+    {
+        var lay = plan.Layout;
+        long L = t[0].shape[0];
+        int n = plan.Order.Length;
+        Tensor raw;
+        if (StartBlocks(plan) >= n) raw = ApplyRaw(plan, t).sub_(ApplyRaw(plan, s));
+        else
+        {
+            var axes = plan.Blocks[plan.Order[n - 1]].Axes;
+            var xT = ApplyRaw(plan, t, n - 1);
+            var (rowsT, perm) = BlockRows(xT, axes, lay);                                              // (L, b·rest, K)
+            var (rowsS, _) = BlockRows(ApplyRaw(plan, s, n - 1), axes, lay);
+            // TorchSharp's a.baddbmm(b, c, beta, alpha) = beta·c + alpha·(a @ b) (libtorch's baddbmm(c, a, b))
+            var y = rowsS.baddbmm(s[n - 1], rowsT.bmm(t[n - 1]), beta: 1, alpha: -1);                   // X_T R_T − X_S R_S
+            raw = FromRows(y, xT.shape, perm, lay, axes);
+        }
+        return Crop(plan, raw.reshape(L, plan.Basis, lay.D));
     }
 
     /// <summary>

@@ -11,6 +11,7 @@
 #           stacked and layerwise in the same round, NF4 on stacked-recompute with and without checkpointing, the peer again.
 #   PART=r2: a second LLaMA-7B round (stacked-recompute, stacked, NF4 stacked-recompute with checkpointing), TinyLlama and the
 #           LLaMA-3-8B shape with their peers.
+#   PART=r3: TinyLlama (B = 8 × 512): the peer, ours (default, stacked-recompute, layerwise, LoRA, frozen), the peer again.
 # Usage: PART=a bash bench/run-kernels-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
 set -uo pipefail
 bundle=$1; out=$2; part=${PART:-a}
@@ -68,6 +69,14 @@ elif [ "$part" = r2 ]; then
   B=2 T=1024 SKIP=$SKIP,frozen_base_floor peer llama3-8b first
   run llama3-8b recompute $qb train --method quanta-stacked-recompute --seq 1024 ${CHUNK:+--recompute-chunk $CHUNK}
   run llama3-8b layerwise $qb train --method quanta-layerwise --seq 1024
+elif [ "$part" = r3 ]; then   # TinyLlama, every method of ours between two peer measurements
+  B=8 peer tinyllama first
+  run tinyllama quanta $qb train --method quanta
+  run tinyllama recompute $qb train --method quanta-stacked-recompute
+  run tinyllama layerwise $qb train --method quanta-layerwise
+  run tinyllama lora $qb train --method lora
+  run tinyllama frozen $qb train --method frozen
+  B=8 peer tinyllama last
 elif [ "$part" = c ]; then   # after the frozen chain's cache was built in batches of layers: the memory-bound rows again
   export B=4
   run llama7b nf4-layerwise-ckpt $qb train --method quanta-layerwise --quantize nf4 --gradient-checkpointing 1

@@ -141,7 +141,7 @@ static class TrainBench
                 string.Join(", ", Enum.GetValues<QuanTATrainingPath>().Where(p => p != QuanTATrainingPath.Auto).Select(QuanTATrainingPaths.Name)) + ".");
         Sync();
         return QuanTATrainingPaths.Resolve(requested, Dev.type == DeviceType.CUDA, () => QuanTABank.EstimatedStackedExtraBytes(model, computeDType),
-            () => DeviceMemory.Query(0)?.Free);
+            () => DeviceMemory.Query(0)?.Free, () => QuanTABank.EstimatedRecomputeExtraBytes(model, computeDType));
     }
 
     /// <summary>Random weights like transformers' init: N(0, 0.02) for matrices, ones for RMSNorm weights. Drawn in place by

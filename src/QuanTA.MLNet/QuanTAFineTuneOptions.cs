@@ -212,12 +212,15 @@ public sealed class QuanTAFineTuneOptions
     /// gives the same loss and gradients, they trade speed for memory:
     /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.PerLayer"/> (each adapter on its own, the reference),
     /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.Stacked"/> (one batched chain for all layers, one GEMM with W0 + ΔW per
-    /// layer; fastest on a GPU, keeps W0 + ΔW per layer for the backward),
+    /// layer; fastest on a GPU, keeps W0 + ΔW and the chain's graph per layer for the backward),
+    /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.StackedRecompute"/> (the batched chain without a graph; keeps only
+    /// W0 + ΔW per layer and re-runs the chain in the backward, a few layers at a time),
     /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.Layerwise"/> (W0 + ΔW built inside each layer's forward and again in
     /// its backward; nothing weight-sized kept) and
     /// <see cref="QuanTA.Core.Training.QuanTATrainingPath.LayerwiseUncached"/> (also the frozen chain rebuilt; smallest peak).
-    /// Default <see cref="QuanTA.Core.Training.QuanTATrainingPath.Auto"/>: PerLayer on the CPU; on a GPU Stacked, or Layerwise
-    /// when Stacked's estimated extra memory exceeds half of the GPU memory free after the model is loaded. The path and its
+    /// Default <see cref="QuanTA.Core.Training.QuanTATrainingPath.Auto"/>: PerLayer on the CPU; on a GPU the first of Stacked,
+    /// StackedRecompute and Layerwise whose estimated extra memory is at most half of the GPU memory free after the model is
+    /// loaded. The path and its
     /// reason are logged once per fit. Adapters with dropout or a per-tensor <see cref="Rank"/> always run per layer.
     /// </summary>
     public QuanTATrainingPath TrainingPath = QuanTATrainingPath.Auto;

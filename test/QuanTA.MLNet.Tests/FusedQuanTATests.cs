@@ -79,32 +79,36 @@ public class TrainingPathRuleTests
     const long GB = 1_000_000_000;
 
     [Theory]
-    [InlineData(10.7, 64.0, QuanTATrainingPath.Stacked)]     // LLaMA-7B q,v (64 layers of 4096², bf16) on an 80 GB GPU: stacked fits
-    [InlineData(10.7, 26.0, QuanTATrainingPath.Stacked)]     // the same on a 40 GB GPU (≈ 26 GB free after the weights): still fits
-    [InlineData(10.7, 18.0, QuanTATrainingPath.Layerwise)]   // the same with less free memory: layerwise
-    [InlineData(1.1, 20.0, QuanTATrainingPath.Stacked)]      // TinyLlama q,v on a 24 GB GPU
-    public void AutoOnAGpuPicksLayerwiseOnlyWhenStackedWouldCrowdIt(double extraGb, double freeGb, QuanTATrainingPath expected)
+    [InlineData(10.7, 2.8, 64.0, QuanTATrainingPath.Stacked)]            // LLaMA-7B q,v (64 layers of 4096², bf16) on an 80 GB GPU: stacked fits
+    [InlineData(10.7, 2.8, 26.0, QuanTATrainingPath.Stacked)]            // the same on a 40 GB GPU (≈ 26 GB free after the weights): still fits
+    [InlineData(10.7, 2.8, 18.0, QuanTATrainingPath.StackedRecompute)]   // the same with less free memory: stacked-recompute
+    [InlineData(10.7, 2.8, 4.0, QuanTATrainingPath.Layerwise)]           // and with even less: layerwise
+    [InlineData(1.1, 0.3, 20.0, QuanTATrainingPath.Stacked)]             // TinyLlama q,v on a 24 GB GPU
+    public void AutoOnAGpuTakesTheFastestPathThatFits(double extraGb, double recomputeGb, double freeGb, QuanTATrainingPath expected)
     {
-        var choice = QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, onCuda: true, () => (long)(extraGb * GB), () => (long)(freeGb * GB));
+        var choice = QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, onCuda: true, () => (long)(extraGb * GB), () => (long)(freeGb * GB),
+            () => (long)(recomputeGb * GB));
         Assert.Equal(expected, choice.Path);
         Assert.Contains("MiB free", choice.Reason);
     }
 
     [Fact]
     public void UnknownFreeMemoryKeepsStacked()
-        => Assert.Equal(QuanTATrainingPath.Stacked, QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, true, () => 100 * GB, () => null).Path);
+        => Assert.Equal(QuanTATrainingPath.Stacked, QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, true, () => 100 * GB, () => null,
+            () => throw new InvalidOperationException("not needed")).Path);
 
     [Fact]
     public void AnExplicitPathIsKeptAndTheCpuNeverReadsGpuMemory()
     {
+        static long NotNeeded() => throw new InvalidOperationException("not needed");
         foreach (var path in Enum.GetValues<QuanTATrainingPath>().Where(p => p != QuanTATrainingPath.Auto))
-            Assert.Equal(path, QuanTATrainingPaths.Resolve(path, true, () => throw new InvalidOperationException("not needed"), () => throw new InvalidOperationException("not needed")).Path);
-        var cpu = QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, false, () => throw new InvalidOperationException("not needed"), () => throw new InvalidOperationException("not needed"));
+            Assert.Equal(path, QuanTATrainingPaths.Resolve(path, true, NotNeeded, () => NotNeeded(), NotNeeded).Path);
+        var cpu = QuanTATrainingPaths.Resolve(QuanTATrainingPath.Auto, false, NotNeeded, () => NotNeeded(), NotNeeded);
         Assert.Equal(QuanTATrainingPath.PerLayer, cpu.Path);
     }
 
     [Fact]
     public void PathNamesAreTheCliSpellings()
-        => Assert.Equal(["auto", "per-layer", "stacked", "layerwise", "layerwise-uncached"],
+        => Assert.Equal(["auto", "per-layer", "stacked", "stacked-recompute", "layerwise", "layerwise-uncached"],
             Enum.GetValues<QuanTATrainingPath>().Select(p => p == QuanTATrainingPath.Auto ? "auto" : QuanTATrainingPaths.Name(p)));
 }

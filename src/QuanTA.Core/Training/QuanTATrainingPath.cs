@@ -19,8 +19,8 @@ namespace QuanTA.Core.Training;
 /// </summary>
 public enum QuanTATrainingPath
 {
-    /// <summary>Decided by <see cref="QuanTATrainingPaths.Resolve"/>: PerLayer on the CPU; on a GPU Stacked, or Layerwise when
-    /// Stacked's extra memory would take more than half of the free GPU memory.</summary>
+    /// <summary>Decided by <see cref="QuanTATrainingPaths.Resolve"/>: PerLayer on the CPU; on a GPU Stacked, or StackedRecompute
+    /// (then Layerwise) when Stacked's extra memory would take more than half of the free GPU memory.</summary>
     Auto,
     /// <summary>Each adapter runs its own chain on its layer's input (<see cref="QuanTAAdapter.Delta"/>): the readable
     /// reference, and the path for adapters the fused paths do not serve (dropout, a per-tensor rank).</summary>
@@ -66,20 +66,25 @@ public static class QuanTATrainingPaths
         _ => path.ToString().ToLowerInvariant(),
     };
 
-    /// <summary>Auto's memory rule: Layerwise when Stacked's extra memory exceeds half of what is free after the model is
-    /// loaded (the activations need the rest); unknown free memory keeps Stacked.</summary>
+    /// <summary>Auto's memory rule: a path takes too much when its extra memory exceeds half of what is free after the model
+    /// is loaded (the activations need the rest); unknown free memory never does.</summary>
     public static bool StackedTakesTooMuch(long stackedExtraBytes, long? freeBytes) => freeBytes is long f && stackedExtraBytes > f / 2;
 
     /// <summary>
-    /// The path a fit takes. An explicit <paramref name="requested"/> path is kept as asked (its reason says so); Auto picks
-    /// PerLayer off the GPU, else Stacked, or Layerwise when <see cref="StackedTakesTooMuch"/>.
+    /// The path a fit takes. An explicit <paramref name="requested"/> path is kept as asked (its reason says so). Auto picks
+    /// PerLayer off the GPU; on a GPU the fastest path whose extra memory fits the rule of <see cref="StackedTakesTooMuch"/>:
+    /// Stacked, else StackedRecompute (about the layerwise paths' memory, faster than them on the measured shapes), else
+    /// Layerwise.
     /// </summary>
     /// <param name="requested">The option's value.</param>
     /// <param name="onCuda">Whether the model is on a CUDA device.</param>
     /// <param name="stackedExtraBytes">Stacked's estimated extra memory (<see cref="QuanTABank.EstimatedStackedExtraBytes"/>);
     /// called only when Auto needs it.</param>
     /// <param name="freeBytes">Free device memory now (null when it cannot be read); called only when Auto needs it.</param>
-    public static QuanTATrainingPathChoice Resolve(QuanTATrainingPath requested, bool onCuda, Func<long> stackedExtraBytes, Func<long?> freeBytes)
+    /// <param name="recomputeExtraBytes">StackedRecompute's estimated extra memory
+    /// (<see cref="QuanTABank.EstimatedRecomputeExtraBytes"/>); called only when Stacked does not fit.</param>
+    public static QuanTATrainingPathChoice Resolve(QuanTATrainingPath requested, bool onCuda, Func<long> stackedExtraBytes, Func<long?> freeBytes,
+        Func<long> recomputeExtraBytes)
     {
         if (requested != QuanTATrainingPath.Auto) return new(requested, "as requested");
         if (!onCuda) return new(QuanTATrainingPath.PerLayer, "Auto off the GPU: the per-layer reference path (the fused paths are built for GPU memory and GEMMs)");
@@ -87,9 +92,14 @@ public static class QuanTATrainingPaths
         long? free = freeBytes();
         static string MiB(long b) => (b / 1048576.0).ToString("F0", CultureInfo.InvariantCulture) + " MiB";
         if (free is not long f) return new(QuanTATrainingPath.Stacked, "Auto on the GPU; the free GPU memory could not be read, so the fastest path " +
-            "(choose Layerwise to save memory)");
-        return StackedTakesTooMuch(extra, f)
-            ? new(QuanTATrainingPath.Layerwise, $"Auto on the GPU: stacked needs ≈ {MiB(extra)} more, over half of the {MiB(f)} free")
-            : new(QuanTATrainingPath.Stacked, $"Auto on the GPU: stacked needs ≈ {MiB(extra)} more, {MiB(f)} free");
+            "(choose StackedRecompute or Layerwise to save memory)");
+        if (!StackedTakesTooMuch(extra, f))
+            return new(QuanTATrainingPath.Stacked, $"Auto on the GPU: stacked needs ≈ {MiB(extra)} more, {MiB(f)} free");
+        long lean = recomputeExtraBytes();
+        return StackedTakesTooMuch(lean, f)
+            ? new(QuanTATrainingPath.Layerwise, $"Auto on the GPU: stacked needs ≈ {MiB(extra)} more and stacked-recompute ≈ {MiB(lean)}, " +
+                $"each over half of the {MiB(f)} free")
+            : new(QuanTATrainingPath.StackedRecompute, $"Auto on the GPU: stacked needs ≈ {MiB(extra)} more, over half of the {MiB(f)} free; " +
+                $"stacked-recompute ≈ {MiB(lean)}");
     }
 }

@@ -139,6 +139,10 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         var hint = $"these are QuanTAFineTuneOptions.BatchSize (CLI: --batch-size, now {o.BatchSize}), GradientAccumulationSteps " +
             $"(CLI: --grad-accum, now {o.GradientAccumulationSteps}) and MaxSequenceLength (CLI: --max-seq-len, now {o.MaxSequenceLength})";
         if (path is QuanTATrainingPath.Stacked or QuanTATrainingPath.PerLayer)
+            hint += "; or set TrainingPath = StackedRecompute (CLI: --training-path stacked-recompute), which keeps one weight-sized " +
+                "tensor per adapted layer between forward and backward instead of about five, or Layerwise (CLI: --training-path " +
+                "layerwise), which keeps none (same results, a little slower)";
+        else if (path is QuanTATrainingPath.StackedRecompute)
             hint += "; or set TrainingPath = Layerwise (CLI: --training-path layerwise), which keeps no weight-sized " +
                 "tensor per adapted layer between forward and backward (same results, a little slower)";
         else if (path is QuanTATrainingPath.Layerwise)
@@ -156,7 +160,8 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
         bool onCuda = model.Device.type == DeviceType.CUDA;
         var choice = QuanTATrainingPaths.Resolve(options.TrainingPath, onCuda,
             () => QuanTABank.EstimatedStackedExtraBytes(model.Module, computeDType),
-            () => DeviceMemory.Query(model.Device.index < 0 ? 0 : model.Device.index)?.Free);
+            () => DeviceMemory.Query(model.Device.index < 0 ? 0 : model.Device.index)?.Free,
+            () => QuanTABank.EstimatedRecomputeExtraBytes(model.Module, computeDType));
         var (fused, perLayer) = QuanTABank.CountEligible(model.Module);
         if (choice.UsesBank && fused == 0)
             choice = new(QuanTATrainingPath.PerLayer, $"{QuanTATrainingPaths.Name(choice.Path)} was chosen ({choice.Reason}), but every " +

@@ -160,17 +160,18 @@ public class QuanTAChainEngineTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData(QuanTATrainingPath.Stacked)]
+    [InlineData(QuanTATrainingPath.StackedRecompute)]
     [InlineData(QuanTATrainingPath.Layerwise)]
     [InlineData(QuanTATrainingPath.LayerwiseUncached)]
     public void TheBanksPathsGiveTheReferenceWeight(QuanTATrainingPath path)
     {
         bool layerwise = path != QuanTATrainingPath.Stacked;
-        // Stacked: each layer's ΔW slice; layerwise: the layer's output x (W0 + ΔW)ᵀ + b built inside its step.
+        // Stacked: each layer's ΔW slice; the others: the layer's output x (W0 + ΔW)ᵀ + b built by its step.
         using var m = new Layers((27, 27), (27, 10), (12, 27), (27, 27));
         using (no_grad()) { using var g = new Generator(3); foreach (var l in m.Items) { l.weight.copy_(randn(l.weight.shape, generator: g)); l.bias!.copy_(randn(l.bias.shape, generator: g)); } }
         AdapterInjector.Inject(m, new QuanTAConfig { Layout = [3, 3, 3], Seed = 4 }, TargetModules.All());
         TestUtil.Randomize(m, 0.3, 12);
-        using var bank = QuanTABank.Create(m, path, blockCap: 9);
+        using var bank = QuanTABank.Create(m, path, blockCap: 9, recomputeChunk: 1);
         using var scope = NewDisposeScope();
         bank.Materialize(ScalarType.Float32);
         using var gx = new Generator(8);

@@ -57,8 +57,8 @@ public class PeerPainPointTests
     }
 
     [Theory]
-    [InlineData(false)]   // per-layer path (CPU default): the hint points to the layerwise path
-    [InlineData(true)]    // stacked path on CPU: the hint points to the layerwise path
+    [InlineData(false)]   // per-layer path (CPU default): the hint points to the stacked-recompute and layerwise paths
+    [InlineData(true)]    // stacked path on CPU: the same
     public void SimulatedOutOfMemoryThroughFitNamesTheOptionsAndFlagsToChange(bool fused)
     {
         var o = RobustFit.Options(fused);
@@ -73,7 +73,8 @@ public class PeerPainPointTests
         Assert.Contains("QuanTAFineTuneOptions.BatchSize (CLI: --batch-size, now 4)", e.Message);
         Assert.Contains("GradientAccumulationSteps (CLI: --grad-accum, now 1)", e.Message);
         Assert.Contains("MaxSequenceLength (CLI: --max-seq-len, now 32)", e.Message);
-        Assert.Contains("TrainingPath = Layerwise (CLI: --training-path layerwise)", e.Message);
+        Assert.Contains("TrainingPath = StackedRecompute (CLI: --training-path stacked-recompute)", e.Message);
+        Assert.Contains("or Layerwise (CLI: --training-path layerwise)", e.Message);
         Assert.Contains("CUDA out of memory", e.InnerException!.Message);
     }
 }

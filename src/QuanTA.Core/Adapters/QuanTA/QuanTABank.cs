@@ -134,6 +134,20 @@ public sealed class QuanTABank : IDisposable
         return EligibleAdapters(model).Sum(a => 5L * a.InFeatures * a.OutFeatures * size);
     }
 
+    /// <summary>
+    /// Rough extra device memory of the StackedRecompute path over the frozen model: W0 + ΔW for every eligible adapted layer
+    /// (one weight-sized tensor each, kept from forward to backward) plus one chunk's transient while its chain is re-run in
+    /// the backward (about five weight-sized tensors per layer of the chunk).
+    /// </summary>
+    public static long EstimatedRecomputeExtraBytes(nn.Module model, ScalarType computeDType, int recomputeChunk = DefaultRecomputeChunk)
+    {
+        long size = computeDType switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 2 };
+        var adapters = EligibleAdapters(model);
+        if (adapters.Count == 0) return 0;
+        long largest = adapters.Max(a => (long)a.InFeatures * a.OutFeatures);
+        return adapters.Sum(a => (long)a.InFeatures * a.OutFeatures * size) + 5L * recomputeChunk * largest * size;
+    }
+
     /// <summary>Re-points <paramref name="target"/>'s storage at <paramref name="view"/> (in place, <c>set_</c>).</summary>
     static void Alias(Tensor target, Tensor view)
     {

@@ -164,9 +164,49 @@ public class QuanTABankTests
         bank.Materialize(ScalarType.Float32);                                    // reported once; the next micro-batch runs
         (m.Layers[0].forward(x).sum() + m.Layers[3].forward(x).sum()).backward();
         Assert.All(bank.Parameters.Take(3), p => Assert.True(p.grad is not null));            // group 0 (layers 0 and 3) has 3 tensors
-        Assert.False(((QuanTARecomputeStep)m.Layers[0].Adapter!.StepLinear!).IsLive);   // the chunk is released after its backward
+        using (no_grad()) Assert.False(((QuanTARecomputeStep)m.Layers[0].Adapter!.StepLinear!).IsLive);   // released after its backward
         bank.Clear();
         bank.Materialize(ScalarType.Float32);                                    // a complete backward leaves nothing to report
+        bank.Clear();
+    }
+
+    [Fact]
+    public void StackedRecomputeRefusesAForwardAfterItsChunksBackwardAndFreesTheMergedWeight()
+    {
+        // Once a chunk's backward released it, a backpropagated forward of its layer is refused (as on the stacked path), not sent
+        // down the layer's own path, whose tensors the bank's optimizer never sees; and W0 + ΔW is not kept alive by any view.
+        using var m = Build();
+        using var bank = QuanTABank.Create(m, QuanTATrainingPath.StackedRecompute, recomputeChunk: 1);
+        using var scope = NewDisposeScope();
+        using var gen = new Generator(9);
+        var x = randn(3, 32, generator: gen);
+        bank.Materialize(ScalarType.Float32);
+        int before = scope.DisposablesCount;
+        m.Layers[1].forward(x).sum().backward();                                  // group 1: one layer, one chunk, released now
+        var merged = scope.DisposablesView.Skip(before).OfType<Tensor>()
+            .Where(t => !t.IsInvalid && t.shape.SequenceEqual(new long[] { 8, 32 }) && !t.requires_grad).ToList();
+        Assert.Empty(merged);                                                     // no (out, in) view of W0 + ΔW survives the chunk
+        Assert.Contains("Materialize", Assert.Throws<InvalidOperationException>(() => m.Layers[1].forward(x)).Message);
+        Assert.Null(((QuanTAAdapter)m.Layers[1].Adapter!).TensorT(0).grad);      // nothing went to the adapter's own tensors
+        using (no_grad()) Assert.Equal(new long[] { 3, 8 }, m.Layers[1].forward(x).shape);   // evaluation takes the layer's own path
+        bank.Clear();
+    }
+
+    [Theory]
+    [InlineData(QuanTATrainingPath.Stacked)]
+    [InlineData(QuanTATrainingPath.StackedRecompute)]
+    public void AnFp32BaseTrainedInBFloat16PromotesLikeTheStackedPath(QuanTATrainingPath path)
+    {
+        using var m = Build();                                                    // fp32 weights
+        using var bank = QuanTABank.Create(m, path, recomputeChunk: 1);           // layer 0's chunk completes with its own backward
+        using var scope = NewDisposeScope();
+        using var gen = new Generator(10);
+        var x = randn(3, 32, generator: gen);
+        bank.Materialize(ScalarType.BFloat16);
+        var y = m.Layers[0].forward(x);
+        Assert.Equal(ScalarType.Float32, y.dtype);                                // fp32 W0 + bf16 ΔW runs in fp32
+        y.sum().backward();
+        Assert.True(bank.Parameters.First().grad!.abs().max().item<float>() > 0);
         bank.Clear();
     }
 

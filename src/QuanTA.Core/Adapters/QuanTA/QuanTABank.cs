@@ -7,8 +7,8 @@ using QuanTA.Core.Training;
 namespace QuanTA.Core.Adapters;
 
 /// <summary>
-/// The fused QuanTA training paths (<see cref="QuanTATrainingPath.Stacked"/>, <see cref="QuanTATrainingPath.Layerwise"/>,
-/// <see cref="QuanTATrainingPath.LayerwiseUncached"/>): per step, the bank computes the chain for ALL adapted layers at once. Layers whose
+/// The fused QuanTA training paths (<see cref="QuanTATrainingPath.Stacked"/>, <see cref="QuanTATrainingPath.StackedRecompute"/>,
+/// <see cref="QuanTATrainingPath.Layerwise"/>, <see cref="QuanTATrainingPath.LayerwiseUncached"/>): per step, the bank computes the chain for ALL adapted layers at once. Layers whose
 /// adapters share a layout, pair chain and in/out size form a group; their tensors are stacked and the engine
 /// (<see cref="QuanTAChainBlocks.Delta"/>, the same function as <see cref="QuanTAAdapter.DeltaWeight"/>) runs once per group:
 /// <code>
@@ -16,6 +16,7 @@ namespace QuanTA.Core.Adapters;
 ///   ΔW[l] = crop(M_T[l] − M_S[l])                     (L, out, in): one batched, blocked chain for the whole group
 /// </code>
 /// and every layer then runs ONE GEMM with <c>W0 + ΔW</c>: Stacked hands each layer its slice (<see cref="QuanTAStackedStep"/>);
+/// StackedRecompute hands it its W0 + ΔW, built without a graph a chunk of layers at a time (<see cref="QuanTARecomputeStep"/>);
 /// Layerwise hands it only its block operators and the layer builds ΔW inside its forward (<see cref="QuanTALayerwiseStep"/>).
 /// Either way the layer's <see cref="Adapter.StepLinear"/> is set for the step. The chain's cost does not depend on the number
 /// of tokens; adapters with dropout or a per-tensor rank are left on the per-layer path.
@@ -86,7 +87,7 @@ public sealed class QuanTABank : IDisposable
     /// <summary>Collects the full-rank, dropout-free QuanTA adapters attached to <paramref name="model"/>'s layers for
     /// <paramref name="path"/> (resolve Auto first: <see cref="QuanTATrainingPaths.Resolve"/>).</summary>
     /// <param name="model">The model with QuanTA adapters attached.</param>
-    /// <param name="path">Stacked, Layerwise or LayerwiseUncached.</param>
+    /// <param name="path">Stacked, StackedRecompute, Layerwise or LayerwiseUncached.</param>
     /// <param name="blockCap">Largest subspace (product of local dims) a block of consecutive pairs may span; 1 = one pair per
     /// block (<see cref="QuanTAChainBlocks"/>).</param>
     /// <param name="recomputeChunk">StackedRecompute only: layers whose chain is re-run together in the backward
@@ -95,7 +96,7 @@ public sealed class QuanTABank : IDisposable
         int recomputeChunk = DefaultRecomputeChunk)
     {
         if (path is QuanTATrainingPath.Auto or QuanTATrainingPath.PerLayer)
-            throw new ArgumentException($"A bank serves the fused paths (Stacked, Layerwise, LayerwiseUncached), not {path}" +
+            throw new ArgumentException($"A bank serves the fused paths (Stacked, StackedRecompute, Layerwise, LayerwiseUncached), not {path}" +
                 (path == QuanTATrainingPath.Auto ? ": resolve Auto first (QuanTATrainingPaths.Resolve)." : "."), nameof(path));
         if (blockCap < 1) throw new ArgumentOutOfRangeException(nameof(blockCap), blockCap, "blockCap must be at least 1.");
         if (recomputeChunk < 1) throw new ArgumentOutOfRangeException(nameof(recomputeChunk), recomputeChunk, "recomputeChunk must be at least 1.");
@@ -175,7 +176,8 @@ public sealed class QuanTABank : IDisposable
     /// <summary>
     /// Sets every served layer's <see cref="Adapter.StepLinear"/> for the next forward pass, in <paramref name="computeDType"/>
     /// and differentiable w.r.t. the stacked T: Stacked computes each group's ΔW (L, out, in) and hands each layer its slice,
-    /// which the layer uses once; Layerwise hands each layer its block operators. Call it inside the step's dispose scope
+    /// which the layer uses once; StackedRecompute hands each layer its W0 + ΔW (built here without a graph, a chunk of layers at
+    /// a time); Layerwise hands each layer its block operators. Call it inside the step's dispose scope
     /// before every forward pass that is backpropagated (each micro-batch), and <see cref="Clear"/> when the step ends.
     /// </summary>
     public void Materialize(ScalarType computeDType)
@@ -234,7 +236,10 @@ public sealed class QuanTABank : IDisposable
                 using var scope = NewDisposeScope();
                 var values = chunkOps.Select(o => o.detach()).ToArray();
                 var frozenChunk = frozen.Select(o => o.narrow(0, first, n)).ToArray();
-                var delta = QuanTAChainBlocks.DeltaWithoutGraph(g.Plan, values, frozenChunk);                    // (n, out, in)
+                var delta = QuanTAChainBlocks.DeltaWithoutGraph(g.Plan, values, frozenChunk);                    // (n, out, in), a view
+                // a transposed (columns) or cropped view of the (n, basis, D) chain output: keep a compact copy instead, so the
+                // GEMMs read a contiguous weight and the kept memory is out·in per layer
+                if (!delta.is_contiguous()) delta = delta.contiguous();
                 chunk = new QuanTARecomputeChunk(g.Plan, values, delta, _returned);
             }
             _chunks.Add(chunk);
@@ -259,8 +264,9 @@ public sealed class QuanTABank : IDisposable
         {
             if (c.IsLive && c.Received > 0)
                 _incompleteBackward ??= $"The backward pass reached only {c.Received} of the {c.Count} layers of a stacked-recompute chunk, " +
-                    "so the QuanTA tensors of those layers got no gradient: on this path every adapted layer's output must reach the " +
-                    "loss. Use the stacked path (TrainingPath = Stacked, CLI --training-path stacked) for such a model.";
+                    "so the QuanTA tensors of those layers got no gradient (an adapted layer's output does not reach the loss, or the " +
+                    "backward stopped part-way): on this path every adapted layer's output must reach the loss. Use the stacked path " +
+                    "(TrainingPath = Stacked, CLI --training-path stacked) for such a model.";
             c.Dispose();
         }
         _chunks.Clear();

@@ -14,8 +14,8 @@ namespace QuanTA.Core.Adapters;
 ///   layer backward:          ∂L/∂x = g W_eff,   G[l] = gᵀ x                    G: (n, out, in), filled layer by layer
 ///   last layer of the chunk: ∂L/∂R_B = (∂ crop(M_T) / ∂R_B)ᵀ G                 the chain re-run with a graph, for n layers
 /// </code>
-/// Kept between forward and backward: W_eff for every layer (the stacked path also keeps W0 + ΔW, plus the chain's graph and
-/// the cached frozen chain; this path keeps neither). The chain's graph exists for one chunk at a time, while that chunk's
+/// Kept between forward and backward: W_eff for every layer, freed when its chunk's backward is done (the stacked path also
+/// keeps W0 + ΔW, plus the chain's graph and the cached frozen chain; this path keeps neither). The chain's graph exists for one chunk at a time, while that chunk's
 /// backward finishes. W0 is added on the layer's first forward (the layer hands it over), so the bank needs no layer.
 /// </summary>
 internal sealed class QuanTARecomputeChunk : IDisposable
@@ -51,25 +51,42 @@ internal sealed class QuanTARecomputeChunk : IDisposable
     /// <summary>False once the chunk's backward finished or the bank cleared it.</summary>
     public bool IsLive => _weights is { IsInvalid: false };
 
+    /// <summary>True once the chunk's own backward released it (not the bank): a later forward that records a graph in the same
+    /// micro-batch must be refused, not sent down the layer's own path (whose gradient the bank's optimizer never sees).</summary>
+    public bool ReleasedByBackward { get; private set; }
+
     /// <summary>How many of the chunk's layers have handed in ∂L/∂ΔW (0 before the backward reaches the chunk).</summary>
     public int Received => _received.Count(r => r);
 
-    /// <summary>W0 + ΔW (out, in) of layer <paramref name="index"/>; on first use W0 (the layer's weight, or its quantized
-    /// form dequantized) is added in place into the chunk's ΔW.</summary>
+    /// <summary>W0 + ΔW (out, in) of layer <paramref name="index"/>, a new view the caller disposes; on first use W0 (the
+    /// layer's weight, or its quantized form dequantized) is added in place into the chunk's ΔW. A W0 wider than the compute
+    /// dtype (an fp32 base trained in bf16) widens the chunk first, as the stacked path's <c>W0 + ΔW</c> promotes.</summary>
     public Tensor MergedWeight(int index, Tensor weight, Quantization.QuantizedWeight? quantized)
     {
-        var slice = Weights[index];
         if (!_merged[index])
         {
             using var _ = no_grad();
-            if (quantized is null) slice.add_(weight);
-            else using (var w0 = quantized.Dequantize()) slice.add_(w0);
+            using var dequantized = quantized?.Dequantize();
+            var w0 = dequantized ?? weight;
+            if (Wider(w0.dtype, Weights.dtype) is var wide && wide != Weights.dtype)
+            {
+                var widened = Weights.to_type(wide).DetachFromDisposeScope();
+                _weights!.Dispose();
+                _weights = widened;
+            }
+            using var slice = Weights[index];
+            slice.add_(w0);
             _merged[index] = true;
         }
-        return slice;
+        return Weights[index];
     }
 
-    /// <summary>W0 + ΔW (out, in) of layer <paramref name="index"/>, merged by its forward (<see cref="MergedWeight"/>).</summary>
+    static ScalarType Wider(ScalarType a, ScalarType b) =>
+        a == ScalarType.Float64 || b == ScalarType.Float64 ? ScalarType.Float64
+        : a == ScalarType.Float32 || b == ScalarType.Float32 ? ScalarType.Float32 : b;
+
+    /// <summary>W0 + ΔW (out, in) of layer <paramref name="index"/>, merged by its forward (<see cref="MergedWeight"/>); a new
+    /// view the caller disposes.</summary>
     public Tensor Merged(int index) => _merged[index] ? Weights[index]
         : throw new InvalidOperationException($"Layer {index} of this stacked-recompute chunk has no merged weight yet (its forward did not run).");
 
@@ -101,7 +118,7 @@ internal sealed class QuanTARecomputeChunk : IDisposable
             foreach (var t in grads) t.DetachFromDisposeScope();
             return grads;
         }
-        finally { Dispose(); }
+        finally { Dispose(); ReleasedByBackward = true; }
     }
 
     /// <summary>Zero gradients for the chunk's block operators, as stride-0 views of one element: what a layer that does not
@@ -131,7 +148,10 @@ internal sealed class QuanTARecomputeStep(QuanTARecomputeChunk chunk, int index,
 {
     bool _spent;
 
-    public bool IsLive => chunk.IsLive;
+    /// <summary>Live while the chunk is; after the chunk's backward released it, still "live" for a forward that records a
+    /// graph, so that <see cref="Forward"/> refuses it (as the stacked step does) instead of the layer's own path training
+    /// tensors the bank's optimizer never sees. A forward without a graph then takes the layer's own path (same values).</summary>
+    public bool IsLive => chunk.IsLive || (chunk.ReleasedByBackward && is_grad_enabled());
 
     public IReadOnlyList<Tensor> Inputs => ops;
 
@@ -145,10 +165,10 @@ internal sealed class QuanTARecomputeStep(QuanTARecomputeChunk chunk, int index,
         if (weight.requires_grad || bias?.requires_grad == true)
             throw new InvalidOperationException("The stacked-recompute QuanTA path trains only the adapter: the layer's weight and " +
                 "bias must stay frozen. Freeze them, or use the stacked path (QuanTATrainingPath.Stacked).");
-        var merged = chunk.MergedWeight(index, weight, quantized);                             // W0 + ΔW (out, in)
+        using var merged = chunk.MergedWeight(index, weight, quantized);                       // W0 + ΔW (out, in)
         bool opsNeedGrad = ops.Any(o => o.requires_grad);
         if (!is_grad_enabled() || (!x.requires_grad && !opsNeedGrad))
-            return nn.functional.linear(x, merged, bias);                                      // no graph: evaluation, or a checkpoint's first pass
+            return nn.functional.linear(x, merged.to_type(x.dtype), bias);                    // no graph: evaluation, or a checkpoint's first pass
         if (_spent)
             throw new InvalidOperationException("This layer already ran its stacked-recompute forward for this micro-batch: call " +
                 "QuanTABank.Materialize before every forward pass that is backpropagated (each micro-batch), and Clear() when the step ends.");
@@ -170,7 +190,7 @@ internal sealed class RecomputeLinearFunction : autograd.SingleTensorFunction<Re
     {
         var (x, b, step) = ((Tensor)vars[0], vars[1] as Tensor, (QuanTARecomputeStep)vars[2]);
         using var scope = NewDisposeScope();
-        var y = nn.functional.linear(x, step.Chunk.Merged(step.Index), b);                   // merged by the step before apply
+        var y = nn.functional.linear(x, step.Chunk.Merged(step.Index).to_type(x.dtype), b);  // merged by the step before apply
         ctx.save_for_backward([x]);
         ctx.save_data("step", step);
         ctx.save_data("x_needs_grad", x.requires_grad);
@@ -194,7 +214,7 @@ internal sealed class RecomputeLinearFunction : autograd.SingleTensorFunction<Re
             long outF = merged.shape[0], inF = merged.shape[1];
             var g2 = g.reshape(-1, outF);                                                        // (M, out)
             var x2 = x.reshape(-1, inF);                                                         // (M, in)
-            Tensor? gx = xNeedsGrad ? g2.mm(merged).reshape(x.shape) : null;                    // ∂L/∂x = g W_eff (before the chunk may be released)
+            Tensor? gx = xNeedsGrad ? g2.mm(merged.to_type(g2.dtype)).reshape(x.shape) : null; // ∂L/∂x = g W_eff (before the chunk may be released)
             var gOps = step.Chunk.AddWeightGradient(step.Index, g2, x2) ?? step.Chunk.ZeroGradients();   // ∂L/∂R_B from the chunk's last layer
             result.Add(gx!); result.Add(null!); result.Add(null!);
             for (int i = 0; i < opCount; i++) result.Add(gOps[i]);

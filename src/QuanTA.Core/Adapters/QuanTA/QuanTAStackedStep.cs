@@ -6,7 +6,8 @@ namespace QuanTA.Core.Adapters;
 /// <summary>
 /// This step's forward of one adapted layer on a fused training path, set by <see cref="QuanTABank.Materialize"/> on the
 /// adapter (<see cref="Adapter.StepLinear"/>) and used by <see cref="AdaptableLinear"/> instead of <c>x W0ᵀ + b + Δ(x)</c>.
-/// Stacked: <see cref="QuanTAStackedStep"/>; Layerwise: <see cref="QuanTALayerwiseStep"/>.
+/// Stacked: <see cref="QuanTAStackedStep"/>; StackedRecompute: <see cref="QuanTARecomputeStep"/>; Layerwise:
+/// <see cref="QuanTALayerwiseStep"/>.
 /// </summary>
 internal interface IStepLinear
 {

@@ -139,7 +139,7 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
             ? nn.functional.linear(x, weight, bias)        // (…, out) = x W0ᵀ + b
             : QuantizedForward(x);
         if (_adapter is null || IsMerged) return y;
-        return y.add_(_adapter.Delta(x));                   // + Δ(x)
+        return _adapter.AddDelta(y, x);                     // + Δ(x)
     }
 
     /// <summary>x W0ᵀ + b with W0 dequantized: through <see cref="QuantizedLinearFunction"/> when ∂L/∂x is needed (nothing

@@ -25,6 +25,10 @@ public abstract class Adapter : nn.Module
     /// <summary>The update's contribution to the output for input <paramref name="x"/> (…, in) → (…, out), in x's dtype.</summary>
     public abstract Tensor Delta(Tensor x);
 
+    /// <summary>y + Δ(x) for the layer's output y (…, out) — what the adapted layer's forward calls. The default adds
+    /// <see cref="Delta"/> in place; an adapter may instead fuse the addition into its last GEMM and return a new tensor.</summary>
+    public virtual Tensor AddDelta(Tensor y, Tensor x) => y.add_(Delta(x));
+
     /// <summary>ΔW as a dense fp32 matrix [out, in] (on the adapter's device); y = x (W0 + ΔW)ᵀ.</summary>
     public abstract Tensor DeltaWeight();
 

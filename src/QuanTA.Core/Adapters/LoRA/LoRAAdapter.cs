@@ -62,6 +62,20 @@ public sealed class LoRAAdapter : Adapter
         return z.matmul(LoraB.to(x.dtype).t()).mul_(Scale).MoveToOuterDisposeScope(); // (…, out)
     }
 
+    /// <summary>y + s · (x Aᵀ) Bᵀ with the scale s = alpha / r and the addition inside the second GEMM (one addmm reading y:
+    /// no separate scaling and addition passes over the (…, out) output, forward or backward). PEFT computes
+    /// <c>y + lora_B(lora_A(x)) * s</c> with three roundings; this rounds once. Returns a new tensor shaped like y.</summary>
+    public override Tensor AddDelta(Tensor y, Tensor x)
+    {
+        if (!y.is_contiguous() || x.shape[^1] != _in || y.shape[^1] != _out) return base.AddDelta(y, x);
+        using var scope = NewDisposeScope();
+        var h = _dropout is null ? x : _dropout.call(x);                                       // (…, in)
+        var z = h.reshape(-1, _in).mm(LoraA.to(x.dtype).t());                                  // (M, r)
+        // TorchSharp's c.addmm(a, b, beta, alpha) = beta·c + alpha·(a @ b)
+        var sum = y.view(-1, _out).addmm(z, LoraB.to(x.dtype).t(), beta: 1, alpha: (float)Scale);   // (M, out) = y + s · z Bᵀ
+        return sum.view(y.shape).MoveToOuterDisposeScope();
+    }
+
     /// <inheritdoc/>
     public override Tensor DeltaWeight()
     {

@@ -12,6 +12,8 @@
 #   PART=r2: a second LLaMA-7B round (stacked-recompute, stacked, NF4 stacked-recompute with checkpointing), TinyLlama and the
 #           LLaMA-3-8B shape with their peers.
 #   PART=r3: TinyLlama (B = 8 × 512): the peer, ours (default, stacked-recompute, layerwise, LoRA, frozen), the peer again.
+#   PART=r4: after the fused LoRA addition and the stacked-recompute review fixes: LLaMA-7B (peer, LoRA, stacked-recompute)
+#           and TinyLlama (peer, LoRA).
 # Usage: PART=a bash bench/run-kernels-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
 set -uo pipefail
 bundle=$1; out=$2; part=${PART:-a}
@@ -77,6 +79,13 @@ elif [ "$part" = r3 ]; then   # TinyLlama, every method of ours between two peer
   run tinyllama lora $qb train --method lora
   run tinyllama frozen $qb train --method frozen
   B=8 peer tinyllama last
+elif [ "$part" = r4 ]; then   # after the review fixes and the fused LoRA addition: LLaMA-7B and TinyLlama, LoRA first
+  export B=4
+  peer llama7b first
+  run llama7b lora $qb train --method lora
+  run llama7b recompute $qb train --method quanta-stacked-recompute
+  B=8 peer tinyllama first
+  run tinyllama lora $qb train --method lora
 elif [ "$part" = c ]; then   # after the frozen chain's cache was built in batches of layers: the memory-bound rows again
   export B=4
   run llama7b nf4-layerwise-ckpt $qb train --method quanta-layerwise --quantize nf4 --gradient-checkpointing 1

@@ -65,10 +65,12 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             ? Trainer<InputRow[]>.ForModule(model.Module, trainerOptions)
             : new Trainer<InputRow[]>(bank.OptimizerParameters(model.Module), trainerOptions, model.Module, AdapterBuffers(model.Module));
         using var gradientSync = world > 1 ? dist!.CreateGradientSync(trainer.Parameters.Select(p => p.parameter)) : null;
+        if (bank is not null) trainer.BeforeOptimizerStep = bank.CheckBackwardComplete;   // stacked-recompute: every chunk's gradient is in
         if (gradientSync is not null)
         {
             if (trainerOptions.ResumeFrom is null) gradientSync.BroadcastParameters();   // every rank starts from rank 0's adapter
-            trainer.BeforeOptimizerStep = gradientSync.Synchronize;                  // average the adapter gradients
+            trainer.BeforeOptimizerStep = bank is null ? gradientSync.Synchronize           // average the adapter gradients
+                : () => { bank.CheckBackwardComplete(); gradientSync.Synchronize(); };
             trainer.ReduceStepStatistics = dist!.Communicator.MeanAndSum;           // log the global loss and tokens
         }
         using var ch = host.Start("QuanTA fine-tuning");

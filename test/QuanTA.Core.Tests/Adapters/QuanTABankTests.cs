@@ -157,12 +157,20 @@ public class QuanTABankTests
         Assert.Contains("Materialize", Assert.Throws<InvalidOperationException>(() => m.Layers[0].forward(x)).Message);
         var y3 = m.Layers[3].forward(x);
         y0.sum().backward();                                                     // layer 3's output never reaches a loss
+        var before = Assert.Throws<InvalidOperationException>(bank.CheckBackwardComplete);   // before the optimizer step
+        Assert.Contains("1 of the 2 layers", before.Message);
+        bank.Clear();
+        bank.Materialize(ScalarType.Float32);                                    // reported once: the next micro-batch runs
+        y0 = m.Layers[0].forward(x);
+        m.Layers[3].forward(x);
+        y0.sum().backward();                                                     // again, and this time nobody checks before Clear
         bank.Clear();
         var e = Assert.Throws<InvalidOperationException>(() => bank.Materialize(ScalarType.Float32));
         Assert.Contains("1 of the 2 layers", e.Message);
         Assert.Contains("--training-path stacked", e.Message);
         bank.Materialize(ScalarType.Float32);                                    // reported once; the next micro-batch runs
         (m.Layers[0].forward(x).sum() + m.Layers[3].forward(x).sum()).backward();
+        bank.CheckBackwardComplete();                                            // complete: nothing to report
         Assert.All(bank.Parameters.Take(3), p => Assert.True(p.grad is not null));            // group 0 (layers 0 and 3) has 3 tensors
         using (no_grad()) Assert.False(((QuanTARecomputeStep)m.Layers[0].Adapter!.StepLinear!).IsLive);   // released after its backward
         bank.Clear();

@@ -256,20 +256,40 @@ public sealed class QuanTABank : IDisposable
         return _frozenOps[(gi, dtype)] = FrozenBlockOperators(_groups[gi], dtype).Select(o => o.DetachFromDisposeScope()).ToArray();
     }
 
+    /// <summary>
+    /// StackedRecompute: throws when this micro-batch's backward reached some but not all layers of a chunk (those layers'
+    /// tensor gradients were never computed). Call it after the backward and before the optimizer step (the fine-tuning loop
+    /// does), so that a wrong update is never applied; a problem not checked here is reported by the next
+    /// <see cref="Materialize"/>. The other paths have nothing to check.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">a chunk's backward is incomplete.</exception>
+    public void CheckBackwardComplete()
+    {
+        foreach (var c in _chunks)
+            if (IsIncomplete(c)) { _reported.Add(c); throw new InvalidOperationException(IncompleteMessage(c)); }
+    }
+
+    readonly HashSet<QuanTARecomputeChunk> _reported = [];
+
+    static bool IsIncomplete(QuanTARecomputeChunk c) => c.IsLive && c.Received > 0;
+
+    static string IncompleteMessage(QuanTARecomputeChunk c) =>
+        $"The backward pass reached only {c.Received} of the {c.Count} layers of a stacked-recompute chunk, so the QuanTA tensors " +
+        "of those layers got no gradient (an adapted layer's output does not reach the loss, or the backward stopped part-way): on " +
+        "this path every adapted layer's output must reach the loss. Use the stacked path (TrainingPath = Stacked, CLI " +
+        "--training-path stacked) for such a model.";
+
     /// <summary>Frees this micro-batch's StackedRecompute chunks, noting one whose backward reached some but not all of its
-    /// layers (the next <see cref="Materialize"/> reports it: those layers' tensor gradients were never computed).</summary>
+    /// layers unless <see cref="CheckBackwardComplete"/> reported it already (the next <see cref="Materialize"/> reports it).</summary>
     void ReleaseChunks()
     {
         foreach (var c in _chunks)
         {
-            if (c.IsLive && c.Received > 0)
-                _incompleteBackward ??= $"The backward pass reached only {c.Received} of the {c.Count} layers of a stacked-recompute chunk, " +
-                    "so the QuanTA tensors of those layers got no gradient (an adapted layer's output does not reach the loss, or the " +
-                    "backward stopped part-way): on this path every adapted layer's output must reach the loss. Use the stacked path " +
-                    "(TrainingPath = Stacked, CLI --training-path stacked) for such a model.";
+            if (IsIncomplete(c) && !_reported.Contains(c)) _incompleteBackward ??= IncompleteMessage(c);
             c.Dispose();
         }
         _chunks.Clear();
+        _reported.Clear();
     }
 
     /// <summary>Forgets the step's tensors (the layers go back to their own path).</summary>

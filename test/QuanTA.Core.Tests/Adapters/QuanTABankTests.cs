@@ -391,6 +391,33 @@ public class QuanTAChainBlockTests
     }
 
     [Theory]
+    [InlineData(1)]
+    [InlineData(8)]
+    [InlineData(16)]
+    [InlineData(1024)]  // one block: the start is the whole chain (autograd runs it all)
+    public void HandDifferentiatedLastBlockGivesAutogradsTensorGradients(int cap)
+    {
+        var lay = new AxisLayout([2, 2, 2, 4]);
+        using var gen = new Generator(13);
+        foreach (var (inF, outF) in new[] { (32, 32), (32, 12), (20, 32) })
+            foreach (var columns in new[] { true, false })
+            {
+                using var scope = NewDisposeScope();
+                var plan = QuanTAChainBlocks.MakePlan(lay, cap, inF, outF, columns);
+                var tensors = lay.Pairs.Select(p => randn([2, lay.Dims[p.M], lay.Dims[p.N], lay.Dims[p.M], lay.Dims[p.N]], generator: gen) * 0.3).ToArray();
+                Tensor[] ops;
+                using (no_grad()) ops = QuanTAChainBlocks.BlockOperators(plan, tensors, ScalarType.Float32, CPU);   // L = 2 layers
+                var g = randn([2, outF, inF], generator: gen);
+                var leaves = ops.Select(o => o.detach().requires_grad_(true)).ToArray();
+                var reference = autograd.grad([QuanTAChainBlocks.ApplyPlan(plan, leaves)], leaves, [g]);
+                var ours = QuanTAChainBlocks.TensorGradients(plan, ops, g);
+                Assert.Equal(reference.Count, ours.Length);
+                for (int i = 0; i < ours.Length; i++)
+                    Assert.True(TestUtil.RelErr(ours[i], reference[i]) < 1e-5, $"cap {cap}, {inF}->{outF}, columns {columns}, block {i}: {TestUtil.RelErr(ours[i], reference[i])}");
+            }
+    }
+
+    [Theory]
     [InlineData(1, true)]
     [InlineData(1, false)]
     [InlineData(16, true)]      // blocks K = 8, 8, 16: the Kronecker start skips the first block applied

@@ -477,6 +477,47 @@ static class QuanTAChainBlocks
         return token < viaDelta;
     }
 
+    /// <summary>
+    /// ∂L/∂(block operators) of crop(M_T) for L layers from G = ∂L/∂ΔW (L, out, in) — the stacked-recompute path's chain
+    /// backward. The chain up to its last block runs with a graph; the last block's GEMM Y = X R is differentiated by hand
+    /// from G laid out as Y's rows, so Y itself (a weight-sized forward output nobody needs) is never computed:
+    /// <code>
+    ///   ∂L/∂R = Xᵀ G_rows,    ∂L/∂X = G_rows Rᵀ   → autograd through the earlier blocks
+    /// </code>
+    /// When the start consumes the whole chain, autograd runs it all.
+    /// </summary>
+    /// <param name="plan">The layers' chain plan.</param>
+    /// <param name="ops">The block operators (L, K, K) each, application order, values only (leaves are made here).</param>
+    /// <param name="g">∂L/∂ΔW (L, out, in).</param>
+    internal static Tensor[] TensorGradients(ChainPlan plan, Tensor[] ops, Tensor g)
+    {
+        var lay = plan.Layout;
+        int n = plan.Order.Length;
+        var leaves = ops.Select(o => o.detach().requires_grad_(true)).ToArray();
+        if (StartBlocks(plan) >= n)
+        {
+            Tensor whole;
+            using (enable_grad()) whole = ApplyPlan(plan, leaves);
+            return autograd.grad([whole], leaves, [g.to_type(whole.dtype)]).ToArray();
+        }
+        var axes = plan.Blocks[plan.Order[n - 1]].Axes;
+        Tensor x, rows;
+        using (enable_grad())
+        {
+            x = ApplyRaw(plan, leaves, n - 1);                                                    // the last block's input
+            (rows, _) = BlockRows(x, axes, lay);                                                  // X (L, b·rest, K)
+        }
+        long L = g.shape[0];
+        var full = plan.Columns ? g.transpose(1, 2) : g;                                          // (L, basis, out or in): Crop undone
+        if (full.shape[2] < lay.D) full = nn.functional.pad(full, [0, lay.D - full.shape[2]]);   // the cropped entries get no gradient
+        var (gRows, _) = BlockRows(full.contiguous().view(x.shape), axes, lay);                  // G laid out as Y's rows
+        gRows = gRows.to_type(rows.dtype);
+        var last = leaves[n - 1];
+        var gLast = rows.detach().transpose(1, 2).bmm(gRows);                                     // ∂L/∂R = Xᵀ G_rows
+        var gEarlier = autograd.grad([rows], leaves[..(n - 1)], [gRows.bmm(last.detach().transpose(1, 2))]);   // ∂L/∂X = G_rows Rᵀ
+        return [.. gEarlier, gLast];
+    }
+
     /// <summary>(M, f) → (M, D), zeros appended when f &lt; D.</summary>
     static Tensor PadTo(Tensor x, int d) => x.shape[1] == d ? x : nn.functional.pad(x, [0, d - x.shape[1]]);
 }

@@ -13,6 +13,7 @@ namespace QuanTA.Core.Adapters;
 ///   layer forward:           y = x W_effᵀ + b                                  saves x
 ///   layer backward:          ∂L/∂x = g W_eff,   G[l] = gᵀ x                    G: (n, out, in), filled layer by layer
 ///   last layer of the chunk: ∂L/∂R_B = (∂ crop(M_T) / ∂R_B)ᵀ G                 the chain re-run with a graph, for n layers
+///                                                                              (QuanTAChainBlocks.TensorGradients)
 /// </code>
 /// Kept between forward and backward: W_eff for every layer, freed when its chunk's backward is done (the stacked path also
 /// keeps W0 + ΔW, plus the chain's graph and the cached frozen chain; this path keeps neither). The chain's graph exists for one chunk at a time, while that chunk's
@@ -111,10 +112,7 @@ internal sealed class QuanTARecomputeChunk : IDisposable
         try
         {
             using var scope = NewDisposeScope();
-            var leaves = _opsValues.Select(o => o.detach().requires_grad_(true)).ToArray();
-            Tensor delta;
-            using (enable_grad()) delta = QuanTAChainBlocks.ApplyPlan(_plan, leaves);              // crop(M_T) (n, out, in); M_S is constant
-            var grads = autograd.grad([delta], leaves, [_g.to_type(delta.dtype)]).ToArray();
+            var grads = QuanTAChainBlocks.TensorGradients(_plan, _opsValues, _g);                  // of crop(M_T); M_S is constant
             foreach (var t in grads) t.DetachFromDisposeScope();
             return grads;
         }

@@ -139,7 +139,9 @@ public sealed class AdaptableLinear : nn.Module<Tensor, Tensor>
             ? nn.functional.linear(x, weight, bias)        // (…, out) = x W0ᵀ + b
             : QuantizedForward(x);
         if (_adapter is null || IsMerged) return y;
-        return _adapter.AddDelta(y, x);                     // + Δ(x)
+        var sum = _adapter.AddDelta(y, x);                  // + Δ(x)
+        if (!ReferenceEquals(sum, y)) y.Dispose();          // a fused addition made a new tensor: free the base output now
+        return sum;
     }
 
     /// <summary>x W0ᵀ + b with W0 dequantized: through <see cref="QuantizedLinearFunction"/> when ∂L/∂x is needed (nothing

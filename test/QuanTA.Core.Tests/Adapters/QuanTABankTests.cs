@@ -179,6 +179,26 @@ public class QuanTABankTests
     }
 
     [Fact]
+    public void SeveralIncompleteChunksOfOneBackwardAreReportedOnce()
+    {
+        using var m = new Stack(Enumerable.Repeat((32, 32), 4).ToArray());   // one group, chunks {0, 1} and {2, 3}
+        AdapterInjector.Inject(m, new QuanTAConfig { Layout = [2, 4, 4], Seed = 5 }, TargetModules.All());
+        using var bank = QuanTABank.Create(m, QuanTATrainingPath.StackedRecompute, recomputeChunk: 2);
+        using var scope = NewDisposeScope();
+        using var gen = new Generator(14);
+        var x = randn(3, 32, generator: gen);
+        bank.Materialize(ScalarType.Float32);
+        var y0 = m.Layers[0].forward(x); m.Layers[1].forward(x);
+        var y2 = m.Layers[2].forward(x); m.Layers[3].forward(x);
+        (y0.sum() + y2.sum()).backward();                                        // each chunk gets 1 of its 2 layers
+        Assert.Contains("2 chunks are incomplete", Assert.Throws<InvalidOperationException>(bank.CheckBackwardComplete).Message);
+        bank.CheckBackwardComplete();                                            // reported: not again
+        bank.Clear();
+        bank.Materialize(ScalarType.Float32);                                    // nor by the next micro-batch
+        bank.Clear();
+    }
+
+    [Fact]
     public void StackedRecomputeRefusesAForwardAfterItsChunksBackwardAndFreesTheMergedWeight()
     {
         // Once a chunk's backward released it, a backpropagated forward of its layer is refused (as on the stacked path), not sent

@@ -257,16 +257,19 @@ public sealed class QuanTABank : IDisposable
     }
 
     /// <summary>
-    /// StackedRecompute: throws when this micro-batch's backward reached some but not all layers of a chunk (those layers'
-    /// tensor gradients were never computed). Call it after the backward and before the optimizer step (the fine-tuning loop
+    /// StackedRecompute: throws once when this micro-batch's backward reached some but not all layers of one or more chunks
+    /// (those layers' tensor gradients were never computed). Call it after the backward and before the optimizer step (the fine-tuning loop
     /// does), so that a wrong update is never applied; a problem not checked here is reported by the next
     /// <see cref="Materialize"/>. The other paths have nothing to check.
     /// </summary>
     /// <exception cref="InvalidOperationException">a chunk's backward is incomplete.</exception>
     public void CheckBackwardComplete()
     {
-        foreach (var c in _chunks)
-            if (IsIncomplete(c)) { _reported.Add(c); throw new InvalidOperationException(IncompleteMessage(c)); }
+        var incomplete = _chunks.Where(c => IsIncomplete(c) && !_reported.Contains(c)).ToList();
+        if (incomplete.Count == 0) return;
+        foreach (var c in incomplete) _reported.Add(c);                        // one report for all of this backward's chunks
+        throw new InvalidOperationException(IncompleteMessage(incomplete[0]) +
+            (incomplete.Count > 1 ? $" ({incomplete.Count} chunks are incomplete.)" : ""));
     }
 
     readonly HashSet<QuanTARecomputeChunk> _reported = [];

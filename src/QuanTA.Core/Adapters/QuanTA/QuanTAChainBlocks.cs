@@ -493,12 +493,13 @@ static class QuanTAChainBlocks
     {
         var lay = plan.Layout;
         int n = plan.Order.Length;
+        g = g.to_type(ops[0].dtype);                                                              // the chain's dtype before any copy
         var leaves = ops.Select(o => o.detach().requires_grad_(true)).ToArray();
         if (StartBlocks(plan) >= n)
         {
             Tensor whole;
             using (enable_grad()) whole = ApplyPlan(plan, leaves);
-            return autograd.grad([whole], leaves, [g.to_type(whole.dtype)]).ToArray();
+            return autograd.grad([whole], leaves, [g]).ToArray();
         }
         var axes = plan.Blocks[plan.Order[n - 1]].Axes;
         Tensor x, rows;
@@ -510,8 +511,7 @@ static class QuanTAChainBlocks
         long L = g.shape[0];
         var full = plan.Columns ? g.transpose(1, 2) : g;                                          // (L, basis, out or in): Crop undone
         if (full.shape[2] < lay.D) full = nn.functional.pad(full, [0, lay.D - full.shape[2]]);   // the cropped entries get no gradient
-        var (gRows, _) = BlockRows(full.contiguous().view(x.shape), axes, lay);                  // G laid out as Y's rows
-        gRows = gRows.to_type(rows.dtype);
+        var (gRows, _) = BlockRows(full.reshape(x.shape), axes, lay);                            // G laid out as Y's rows (a view when it can be)
         var last = leaves[n - 1];
         var gLast = rows.detach().transpose(1, 2).bmm(gRows);                                     // ∂L/∂R = Xᵀ G_rows
         var gEarlier = autograd.grad([rows], leaves[..(n - 1)], [gRows.bmm(last.detach().transpose(1, 2))]);   // ∂L/∂X = G_rows Rᵀ

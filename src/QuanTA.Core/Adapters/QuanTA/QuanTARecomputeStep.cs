@@ -105,8 +105,9 @@ internal sealed class QuanTARecomputeChunk : IDisposable
             throw new InvalidOperationException("A layer on the stacked-recompute path ran its backward twice for one forward; " +
                 "backpropagate each micro-batch once (retain_graph is not supported on this path), or use the stacked path.");
         var w = Weights;
-        _g ??= empty(w.shape, dtype: w.dtype, device: w.device).DetachFromDisposeScope();
-        _g[index].addmm_(g2.t(), x2.to_type(g2.dtype), beta: 0, alpha: 1);                      // G[l] = gᵀ x (beta 0: G is not read)
+        _g ??= empty(w.shape, dtype: g2.dtype, device: w.device).DetachFromDisposeScope();      // in the output gradient's dtype
+        using var gl = _g[index];
+        gl.addmm_(g2.t(), x2.to_type(g2.dtype), beta: 0, alpha: 1);                                // G[l] = gᵀ x (beta 0: G is not read)
         _received[index] = true;
         if (Received < Count) return null;
         try
@@ -148,7 +149,8 @@ internal sealed class QuanTARecomputeStep(QuanTARecomputeChunk chunk, int index,
 
     /// <summary>Live while the chunk is; after the chunk's backward released it, still "live" for a forward that records a
     /// graph, so that <see cref="Forward"/> refuses it (as the stacked step does) instead of the layer's own path training
-    /// tensors the bank's optimizer never sees. A forward without a graph then takes the layer's own path (same values).</summary>
+    /// tensors the bank's optimizer never sees. A forward without a graph then takes the layer's own path (the same values up
+    /// to rounding).</summary>
     public bool IsLive => chunk.IsLive || (chunk.ReleasedByBackward && is_grad_enabled());
 
     public IReadOnlyList<Tensor> Inputs => ops;

@@ -14,6 +14,8 @@
 #   PART=r3: TinyLlama (B = 8 × 512): the peer, ours (default, stacked-recompute, layerwise, LoRA, frozen), the peer again.
 #   PART=r4: after the fused LoRA addition and the stacked-recompute review fixes: LLaMA-7B (peer, LoRA, stacked-recompute)
 #           and TinyLlama (peer, LoRA).
+#   PART=next: kernel-check, then LLaMA-7B (peer, stacked-recompute with the hand-differentiated chunk backward, stacked, LoRA)
+#           and TinyLlama (peer, LoRA, frozen, peer): the changes the second session could not time. Writes 8 files.
 # Usage: PART=a bash bench/run-kernels-gpu.sh out/gpu-bundle.tar.xz RESULTS_DIR
 set -uo pipefail
 bundle=$1; out=$2; part=${PART:-a}
@@ -86,6 +88,17 @@ elif [ "$part" = r4 ]; then   # after the review fixes and the fused LoRA additi
   run llama7b recompute $qb train --method quanta-stacked-recompute
   B=8 peer tinyllama first
   run tinyllama lora $qb train --method lora
+elif [ "$part" = next ]; then   # first thing next session: the untimed changes of the last one, paired with the peer
+  $qb kernel-check --out "$out/kernel-check.json" 2>&1 | grep -v '^{"check"' | tail -3 | cut -c1-300
+  export B=4
+  peer llama7b first
+  run llama7b recompute $qb train --method quanta-stacked-recompute      # hand-differentiated chunk backward
+  run llama7b stacked $qb train --method quanta-stacked
+  run llama7b lora $qb train --method lora
+  B=8 peer tinyllama first
+  run tinyllama lora $qb train --method lora                             # the fused LoRA addition, paired this time
+  run tinyllama frozen $qb train --method frozen
+  B=8 peer tinyllama last
 elif [ "$part" = c ]; then   # after the frozen chain's cache was built in batches of layers: the memory-bound rows again
   export B=4
   run llama7b nf4-layerwise-ckpt $qb train --method quanta-layerwise --quantize nf4 --gradient-checkpointing 1

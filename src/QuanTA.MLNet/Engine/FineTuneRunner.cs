@@ -65,12 +65,15 @@ internal sealed class FineTuneRunner(FineTuneModel model, QuanTAFineTuneOptions 
             ? Trainer<InputRow[]>.ForModule(model.Module, trainerOptions)
             : new Trainer<InputRow[]>(bank.OptimizerParameters(model.Module), trainerOptions, model.Module, AdapterBuffers(model.Module));
         using var gradientSync = world > 1 ? dist!.CreateGradientSync(trainer.Parameters.Select(p => p.parameter)) : null;
-        if (bank is not null) trainer.BeforeOptimizerStep = bank.CheckBackwardComplete;   // stacked-recompute: every chunk's gradient is in
+        // before each optimizer step, in this order: stacked-recompute's check that every chunk's gradient is in, then the
+        // data-parallel average of the adapter gradients
+        Action? beforeStep = null;
+        if (bank is not null) beforeStep += bank.CheckBackwardComplete;
+        if (gradientSync is not null) beforeStep += gradientSync.Synchronize;
+        trainer.BeforeOptimizerStep = beforeStep;
         if (gradientSync is not null)
         {
             if (trainerOptions.ResumeFrom is null) gradientSync.BroadcastParameters();   // every rank starts from rank 0's adapter
-            trainer.BeforeOptimizerStep = bank is null ? gradientSync.Synchronize           // average the adapter gradients
-                : () => { bank.CheckBackwardComplete(); gradientSync.Synchronize(); };
             trainer.ReduceStepStatistics = dist!.Communicator.MeanAndSum;           // log the global loss and tokens
         }
         using var ch = host.Start("QuanTA fine-tuning");

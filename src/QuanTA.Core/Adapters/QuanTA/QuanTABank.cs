@@ -131,9 +131,12 @@ public sealed class QuanTABank : IDisposable
     /// </summary>
     public static long EstimatedStackedExtraBytes(nn.Module model, ScalarType computeDType)
     {
-        long size = computeDType switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 2 };
+        long size = ElementBytes(computeDType);
         return EligibleAdapters(model).Sum(a => 5L * a.InFeatures * a.OutFeatures * size);
     }
+
+    /// <summary>Bytes per element of a compute dtype (fp64, fp32, else a 16-bit type).</summary>
+    static long ElementBytes(ScalarType computeDType) => computeDType switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 2 };
 
     /// <summary>
     /// Rough extra device memory of the StackedRecompute path over the frozen model: W0 + ΔW for every eligible adapted layer
@@ -142,7 +145,7 @@ public sealed class QuanTABank : IDisposable
     /// </summary>
     public static long EstimatedRecomputeExtraBytes(nn.Module model, ScalarType computeDType, int recomputeChunk = DefaultRecomputeChunk)
     {
-        long size = computeDType switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 2 };
+        long size = ElementBytes(computeDType);
         var adapters = EligibleAdapters(model);
         if (adapters.Count == 0) return 0;
         long largest = adapters.Max(a => (long)a.InFeatures * a.OutFeatures);
@@ -265,14 +268,12 @@ public sealed class QuanTABank : IDisposable
     /// <exception cref="InvalidOperationException">a chunk's backward is incomplete.</exception>
     public void CheckBackwardComplete()
     {
-        var incomplete = _chunks.Where(c => IsIncomplete(c) && !_reported.Contains(c)).ToList();
+        var incomplete = _chunks.Where(c => IsIncomplete(c) && !c.Reported).ToList();
         if (incomplete.Count == 0) return;
-        foreach (var c in incomplete) _reported.Add(c);                        // one report for all of this backward's chunks
+        foreach (var c in incomplete) c.Reported = true;                       // one report for all of this backward's chunks
         throw new InvalidOperationException(IncompleteMessage(incomplete[0]) +
             (incomplete.Count > 1 ? $" ({incomplete.Count} chunks are incomplete.)" : ""));
     }
-
-    readonly HashSet<QuanTARecomputeChunk> _reported = [];
 
     static bool IsIncomplete(QuanTARecomputeChunk c) => c.IsLive && c.Received > 0;
 
@@ -288,11 +289,10 @@ public sealed class QuanTABank : IDisposable
     {
         foreach (var c in _chunks)
         {
-            if (IsIncomplete(c) && !_reported.Contains(c)) _incompleteBackward ??= IncompleteMessage(c);
+            if (IsIncomplete(c) && !c.Reported) _incompleteBackward ??= IncompleteMessage(c);
             c.Dispose();
         }
         _chunks.Clear();
-        _reported.Clear();
     }
 
     /// <summary>Forgets the step's tensors (the layers go back to their own path).</summary>

@@ -56,6 +56,10 @@ internal sealed class QuanTARecomputeChunk : IDisposable
     /// micro-batch must be refused, not sent down the layer's own path (whose gradient the bank's optimizer never sees).</summary>
     public bool ReleasedByBackward { get; private set; }
 
+    /// <summary>Set once <see cref="QuanTABank.CheckBackwardComplete"/> has reported this chunk's incomplete backward, so that
+    /// the bank does not report it again.</summary>
+    public bool Reported { get; set; }
+
     /// <summary>How many of the chunk's layers have handed in ∂L/∂ΔW (0 before the backward reaches the chunk).</summary>
     public int Received => _received.Count(r => r);
 
